@@ -1,0 +1,158 @@
+"""Small assembly guests, assembled with keystone: the machine's own test guests,
+benchmark guests and classroom demonstrations.
+
+A guest is laid out as a raw image at 0x100000 (the boot protocol) with the
+descriptor tables a protected-mode kernel needs already built, so a test can say in
+a few lines of assembly what it wants the CPU to do:
+
+    0x100000  entry: load GDT, segments, IDT, TR, (paging); then `body`
+    0x110000  exception/interrupt handlers, one 256-byte slot per vector
+    0x120000  ring-1 code      0x130000  ring-3 code
+    0x140000  GDT   0x141000  IDT   0x142000  TSS
+    0x143000  page directory, 0x144000.. page tables (identity map of the first
+              8 MiB, 4 KiB pages, user and writable unless listed otherwise)
+
+Selectors: 0x08/0x10 ring-0 code/data, 0x19/0x21 ring-1 code/data,
+0x2B/0x33 ring-3 code/data, 0x38 the TSS.  Stacks: ring 0 tops at 0x90000,
+ring 1 at 0x80000, ring 3 at 0x70000 (the TSS holds the ring-0 and ring-1 ones).
+"""
+import struct
+from dataclasses import dataclass, field
+
+from . import x86
+
+BASE = 0x100000
+HANDLERS, RING1, RING3 = 0x110000, 0x120000, 0x130000
+GDT, IDT, TSS, PGDIR, PGTAB = 0x140000, 0x141000, 0x142000, 0x143000, 0x144000
+STACK0, STACK1, STACK3 = 0x90000, 0x80000, 0x70000
+MAPPED_MB = 8
+KCODE, KDATA, R1CODE, R1DATA, UCODE, UDATA, TSS_SEL = 0x08, 0x10, 0x19, 0x21, 0x2B, 0x33, 0x38
+IMAGE_END = PGTAB + (MAPPED_MB // 4) * 0x1000
+
+
+@dataclass
+class AsmGuest:
+    body: str                                  # ring-0 code run after set-up
+    handlers: dict = field(default_factory=dict)   # vector -> asm (ring 0)
+    user_vectors: tuple = (0x80,)              # gates callable from ring 3 (DPL 3)
+    trap_gates: tuple = ()                     # vectors with trap (not interrupt) gates
+    ring1: str = ""
+    ring3: str = ""
+    paging: bool = False
+    unmapped: tuple = ()                       # linear pages left not-present
+    readonly: tuple = ()                       # linear pages mapped read-only
+
+
+def iret_to(ring, eip, esp, eflags=0x202):
+    """Assembly that leaves ring 0 for `ring` at eip with stack esp."""
+    cs, ss = {1: (R1CODE, R1DATA), 3: (UCODE, UDATA)}[ring]
+    return (f"push {ss}\npush {esp:#x}\npush {eflags:#x}\npush {cs}\npush {eip:#x}\n"
+            "iretd\n")
+
+
+def _asm(text, base):
+    from keystone import Ks, KS_ARCH_X86, KS_MODE_32
+    code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(text, base)
+    return bytes(code or b"")
+
+
+def _prologue(g):
+    lines = [
+        f"lgdt [{GDT + 0xF00:#x}]",
+        f"mov ax, {KDATA}", "mov ds, ax", "mov es, ax", "mov ss, ax",
+        "mov fs, ax", "mov gs, ax", f"mov esp, {STACK0:#x}",
+        f"lidt [{IDT + 0xF00:#x}]",
+        f"mov ax, {TSS_SEL}", "ltr ax",
+    ]
+    if g.paging:
+        lines += [f"mov eax, {PGDIR:#x}", "mov cr3, eax", "mov eax, cr0",
+                  "or eax, 0x80010000", "mov cr0, eax"]
+    # Reload CS with a far return; keystone cannot push a label, so the target
+    # is computed from the fixed length of `lgdt; push imm8; push imm32; retf`.
+    far = [lines[0], f"push {KCODE}", "push 0x7fffffff", "retf"]
+    target = BASE + len(_asm("\n".join(far), BASE))
+    far[2] = f"push {target:#x}"
+    return "\n".join(far + lines[1:]) + "\n"
+
+
+def _gdt():
+    entries = [b"\0" * 8,
+               x86.make_segment(0, 0xFFFFF, 0x9A), x86.make_segment(0, 0xFFFFF, 0x92),
+               x86.make_segment(0, 0xFFFFF, 0xBA), x86.make_segment(0, 0xFFFFF, 0xB2),
+               x86.make_segment(0, 0xFFFFF, 0xFA), x86.make_segment(0, 0xFFFFF, 0xF2),
+               x86.make_segment(TSS, 0x67, 0x89, 0x0)]
+    return b"".join(entries)
+
+
+def _tss():
+    t = bytearray(0x68)
+    struct.pack_into("<II", t, x86.TSS_ESP0, STACK0, KDATA)
+    struct.pack_into("<II", t, x86.TSS_ESP1, STACK1, R1DATA)
+    struct.pack_into("<H", t, x86.TSS_IOMAP, 0x68)
+    return bytes(t)
+
+
+def _idt(g):
+    out = bytearray(256 * 8)
+    for vec in g.handlers:
+        gtype = x86.GATE_TRAP32 if vec in g.trap_gates else x86.GATE_INTR32
+        dpl = 3 if vec in g.user_vectors else 0
+        out[vec * 8:vec * 8 + 8] = x86.make_gate(KCODE, HANDLERS + vec * 0x100, gtype, dpl)
+    return bytes(out)
+
+
+def _paging(g):
+    pd = bytearray(0x1000)
+    tables = bytearray(0x1000 * (MAPPED_MB // 4))
+    for t in range(MAPPED_MB // 4):
+        struct.pack_into("<I", pd, t * 4, (PGTAB + t * 0x1000) | 0x7)
+    for page in range(MAPPED_MB * 256):
+        la = page << 12
+        flags = x86.PTE_P | x86.PTE_W | x86.PTE_U
+        if la in g.unmapped:
+            flags = 0
+        elif la in g.readonly:
+            flags &= ~x86.PTE_W
+        struct.pack_into("<I", tables, page * 4, la | flags)
+    return bytes(pd) + bytes(tables)
+
+
+def build(g):
+    """The raw image for `g`, ready for --image or Machine.boot."""
+    img = bytearray(IMAGE_END - BASE)
+
+    def put(addr, data):
+        if addr - BASE + len(data) > len(img):
+            raise ValueError(f"guest section at {addr:#x} is too large")
+        img[addr - BASE:addr - BASE + len(data)] = data
+
+    put(BASE, _asm(_prologue(g) + g.body, BASE))
+    for vec, text in g.handlers.items():
+        code = _asm(text, HANDLERS + vec * 0x100)
+        if len(code) > 0x100:
+            raise ValueError(f"handler for vector {vec:#x} exceeds its 256-byte slot")
+        put(HANDLERS + vec * 0x100, code)
+    if g.ring1:
+        put(RING1, _asm(g.ring1, RING1))
+    if g.ring3:
+        put(RING3, _asm(g.ring3, RING3))
+    gdt = _gdt()
+    put(GDT, gdt)
+    put(GDT + 0xF00, struct.pack("<HI", len(gdt) - 1, GDT))
+    put(IDT, _idt(g))
+    put(IDT + 0xF00, struct.pack("<HI", 256 * 8 - 1, IDT))
+    put(TSS, _tss())
+    put(PGDIR, _paging(g))
+    return bytes(img)
+
+
+# The platform's end-of-run: write EAX to port 0x500 (then halt for good).
+EXIT_WITH_EAX = "mov dx, 0x500\nout dx, eax\ncli\nhlt\n"
+
+
+def exit_with(status):
+    return f"mov eax, {status}\n" + EXIT_WITH_EAX
+
+
+def putc(ch):
+    return f"mov dx, 0x3f8\nmov al, {ord(ch)}\nout dx, al\n"

@@ -1,0 +1,69 @@
+"""The back-end interface and the registry of installed back ends.
+
+A back end is a virtualization technique: it decides at which real privilege level
+the guest runs, and what each exit means (emulate, reflect, inject, resume).  All
+are found through the `virtlab.backends` entry-point group, `native` included, so
+that nothing in the core names a back end and a third party can add one by
+installing a package.
+"""
+from importlib.metadata import entry_points
+
+GROUP = "virtlab.backends"
+
+
+class UnknownBackend(KeyError):
+    pass
+
+
+class Backend:
+    """Base class.  The machine calls these with the CPU saved in machine.state
+    (for exception, invalid_opcode and halted); the machine restores it after."""
+    name = "?"
+    summary = ""
+    image = "native"            # which guest build this back end runs
+
+    def attach(self, machine):
+        self.machine = machine
+
+    def boot(self):
+        """The boot-protocol registers are set; adjust the real CPU (ring, mode)."""
+
+    def exception(self, vector):
+        raise NotImplementedError
+
+    def invalid_opcode(self):
+        return False
+
+    def port_in(self, port, size):
+        raise NotImplementedError
+
+    def port_out(self, port, size, value):
+        raise NotImplementedError
+
+    def halted(self):
+        raise NotImplementedError
+
+    def report(self):
+        """Back-end specific result fields (merged into the run's JSON)."""
+        return {}
+
+
+def _entry_points():
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def names():
+    return sorted(_entry_points())
+
+
+def load(name):
+    """The back-end class registered under `name`."""
+    eps = _entry_points()
+    if name not in eps:
+        known = ", ".join(sorted(eps)) or "none installed"
+        raise UnknownBackend(f"unknown back end '{name}' (installed: {known})")
+    return eps[name].load()
+
+
+def create(name):
+    return load(name)()

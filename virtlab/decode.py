@@ -1,0 +1,86 @@
+"""Decoding the instruction at an exit, with a cache.
+
+An exit tells the VMM only where the CPU stopped; what the instruction was (its
+mnemonic, operands and length) comes from capstone.  Decoding costs tens of
+microseconds, and the same few instructions exit over and over, so decoded
+instructions are cached by linear address.  A cached entry is trusted only while
+the same physical bytes are still there: the guest may have remapped the page or
+rewritten its code, and on real hardware that would change what executes.
+"""
+from dataclasses import dataclass
+
+from capstone import Cs, CS_ARCH_X86, CS_MODE_32
+
+from .memory import GuestMemoryFault
+
+MAX_INSN = 15
+
+
+@dataclass(frozen=True)
+class Decoded:
+    phys: int
+    raw: bytes
+    insn: object          # capstone CsInsn (with operand details)
+
+    @property
+    def size(self):
+        return len(self.raw)
+
+    @property
+    def mnemonic(self):
+        return self.insn.mnemonic
+
+    def text(self):
+        return f"{self.insn.mnemonic} {self.insn.op_str}".strip()
+
+
+class Decoder:
+    def __init__(self):
+        self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
+        self._cs.detail = True
+        self._cache = {}
+        self.hits = 0
+        self.misses = 0
+
+    def at(self, view, linear):
+        """The instruction at `linear` as the CPU sees it through `view`
+        (a memory.LinearView).  None if the bytes do not decode."""
+        phys = view.phys(linear)
+        entry = self._cache.get(linear)
+        if entry is not None and entry.phys == phys:
+            n = len(entry.raw)
+            if phys + n <= view.mem.size and view.mem.view[phys:phys + n] == entry.raw:
+                self.hits += 1
+                return entry
+        self.misses += 1
+        code = self._fetch(view, linear)
+        insn = next(self._cs.disasm(code, linear, 1), None)
+        if insn is None:
+            return None
+        entry = Decoded(phys, bytes(insn.bytes), insn)
+        self._cache[linear] = entry
+        return entry
+
+    def _fetch(self, view, linear):
+        """Up to 15 bytes; fewer if the instruction's tail page is unmapped."""
+        try:
+            return view.read(linear, MAX_INSN)
+        except GuestMemoryFault:
+            first = 0x1000 - (linear & 0xFFF)
+            return view.read(linear, first)
+
+    def invalidate(self, linear=None):
+        if linear is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(linear, None)
+
+
+def describe(decoder, view, eip):
+    """'0x00100234: mov eax, cr0' for failure reasons; never raises."""
+    try:
+        d = decoder.at(view, eip)
+        text = d.text() if d else "(undecodable bytes)"
+    except GuestMemoryFault:
+        text = "(not mapped)"
+    return f"{eip:#010x}: {text}"

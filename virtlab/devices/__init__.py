@@ -1,0 +1,1 @@
+"""Device models of the virtual PC, all reached by port I/O."""

@@ -1,0 +1,120 @@
+"""Running guests: one run, and the bench matrix of workloads x back ends.
+
+A run is: catalog entry -> image + boot block -> a fresh machine under the chosen
+back end -> run to completion or failure -> RunResult.  Every run gets a fresh
+machine, so a guest that crashes, hangs or attacks its VMM cannot affect the next.
+"""
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import backend as backends
+from .machine import BootSpec, Budget, Machine, MiB
+from .result import RunResult, digest
+
+DISK_BYTES = 4 * MiB
+
+
+class UsageError(ValueError):
+    """A bad name, option or file: reported as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Guest:
+    """What to boot: an image and the boot block's workload name and scale."""
+    name: str
+    image_path: Path
+    workload: str
+    scale: int
+
+
+def catalog():
+    from workloads import catalog as cat
+    return cat
+
+
+def resolve(workload=None, image=None, scale=None, kind="native"):
+    """Turn user input into a Guest, or raise UsageError."""
+    if image is not None:
+        path = Path(image)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise UsageError(f"cannot read image file '{image}'")
+        return Guest(workload or path.name, path, workload or "", _scale(scale, 0))
+    cat = catalog()
+    if workload not in cat.CATALOG:
+        raise UsageError(f"unknown workload '{workload}' (see 'virtlab list')")
+    entry = cat.CATALOG[workload]
+    path = cat.image_path(kind if entry.image == "native" else entry.image)
+    if not path.is_file():
+        raise UsageError(f"guest image {path} is missing; rebuild with 'make -C workloads'")
+    return Guest(workload, path, workload, _scale(scale, entry.default_scale))
+
+
+def _scale(scale, default):
+    if scale is None:
+        return default
+    if not isinstance(scale, int) or scale < 1 or scale > 10_000_000:
+        raise UsageError(f"scale must be a positive integer, not {scale!r}")
+    return scale
+
+
+def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=32):
+    """Run one guest under one back end on a fresh machine."""
+    try:
+        be = backends.create(backend_name)
+    except backends.UnknownBackend as exc:
+        raise UsageError(exc.args[0]) from None
+    image = guest.image_path.read_bytes()
+    machine = Machine(be, ram_size=ram_mb * MiB, budget=Budget(timeout, max_exits))
+    try:
+        machine.boot(BootSpec(image, guest.workload, guest.scale, bytearray(DISK_BYTES)))
+    except ValueError as exc:
+        raise UsageError(f"{guest.image_path}: {exc}") from None
+    t0 = time.perf_counter()
+    outcome = machine.run()
+    seconds = time.perf_counter() - t0
+    console = machine.uart.text()
+    roi = machine.roi
+    return RunResult(
+        workload=guest.name, backend=backend_name, scale=guest.scale,
+        ok=outcome.ok, exit_status=outcome.exit_status, reason=outcome.reason,
+        console=console, output_digest=digest(console),
+        counters=dict(sorted(machine.counters.snapshot().items())),
+        roi_counters=roi.counters if roi.ended else {},
+        host_seconds=seconds, roi_host_seconds=roi.seconds if roi.ended else None,
+        iterations=machine.platform.iterations, exits=machine.exits,
+        image=str(guest.image_path), details=be.report())
+
+
+_native_cache = {}
+
+
+def native_reference(guest, **opts):
+    """The native run of the same guest, computed once per process."""
+    key = (str(guest.image_path), guest.image_path.stat().st_mtime_ns, guest.workload, guest.scale)
+    if key not in _native_cache:
+        _native_cache[key] = run_guest(guest, "native", **opts)
+    return _native_cache[key]
+
+
+def compare_with_native(result, reference):
+    """matches_native: same console output and exit status as the native run."""
+    result.matches_native = (reference.ok and result.ok
+                             and result.console == reference.console
+                             and result.exit_status == reference.exit_status)
+    return result
+
+
+def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
+        max_exits=50_000_000, ram_mb=32):
+    """Run one workload (or a raw image) under one back end: the Python API."""
+    kind = backends.load(backend).image if backend in backends.names() else "native"
+    guest = resolve(workload, image, scale, kind)
+    opts = dict(timeout=timeout, max_exits=max_exits, ram_mb=ram_mb)
+    result = run_guest(guest, backend, **opts)
+    reference = result if backend == "native" else native_reference(guest, **opts)
+    if backend == "native":
+        _native_cache.setdefault((str(guest.image_path), guest.image_path.stat().st_mtime_ns,
+                                  guest.workload, guest.scale), result)
+    return compare_with_native(result, reference)

@@ -1,0 +1,312 @@
+"""The virtual PC: one IA-32 CPU on Unicorn, guest RAM, machine memory, devices.
+
+The machine owns the real CPU and the real interrupt path (every Unicorn hook).
+What an exit *means* is the back end's business: the machine saves the CPU into
+the state area, hands the exit to the back end, and loads the state back once.
+
+Exits reach the VMM through four doors, all of them raw ctypes callbacks (the
+Python binding's wrappers cost more than the work of a typical exit):
+  - UC_HOOK_INTR: every exception and `int n`, with the vector only;
+  - UC_HOOK_INSN for IN and OUT: every port access, at any privilege level;
+  - UC_HOOK_INSN_INVALID: #UD, which never reaches the INTR hook;
+  - the return of emu_start: `hlt` at ring 0, a stop request, or an error.
+"""
+import ctypes
+import struct
+import time
+from dataclasses import dataclass, field
+
+from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL,
+                     UC_HOOK_INTR, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
+                     UC_ERR_OK)
+from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h
+
+from . import x86
+from .counters import Counters
+from .decode import Decoder, describe
+from .delivery import linear_view
+from .devices.bus import PortBus
+from .devices.clock import VirtualClock
+from .devices.ide import IdeDisk
+from .devices.pic import Pic
+from .devices.pit import Pit
+from .devices.platform import Platform
+from .devices.uart import Uart
+from .memory import PhysMem
+from .state_area import StateArea, layout, verify
+
+MiB = 1 << 20
+IMAGE_BASE = 0x100000
+BOOT_GDT = 0x1000
+BOOT_INFO = 0x2000
+BOOT_STACK = 0x9F000
+BOOT_MAGIC = 0x42414C56          # "VLAB"
+VMM_BASE_LINEAR = 0xFC000000     # top 64 MiB of every address space: the VMM's
+NEVER = 1 << 32                  # an emu_start `until` the 32-bit EIP cannot reach
+
+_INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+_IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
+_OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
+_INVALID_CB = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class GuestStop(Exception):
+    """Raised inside an exit handler to end the run (the guest failed)."""
+
+
+@dataclass
+class Budget:
+    host_seconds: float = 120.0
+    max_exits: int = 50_000_000
+
+
+@dataclass
+class BootSpec:
+    image: bytes
+    workload: str = ""
+    scale: int = 0
+    disk: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    exit_status: int = None
+    reason: str = ""
+
+
+@dataclass
+class Roi:
+    begun: bool = False
+    ended: bool = False
+    start_counters: dict = field(default_factory=dict)
+    start_time: float = 0.0
+    counters: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Machine:
+    def __init__(self, backend, ram_size=32 * MiB, vmm_size=16 * MiB, budget=None):
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.mem = PhysMem.create(self.uc, ram_size)
+        # Machine memory: the VMM's pages, above anything a guest can address.
+        self.vmm_base = ram_size
+        self.vmm_size = vmm_size
+        self.uc.mem_map(ram_size, vmm_size, UC_PROT_ALL)
+        self.state = StateArea(self.uc, layout())
+        verify(self.uc, self.state.layout)
+        self.counters = Counters()
+        self.decoder = Decoder()
+        self.budget = budget or Budget()
+        self.exits = 0
+        self.outcome = None
+        self.roi = Roi()
+        self._devices()
+        self._hooks = []
+        self._hook_error = None
+        self.backend = backend
+        backend.attach(self)
+        self._install_hooks()
+
+    # -- devices -----------------------------------------------------------
+    def _devices(self):
+        self.clock = VirtualClock()
+        self.pic = Pic()
+        self.pit = Pit(self.clock, self.pic)
+        self.clock.deadlines.append(self.pit)
+        self.uart = Uart()
+        self.ide = IdeDisk(self.pic)
+        self.platform = Platform(on_exit=self.finish, on_roi=self._on_roi)
+        self.bus = PortBus()
+        for dev in (self.uart, self.pic, self.pit, self.ide):
+            self.bus.attach(dev, dev.ports)
+
+    def pending_irq(self):
+        """The vector of an external interrupt the PIC would present now."""
+        self.pit.poll()
+        return self.pic.pending_vector()
+
+    # -- hooks -------------------------------------------------------------
+    def _add_hook(self, htype, cfunc, *extra):
+        handle = uc_hook_h()
+        status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), htype, cfunc,
+                                   None, ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
+        if status != UC_ERR_OK:
+            raise UcError(status)
+        self._hooks.append(cfunc)          # keep the callback alive
+
+    def _install_hooks(self):
+        self._add_hook(UC_HOOK_INTR, _INTR_CB(self._on_intr))
+        self._add_hook(UC_HOOK_INSN, _IN_CB(self._on_in), ctypes.c_int(X.UC_X86_INS_IN))
+        self._add_hook(UC_HOOK_INSN, _OUT_CB(self._on_out), ctypes.c_int(X.UC_X86_INS_OUT))
+        self._add_hook(UC_HOOK_INSN_INVALID, _INVALID_CB(self._on_invalid))
+
+    def _on_intr(self, _uc, vector, _user):
+        st = self.state
+        try:
+            st.save()
+            self._count_exit()
+            self.backend.exception(vector)
+            st.clear_exception_in_flight()
+            st.load()
+        except BaseException as exc:       # never let an exception cross into C
+            self._abort(exc)
+
+    def _on_in(self, _uc, port, size, _user):
+        try:
+            if 0x500 <= port < 0x510:
+                return 0
+            self._count_exit()
+            return self.backend.port_in(port, size) & 0xFFFFFFFF
+        except BaseException as exc:
+            self._abort(exc)
+            return 0
+
+    def _on_out(self, _uc, port, size, value, _user):
+        try:
+            if 0x500 <= port < 0x510:
+                self.platform.io_write(port, size, value)
+                return
+            self._count_exit()
+            self.backend.port_out(port, size, value)
+        except BaseException as exc:
+            self._abort(exc)
+
+    def _on_invalid(self, _uc, _user):
+        try:
+            self.state.save()
+            self._count_exit()
+            if self.backend.invalid_opcode():
+                self.state.clear_exception_in_flight()
+                self.state.load()
+                return True
+            self.fail("invalid opcode with no handler at " + self.where())
+        except BaseException as exc:
+            self._abort(exc)
+        return False
+
+    def _count_exit(self):
+        self.exits += 1
+        if self.exits > self.budget.max_exits:
+            raise GuestStop(f"exit budget of {self.budget.max_exits} exceeded at {self.where()}")
+
+    def _abort(self, exc):
+        if isinstance(exc, GuestStop):
+            self.fail(str(exc))
+        else:
+            if self._hook_error is None:
+                self._hook_error = exc
+            self.uc.emu_stop()
+
+    # -- ending the run ------------------------------------------------------
+    def finish(self, status):
+        if self.outcome is None:
+            self.outcome = Outcome(True, status & 0xFFFFFFFF)
+        self.uc.emu_stop()
+
+    def fail(self, reason):
+        if self.outcome is None:
+            self.outcome = Outcome(False, None, reason)
+        self.uc.emu_stop()
+
+    def where(self, eip=None):
+        """The saved guest EIP and the instruction there, for failure reasons."""
+        st = self.state
+        eip = st.eip if eip is None else eip
+        linear = (st.seg_base_of("cs") + eip) & 0xFFFFFFFF
+        return describe(self.decoder, linear_view(st, self.mem), linear)
+
+    def _on_roi(self, begin):
+        now = time.perf_counter()
+        if begin and not self.roi.begun:
+            self.roi.begun = True
+            self.roi.start_counters = dict(self.counters)
+            self.roi.start_time = now
+        elif not begin and self.roi.begun and not self.roi.ended:
+            self.roi.ended = True
+            self.roi.counters = Counters.diff(self.counters, self.roi.start_counters)
+            self.roi.seconds = now - self.roi.start_time
+
+    # -- boot ----------------------------------------------------------------
+    def boot(self, spec):
+        """Lay out the boot protocol (docs/boot-protocol.md) and hand the CPU to
+        the back end, which decides the real privilege level the guest runs at."""
+        image = bytes(spec.image)
+        if IMAGE_BASE + len(image) > self.mem.size:
+            raise ValueError("image does not fit in guest RAM")
+        self.mem.write(IMAGE_BASE, image)
+        gdt = (b"\0" * 8 + x86.make_segment(0, 0xFFFFF, 0x9A)
+               + x86.make_segment(0, 0xFFFFF, 0x92))
+        self.mem.write(BOOT_GDT, gdt)
+        self.ide.image = spec.disk
+        name = spec.workload.encode()[:63]
+        info = struct.pack("<IIIIII", BOOT_MAGIC, 1, self.mem.size, spec.scale,
+                           len(spec.disk) // 512, 0)
+        self.mem.write(BOOT_INFO, info.ljust(32, b"\0") + name.ljust(64, b"\0"))
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, BOOT_GDT, len(gdt) - 1, 0))
+        uc.reg_write(X.UC_X86_REG_CS, 0x08)
+        for reg in (X.UC_X86_REG_SS, X.UC_X86_REG_DS, X.UC_X86_REG_ES,
+                    X.UC_X86_REG_FS, X.UC_X86_REG_GS):
+            uc.reg_write(reg, 0x10)
+        uc.reg_write(X.UC_X86_REG_ESP, BOOT_STACK)
+        uc.reg_write(X.UC_X86_REG_EAX, BOOT_MAGIC)
+        uc.reg_write(X.UC_X86_REG_EBX, BOOT_INFO)
+        uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        uc.reg_write(X.UC_X86_REG_EIP, IMAGE_BASE)
+        self.backend.boot()
+
+    # -- the run loop --------------------------------------------------------
+    def run(self):
+        """Run until the guest ends the run, fails, or exceeds its budget."""
+        deadline = time.perf_counter() + self.budget.host_seconds
+        uc = self.uc
+        while self.outcome is None:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                self._fail_budget()
+                break
+            eip = uc.reg_read(X.UC_X86_REG_EIP)
+            try:
+                uc.emu_start(eip, NEVER, timeout=int(left * 1e6))
+            except UcError as err:
+                self._emu_error(err)
+            if self._hook_error is not None:
+                raise self._hook_error
+            if self.outcome is not None:
+                break
+            if time.perf_counter() >= deadline:
+                self._fail_budget()
+                break
+            self._stopped()
+        return self.outcome
+
+    def _stopped(self):
+        """emu_start returned by itself: at ring 0 that means `hlt`."""
+        self.state.save()
+        st = self.state
+        prev = (st.seg_base_of("cs") + st.eip - 1) & 0xFFFFFFFF
+        try:
+            byte = linear_view(st, self.mem).read(prev, 1)
+        except Exception:
+            byte = b""
+        if byte != b"\xf4":
+            self.fail("CPU stopped unexpectedly at " + self.where())
+            return
+        try:
+            self._count_exit()
+            self.backend.halted()
+        except GuestStop as stop:
+            self.fail(str(stop))
+            return
+        st.clear_exception_in_flight()
+        st.load()
+
+    def _fail_budget(self):
+        self.state.save()
+        self.fail(f"host-time budget of {self.budget.host_seconds:g} s exceeded at {self.where()}")
+
+    def _emu_error(self, err):
+        self.state.save()
+        self.fail(f"CPU error '{err}' at {self.where()}")
