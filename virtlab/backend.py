@@ -21,6 +21,7 @@ class Backend:
     name = "?"
     summary = ""
     image = "native"            # which guest build this back end runs
+    machine_memory = 0          # bytes of VMM memory mapped above guest RAM
 
     def attach(self, machine):
         self.machine = machine

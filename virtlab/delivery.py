@@ -101,8 +101,7 @@ class InterruptPath:
             except (DeliveryFault, GuestMemoryFault) as fault:
                 ev = chain[-1]
                 if ev.vector == x86.DF_VEC and not ev.software:
-                    raise TripleFault("; then ".join(
-                        [str(fault)] + [f"while delivering vector {e.vector}" for e in chain])) from None
+                    raise TripleFault(_chain_text(chain, fault)) from None
                 if not ev.software and (ev.vector in x86.CONTRIBUTORY or ev.vector == x86.PF):
                     chain.append(Event(x86.DF_VEC, 0))
                 else:
@@ -230,6 +229,13 @@ class StackWriter:
             if log and len(self.tlb) < 1024:
                 self.tlb[key] = (Dependencies.from_log(log), pa & x86.PAGE_MASK)
         mem.view[pa:pa + len(data)] = data
+
+
+def _chain_text(chain, last_fault):
+    """'#UD: vector 6 gate not present -> #NP -> #DF: ...' for a failure reason."""
+    names = [("int %#x" % e.vector) if e.software else x86.VECTOR_NAMES.get(e.vector, str(e.vector))
+             for e in chain]
+    return " -> ".join(names) + f" -> triple fault ({last_fault})"
 
 
 def _as_event(fault):

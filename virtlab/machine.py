@@ -87,13 +87,16 @@ class Roi:
 
 
 class Machine:
-    def __init__(self, backend, ram_size=32 * MiB, vmm_size=16 * MiB, budget=None):
+    def __init__(self, backend, ram_size=32 * MiB, budget=None):
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.mem = PhysMem.create(self.uc, ram_size)
-        # Machine memory: the VMM's pages, above anything a guest can address.
+        # Machine memory: the VMM's own pages, above guest RAM.  Only a back end
+        # that needs some (shadow tables, a translation cache) gets any; the
+        # back end then guarantees no guest-controlled mapping reaches it.
         self.vmm_base = ram_size
-        self.vmm_size = vmm_size
-        self.uc.mem_map(ram_size, vmm_size, UC_PROT_ALL)
+        self.vmm_size = backend.machine_memory
+        if self.vmm_size:
+            self.uc.mem_map(ram_size, self.vmm_size, UC_PROT_ALL)
         self.state = StateArea(self.uc, layout())
         verify(self.uc, self.state.layout)
         self.counters = Counters()
