@@ -56,9 +56,55 @@ def linear_view(state, mem):
     return LinearView(mem, state.cr(0), state.cr(3), state.cr(4))
 
 
-def read_descriptor(state, view, selector, table_base=None):
+class RealCpuView:
+    """The guest's view of the CPU's system state, for a guest that owns the real
+    CPU (native): its tables, paging and privilege level are the real ones.  A
+    virtualizing back end supplies another view in which the descriptor tables,
+    control registers, IF and the kernel's ring are the virtual CPU's."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def cpl(self):
+        return self.state.cpl
+
+    def tables(self):
+        return self.state.tables()
+
+    def idtr(self):
+        return self.state.table("idt")
+
+    def gdtr(self):
+        return self.state.table("gdt")
+
+    def tss(self):
+        st = self.state
+        return st.seg_base_of("tr"), st.get(st.layout.seg["tr"].limit), st.seg_selector("tr")
+
+    def paging(self):
+        st = self.state
+        return st.cr(0), st.cr(3), st.cr(4)
+
+    def segment(self, selector, lo, hi, ring):
+        """What to load into a real segment register for this guest descriptor."""
+        return ((selector & ~3) | ring, x86.seg_base(lo, hi), x86.seg_limit(lo, hi), hi)
+
+    def selector(self, name):
+        return self.state.seg_selector(name)
+
+    def flags_for_frame(self, eflags):
+        return eflags
+
+    def enter(self, eflags, kept):
+        self.state.set_eflags(eflags & kept)
+
+    def set_cr2(self, value):
+        self.state.set_cr(2, value)
+
+
+def read_descriptor(view, gdtr, selector):
     """(lo, hi) of the GDT descriptor for a selector (LDT selectors unsupported)."""
-    base, limit = state.table("gdt")
+    base, limit = gdtr
     index = selector & ~7
     if selector & 4 or index == 0 or index + 7 > limit:
         raise DeliveryFault(x86.GP, selector & ~3, f"bad selector {selector:#x}")
@@ -66,8 +112,8 @@ def read_descriptor(state, view, selector, table_base=None):
     return x86.split_descriptor(raw)
 
 
-def read_gate(state, view, vector):
-    base, limit = state.table("idt")
+def read_gate(view, idtr, vector):
+    base, limit = idtr
     if vector * 8 + 7 > limit:
         raise DeliveryFault(x86.GP, vector * 8 + 2, f"vector {vector} beyond IDT limit")
     lo, hi = x86.split_descriptor(view.read(base + vector * 8, 8))
@@ -84,8 +130,9 @@ class InterruptPath:
     exactly when the hardware would compute the same thing again.
     """
 
-    def __init__(self, mem):
+    def __init__(self, mem, cpu):
         self.mem = mem
+        self.cpu = cpu                 # the guest's view of the CPU (RealCpuView)
         self.routes = {}
         self.stack = StackWriter(mem)
 
@@ -112,40 +159,43 @@ class InterruptPath:
         when everything it was computed from is unchanged."""
         key = (vector, software, cpl, cr3)
         r = self.routes.get(key)
-        if r is not None and r.tables == state.tables() and r.deps.hold(self.mem):
+        if r is not None and r.tables == self.cpu.tables() and r.deps.hold(self.mem):
             return r
-        r = _resolve(state, self.mem, vector, software, cpl)
+        r = _resolve(self.cpu, self.mem, vector, software, cpl)
         if len(self.routes) > 4096:
             self.routes.clear()
         self.routes[key] = r
         return r
 
     def _deliver_once(self, state, ev, eflags):
-        cpl, cr3 = state.cpl, state.cr(3)
+        cpu = self.cpu
+        cpl = cpu.cpl()
+        cr3 = cpu.paging()[1]
         r = self.route(state, ev.vector, ev.software, cpl, cr3)
         if eflags is None:
             eflags = state.eflags()
+        pushed = cpu.flags_for_frame(eflags)
         eip, esp = state.eip, state.reg("esp")
         if r.new_cpl < cpl:
-            frame = [state.seg_selector("ss"), esp, eflags, state.seg_selector("cs"), eip]
+            frame = [cpu.selector("ss"), esp, pushed, cpu.selector("cs"), eip]
             esp = _U32.unpack_from(self.mem.view, r.esp_pa)[0]
             ss_base = r.ss_cache[1]
         else:
-            frame = [eflags, state.seg_selector("cs"), eip]
+            frame = [pushed, cpu.selector("cs"), eip]
             ss_base = state.seg_base_of("ss")
         if ev.error_code is not None:
             frame.append(ev.error_code)
         esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
         frame.reverse()                    # lowest address first: the last push
-        self.stack.push(state, cr3, (ss_base + esp) & 0xFFFFFFFF, frame)
+        self.stack.push(cpu, (ss_base + esp) & 0xFFFFFFFF, frame)
         if r.new_cpl < cpl:
             state.set_segment("ss", *r.ss_cache)
         state.set_segment("cs", *r.cs_cache)
         state.set_reg("esp", esp)
         state.eip = r.offset
         if ev.cr2 is not None:
-            state.set_cr(2, ev.cr2)
-        state.set_eflags(eflags & r.flags_kept)
+            cpu.set_cr2(ev.cr2)
+        cpu.enter(eflags, r.flags_kept)
 
 
 _U32 = struct.Struct("<I")
@@ -164,34 +214,31 @@ class Route:
     ss_cache: tuple = None
 
 
-def _cache(selector, lo, hi):
-    return (selector, x86.seg_base(lo, hi), x86.seg_limit(lo, hi), hi)
-
-
-def _resolve(state, mem, vector, software, cpl):
+def _resolve(cpu, mem, vector, software, cpl):
     log = []
-    view = LinearView(mem, state.cr(0), state.cr(3), state.cr(4), log)
-    selector, offset, gtype, gdpl, present = read_gate(state, view, vector)
+    view = LinearView(mem, *cpu.paging(), log)
+    gdtr = cpu.gdtr()
+    selector, offset, gtype, gdpl, present = read_gate(view, cpu.idtr(), vector)
     if software and gdpl < cpl:
         raise DeliveryFault(x86.GP, vector * 8 + 2, f"int {vector:#x} gate DPL {gdpl} < CPL {cpl}")
     if not present:
         raise DeliveryFault(x86.NP, vector * 8 + 2, f"vector {vector} gate not present")
     if gtype not in (x86.GATE_INTR32, x86.GATE_TRAP32):
         raise DeliveryFault(x86.GP, vector * 8 + 2, f"vector {vector}: unsupported gate type {gtype:#x}")
-    cs_lo, cs_hi = read_descriptor(state, view, selector)
+    cs_lo, cs_hi = read_descriptor(view, gdtr, selector)
     if not cs_hi & x86.DESC_CODE or not cs_hi & x86.DESC_P:
         raise DeliveryFault(x86.GP, selector & ~3, f"gate selector {selector:#x} is not a present code segment")
     new_cpl = x86.seg_dpl(cs_hi)
     if new_cpl > cpl:
         raise DeliveryFault(x86.GP, selector & ~3, "gate leads to a less privileged ring")
-    cs_cache = _cache((selector & ~3) | new_cpl, cs_lo, cs_hi)
+    cs_cache = cpu.segment(selector, cs_lo, cs_hi, new_cpl)
     cleared = x86.TF | x86.NT | x86.RF | x86.VM
     if gtype == x86.GATE_INTR32:
         cleared |= x86.IF
-    common = (state.tables(), None, offset, ~cleared & 0xFFFFFFFF, new_cpl, cs_cache)
+    common = (cpu.tables(), None, offset, ~cleared & 0xFFFFFFFF, new_cpl, cs_cache)
     if new_cpl < cpl:
-        esp_pa, ss, ss_lo, ss_hi = _inner_stack(state, view, new_cpl)
-        extra = (esp_pa, _cache(ss, ss_lo, ss_hi))
+        esp_pa, ss, ss_lo, ss_hi = _inner_stack(cpu, view, gdtr, new_cpl)
+        extra = (esp_pa, cpu.segment(ss, ss_lo, ss_hi, new_cpl))
     else:
         extra = ()
     route = Route(*common, *extra)
@@ -211,21 +258,21 @@ class StackWriter:
         self.mem = mem
         self.tlb = {}
 
-    def push(self, state, cr3, linear, values):
+    def push(self, cpu, linear, values):
         mem = self.mem
         data = _FRAMES[len(values)].pack(*[v & 0xFFFFFFFF for v in values])
         page_off = linear & 0xFFF
+        cr0, cr3, cr4 = cpu.paging()
         if page_off > 0x1000 - len(data):              # straddles two pages
-            LinearView(mem, state.cr(0), cr3, state.cr(4)).write(linear, data)
+            LinearView(mem, cr0, cr3, cr4).write(linear, data)
             return
-        cr0 = state.cr(0)
         key = (cr0 & (x86.CR0_PG | x86.CR0_WP), cr3, linear >> 12)
         hit = self.tlb.get(key)
         if hit is not None and hit[0].hold(mem):
             pa = hit[1] | page_off
         else:
             log = []
-            pa = walk(mem, cr0, cr3, state.cr(4), linear, True, False, log)
+            pa = walk(mem, cr0, cr3, cr4, linear, True, False, log)
             if log and len(self.tlb) < 1024:
                 self.tlb[key] = (Dependencies.from_log(log), pa & x86.PAGE_MASK)
         mem.view[pa:pa + len(data)] = data
@@ -244,18 +291,17 @@ def _as_event(fault):
     return Event(fault.vector, fault.error_code)
 
 
-def _inner_stack(state, view, ring):
+def _inner_stack(cpu, view, gdtr, ring):
     """Where TSS.espN lives, SS for `ring` from the TSS, and its descriptor."""
-    tss = state.seg_base_of("tr")
-    tss_limit = state.get(state.layout.seg["tr"].limit)
+    tss, tss_limit, tr = cpu.tss()
     off = x86.TSS_ESP0 + 8 * ring
     if off + 6 > tss_limit:
-        raise DeliveryFault(x86.TS, state.seg_selector("tr") & ~3, "TSS too small for a stack switch")
+        raise DeliveryFault(x86.TS, tr & ~3, "TSS too small for a stack switch")
     esp_pa = view.phys(tss + off)
     if esp_pa & 0xFFF > 0xFFC:
-        raise DeliveryFault(x86.TS, state.seg_selector("tr") & ~3, "TSS stack pointer straddles a page")
+        raise DeliveryFault(x86.TS, tr & ~3, "TSS stack pointer straddles a page")
     ss = view.u32(tss + off + 4) & 0xFFFF
-    lo, hi = read_descriptor(state, view, ss)
+    lo, hi = read_descriptor(view, gdtr, ss)
     if x86.seg_dpl(hi) != ring or hi & x86.DESC_CODE or not hi & x86.DESC_P:
         raise DeliveryFault(x86.TS, ss & ~3, f"TSS stack segment {ss:#x} unusable for ring {ring}")
     return esp_pa, ss, lo, hi

@@ -8,7 +8,7 @@ native events (`native.*`), the baseline every other back end is compared with.
 """
 from . import x86
 from .backend import Backend
-from .delivery import Event, InterruptPath, TripleFault, linear_view
+from .delivery import Event, InterruptPath, RealCpuView, TripleFault, linear_view
 from .machine import GuestStop
 
 
@@ -18,7 +18,7 @@ class Native(Backend):
 
     def attach(self, machine):
         super().attach(machine)
-        self.path = InterruptPath(machine.mem)
+        self.path = InterruptPath(machine.mem, RealCpuView(machine.state))
 
     def exception(self, vector):
         m, st = self.machine, self.machine.state
