@@ -44,6 +44,12 @@ class Backend:
     def halted(self):
         raise NotImplementedError
 
+    def guest_view(self):
+        """Guest-virtual memory as the guest sees it (a memory.LinearView).  The
+        real CPU's paging unless the back end virtualizes paging."""
+        from .delivery import linear_view
+        return linear_view(self.machine.state, self.machine.mem)
+
     def report(self):
         """Back-end specific result fields (merged into the run's JSON)."""
         return {}

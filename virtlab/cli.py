@@ -149,6 +149,9 @@ def main(argv=None, out=None):
     except KeyboardInterrupt:
         sys.stderr.write("virtlab: interrupted\n")
         return 130
+    except BrokenPipeError:                    # e.g. `virtlab list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

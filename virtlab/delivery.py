@@ -152,6 +152,9 @@ class InterruptPath:
                 if not ev.software and (ev.vector in x86.CONTRIBUTORY or ev.vector == x86.PF):
                     chain.append(Event(x86.DF_VEC, 0))
                 else:
+                    if ev.software:           # a fault of the `int` itself: EIP at it
+                        back = int_length(LinearView(self.mem, *self.cpu.paging()), state)
+                        state.eip = state.eip - (back or 0)
                     chain.append(_as_event(fault))
 
     def route(self, state, vector, software, cpl, cr3):
@@ -305,3 +308,17 @@ def _inner_stack(cpu, view, gdtr, ring):
     if x86.seg_dpl(hi) != ring or hi & x86.DESC_CODE or not hi & x86.DESC_P:
         raise DeliveryFault(x86.TS, ss & ~3, f"TSS stack segment {ss:#x} unusable for ring {ring}")
     return esp_pa, ss, lo, hi
+
+
+def int_length(view, state):
+    """Length of the `int n` / `int3` / `into` that just trapped (EIP is past it)."""
+    end = (state.seg_base_of("cs") + state.eip) & 0xFFFFFFFF
+    try:
+        two = view.read(end - 2, 2)
+    except GuestMemoryFault:
+        return None
+    if two[0] == 0xCD:
+        return 2
+    if two[1] in (0xCC, 0xCE):
+        return 1
+    return None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL,
                      UC_HOOK_INTR, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
-                     UC_ERR_OK)
+                     UC_ERR_OK, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH)
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h
 
@@ -45,6 +45,7 @@ BOOT_MAGIC = 0x42414C56          # "VLAB"
 VMM_BASE_LINEAR = 0xFC000000     # top 64 MiB of every address space: the VMM's
 NEVER = 1 << 32                  # an emu_start `until` the 32-bit EIP cannot reach
 
+_TLB_FLUSH = (UC_CTL_IO_WRITE << 30) | UC_CTL_TLB_FLUSH
 _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 _IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
 _OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
@@ -95,8 +96,7 @@ class Machine:
         # back end then guarantees no guest-controlled mapping reaches it.
         self.vmm_base = ram_size
         self.vmm_size = backend.machine_memory
-        if self.vmm_size:
-            self.uc.mem_map(ram_size, self.vmm_size, UC_PROT_ALL)
+        self.vmm = PhysMem.create(self.uc, self.vmm_size, ram_size) if self.vmm_size else None
         self.state = StateArea(self.uc, layout())
         verify(self.uc, self.state.layout)
         self.counters = Counters()
@@ -124,6 +124,13 @@ class Machine:
         self.bus = PortBus()
         for dev in (self.uart, self.pic, self.pit, self.ide):
             self.bus.attach(dev, dev.ports)
+
+    def flush_tlb(self):
+        """Drop every cached translation of the real CPU (Unicorn's softmmu TLB),
+        as a CR3 load does on the hardware.  Needed whenever the VMM changes
+        page tables the CPU walks, or loads CR3 through the state area (a
+        context restore copies CR3 but does not flush)."""
+        uclib.uc_ctl(self.uc._uch, _TLB_FLUSH)
 
     def pending_irq(self):
         """The vector of an external interrupt the PIC would present now."""
@@ -192,6 +199,7 @@ class Machine:
     def _count_exit(self):
         self.exits += 1
         if self.exits > self.budget.max_exits:
+            self.state.save()                  # port hooks do not save: name the real EIP
             raise GuestStop(f"exit budget of {self.budget.max_exits} exceeded at {self.where()}")
 
     def _abort(self, exc):
@@ -218,7 +226,7 @@ class Machine:
         st = self.state
         eip = st.eip if eip is None else eip
         linear = (st.seg_base_of("cs") + eip) & 0xFFFFFFFF
-        return describe(self.decoder, linear_view(st, self.mem), linear)
+        return describe(self.decoder, self.backend.guest_view(), linear)
 
     def _on_roi(self, begin):
         now = time.perf_counter()
@@ -291,7 +299,7 @@ class Machine:
         st = self.state
         prev = (st.seg_base_of("cs") + st.eip - 1) & 0xFFFFFFFF
         try:
-            byte = linear_view(st, self.mem).read(prev, 1)
+            byte = self.backend.guest_view().read(prev, 1)
         except Exception:
             byte = b""
         if byte != b"\xf4":

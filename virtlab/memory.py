@@ -33,16 +33,19 @@ class GuestMemoryFault(Exception):
 
 @dataclass
 class PhysMem:
-    """Guest RAM: [0, size) as one host buffer."""
+    """A range of physical memory as one host buffer: guest RAM at [0, size),
+    or machine memory at [base, base + size).  Addresses given to the methods
+    are offsets into the buffer (for RAM these are guest-physical addresses)."""
     size: int
     buf: object
     view: memoryview
+    base: int = 0
 
     @classmethod
-    def create(cls, uc, size):
+    def create(cls, uc, size, base=0):
         buf = (ctypes.c_ubyte * size)()
-        uc.mem_map_ptr(0, size, UC_PROT_ALL, ctypes.addressof(buf))
-        return cls(size, buf, memoryview(buf).cast("B"))
+        uc.mem_map_ptr(base, size, UC_PROT_ALL, ctypes.addressof(buf))
+        return cls(size, buf, memoryview(buf).cast("B"), base)
 
     def u32(self, pa):
         return _U32.unpack_from(self.view, pa)[0]

@@ -8,8 +8,8 @@ native events (`native.*`), the baseline every other back end is compared with.
 """
 from . import x86
 from .backend import Backend
-from .delivery import Event, InterruptPath, RealCpuView, TripleFault, linear_view
-from .machine import GuestStop
+from .delivery import Event, RealCpuView
+from .guest_events import EventNames, GuestEvents, vector_name
 
 
 class Native(Backend):
@@ -18,53 +18,22 @@ class Native(Backend):
 
     def attach(self, machine):
         super().attach(machine)
-        self.path = InterruptPath(machine.mem, RealCpuView(machine.state))
+        self.events = GuestEvents(machine, RealCpuView(machine.state),
+                                  EventNames(irq="native.irq", hlt="native.hlt"))
 
     def exception(self, vector):
         m, st = self.machine, self.machine.state
         software = st.is_software_int
         eflags = st.eflags()
-        if eflags & x86.IF and self._interrupt_first(software):
+        if eflags & x86.IF and self.events.interrupt_first(software, self.guest_view()):
             return
         if software:
             m.counters["native.syscall"] += 1
-            event = Event(vector, software=True)
-        else:
-            name = x86.VECTOR_NAMES.get(vector, str(vector)).lstrip("#").lower()
-            m.counters["native.exception"] += 1
-            m.counters["native.exception." + name] += 1
-            err = st.error_code if vector in x86.ERROR_CODE_VECTORS else None
-            event = Event(vector, err)
-        m.clock.tick()
-        self._deliver(event, eflags)
-
-    def _interrupt_first(self, software):
-        """Interrupts are recognised at instruction boundaries: if one is pending
-        and the guest has IF set, the CPU takes it *before* the instruction that
-        just exited, which runs again after the handler's iret."""
-        m, st = self.machine, self.machine.state
-        if m.pending_irq() is None:
-            return False
-        if software:
-            back = int_length(st, m.mem)
-            if back is None:
-                return False          # unusual encoding: take the interrupt later
-            st.eip = st.eip - back
-        self.inject()
-        return True
-
-    def inject(self):
-        m = self.machine
-        vector = m.pic.acknowledge()
-        m.counters["native.irq"] += 1
-        m.clock.tick()
-        self._deliver(Event(vector))
-
-    def _deliver(self, event, eflags=None):
-        try:
-            self.path.deliver(self.machine.state, event, eflags)
-        except TripleFault as tf:
-            raise GuestStop(f"triple fault at {self.machine.where()}: {tf}") from None
+            self.events.deliver(Event(vector, software=True), eflags)
+            return
+        m.counters["native.exception"] += 1
+        m.counters["native.exception." + vector_name(vector)] += 1
+        self.events.deliver(self.events.exception_event(vector), eflags)
 
     def invalid_opcode(self):
         m = self.machine
@@ -73,8 +42,7 @@ class Native(Backend):
             return False
         m.counters["native.exception"] += 1
         m.counters["native.exception.ud"] += 1
-        m.clock.tick()
-        self._deliver(Event(x86.UD))
+        self.events.deliver(Event(x86.UD))
         return True
 
     def port_in(self, port, size):
@@ -90,26 +58,5 @@ class Native(Backend):
         m.bus.write(port, size, value)
 
     def halted(self):
-        m, st = self.machine, self.machine.state
-        m.counters["native.hlt"] += 1
-        if not st.eflags() & x86.IF:
-            raise GuestStop("halted with interrupts disabled at " + m.where(st.eip - 1))
-        while m.pending_irq() is None:
-            if not m.clock.idle_until_next():
-                raise GuestStop("halted with nothing armed to wake it at " + m.where(st.eip - 1))
-        self.inject()
-
-
-def int_length(state, mem):
-    """Length of the `int n` / `int3` / `into` that just trapped (EIP is past it)."""
-    view = linear_view(state, mem)
-    end = (state.seg_base_of("cs") + state.eip) & 0xFFFFFFFF
-    try:
-        two = view.read(end - 2, 2)
-    except Exception:
-        return None
-    if two[0] == 0xCD:
-        return 2
-    if two[1] in (0xCC, 0xCE):
-        return 1
-    return None
+        st = self.machine.state
+        self.events.halt(st.eflags() & x86.IF, st.eip - 1)

@@ -16,6 +16,7 @@ class Chip:
     isr: int = 0
     init_step: int = 0            # 0: operational; 2..4: expecting ICW2..ICW4
     needs_icw4: bool = False
+    single: bool = False
     read_isr: bool = False
 
     def highest(self, bits):
@@ -29,6 +30,7 @@ class Chip:
     def command(self, value):
         if value & 0x10:                      # ICW1
             self.init_step, self.needs_icw4 = 2, bool(value & 1)
+            self.single = bool(value & 0x02)  # single chip: no ICW3 follows
             self.imr, self.isr, self.irr, self.read_isr = 0, 0, 0, False
         elif value & 0x18 == 0x08:            # OCW3
             if value & 0x02:
@@ -44,7 +46,7 @@ class Chip:
     def data(self, value):
         if self.init_step == 2:
             self.vector_base = value & 0xF8
-            self.init_step = 3
+            self.init_step = 3 if not self.single else (4 if self.needs_icw4 else 0)
         elif self.init_step == 3:             # ICW3: cascade wiring, nothing to model
             self.init_step = 4 if self.needs_icw4 else 0
         elif self.init_step == 4:
@@ -52,11 +54,13 @@ class Chip:
         else:
             self.imr = value & 0xFF
 
-    def pending(self):
-        """Highest-priority unmasked request not blocked by one in service."""
-        if not self.irr:
+    def pending(self, extra=0):
+        """Highest-priority unmasked request not blocked by one in service;
+        `extra` adds request lines driven from outside (the cascade)."""
+        irr = self.irr | extra
+        if not irr:
             return None
-        line = self.highest(self.irr & ~self.imr)
+        line = self.highest(irr & ~self.imr)
         if line is None:
             return None
         served = self.highest(self.isr)
@@ -77,13 +81,19 @@ class Pic:
             self.master.irr |= 1 << irq
         else:
             self.slave.irr |= 1 << (irq - 8)
-            self.master.irr |= 1 << 2
+
+    def _cascade(self):
+        """The slave's INT output drives the master's line 2 while the slave
+        has an unmasked request."""
+        return 1 << 2 if self.slave.irr & ~self.slave.imr else 0
 
     def io_read(self, port, size):
         chip = self.master if port < 0xA0 else self.slave
         if port & 1:
             return chip.imr
-        return chip.isr if chip.read_isr else chip.irr
+        if chip.read_isr:
+            return chip.isr
+        return chip.irr | (self._cascade() if chip is self.master else 0)
 
     def io_write(self, port, size, value):
         chip = self.master if port < 0xA0 else self.slave
@@ -94,7 +104,7 @@ class Pic:
 
     def pending_vector(self):
         """The vector the CPU would receive now, or None."""
-        line = self.master.pending()
+        line = self.master.pending(self._cascade())
         if line is None:
             return None
         if line == 2:
@@ -106,16 +116,17 @@ class Pic:
 
     def acknowledge(self):
         """INTA cycle: move the request into service and return its vector."""
-        line = self.master.pending()
+        line = self.master.pending(self._cascade())
         if line is None:
             return None
-        self.master.irr &= ~(1 << line)
         self.master.isr |= 1 << line
         if line != 2:
+            self.master.irr &= ~(1 << line)
             return self.master.vector_base + line
         sline = self.slave.pending()
+        if sline is None:                      # the slave's request is in service
+            self.master.isr &= ~(1 << 2)
+            return None
         self.slave.irr &= ~(1 << sline)
         self.slave.isr |= 1 << sline
-        if self.slave.irr & ~self.slave.imr:
-            self.master.irr |= 1 << 2          # the cascade line stays asserted
         return self.slave.vector_base + sline

@@ -50,10 +50,12 @@ class Pit:
             self.reload = (self.reload & 0xFF00) | value
             self.write_hi = True
             return
-        if self.access == 2 or self.write_hi:
+        if self.write_hi:
             self.reload = (self.reload & 0x00FF) | (value << 8)
-        else:
-            self.reload = (self.reload & 0xFF00) | value
+        elif self.access == 2:                 # high byte only: the low byte is 0
+            self.reload = value << 8
+        else:                                  # low byte only: the high byte is 0
+            self.reload = value
         self.write_hi = False
         self._arm()
 

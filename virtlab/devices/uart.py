@@ -17,6 +17,7 @@ class Uart:
     output: bytearray = field(default_factory=bytearray)
     limit: int = 1 << 20                      # a runaway guest cannot fill host memory
     regs: list = field(default_factory=lambda: [0] * 8)
+    divisor: list = field(default_factory=lambda: [0, 0])    # DLL, DLM (DLAB = 1)
 
     @property
     def ports(self):
@@ -26,13 +27,18 @@ class Uart:
         reg = port - self.base
         if reg == 5:
             return LSR_THRE | LSR_TEMT
-        if reg == 0 and not self.regs[3] & 0x80:
+        if reg < 2 and self.regs[3] & 0x80:
+            return self.divisor[reg]
+        if reg == 0:
             return 0                          # receive buffer: nothing typed
         return self.regs[reg]
 
     def io_write(self, port, size, value):
         reg = port - self.base
-        if reg == 0 and not self.regs[3] & 0x80:       # THR unless DLAB is set
+        if reg < 2 and self.regs[3] & 0x80:             # DLAB: the divisor latch
+            self.divisor[reg] = value & 0xFF
+            return
+        if reg == 0:                                    # transmitter holding register
             if len(self.output) < self.limit:
                 self.output.append(value & 0xFF)
             return

@@ -1,0 +1,80 @@
+"""Guest-visible events: what every back end does the same way.
+
+Whatever the technique, an exception, system call or interrupt that the guest
+kernel is meant to see is delivered through the guest's IDT (delivery.py); it is
+one microsecond of virtual time; a pending external interrupt is recognised at
+that instruction boundary if the guest has interrupts enabled; and a halted CPU
+sleeps until the next interrupt.  Back ends differ only in whose view of the CPU
+the delivery uses and what the events are counted as.
+"""
+from dataclasses import dataclass
+
+from . import x86
+from .delivery import Event, InterruptPath, TripleFault, int_length
+from .machine import GuestStop
+
+
+@dataclass(frozen=True)
+class EventNames:
+    """Counter names for the events of one back end."""
+    irq: str
+    hlt: str
+
+
+class GuestEvents:
+    def __init__(self, machine, cpu_view, names):
+        self.machine = machine
+        self.path = InterruptPath(machine.mem, cpu_view)
+        self.names = names
+
+    def deliver(self, event, eflags=None):
+        m = self.machine
+        m.clock.tick()
+        try:
+            self.path.deliver(m.state, event, eflags)
+        except TripleFault as tf:
+            raise GuestStop(f"triple fault at {m.where()}: {tf}") from None
+
+    def interrupt_first(self, software, view):
+        """Interrupts are recognised at instruction boundaries: if one is pending
+        (the caller checked that the guest has IF set), the CPU takes it *before*
+        the instruction that just exited, which runs again after the handler's
+        iret.  False if nothing is pending."""
+        m, st = self.machine, self.machine.state
+        if m.pending_irq() is None:
+            return False
+        if software:
+            back = int_length(view, st)
+            if back is None:
+                return False          # unusual encoding: take the interrupt later
+            st.eip = st.eip - back
+        self.inject()
+        return True
+
+    def inject(self):
+        m = self.machine
+        vector = m.pic.acknowledge()
+        m.counters[self.names.irq] += 1
+        self.deliver(Event(vector))
+
+    def halt(self, guest_if, hlt_eip):
+        """The guest executed HLT (EIP is past it): sleep until an interrupt."""
+        m = self.machine
+        m.counters[self.names.hlt] += 1
+        if not guest_if:
+            raise GuestStop("halted with interrupts disabled at " + m.where(hlt_eip))
+        while m.pending_irq() is None:
+            if not m.clock.idle_until_next():
+                raise GuestStop("halted with nothing armed to wake it at " + m.where(hlt_eip))
+        self.inject()
+
+    def exception_event(self, vector):
+        """The Event for a CPU exception that just exited (error code from the
+        CPU when the vector has one)."""
+        st = self.machine.state
+        err = st.error_code if vector in x86.ERROR_CODE_VECTORS else None
+        return Event(vector, err)
+
+
+def vector_name(vector):
+    return x86.VECTOR_NAMES.get(vector, str(vector)).lstrip("#").lower()
