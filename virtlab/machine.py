@@ -108,6 +108,7 @@ class Machine:
         self._devices()
         self._hooks = []
         self._hook_error = None
+        self._restart = []
         self.backend = backend
         backend.attach(self)
         self._install_hooks()
@@ -138,19 +139,26 @@ class Machine:
         return self.pic.pending_vector()
 
     # -- hooks -------------------------------------------------------------
-    def _add_hook(self, htype, cfunc, *extra):
+    def add_hook(self, htype, cfunc, *extra, begin=1, end=0):
+        """Install a raw ctypes callback (the caller keeps the signature right)."""
         handle = uc_hook_h()
         status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), htype, cfunc,
-                                   None, ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
+                                   None, ctypes.c_uint64(begin), ctypes.c_uint64(end), *extra)
         if status != UC_ERR_OK:
             raise UcError(status)
         self._hooks.append(cfunc)          # keep the callback alive
 
+    def request_restart(self, begin, end):
+        """Stop the CPU, drop the translations of [begin, end) and go on from
+        the same EIP: how a hook added at translation time takes effect."""
+        self._restart.append((begin, end))
+        self.uc.emu_stop()
+
     def _install_hooks(self):
-        self._add_hook(UC_HOOK_INTR, _INTR_CB(self._on_intr))
-        self._add_hook(UC_HOOK_INSN, _IN_CB(self._on_in), ctypes.c_int(X.UC_X86_INS_IN))
-        self._add_hook(UC_HOOK_INSN, _OUT_CB(self._on_out), ctypes.c_int(X.UC_X86_INS_OUT))
-        self._add_hook(UC_HOOK_INSN_INVALID, _INVALID_CB(self._on_invalid))
+        self.add_hook(UC_HOOK_INTR, _INTR_CB(self._on_intr))
+        self.add_hook(UC_HOOK_INSN, _IN_CB(self._on_in), ctypes.c_int(X.UC_X86_INS_IN))
+        self.add_hook(UC_HOOK_INSN, _OUT_CB(self._on_out), ctypes.c_int(X.UC_X86_INS_OUT))
+        self.add_hook(UC_HOOK_INSN_INVALID, _INVALID_CB(self._on_invalid))
 
     def _on_intr(self, _uc, vector, _user):
         st = self.state
@@ -161,7 +169,7 @@ class Machine:
             st.clear_exception_in_flight()
             st.load()
         except BaseException as exc:       # never let an exception cross into C
-            self._abort(exc)
+            self.abort(exc)
 
     def _on_in(self, _uc, port, size, _user):
         try:
@@ -170,7 +178,7 @@ class Machine:
             self._count_exit()
             return self.backend.port_in(port, size) & 0xFFFFFFFF
         except BaseException as exc:
-            self._abort(exc)
+            self.abort(exc)
             return 0
 
     def _on_out(self, _uc, port, size, value, _user):
@@ -181,7 +189,7 @@ class Machine:
             self._count_exit()
             self.backend.port_out(port, size, value)
         except BaseException as exc:
-            self._abort(exc)
+            self.abort(exc)
 
     def _on_invalid(self, _uc, _user):
         try:
@@ -193,7 +201,7 @@ class Machine:
                 return True
             self.fail("invalid opcode with no handler at " + self.where())
         except BaseException as exc:
-            self._abort(exc)
+            self.abort(exc)
         return False
 
     def _count_exit(self):
@@ -202,7 +210,7 @@ class Machine:
             self.state.save()                  # port hooks do not save: name the real EIP
             raise GuestStop(f"exit budget of {self.budget.max_exits} exceeded at {self.where()}")
 
-    def _abort(self, exc):
+    def abort(self, exc):
         if isinstance(exc, GuestStop):
             self.fail(str(exc))
         else:
@@ -287,6 +295,17 @@ class Machine:
                 raise self._hook_error
             if self.outcome is not None:
                 break
+            if self._restart:
+                for begin, end in self._restart:
+                    uc.ctl_remove_cache(begin, end)
+                self._restart.clear()
+                # A stop requested while a block was being translated leaves
+                # QEMU's exception-in-flight set from the fault that led there
+                # (measured: the next #PF then arrives as #DF); clear it.
+                self.state.save()
+                self.state.clear_exception_in_flight()
+                self.state.load()
+                continue
             if time.perf_counter() >= deadline:
                 self._fail_budget()
                 break

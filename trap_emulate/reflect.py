@@ -1,0 +1,69 @@
+"""Reflection: handing an exception, system call or interrupt to the guest
+kernel as the hardware would have, had the guest kernel owned the CPU.
+
+The mechanism is the platform's own interrupt path (virtlab.delivery); what
+changes is whose tables and which privilege levels it uses.  VirtualCpuView is
+the guest's view under ring compression: the IDT, GDT and TSS are the virtual
+CPU's, the guest kernel's ring 0 is the real ring 1, and the frame the guest
+finds on its stack carries the virtual IF and the selectors it believes in.
+"""
+from virtlab import x86
+
+from . import rings
+
+
+class VirtualCpuView:
+    def __init__(self, state, vcpu):
+        self.state = state
+        self.vcpu = vcpu
+
+    def cpl(self):
+        return rings.guest_ring(self.state.cpl)
+
+    def tables(self):
+        v = self.vcpu
+        return (v.cr0, v.idtr, v.gdtr, v.tr)
+
+    def idtr(self):
+        return self.vcpu.idtr
+
+    def gdtr(self):
+        return self.vcpu.gdtr
+
+    def tss(self):
+        sel, base, limit = self.vcpu.tr
+        return base, limit, sel
+
+    def paging(self):
+        return self.vcpu.paging_regs()
+
+    def segment(self, selector, lo, hi, ring):
+        return rings.segment_cache(selector, lo, hi, ring)
+
+    def selector(self, name):
+        """The selector as the guest would have pushed it: its kernel's RPL is 0."""
+        sel = self.state.seg_selector(name)
+        return sel & ~3 if sel & 3 == 1 else sel
+
+    def virtual_if(self):
+        """User code always runs with interrupts enabled (it cannot clear IF
+        without IOPL 3), so at real ring 3 the virtual IF is set; in the guest
+        kernel it is what its cli, sti and emulated iret left."""
+        return self.state.cpl == 3 or self.vcpu.if_
+
+    def flags_for_frame(self, eflags):
+        self._frame_if = self.virtual_if()
+        eflags &= ~(x86.IF | x86.IOPL_MASK)
+        if self._frame_if:
+            eflags |= x86.IF
+        return eflags | (self.vcpu.iopl << x86.IOPL_SHIFT)
+
+    def enter(self, eflags, kept):
+        """After delivery (called after flags_for_frame): the virtual IF is
+        cleared by an interrupt gate and kept by a trap gate; the real IF stays
+        set, because the VMM never lets the guest mask real interrupts."""
+        self.vcpu.if_ = bool(self._frame_if and kept & x86.IF)
+        self.state.set_eflags((eflags & kept) | x86.IF)
+
+    def set_cr2(self, value):
+        self.vcpu.cr2 = value

@@ -1,0 +1,94 @@
+"""Ring compression: the guest kernel runs at ring 1, its user code at ring 3.
+
+The guest kernel's descriptors say DPL 0; the CPU must run that code at ring 1
+so that its privileged instructions fault.  The VMM therefore gives the CPU a
+*shadow GDT*: the guest's GDT with every ring-0 code and data descriptor moved
+to DPL 1.  Every guest segment is also truncated below the VMM window at
+0xFC000000 (Xen x86-32 does the same), so no guest code, at any ring, can reach
+the VMM's GDT, IDT or TSS by linear address.  System descriptors (TSS, LDT,
+gates) are not given to the CPU: the VMM emulates `ltr` and `lldt`.
+
+The selectors the guest loads are unchanged (0x08 is still entry 1); the RPL the
+CPU reports is the real one, which is one of the ways this technique is visible
+to a guest that looks (`mov ax, cs` shows RPL 1).
+"""
+import struct
+
+from virtlab import x86
+from virtlab.machine import VMM_BASE_LINEAR
+
+from .vmm_memory import GDT_OFF
+
+GUEST_TOP = VMM_BASE_LINEAR - 1          # highest linear address a guest segment reaches
+MAX_GDT = 0x10000
+
+
+def real_ring(guest_ring):
+    """The ring the CPU runs guest code at: the kernel's ring 0 becomes 1."""
+    return 1 if guest_ring == 0 else guest_ring
+
+
+def guest_ring(real):
+    return 0 if real == 1 else real
+
+
+def compress(lo, hi):
+    """A guest code/data descriptor as the CPU gets it: DPL 0 -> 1, the limit
+    truncated below the VMM window, the accessed bit preset (so the CPU never
+    writes the shadow GDT)."""
+    if not hi & x86.DESC_S:
+        return 0, 0                      # system descriptor: emulated, not loaded
+    dpl = x86.seg_dpl(hi)
+    hi = (hi & ~(3 << x86.DESC_DPL_SHIFT)) | (real_ring(dpl) << x86.DESC_DPL_SHIFT)
+    hi |= 1 << 8                         # accessed
+    base, limit = x86.seg_base(lo, hi), x86.seg_limit(lo, hi)
+    expand_down = not hi & x86.DESC_CODE and hi & (1 << 10)
+    if base + limit > GUEST_TOP and not expand_down:
+        limit = max(GUEST_TOP - base, 0)
+        lo, hi = _set_limit(lo, hi, limit)
+    return lo, hi
+
+
+def _set_limit(lo, hi, limit):
+    if hi & x86.DESC_G:
+        limit >>= 12
+    lo = (lo & 0xFFFF0000) | (limit & 0xFFFF)
+    hi = (hi & ~0x000F0000) | (limit & 0x000F0000)
+    return lo, hi
+
+
+def segment_cache(selector, lo, hi, ring):
+    """(selector, base, limit, flags) for a real segment register holding the
+    guest descriptor (lo, hi) while the guest runs at guest ring `ring`."""
+    lo, hi = compress(lo, hi)
+    return ((selector & ~3) | real_ring(ring), x86.seg_base(lo, hi), x86.seg_limit(lo, hi), hi)
+
+
+class ShadowGdt:
+    """The GDT the CPU uses, kept in machine memory inside the VMM window."""
+
+    def __init__(self, vmm):
+        self.vmm = vmm
+        self.base_linear = vmm.linear(GDT_OFF)
+        self.base_phys = vmm.phys(GDT_OFF)
+
+    def sync(self, view, gdtr):
+        """Rebuild from the guest's GDT at gdtr = (base, limit), read through
+        the guest's own paging; returns the real GDTR (base, limit)."""
+        base, limit = gdtr
+        limit = min(limit, MAX_GDT - 1)
+        raw = view.read(base, limit + 1) if limit else b""
+        out = bytearray(len(raw))
+        for i in range(8, len(raw) - 7, 8):
+            lo, hi = struct.unpack_from("<II", raw, i)
+            struct.pack_into("<II", out, i, *compress(lo, hi))
+        self.vmm.write(self.base_phys, bytes(out))
+        return self.base_linear, limit
+
+    def descriptor(self, view, gdtr, selector):
+        """The guest's own descriptor for `selector` (lo, hi), or None."""
+        base, limit = gdtr
+        index = selector & ~7
+        if selector & 4 or index == 0 or index + 7 > limit:
+            return None
+        return x86.split_descriptor(view.read(base + index, 8))

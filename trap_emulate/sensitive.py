@@ -1,0 +1,49 @@
+"""The instructions that break classic virtualization, seen as they execute.
+
+Popek and Goldberg (1974): a machine is classically virtualizable if every
+sensitive instruction is privileged.  IA-32 is not: these read or change
+privileged state without trapping when the guest kernel runs at ring 1, so
+under `trap` they run unmodified and tell the guest the truth about the real
+CPU (popf silently keeps IF, pushf shows the real IF, sidt shows the VMM's IDT,
+push cs shows RPL 1, ...).  The VMM cannot stop that, but it can watch: every
+such instruction in guest code gets a translation-time hook that counts its
+executions (at any ring: a user-mode `sidt` is the classic "red pill"), and the
+run reports them by mnemonic.
+"""
+from capstone import x86_const as C
+
+from .intercept import Intercepts
+
+ALWAYS = {"popf", "popfd", "pushf", "pushfd", "sgdt", "sidt", "sldt", "smsw", "str",
+          "lar", "lsl", "verr", "verw"}
+SEGMENT_REGS = {C.X86_REG_CS, C.X86_REG_SS, C.X86_REG_DS, C.X86_REG_ES,
+                C.X86_REG_FS, C.X86_REG_GS}
+
+
+def sensitive_kind(insn):
+    """The name a sensitive, unprivileged instruction is reported under."""
+    m = insn.mnemonic
+    if m in ALWAYS:
+        return m.rstrip("d") if m in ("popfd", "pushfd") else m
+    if m == "push" and insn.op_str in ("cs", "ss"):
+        return "push " + insn.op_str
+    if m == "mov" and insn.op_str.split(",")[-1].strip() in ("cs", "ss", "ds", "es", "fs", "gs"):
+        return "mov from segment register"
+    return None
+
+
+class SensitiveAudit:
+    def __init__(self, machine, backend):
+        self.machine = machine
+        self.counts = {}
+        self._intercepts = Intercepts(machine, self._select, self._hit)
+
+    def _select(self, insn):
+        return sensitive_kind(insn)
+
+    def _hit(self, address, kind):
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.machine.counters["sensitive." + kind.replace(" ", "_")] += 1
+
+    def sightings(self):
+        return dict(sorted(self.counts.items()))

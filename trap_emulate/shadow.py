@@ -1,0 +1,265 @@
+"""The shadow MMU: page tables the hardware walks, built by the VMM from the
+guest's own.
+
+The guest's page tables map guest-virtual to guest-physical addresses; the CPU
+must be given tables that map to machine addresses and that the guest cannot
+subvert.  The VMM keeps one shadow page directory per guest page directory (per
+guest CR3) in machine memory and fills it lazily: every shadow entry starts
+not-present, the first access faults, and the VMM walks the guest's tables for
+that address.  If the guest's tables do not allow the access the fault is the
+guest's own (a *true* fault: reflected with the guest's CR2 and error code);
+otherwise it is a *hidden* fault: the VMM fills the shadow entry and the guest
+never knows.
+
+To stay coherent the VMM *traces* the guest's page tables: every guest frame
+that serves as a page directory or page table is mapped read-only in all
+shadows, so a guest write to a page-table entry faults; the VMM emulates the
+write and drops the shadow entries derived from it.  Accessed and dirty bits
+behave as the guest expects because a shadow entry is made writable only after
+the guest's entry has been marked dirty by the VMM's own walk.
+
+A shadow entry only ever points into guest RAM (the walk refuses frames beyond
+it), so no guest-controlled mapping can reach machine memory.
+"""
+from dataclasses import dataclass, field
+
+from virtlab import x86
+from virtlab.memory import GuestMemoryFault, walk
+
+from .vmm_memory import OutOfFrames
+
+VMM_PDE = 0x3F0                    # 0xFC000000 >> 22: the VMM window's PDE
+MAX_SHADOWS = 48
+UNSHADOW_AFTER = 32                # traced writes to a page table nobody uses
+
+
+class Violation(Exception):
+    """The guest touched memory it can never have (beyond RAM, the VMM window)."""
+
+
+@dataclass
+class ShadowTable:
+    pa: int                        # machine address of the shadow page table
+    guest_pt: int = None           # guest frame it shadows (None for a 4 MiB page)
+    filled: set = field(default_factory=set)
+
+
+@dataclass
+class Shadow:
+    key: object                    # guest page-directory frame, or "flat"
+    pd: int                        # machine address of the shadow page directory
+    tables: dict = field(default_factory=dict)    # pde index -> ShadowTable
+    idle_writes: int = 0
+
+
+# Outcomes of a page fault, as the back end needs to act on them.
+HIDDEN, TRUE, TRACE = "hidden", "true", "trace"
+
+
+class ShadowMmu:
+    def __init__(self, machine, vcpu, vmm, window_pde=None):
+        self.mem = machine.mem
+        self.vcpu = vcpu
+        self.vmm = vmm
+        self.counters = machine.counters
+        self.flush_tlb = machine.flush_tlb
+        self.window_pde = window_pde
+        self.shadows = {}                          # key -> Shadow (insertion = LRU order)
+        self.current = None
+        self.pd_of = {}                            # guest PD frame -> Shadow
+        self.pt_users = {}                         # guest PT frame -> {(key, pde index)}
+        self.rmap = {}                             # guest frame -> {shadow PTE address}
+        self.pt_writes = {}                        # guest PT frame -> traced writes since use
+
+    # -- which shadow the CPU walks ------------------------------------------
+    def activate(self):
+        """Select (or build) the shadow for the vCPU's paging state and return
+        the machine address the real CR3 must hold."""
+        key = self.vcpu.cr3 & x86.PAGE_MASK if self.vcpu.paging else "flat"
+        sh = self.shadows.pop(key, None)
+        if sh is None:
+            sh = self._new_shadow(key)
+            self.counters["shadow.new"] += 1
+        self.shadows[key] = sh                     # most recently used last
+        sh.idle_writes = 0
+        self.current = sh
+        return sh.pd
+
+    def _new_shadow(self, key):
+        if len(self.shadows) >= MAX_SHADOWS:
+            self._drop(next(iter(self.shadows.values())))
+        pd = self._frame()
+        sh = Shadow(key, pd)
+        if self.window_pde is not None:
+            self.vmm.set_u32(pd + 4 * VMM_PDE, self.window_pde)
+        if key != "flat":
+            self.pd_of[key] = sh
+            self._write_protect(key)
+        return sh
+
+    def _frame(self):
+        try:
+            pa = self.vmm.pool.take()
+        except OutOfFrames:
+            self.counters["shadow.flush"] += 1
+            for sh in list(self.shadows.values()):
+                if sh is not self.current:
+                    self._drop(sh)
+            pa = self.vmm.pool.take()
+        self.vmm.zero_frame(pa)
+        return pa
+
+    def _drop(self, sh):
+        for idx in list(sh.tables):
+            self._zap_table(sh, idx)
+        self.shadows.pop(sh.key, None)
+        self.pd_of.pop(sh.key, None)
+        self.vmm.pool.give(sh.pd)
+        if self.current is sh:
+            self.current = None
+
+    # -- faults ---------------------------------------------------------------
+    def fault(self, linear, error_code):
+        """Classify a real #PF: (HIDDEN, None) after filling the shadow,
+        (TRUE, guest error code), or (TRACE, guest-physical address written)."""
+        write = bool(error_code & x86.PF_W)
+        user = bool(error_code & x86.PF_U)
+        if linear >> 22 >= VMM_PDE:
+            raise Violation(f"access to the VMM window at {linear:#010x}")
+        v = self.vcpu
+        if not v.paging:
+            if linear + 1 > self.mem.size:
+                raise Violation(f"access to guest-physical {linear:#010x}, beyond RAM")
+            return self._fill(linear, linear, x86.PTE_W | x86.PTE_U | x86.PTE_D, None, write)
+        log = []
+        try:
+            gpa = walk(self.mem, v.cr0, v.cr3, v.cr4, linear, write, user, log)
+        except GuestMemoryFault as f:
+            if f.error_code & x86.PF_P and self._beyond_ram(log):
+                raise Violation(f"guest page table maps {linear:#010x} beyond RAM") from None
+            return TRUE, f.error_code
+        pde, pte = log[0][1], log[-1][1]
+        rights = pde & pte if len(log) > 1 else pde
+        if not user and not v.cr0 & x86.CR0_WP:
+            rights |= x86.PTE_W                    # supervisor ignores R/O without WP
+        large_pd = None if len(log) > 1 else True
+        return self._fill(linear, gpa, rights & (x86.PTE_W | x86.PTE_U) | (pte & x86.PTE_D),
+                          pde, write, large_pd)
+
+    def _beyond_ram(self, log):
+        return any(isinstance(v, int) and v & x86.PTE_P and (v & x86.PAGE_MASK) >= self.mem.size
+                   for _, v in log)
+
+    def _fill(self, linear, gpa, rights, pde, write, large=None):
+        frame = gpa & x86.PAGE_MASK
+        if write and self.traced(frame):
+            return TRACE, gpa
+        sh = self.current
+        idx, pti = linear >> 22, (linear >> 12) & 0x3FF
+        table = sh.tables.get(idx)
+        if table is None:
+            table = self._new_table(sh, idx, None if (pde is None or large) else pde & x86.PAGE_MASK)
+        flags = x86.PTE_P | x86.PTE_A | (rights & x86.PTE_U)
+        if rights & x86.PTE_W and rights & x86.PTE_D and not self.traced(frame):
+            flags |= x86.PTE_W | x86.PTE_D
+        spte = table.pa + 4 * pti
+        old = self.vmm.u32(spte)
+        if old & x86.PTE_P:
+            self._unmap(old & x86.PAGE_MASK, spte)
+        self.vmm.set_u32(spte, frame | flags)
+        table.filled.add(pti)
+        self.rmap.setdefault(frame, set()).add(spte)
+        if table.guest_pt is not None:
+            self.pt_writes[table.guest_pt] = 0
+        # No TLB flush: the CPU caches no not-present or read-only-for-this-
+        # access translation, so the faulting access will walk the new entry.
+        return HIDDEN, None
+
+    def _new_table(self, sh, idx, guest_pt):
+        table = ShadowTable(self._frame(), guest_pt)
+        sh.tables[idx] = table
+        self.vmm.set_u32(sh.pd + 4 * idx, table.pa | x86.PTE_P | x86.PTE_W | x86.PTE_U | x86.PTE_A)
+        if guest_pt is not None:
+            first = guest_pt not in self.pt_users
+            self.pt_users.setdefault(guest_pt, set()).add((sh.key, idx))
+            if first:
+                self._write_protect(guest_pt)
+        return table
+
+    # -- tracing --------------------------------------------------------------
+    def traced(self, frame):
+        return frame in self.pd_of or frame in self.pt_users
+
+    def _write_protect(self, frame):
+        """A guest frame became a page table: no shadow may map it writable."""
+        for spte in self.rmap.get(frame, ()):
+            val = self.vmm.u32(spte)
+            if val & x86.PTE_W:
+                self.vmm.set_u32(spte, val & ~x86.PTE_W)
+        self.flush_tlb()
+
+    def traced_write(self, gpa, size):
+        """The guest wrote `size` bytes at `gpa` in a traced frame (the write is
+        already done): drop every shadow entry derived from what changed."""
+        frame, off = gpa & x86.PAGE_MASK, gpa & 0xFFF
+        first, last = off >> 2, min((off + size - 1) >> 2, 1023)
+        sh = self.pd_of.get(frame)
+        if sh is not None:
+            for idx in range(first, last + 1):
+                if idx in sh.tables:
+                    self._zap_table(sh, idx)
+            if sh is not self.current:
+                sh.idle_writes += 1
+                if sh.idle_writes > UNSHADOW_AFTER:          # no longer a live PD
+                    self.counters["shadow.unshadow"] += 1
+                    self._drop(sh)
+        for key, idx in list(self.pt_users.get(frame, ())):
+            table = self.shadows[key].tables[idx]
+            for pti in range(first, last + 1):
+                if pti in table.filled:
+                    self._zap_pte(table, pti)
+        if frame in self.pt_users:
+            n = self.pt_writes.get(frame, 0) + 1
+            self.pt_writes[frame] = n
+            if n > UNSHADOW_AFTER * 32:                      # rewritten wholesale
+                self.counters["shadow.unshadow"] += 1
+                for key, idx in list(self.pt_users[frame]):
+                    self._zap_table(self.shadows[key], idx)
+        self.flush_tlb()
+
+    def _zap_pte(self, table, pti):
+        spte = table.pa + 4 * pti
+        old = self.vmm.u32(spte)
+        if old & x86.PTE_P:
+            self._unmap(old & x86.PAGE_MASK, spte)
+        self.vmm.set_u32(spte, 0)
+        table.filled.discard(pti)
+
+    def _zap_table(self, sh, idx):
+        table = sh.tables.pop(idx)
+        for pti in list(table.filled):
+            self._zap_pte(table, pti)
+        self.vmm.set_u32(sh.pd + 4 * idx, 0)
+        if table.guest_pt is not None:
+            users = self.pt_users.get(table.guest_pt)
+            if users is not None:
+                users.discard((sh.key, idx))
+                if not users:
+                    del self.pt_users[table.guest_pt]
+                    self.pt_writes.pop(table.guest_pt, None)
+        self.vmm.pool.give(table.pa)
+
+    def _unmap(self, frame, spte):
+        users = self.rmap.get(frame)
+        if users is not None:
+            users.discard(spte)
+            if not users:
+                del self.rmap[frame]
+
+    # -- TLB maintenance the guest asks for ----------------------------------
+    def invlpg(self, linear):
+        sh = self.current
+        table = sh.tables.get(linear >> 22) if sh else None
+        if table is not None and ((linear >> 12) & 0x3FF) in table.filled:
+            self._zap_pte(table, (linear >> 12) & 0x3FF)
+        self.flush_tlb()

@@ -1,0 +1,274 @@
+"""`trap`: classic trap-and-emulate with ring compression.
+
+The guest kernel runs at real ring 1, its programs at ring 3, and the VMM owns
+ring 0's job: every exception and interrupt stops in the VMM first.
+
+  - A privileged instruction in the guest kernel faults (#GP); the VMM decodes
+    it and emulates it against the virtual CPU (exit.priv).
+  - Port I/O exits to the device models (exit.io).
+  - A page fault is either hidden (the shadow MMU fills an entry or emulates a
+    write to a traced guest page table: exit.pf.hidden) or the guest's own, and
+    then reflected into the guest kernel with the guest's CR2 (reflect.pf).
+  - System calls and other exceptions are reflected through the guest's IDT
+    (reflect.syscall, reflect.exception).
+  - HLT is emulated: the virtual CPU sleeps until the next interrupt, which is
+    injected through the guest's IDT when the virtual IF allows it.
+
+What it cannot do is the point of the technique's history: popf, pushf, sgdt,
+sidt, sldt, smsw, str, push cs/ss, mov from a segment register, lar, lsl, verr
+and verw are sensitive but do not trap at ring 1, so they run unmodified and
+tell the guest the truth about the real CPU (sensitive.py counts them).
+"""
+from virtlab import x86
+from virtlab.backend import Backend
+from virtlab.delivery import Event
+from virtlab.guest_events import EventNames, GuestEvents, vector_name
+from virtlab.machine import GuestStop
+from virtlab.memory import GuestMemoryFault, LinearView
+from unicorn import x86_const as X
+
+from . import rings, vmm_memory
+from .emulate import Emulator, NotPrivileged, Unsupported, emulate_store
+from .reflect import VirtualCpuView
+from .sensitive import SensitiveAudit
+from .shadow import HIDDEN, TRACE, TRUE, ShadowMmu, Violation
+from .vcpu import VirtualCpu
+
+REAL_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
+
+
+class Trap(Backend):
+    name = "trap"
+    summary = "classic trap-and-emulate: guest kernel at ring 1, shadow paging"
+    machine_memory = vmm_memory.SIZE
+
+    def attach(self, machine):
+        super().attach(machine)
+        self.vcpu = VirtualCpu()
+        self.vmm = vmm_memory.VmmMemory(machine)
+        self.gdt = rings.ShadowGdt(self.vmm)
+        self.mmu = ShadowMmu(machine, self.vcpu, self.vmm, self.vmm.window_pde())
+        self.view = VirtualCpuView(machine.state, self.vcpu)
+        self.events = GuestEvents(machine, self.view, EventNames(irq="inject.irq", hlt="exit.hlt"))
+        self.emulator = Emulator(self)
+        self.audit = SensitiveAudit(machine, self)
+
+    # -- entering the guest ---------------------------------------------------
+    def boot(self):
+        """The boot protocol's state, with the guest kernel moved to ring 1:
+        the shadow GDT in the VMM window, real paging on over the flat shadow."""
+        m, uc = self.machine, self.machine.uc
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, self.vmm.linear(vmm_memory.IDT_OFF), 0x7FF, 0))
+        uc.reg_write(X.UC_X86_REG_CR3, self.mmu.activate())
+        uc.reg_write(X.UC_X86_REG_CR0, REAL_CR0)
+        st = m.state
+        st.save()
+        base, limit = self.gdt.sync(self.guest_view(), self.vcpu.gdtr)
+        self._set_real_gdtr(base, limit)
+        for name in ("cs", "ss", "ds", "es", "fs", "gs"):
+            self._load_segment(name, st.seg_selector(name))
+        st.set_eflags(x86.IF | 0x2)
+        st.load()
+        m.flush_tlb()
+
+    def _set_real_gdtr(self, base, limit):
+        st, lay = self.machine.state, self.machine.state.layout
+        st.set(lay.gdt.base, base)
+        st.set(lay.gdt.limit, limit)
+
+    def _load_segment(self, name, selector):
+        d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
+        if d is None:
+            raise GuestStop(f"cannot load {name} with selector {selector:#x}")
+        ring = rings.guest_ring(self.machine.state.cpl) if name != "cs" else x86.seg_dpl(d[1])
+        self.machine.state.set_segment(name, *rings.segment_cache(selector, *d, ring))
+
+    def guest_view(self):
+        return LinearView(self.machine.mem, *self.vcpu.paging_regs())
+
+    # -- exits ----------------------------------------------------------------
+    def exception(self, vector):
+        m, st = self.machine, self.machine.state
+        m.counters["exit.total"] += 1
+        if st.is_software_int:
+            return self._reflect_software(vector)
+        if vector == x86.PF:
+            return self._page_fault()
+        if vector == x86.GP and st.cpl == 1 and self._privileged():
+            return
+        self._reflect(self.events.exception_event(vector))
+
+    def _privileged(self):
+        """Emulate the instruction that raised #GP in the guest kernel; False if
+        it is not one the VMM virtualizes (the #GP is then the guest's own)."""
+        m, st = self.machine, self.machine.state
+        decoded = m.decoder.at(self.guest_view(), (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
+        if decoded is None:
+            return False
+        try:
+            name = self.emulator.emulate(decoded)
+        except NotPrivileged:
+            return False
+        except Unsupported as exc:
+            raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
+        m.counters["exit.priv"] += 1
+        m.counters["exit.priv." + name] += 1
+        return True
+
+    def _page_fault(self):
+        m, st = self.machine, self.machine.state
+        linear = st.cr(2)
+        try:
+            kind, detail = self.mmu.fault(linear, st.error_code)
+        except Violation as v:
+            raise GuestStop(f"isolation: {v} at {m.where()}") from None
+        if kind == HIDDEN:
+            m.counters["exit.pf.hidden"] += 1
+            m.counters["shadow.fill"] += 1
+        elif kind == TRACE:
+            m.counters["exit.pf.hidden"] += 1
+            m.counters["shadow.trace"] += 1
+            self._traced_write(detail)
+        else:
+            self._reflect(Event(x86.PF, detail, cr2=linear))
+
+    def _traced_write(self, gpa):
+        m, st = self.machine, self.machine.state
+        decoded = m.decoder.at(self.guest_view(), (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
+        try:
+            size = emulate_store(decoded, st, m.mem, gpa)
+        except Unsupported as exc:
+            raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
+        self.mmu.traced_write(gpa, size)
+
+    # -- reflection ---------------------------------------------------------------
+    def _reflect_software(self, vector):
+        if self.view.virtual_if() and self.events.interrupt_first(True, self.guest_view()):
+            return
+        c = self.machine.counters
+        c["reflect.total"] += 1
+        c["reflect.syscall"] += 1
+        self.events.deliver(Event(vector, software=True))
+
+    def _reflect(self, event):
+        if self.view.virtual_if() and self.events.interrupt_first(False, self.guest_view()):
+            return
+        c = self.machine.counters
+        c["reflect.total"] += 1
+        if event.vector == x86.PF:
+            c["reflect.pf"] += 1
+        else:
+            c["reflect.exception"] += 1
+            c["reflect.exception." + vector_name(event.vector)] += 1
+        self.events.deliver(event)
+
+    def invalid_opcode(self):
+        self.machine.counters["exit.total"] += 1
+        base, limit = self.vcpu.idtr
+        if x86.UD * 8 + 7 > limit:
+            return False
+        self._reflect(Event(x86.UD))
+        return True
+
+    # -- devices -------------------------------------------------------------------
+    def port_in(self, port, size):
+        m = self.machine
+        m.counters["exit.total"] += 1
+        m.counters["exit.io"] += 1
+        m.clock.tick()
+        return m.bus.read(port, size)
+
+    def port_out(self, port, size, value):
+        m = self.machine
+        m.counters["exit.total"] += 1
+        m.counters["exit.io"] += 1
+        m.clock.tick()
+        m.bus.write(port, size, value)
+
+    def halted(self):
+        raise GuestStop("the CPU halted at real ring 0, which the guest never runs at")
+
+    # -- effects of emulated instructions (called by the Emulator) ---------------
+    def halt(self):
+        self.events.halt(self.vcpu.if_, self.machine.state.eip - 1)
+
+    def write_cr(self, n, value):
+        v = self.vcpu
+        if n == 0:
+            paging_before = v.paging
+            v.cr0 = value | x86.CR0_ET
+            if v.paging != paging_before:
+                self._switch_shadow()
+        elif n == 2:
+            v.cr2 = value
+        elif n == 3:
+            v.cr3 = value
+            if v.paging:
+                self._switch_shadow()
+        elif n == 4:
+            v.cr4 = value
+            self._switch_shadow()
+        else:
+            raise Unsupported(f"mov to cr{n}")
+
+    def read_cr(self, n):
+        v = self.vcpu
+        regs = {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4}
+        if n not in regs:
+            raise Unsupported(f"mov from cr{n}")
+        return regs[n]
+
+    def _switch_shadow(self):
+        st = self.machine.state
+        st.set_cr(3, self.mmu.activate())
+        self._flush_after_resume = True
+        self.machine.flush_tlb()
+
+    def invlpg(self, linear):
+        self.mmu.invlpg(linear)
+
+    def load_table(self, which, base, limit):
+        if which == "gdt":
+            self.vcpu.gdtr = (base, limit)
+            self._set_real_gdtr(*self.gdt.sync(self.guest_view(), (base, limit)))
+        else:
+            self.vcpu.idtr = (base, limit)
+
+    def load_tr(self, selector):
+        d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
+        if d is None or (d[1] >> 8) & 0xF not in (0x9, 0xB):
+            raise GuestStop(f"ltr of a non-TSS selector {selector:#x} at {self.machine.where()}")
+        self.vcpu.tr = (selector, x86.seg_base(*d), x86.seg_limit(*d))
+
+    def load_ss(self, selector):
+        self._load_segment("ss", selector)
+
+    def cpuid(self):
+        raise NotPrivileged()
+
+    def emulate_return(self, far_iret, extra=0):
+        """IRETD or RETF back into the guest kernel: the frame holds CS with RPL
+        0, which the CPU refuses at ring 1.  Pop EIP and CS (and EFLAGS for
+        iret, restoring the virtual IF from it) and stay at ring 1."""
+        st = self.machine.state
+        esp = st.reg("esp")
+        view = self.guest_view()
+        ss_base = st.seg_base_of("ss")
+        words = 3 if far_iret else 2
+        try:
+            frame = [view.u32(ss_base + esp + 4 * i) for i in range(words)]
+        except GuestMemoryFault:
+            raise NotPrivileged() from None
+        eip, cs = frame[0], frame[1] & 0xFFFF
+        if cs & 3 != 0:
+            raise NotPrivileged()
+        self._load_segment("cs", cs)
+        st.eip = eip
+        st.set_reg("esp", esp + 4 * words + extra)
+        if far_iret:
+            eflags = frame[2]
+            self.vcpu.if_ = bool(eflags & x86.IF)
+            st.set_eflags((eflags & ~(x86.IOPL_MASK | x86.VM | x86.RF)) | x86.IF)
+
+    def report(self):
+        return {"sensitive": self.audit.sightings()}

@@ -1,0 +1,78 @@
+"""Machine memory: the VMM's own pages above guest RAM.
+
+    offset 0x00000  the VMM's IDT (2 KiB) and TSS (at 0x800)
+    offset 0x01000  the shadow GDT (up to 64 KiB)
+    offset 0x11000  the page table of the VMM window
+    offset 0x12000  frame pool: shadow page directories and page tables
+
+The first 17 pages are also visible at linear VMM_LINEAR (0xFC000000, the top
+64 MiB that Xen x86-32 also reserves) through one page-directory entry that the
+VMM puts into every shadow page directory, because the real CPU must reach its
+GDT by linear address.  The guest cannot reach that window: under ring
+compression every guest segment is truncated below it (as Xen does), and no
+guest-controlled page-table entry ever points into machine memory.
+"""
+from dataclasses import dataclass, field
+
+from virtlab import x86
+from virtlab.machine import VMM_BASE_LINEAR
+
+IDT_OFF, TSS_OFF, GDT_OFF, WINDOW_PT_OFF, POOL_OFF = 0x0, 0x800, 0x1000, 0x11000, 0x12000
+WINDOW_PAGES = WINDOW_PT_OFF // x86.PAGE_SIZE
+SIZE = 8 << 20
+
+
+class OutOfFrames(Exception):
+    pass
+
+
+@dataclass
+class FramePool:
+    """Free machine frames (physical addresses), handed out and taken back."""
+    free: list = field(default_factory=list)
+
+    @classmethod
+    def over(cls, start, end):
+        return cls(list(range(end - x86.PAGE_SIZE, start - 1, -x86.PAGE_SIZE)))
+
+    def take(self):
+        if not self.free:
+            raise OutOfFrames()
+        return self.free.pop()
+
+    def give(self, pa):
+        self.free.append(pa)
+
+
+class VmmMemory:
+    def __init__(self, machine):
+        self.mem = machine.vmm                   # PhysMem over machine memory
+        self.base = machine.vmm_base
+        self.pool = FramePool.over(self.base + POOL_OFF, self.base + self.mem.size)
+
+    def phys(self, off):
+        return self.base + off
+
+    def linear(self, off):
+        return VMM_BASE_LINEAR + off
+
+    def u32(self, pa):
+        return self.mem.u32(pa - self.base)
+
+    def set_u32(self, pa, value):
+        self.mem.set_u32(pa - self.base, value)
+
+    def write(self, pa, data):
+        self.mem.write(pa - self.base, data)
+
+    def zero_frame(self, pa):
+        off = pa - self.base
+        self.mem.view[off:off + x86.PAGE_SIZE] = bytes(x86.PAGE_SIZE)
+
+    def window_pde(self):
+        """The page-directory entry that maps the VMM window (supervisor only)."""
+        pt = self.phys(WINDOW_PT_OFF)
+        for i in range(WINDOW_PAGES):
+            self.set_u32(pt + 4 * i, self.phys(i * x86.PAGE_SIZE) | x86.PTE_P | x86.PTE_W
+                         | x86.PTE_A | x86.PTE_D)
+        return pt | x86.PTE_P | x86.PTE_W | x86.PTE_A
