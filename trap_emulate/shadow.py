@@ -227,6 +227,22 @@ class ShadowMmu:
                     self._zap_table(self.shadows[key], idx)
         self.flush_tlb()
 
+    def untrace(self, frame):
+        """Stop treating `frame` as a page table (the guest is reusing it as
+        data, e.g. zeroing it with a string instruction the VMM does not
+        emulate): drop every shadow derived from it.  False if it is the page
+        directory the CPU is walking right now, which cannot be dropped."""
+        sh = self.pd_of.get(frame)
+        if sh is self.current and sh is not None:
+            return False
+        if sh is not None:
+            self._drop(sh)
+        for key, idx in list(self.pt_users.get(frame, ())):
+            self._zap_table(self.shadows[key], idx)
+        self.counters["shadow.unshadow"] += 1
+        self.flush_tlb()
+        return True
+
     def _zap_pte(self, table, pti):
         spte = table.pa + 4 * pti
         old = self.vmm.u32(spte)

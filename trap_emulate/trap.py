@@ -138,7 +138,11 @@ class Trap(Backend):
         try:
             size = emulate_store(decoded, st, m.mem, gpa)
         except Unsupported as exc:
-            raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
+            # A bulk store (rep stos/movs): the guest is reusing the frame as
+            # data.  Stop tracing it; the instruction runs again, natively.
+            if not self.mmu.untrace(gpa & x86.PAGE_MASK):
+                raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
+            return
         self.mmu.traced_write(gpa, size)
 
     # -- reflection ---------------------------------------------------------------
