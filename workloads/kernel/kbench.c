@@ -92,6 +92,13 @@ int kbench(int op, int n)
             scratch_frame[1] = V2P(b);
         }
         pte_t *pte = kscratch_pte();
+        /* Map the scratch page and touch it once, so its page table is one the
+         * MMU has really used (under shadow paging: shadowed and traced), as a
+         * kernel's live page tables are.  The loop then measures the store. */
+        pte_write(pte, scratch_frame[1] | PTE_P | PTE_W);
+        pt_sync();
+        tlb_flush_page(KSCRATCH);
+        (void)*(volatile uint *)KSCRATCH;
         for (int i = 0; i < n; i++) {
             pte_write(pte, scratch_frame[i & 1] | PTE_P | PTE_W);
             pt_sync();
