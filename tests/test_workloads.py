@@ -180,3 +180,21 @@ def test_default_scales_are_correct_and_fit_the_budget():
         assert_lines_in_order(r.console, expected)
         total += r.host_seconds
     assert total < 20.0, f"the suite took {total:.1f} s of host time under native"
+
+
+FIDELITY_UNDER_TRAP = {
+    "fidelity.popf": "popf: kernel IF after popf(IF=0) = 1 (popf IF change silently ignored)",
+    "fidelity.pushf": "pushf: kernel IF seen by pushf after cli = 1 (real IF leaks through)",
+    "fidelity.pushcs": "pushcs: kernel CS RPL = 1 (deprivileged)",
+}
+
+
+@pytest.mark.parametrize("name", list(FIDELITY_UNDER_TRAP))
+def test_fidelity_programs_expose_classic_trap_and_emulate(name):
+    """What the fidelity programs exist for: ring compression is visible in their output."""
+    from virtlab import backend
+    assert "trap" in backend.names(), "the classic trap-and-emulate back end is not registered"
+    r = virtlab.run(name, "trap", scale=5)
+    assert r.ok and r.exit_status == 0, r.reason
+    assert r.matches_native is False
+    assert FIDELITY_UNDER_TRAP[name] in lines(r.console), r.console

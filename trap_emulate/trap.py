@@ -19,38 +19,33 @@ sidt, sldt, smsw, str, push cs/ss, mov from a segment register, lar, lsl, verr
 and verw are sensitive but do not trap at ring 1, so they run unmodified and
 tell the guest the truth about the real CPU (sensitive.py counts them).
 """
+from unicorn import x86_const as X
+
 from virtlab import x86
-from virtlab.backend import Backend
 from virtlab.delivery import Event
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.machine import GuestStop
-from virtlab.memory import GuestMemoryFault, LinearView
-from unicorn import x86_const as X
+from virtlab.memory import GuestMemoryFault
 
 from . import rings, vmm_memory
-from .emulate import Emulator, NotPrivileged, Unsupported, emulate_store
+from .emulate import NotPrivileged, Unsupported
 from .reflect import VirtualCpuView
 from .sensitive import SensitiveAudit
-from .shadow import HIDDEN, TRACE, TRUE, ShadowMmu, Violation
-from .vcpu import VirtualCpu
+from .vmm import Vmm
 
 REAL_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
 
 
-class Trap(Backend):
+class Trap(Vmm):
     name = "trap"
     summary = "classic trap-and-emulate: guest kernel at ring 1, shadow paging"
-    machine_memory = vmm_memory.SIZE
+    window = True
 
     def attach(self, machine):
         super().attach(machine)
-        self.vcpu = VirtualCpu()
-        self.vmm = vmm_memory.VmmMemory(machine)
         self.gdt = rings.ShadowGdt(self.vmm)
-        self.mmu = ShadowMmu(machine, self.vcpu, self.vmm, self.vmm.window_pde())
         self.view = VirtualCpuView(machine.state, self.vcpu)
         self.events = GuestEvents(machine, self.view, EventNames(irq="inject.irq", hlt="exit.hlt"))
-        self.emulator = Emulator(self)
         self.audit = SensitiveAudit(machine, self)
 
     # -- entering the guest ---------------------------------------------------
@@ -83,17 +78,18 @@ class Trap(Backend):
         ring = rings.guest_ring(self.machine.state.cpl) if name != "cs" else x86.seg_dpl(d[1])
         self.machine.state.set_segment(name, *rings.segment_cache(selector, *d, ring))
 
-    def guest_view(self):
-        return LinearView(self.machine.mem, *self.vcpu.paging_regs())
-
     # -- exits ----------------------------------------------------------------
     def exception(self, vector):
         m, st = self.machine, self.machine.state
-        m.counters["exit.total"] += 1
         if st.is_software_int:
+            m.counters["exit.total"] += 1
             return self._reflect_software(vector)
         if vector == x86.PF:
-            return self._page_fault()
+            event = self.shadow_page_fault()
+            if event is not None:
+                self._reflect(event)
+            return
+        m.counters["exit.total"] += 1
         if vector == x86.GP and st.cpl == 1 and self._privileged():
             return
         self._reflect(self.events.exception_event(vector))
@@ -101,8 +97,8 @@ class Trap(Backend):
     def _privileged(self):
         """Emulate the instruction that raised #GP in the guest kernel; False if
         it is not one the VMM virtualizes (the #GP is then the guest's own)."""
-        m, st = self.machine, self.machine.state
-        decoded = m.decoder.at(self.guest_view(), (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
+        m = self.machine
+        decoded = self.decode_current()
         if decoded is None:
             return False
         try:
@@ -114,36 +110,6 @@ class Trap(Backend):
         m.counters["exit.priv"] += 1
         m.counters["exit.priv." + name] += 1
         return True
-
-    def _page_fault(self):
-        m, st = self.machine, self.machine.state
-        linear = st.cr(2)
-        try:
-            kind, detail = self.mmu.fault(linear, st.error_code)
-        except Violation as v:
-            raise GuestStop(f"isolation: {v} at {m.where()}") from None
-        if kind == HIDDEN:
-            m.counters["exit.pf.hidden"] += 1
-            m.counters["shadow.fill"] += 1
-        elif kind == TRACE:
-            m.counters["exit.pf.hidden"] += 1
-            m.counters["shadow.trace"] += 1
-            self._traced_write(detail)
-        else:
-            self._reflect(Event(x86.PF, detail, cr2=linear))
-
-    def _traced_write(self, gpa):
-        m, st = self.machine, self.machine.state
-        decoded = m.decoder.at(self.guest_view(), (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
-        try:
-            size = emulate_store(decoded, st, m.mem, gpa)
-        except Unsupported as exc:
-            # A bulk store (rep stos/movs): the guest is reusing the frame as
-            # data.  Stop tracing it; the instruction runs again, natively.
-            if not self.mmu.untrace(gpa & x86.PAGE_MASK):
-                raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
-            return
-        self.mmu.traced_write(gpa, size)
 
     # -- reflection ---------------------------------------------------------------
     def _reflect_software(self, vector):
@@ -174,62 +140,12 @@ class Trap(Backend):
         self._reflect(Event(x86.UD))
         return True
 
-    # -- devices -------------------------------------------------------------------
-    def port_in(self, port, size):
-        m = self.machine
-        m.counters["exit.total"] += 1
-        m.counters["exit.io"] += 1
-        m.clock.tick()
-        return m.bus.read(port, size)
-
-    def port_out(self, port, size, value):
-        m = self.machine
-        m.counters["exit.total"] += 1
-        m.counters["exit.io"] += 1
-        m.clock.tick()
-        m.bus.write(port, size, value)
-
     def halted(self):
         raise GuestStop("the CPU halted at real ring 0, which the guest never runs at")
 
     # -- effects of emulated instructions (called by the Emulator) ---------------
     def halt(self):
         self.events.halt(self.vcpu.if_, self.machine.state.eip - 1)
-
-    def write_cr(self, n, value):
-        v = self.vcpu
-        if n == 0:
-            paging_before = v.paging
-            v.cr0 = value | x86.CR0_ET
-            if v.paging != paging_before:
-                self._switch_shadow()
-        elif n == 2:
-            v.cr2 = value
-        elif n == 3:
-            v.cr3 = value
-            if v.paging:
-                self._switch_shadow()
-        elif n == 4:
-            v.cr4 = value
-            self._switch_shadow()
-        else:
-            raise Unsupported(f"mov to cr{n}")
-
-    def read_cr(self, n):
-        v = self.vcpu
-        regs = {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4}
-        if n not in regs:
-            raise Unsupported(f"mov from cr{n}")
-        return regs[n]
-
-    def _switch_shadow(self):
-        st = self.machine.state
-        st.set_cr(3, self.mmu.activate())
-        self._flush_after_resume = True
-        self.machine.flush_tlb()
-
-    def invlpg(self, linear):
-        self.mmu.invlpg(linear)
 
     def load_table(self, which, base, limit):
         if which == "gdt":

@@ -69,15 +69,12 @@ int main(int arg)
             }
             h = (h ^ c) * 16777619u;
         } else if (intok) {
-            int r = insert(tab, h);
-            if (r < 0)
+            if (insert(tab, h) < 0)
                 return 4;
-            nuniq += r;
             ntok++;
             intok = 0;
         }
     }
-    nuniq = 0;
     for (k = 0; k < TABSZ; k++)
         if (tab[k].count) {
             uniq[nuniq++] = tab[k].hash;
