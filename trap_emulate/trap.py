@@ -45,7 +45,8 @@ class Trap(Vmm):
         super().attach(machine)
         self.gdt = rings.ShadowGdt(self.vmm)
         self.view = VirtualCpuView(machine.state, self.vcpu)
-        self.events = GuestEvents(machine, self.view, EventNames(irq="inject.irq", hlt="exit.hlt"))
+        self.events = GuestEvents(machine, self.view, EventNames(
+            irq="inject.irq", hlt="exit.hlt", irq_exits=("exit.total", "exit.irq")))
         self.audit = SensitiveAudit(machine, self)
 
     # -- entering the guest ---------------------------------------------------

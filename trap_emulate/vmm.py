@@ -25,10 +25,12 @@ class Vmm(Backend):
     def attach(self, machine):
         super().attach(machine)
         self.vcpu = VirtualCpu()
+        self.emulator = Emulator(self)
+        if not self.machine_memory:
+            return                     # nested paging: no shadows, no VMM memory
         self.vmm = vmm_memory.VmmMemory(machine)
         window_pde = self.vmm.window_pde() if self.window else None
         self.mmu = ShadowMmu(machine, self.vcpu, self.vmm, window_pde)
-        self.emulator = Emulator(self)
 
     def guest_view(self):
         return LinearView(self.machine.mem, *self.vcpu.paging_regs())
@@ -62,7 +64,7 @@ class Vmm(Backend):
             m.counters["shadow.trace"] += 1
             self._traced_write(detail)
             return None
-        m.counters["exit.total"] += 1
+        self.count_exit("pf.true")
         return Event(x86.PF, detail, cr2=linear)
 
     def _traced_write(self, gpa):

@@ -19,6 +19,7 @@ class EventNames:
     """Counter names for the events of one back end."""
     irq: str
     hlt: str
+    irq_exits: tuple = ()         # also counted per injected interrupt (a VMM's exit)
 
 
 class GuestEvents:
@@ -54,7 +55,10 @@ class GuestEvents:
     def inject(self):
         m = self.machine
         vector = m.pic.acknowledge()
-        m.counters[self.names.irq] += 1
+        c = m.counters
+        c[self.names.irq] += 1
+        for name in self.names.irq_exits:
+            c[name] += 1
         self.deliver(Event(vector))
 
     def halt(self, guest_if, hlt_eip):

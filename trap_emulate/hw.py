@@ -1,0 +1,283 @@
+"""`hw` and `hw-npt`: hardware-assisted trap-and-emulate, as VT-x (2006).
+
+The guest kernel runs at real ring 0, as in VMX non-root mode: cli, sti, popf,
+pushf, sidt and the rest execute natively and see the guest's own state, so
+every fidelity workload matches native.  The VMM gets control only where VT-x
+would exit, and each such exit is a VM exit plus a VM entry in the counters:
+
+  hw       CR0/CR3/CR4 writes, CR3 reads, INVLPG, HLT, port I/O, CPUID,
+           RDMSR/WRMSR, #PF (shadow paging), external interrupts (injected
+           through the guest's IDT on the next entry), task switches;
+  hw-npt   the same but with nested paging: the CPU walks the guest's own page
+           tables, so there are no CR3, INVLPG or page-fault exits.
+
+Unicorn has no VMX controls, so the exits are made with translation-time
+intercepts (intercept.py): a hook on the exact address of each exiting
+instruction, installed when its block is translated, without changing guest
+memory.  The VT-x CR0/CR4 read shadows (the guest reads its own CR0 without an
+exit) are modelled the same way, but counted as `hw.read_shadow`, not as exits.
+"""
+from unicorn import UC_HOOK_INSN
+from unicorn import x86_const as X
+
+from virtlab import x86
+from virtlab.backend import Backend
+from virtlab.delivery import Event, RealCpuView
+from virtlab.guest_events import EventNames, GuestEvents, vector_name
+from virtlab.machine import GuestStop
+
+from .emulate import NotPrivileged, Unsupported, control_register
+from .intercept import Intercepts
+from .vmm import Vmm
+
+import ctypes
+
+_CPUID_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+REAL_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
+
+
+class ShadowPagingView(RealCpuView):
+    """VMX non-root with shadow paging: the guest's own tables, rings and IF are
+    real; only its paging registers live in the virtual CPU."""
+
+    def __init__(self, state, vcpu):
+        super().__init__(state)
+        self.vcpu = vcpu
+
+    def tables(self):
+        return self.state.tables(), self.vcpu.cr3
+
+    def paging(self):
+        return self.vcpu.paging_regs()
+
+    def set_cr2(self, value):
+        self.vcpu.cr2 = value
+        self.state.set_cr(2, value)
+
+
+def _exit_kind(insn, nested):
+    """Which VT-x exit, if any, this instruction causes (None: runs natively)."""
+    m, ops = insn.mnemonic, insn.op_str
+    if m == "mov" and "cr" in ops:
+        dst, src = (x.strip() for x in ops.split(",", 1))
+        if dst in ("cr0", "cr4") or (dst == "cr3" and not nested):
+            return "cr_write"
+        if src == "cr3" and not nested:
+            return "cr_read"
+        if src in ("cr0", "cr4") and not nested:
+            return "read_shadow"     # real CR0/CR4 differ from the guest's
+        return None
+    if m == "smsw":
+        return None if nested else "read_shadow"
+    if m == "invlpg":
+        return None if nested else "invlpg"
+    if m in ("rdmsr", "wrmsr"):
+        return "msr"
+    if m in ("ljmp", "lcall") or (m in ("jmp", "call") and ops.startswith(("far", "0x"))
+                                   and ":" in ops):
+        return "far_transfer"
+    if m in ("iretd", "iret"):
+        return "iret"
+    return None
+
+
+class Hw(Vmm):
+    name = "hw"
+    summary = "hardware-assisted trap-and-emulate (VT-x), shadow paging"
+    nested = False
+
+    def attach(self, machine):
+        super().attach(machine)
+        self.view = ShadowPagingView(machine.state, self.vcpu) if not self.nested \
+            else RealCpuView(machine.state)
+        self.events = GuestEvents(machine, self.view, EventNames(
+            irq="inject.irq", hlt="exit.hlt", irq_exits=("exit.total", "exit.irq")))
+        self.intercepts = Intercepts(machine, lambda insn: _exit_kind(insn, self.nested),
+                                     self._intercepted)
+        self._cpuid_cb = _CPUID_CB(self._on_cpuid)
+        machine.add_hook(UC_HOOK_INSN, self._cpuid_cb, ctypes.c_int(X.UC_X86_INS_CPUID))
+
+    def boot(self):
+        if self.nested:
+            return                  # the guest's paging is the real paging
+        uc = self.machine.uc
+        uc.reg_write(X.UC_X86_REG_CR3, self.mmu.activate())
+        uc.reg_write(X.UC_X86_REG_CR0, REAL_CR0)
+        self.machine.flush_tlb()
+
+    def guest_view(self):
+        if self.nested:
+            return Backend.guest_view(self)     # the real paging is the guest's
+        return super().guest_view()
+
+    # -- exits through the interrupt path --------------------------------------
+    def exception(self, vector):
+        m, st = self.machine, self.machine.state
+        if vector == x86.PF and not self.nested:
+            event = self.shadow_page_fault()
+            if event is None:
+                st.set_cr(2, self.vcpu.cr2)      # a hidden fault leaves guest CR2 alone
+                return
+            m.counters["reflect.total"] += 1
+            m.counters["reflect.pf"] += 1
+            return self._deliver(event)
+        # Everything else is the guest's own business under VT-x: no exit.  The
+        # platform delivers it through the guest's IDT exactly as native does.
+        software = st.is_software_int
+        if software:
+            m.counters["native.syscall"] += 1
+            return self._deliver(Event(vector, software=True))
+        m.counters["native.exception"] += 1
+        m.counters["native.exception." + vector_name(vector)] += 1
+        self._deliver(self.events.exception_event(vector))
+
+    def _deliver(self, event):
+        st = self.machine.state
+        if st.eflags() & x86.IF and self.events.interrupt_first(event.software, self.guest_view()):
+            return
+        self.events.deliver(event)
+
+    def invalid_opcode(self):
+        base, limit = self.machine.state.table("idt")
+        if x86.UD * 8 + 7 > limit:
+            return False
+        self.machine.counters["native.exception.ud"] += 1
+        self.events.deliver(Event(x86.UD))
+        return True
+
+    def halted(self):
+        st = self.machine.state
+        self.count_exit("hlt")
+        self.events.halt(st.eflags() & x86.IF, st.eip - 1)
+
+    # -- intercepted instructions -------------------------------------------------
+    def _intercepted(self, address, kind):
+        m, st = self.machine, self.machine.state
+        st.save()
+        st.eip = address - st.seg_base_of("cs")
+        if kind == "iret" and not st.eflags() & x86.NT:
+            return                   # an ordinary iret: no task switch, no exit
+        if kind == "far_transfer":
+            self._far_transfer()
+            return
+        decoded = self.decode_current()
+        try:
+            name = self.emulator.emulate(decoded)
+        except (NotPrivileged, Unsupported) as exc:
+            raise GuestStop(f"cannot emulate at {m.where()}: {exc or decoded.text()}") from None
+        if kind == "read_shadow":
+            m.counters["hw.read_shadow"] += 1
+        else:
+            m.counters["exit.total"] += 1
+            m.counters["exit.priv"] += 1
+            m.counters["exit.priv." + name] += 1
+        st.clear_exception_in_flight()
+        st.load()
+        if self._cr3_dirty:
+            self._cr3_dirty = False
+            m.flush_tlb()
+        m.uc.reg_write(X.UC_X86_REG_EIP, st.eip)     # leave the block: skip the instruction
+
+    _cr3_dirty = False
+
+    def _far_transfer(self):
+        """A far jmp/call through a TSS or task gate is a hardware task switch,
+        which loads CR3 from the TSS: VT-x exits unconditionally.  Ordinary far
+        transfers to code segments run natively."""
+        m = self.machine
+        decoded = self.decode_current()
+        target = _far_selector(decoded, m, self)
+        if target is None:
+            return
+        d = _descriptor(self, target)
+        if d is not None and not d[1] & x86.DESC_S:
+            raise GuestStop(f"task switch at {m.where()}: not supported by this VMM")
+
+    def _on_cpuid(self, _uc, _user):
+        try:
+            self.count_exit("cpuid")
+        except BaseException as exc:
+            self.machine.abort(exc)
+        return 0                                     # let the CPU execute it
+
+    # -- effects (called by the Emulator) ------------------------------------------
+    def write_cr(self, n, value):
+        if self.nested:
+            return self._write_real_cr(n, value)
+        super().write_cr(n, value)          # the real CR0 stays REAL_CR0
+
+    def _write_real_cr(self, n, value):
+        """hw-npt: CR0/CR4 writes exit (VT-x guest/host masks) and are then
+        performed on the real CPU, which the guest owns under nested paging."""
+        if n not in (0, 4):
+            raise Unsupported(f"mov to cr{n}")
+        setattr(self.vcpu, f"cr{n}", value)
+        reg = X.UC_X86_REG_CR0 if n == 0 else X.UC_X86_REG_CR4
+        self.machine.state.load()
+        self.machine.uc.reg_write(reg, value)
+        self.machine.state.save()
+
+    def read_cr(self, n):
+        if self.nested:
+            return self.machine.state.cr(n)
+        return super().read_cr(n)
+
+    def switch_shadow(self):
+        self.machine.state.set_cr(3, self.mmu.activate())
+        self._cr3_dirty = True
+
+    def invlpg(self, linear):
+        self.mmu.invlpg(linear)
+
+    def halt(self):
+        raise Unsupported("hlt")
+
+    def load_table(self, which, base, limit):
+        raise NotPrivileged()
+
+    def load_tr(self, selector):
+        raise NotPrivileged()
+
+    def load_ss(self, selector):
+        raise NotPrivileged()
+
+    def emulate_return(self, far_iret, extra=0):
+        raise NotPrivileged()
+
+    def cpuid(self):
+        raise NotPrivileged()
+
+    def report(self):
+        return {}
+
+
+def _far_selector(decoded, machine, backend):
+    from capstone import x86_const as C
+    insn = decoded.insn
+    if not insn.operands:
+        return None
+    op = insn.operands[0]
+    if op.type == C.X86_OP_IMM and len(insn.operands) == 2:
+        return op.imm & 0xFFFF
+    if op.type == C.X86_OP_MEM:
+        from .emulate import effective_address
+        ea = effective_address(insn, op, machine.state)
+        raw = backend.guest_view().read(ea + 4, 2)
+        return int.from_bytes(raw, "little")
+    return None
+
+
+def _descriptor(backend, selector):
+    st = backend.machine.state
+    base, limit = st.table("gdt")
+    index = selector & ~7
+    if selector & 4 or index == 0 or index + 7 > limit:
+        return None
+    return x86.split_descriptor(backend.guest_view().read(base + index, 8))
+
+
+class HwNpt(Hw):
+    name = "hw-npt"
+    summary = "hardware-assisted trap-and-emulate (VT-x) with nested paging"
+    nested = True
+    machine_memory = 0
