@@ -188,6 +188,17 @@ class Emulator:
         self.be.emulate_return(far_iret=False, extra=extra)
         return "retf"
 
+    def _smsw(self, insn, state):
+        """SMSW: the machine status word (CR0's low bits).  Not privileged, so
+        only a VMM that intercepts it (a VT-x read shadow) comes here."""
+        op = insn.operands[0]
+        cr0 = self.be.read_cr(0)
+        if op.type == C.X86_OP_REG:
+            reg_write(state, insn.reg_name(op.reg), cr0 & ((1 << (8 * op.size)) - 1))
+        else:
+            self.view().write(effective_address(insn, op, state), (cr0 & 0xFFFF).to_bytes(2, "little"))
+        return "smsw"
+
     def _cpuid(self, insn, state):
         self.be.cpuid()
         return "cpuid"
@@ -200,7 +211,7 @@ _HANDLERS = {
     "clts": Emulator._clts, "wbinvd": Emulator._cache, "invd": Emulator._cache,
     "rdmsr": Emulator._rdmsr, "wrmsr": Emulator._wrmsr, "iretd": Emulator._iret,
     "iret": Emulator._iret, "cpuid": Emulator._cpuid, "retf": Emulator._retf,
-    "lret": Emulator._retf,
+    "lret": Emulator._retf, "smsw": Emulator._smsw,
 }
 
 
