@@ -30,7 +30,7 @@ from .vmm_memory import OutOfFrames
 
 VMM_PDE = 0x3F0                    # 0xFC000000 >> 22: the VMM window's PDE
 MAX_SHADOWS = 48
-UNSHADOW_AFTER = 32                # traced writes to a page table nobody uses
+UNSHADOW_AFTER = 32                # traced writes to the directory of an idle shadow
 
 
 class Violation(Exception):
@@ -69,7 +69,6 @@ class ShadowMmu:
         self.pd_of = {}                            # guest PD frame -> Shadow
         self.pt_users = {}                         # guest PT frame -> {(key, pde index)}
         self.rmap = {}                             # guest frame -> {shadow PTE address}
-        self.pt_writes = {}                        # guest PT frame -> traced writes since use
 
     # -- which shadow the CPU walks ------------------------------------------
     def activate(self):
@@ -169,8 +168,6 @@ class ShadowMmu:
         self.vmm.set_u32(spte, frame | flags)
         table.filled.add(pti)
         self.rmap.setdefault(frame, set()).add(spte)
-        if table.guest_pt is not None:
-            self.pt_writes[table.guest_pt] = 0
         # No TLB flush: the CPU caches no not-present or read-only-for-this-
         # access translation, so the faulting access will walk the new entry.
         return HIDDEN, None
@@ -218,13 +215,6 @@ class ShadowMmu:
             for pti in range(first, last + 1):
                 if pti in table.filled:
                     self._zap_pte(table, pti)
-        if frame in self.pt_users:
-            n = self.pt_writes.get(frame, 0) + 1
-            self.pt_writes[frame] = n
-            if n > UNSHADOW_AFTER * 32:                      # rewritten wholesale
-                self.counters["shadow.unshadow"] += 1
-                for key, idx in list(self.pt_users[frame]):
-                    self._zap_table(self.shadows[key], idx)
         self.flush_tlb()
 
     def untrace(self, frame):
@@ -262,7 +252,6 @@ class ShadowMmu:
                 users.discard((sh.key, idx))
                 if not users:
                     del self.pt_users[table.guest_pt]
-                    self.pt_writes.pop(table.guest_pt, None)
         self.vmm.pool.give(table.pa)
 
     def _unmap(self, frame, spte):

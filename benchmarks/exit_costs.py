@@ -1,0 +1,131 @@
+"""Host cost of each exit kind, per back end.
+
+    python benchmarks/exit_costs.py [--json] [--repeat N]
+
+Each figure is the median over --repeat runs of a small assembly guest that
+causes one kind of exit N times in a loop, divided by N (the loop itself costs
+nanoseconds).  Units: microseconds of host time per exit.
+
+  trap.priv_us        #GP from `cli` in the guest kernel, decoded and emulated
+  trap.io_us          `out` to a port (every port access exits)
+  trap.syscall_us     `int 0x80` from ring 3 reflected through the guest IDT
+  trap.pf_fill_us     hidden page fault: a shadow entry filled on first touch
+  trap.pf_trace_us    hidden page fault: a write to a traced page table emulated
+  hw.cr_read_us       `mov eax, cr3` intercepted at translation time (VT-x exit)
+  hw.pf_trace_us      hidden page fault under hw
+  hw.cpuid_us         `cpuid` (VT-x exits unconditionally)
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from virtlab import asmguest as A                                  # noqa: E402
+from virtlab.machine import BootSpec, Machine                      # noqa: E402
+from trap_emulate.hw import Hw                                     # noqa: E402
+from trap_emulate.trap import Trap                                 # noqa: E402
+
+N = 5000
+PTE = A.PGTAB + (0x400000 >> 12) * 4           # the PTE of linear 0x400000
+
+
+def _run(backend, guest):
+    m = Machine(backend)
+    m.boot(BootSpec(A.build(guest)))
+    t0 = time.perf_counter()
+    out = m.run()
+    dt = time.perf_counter() - t0
+    if not out.ok:
+        raise SystemExit(f"benchmark guest failed: {out.reason}")
+    return dt, m.counters
+
+
+def _loop(body, n=N):
+    return f"mov ecx, {n}\nlp:\n{body}\ndec ecx\njnz lp\n" + A.exit_with(0)
+
+
+def _per(backend_cls, guest, counter, n=N):
+    dt, c = _run(backend_cls(), guest)
+    if c[counter] < n:
+        raise SystemExit(f"expected {n} x {counter}, saw {c[counter]}")
+    return dt / n * 1e6
+
+
+def trap_priv():
+    return _per(Trap, A.AsmGuest(body=_loop("cli")), "exit.priv.cli")
+
+
+def trap_io():
+    return _per(Trap, A.AsmGuest(body=_loop("out 0x80, al")), "exit.io")
+
+
+def trap_syscall():
+    g = A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3), paging=True,
+                   ring3=f"mov ecx, {N}\nlp:\nint 0x80\ndec ecx\njnz lp\nint 0x81\n",
+                   handlers={0x80: "iretd\n", 0x81: A.exit_with(0)}, user_vectors=(0x80, 0x81))
+    return _per(Trap, g, "reflect.syscall")
+
+
+def _fill_guest(n):
+    # Touch one new page per iteration: each first touch is a shadow fill.
+    return A.AsmGuest(paging=True, body=f"mov esi, 0x200000\nmov ecx, {n}\nlp:\nmov eax, [esi]\n"
+                      f"add esi, 0x1000\ndec ecx\njnz lp\n" + A.exit_with(0))
+
+
+def trap_pf_fill():
+    n = 1500                                   # pages 2 MiB .. ~8 MiB are mapped
+    return _per(Trap, _fill_guest(n), "shadow.fill", n)
+
+
+def _trace_guest():
+    # Touch the page once (its page table becomes shadowed and traced), then
+    # rewrite its PTE in a loop: every store is a traced write.
+    body = (f"mov eax, [0x400000]\n"
+            + _loop(f"mov dword ptr [{PTE:#x}], 0x400007"))
+    return A.AsmGuest(paging=True, body=body)
+
+
+def trap_pf_trace():
+    return _per(Trap, _trace_guest(), "shadow.trace")
+
+
+def hw_cr_read():
+    return _per(Hw, A.AsmGuest(paging=True, body=_loop("mov eax, cr3")), "exit.priv.read_cr3")
+
+
+def hw_pf_trace():
+    return _per(Hw, _trace_guest(), "shadow.trace")
+
+
+def hw_cpuid():
+    body = f"mov esi, {N}\nlp:\nxor eax, eax\ncpuid\ndec esi\njnz lp\n" + A.exit_with(0)
+    return _per(Hw, A.AsmGuest(body=body), "exit.cpuid")
+
+
+BENCHES = {
+    "trap.priv_us": trap_priv, "trap.io_us": trap_io, "trap.syscall_us": trap_syscall,
+    "trap.pf_fill_us": trap_pf_fill, "trap.pf_trace_us": trap_pf_trace,
+    "hw.cr_read_us": hw_cr_read, "hw.pf_trace_us": hw_pf_trace, "hw.cpuid_us": hw_cpuid,
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--repeat", type=int, default=5)
+    args = p.parse_args(argv)
+    figures = {name: round(statistics.median(fn() for _ in range(args.repeat)), 2)
+               for name, fn in BENCHES.items()}
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for k, v in figures.items():
+            print(f"{k:<18} {v:>8}")
+
+
+if __name__ == "__main__":
+    main()
