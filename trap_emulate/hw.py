@@ -110,6 +110,11 @@ class Hw(Vmm):
             return Backend.guest_view(self)     # the real paging is the guest's
         return super().guest_view()
 
+    def live_view(self):
+        if self.nested:
+            return Backend.live_view(self)
+        return super().live_view()
+
     # -- exits through the interrupt path --------------------------------------
     def exception(self, vector):
         m, st = self.machine, self.machine.state
@@ -171,6 +176,8 @@ class Hw(Vmm):
             m.counters["exit.total"] += 1
             m.counters["exit.priv"] += 1
             m.counters["exit.priv." + name] += 1
+        if m.icount is not None:
+            m.icount.cut((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
         st.clear_exception_in_flight()
         st.load()
         if self._cr3_dirty:

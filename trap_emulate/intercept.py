@@ -42,7 +42,7 @@ class Intercepts:
         try:
             tb = cur.contents
             try:
-                code = m.backend.guest_view().read(tb.pc, tb.size)
+                code = m.backend.live_view().read(tb.pc, tb.size)
             except GuestMemoryFault:
                 return
             new = []

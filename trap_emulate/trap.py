@@ -110,6 +110,7 @@ class Trap(Vmm):
             raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
         m.counters["exit.priv"] += 1
         m.counters["exit.priv." + name] += 1
+        m.emulated()
         return True
 
     # -- reflection ---------------------------------------------------------------

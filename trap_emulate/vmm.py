@@ -35,6 +35,11 @@ class Vmm(Backend):
     def guest_view(self):
         return LinearView(self.machine.mem, *self.vcpu.paging_regs())
 
+    def live_view(self):
+        # Under shadow paging the guest's paging registers are the virtual
+        # CPU's, which every change reaches through an exit: always current.
+        return self.guest_view()
+
     def decode_current(self):
         st = self.machine.state
         return self.machine.decoder.at(self.guest_view(),
@@ -79,6 +84,7 @@ class Vmm(Backend):
                 raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
             return
         self.mmu.traced_write(gpa, size)
+        m.emulated()
 
     # -- port I/O: every access exits -------------------------------------------
     def port_in(self, port, size):

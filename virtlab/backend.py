@@ -50,6 +50,16 @@ class Backend:
         from .delivery import linear_view
         return linear_view(self.machine.state, self.machine.mem)
 
+    def live_view(self):
+        """Guest-virtual memory as the guest sees it *now*, from inside a hook
+        that did not save the CPU (translation-time hooks): the paging
+        registers are read from the live CPU, not the state area."""
+        from unicorn import x86_const as X
+        from .memory import LinearView
+        uc = self.machine.uc
+        return LinearView(self.machine.mem, uc.reg_read(X.UC_X86_REG_CR0),
+                          uc.reg_read(X.UC_X86_REG_CR3), uc.reg_read(X.UC_X86_REG_CR4))
+
     def report(self):
         """Back-end specific result fields (merged into the run's JSON)."""
         return {}

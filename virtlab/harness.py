@@ -4,6 +4,7 @@ A run is: catalog entry -> image + boot block -> a fresh machine under the chose
 back end -> run to completion or failure -> RunResult.  Every run gets a fresh
 machine, so a guest that crashes, hangs or attacks its VMM cannot affect the next.
 """
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -85,6 +86,59 @@ def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=3
         host_seconds=seconds, roi_host_seconds=roi.seconds if roi.ended else None,
         iterations=machine.platform.iterations, exits=machine.exits,
         image=str(guest.image_path), details=be.report())
+
+
+def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
+    """(instructions, roi_instructions) of the guest under the back end: a
+    separate, slower run with the instruction counter on, cached on disk by
+    image content, workload, scale and back end (icount.py)."""
+    key = "|".join([_image_digest(guest.image_path), guest.workload, str(guest.scale),
+                    backend_name, str(ram_mb), ICOUNT_VERSION])
+    cache = _icount_cache()
+    if key in cache:
+        return tuple(cache[key])
+    machine = Machine(backends.create(backend_name), ram_size=ram_mb * MiB,
+                      budget=Budget(timeout, 50_000_000), count_instructions=True)
+    machine.boot(BootSpec(guest.image_path.read_bytes(), guest.workload, guest.scale,
+                          bytearray(DISK_BYTES)))
+    outcome = machine.run()
+    result = (machine.icount.total, machine.roi.instructions)
+    if outcome.ok:
+        cache[key] = list(result)
+        _save_icount_cache(cache)
+    return result
+
+
+ICOUNT_VERSION = "1"
+
+
+def _image_digest(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _cache_file():
+    base = os.environ.get("VIRTLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "virtlab")
+    return Path(base) / "instructions.json"
+
+
+def _icount_cache():
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_icount_cache(cache):
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass                      # a read-only home: count again next time
 
 
 _native_cache = {}

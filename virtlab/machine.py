@@ -33,6 +33,7 @@ from .devices.pic import Pic
 from .devices.pit import Pit
 from .devices.platform import Platform
 from .devices.uart import Uart
+from .icount import InstructionCounter
 from .memory import PhysMem
 from .state_area import StateArea, layout, verify
 
@@ -85,10 +86,12 @@ class Roi:
     start_time: float = 0.0
     counters: dict = field(default_factory=dict)
     seconds: float = 0.0
+    start_instructions: int = 0
+    instructions: int = None      # guest instructions in the ROI (counting runs)
 
 
 class Machine:
-    def __init__(self, backend, ram_size=32 * MiB, budget=None):
+    def __init__(self, backend, ram_size=32 * MiB, budget=None, count_instructions=False):
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.mem = PhysMem.create(self.uc, ram_size)
         # Machine memory: the VMM's own pages, above guest RAM.  Only a back end
@@ -112,6 +115,7 @@ class Machine:
         self.backend = backend
         backend.attach(self)
         self._install_hooks()
+        self.icount = InstructionCounter(self) if count_instructions else None
 
     # -- devices -----------------------------------------------------------
     def _devices(self):
@@ -125,6 +129,12 @@ class Machine:
         self.bus = PortBus()
         for dev in (self.uart, self.pic, self.pit, self.ide):
             self.bus.attach(dev, dev.ports)
+
+    def emulated(self, n=1):
+        """The VMM performed n guest instructions by emulation: they count as
+        executed guest instructions, as they would have natively."""
+        if self.icount is not None:
+            self.icount.add(n)
 
     def flush_tlb(self):
         """Drop every cached translation of the real CPU (Unicorn's softmmu TLB),
@@ -164,6 +174,8 @@ class Machine:
         st = self.state
         try:
             st.save()
+            if self.icount is not None:
+                self.icount.cut((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
             self._count_exit()
             self.backend.exception(vector)
             st.clear_exception_in_flight()
@@ -194,6 +206,9 @@ class Machine:
     def _on_invalid(self, _uc, _user):
         try:
             self.state.save()
+            if self.icount is not None:
+                st = self.state
+                self.icount.cut((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
             self._count_exit()
             if self.backend.invalid_opcode():
                 self.state.clear_exception_in_flight()
@@ -242,10 +257,14 @@ class Machine:
             self.roi.begun = True
             self.roi.start_counters = dict(self.counters)
             self.roi.start_time = now
+            if self.icount is not None:
+                self.roi.start_instructions = self.icount.total
         elif not begin and self.roi.begun and not self.roi.ended:
             self.roi.ended = True
             self.roi.counters = Counters.diff(self.counters, self.roi.start_counters)
             self.roi.seconds = now - self.roi.start_time
+            if self.icount is not None:
+                self.roi.instructions = self.icount.total - self.roi.start_instructions
 
     # -- boot ----------------------------------------------------------------
     def boot(self, spec):
