@@ -146,13 +146,14 @@ class Hw(Vmm):
         base, limit = self.machine.state.table("idt")
         if x86.UD * 8 + 7 > limit:
             return False
+        self.machine.counters["native.exception"] += 1
         self.machine.counters["native.exception.ud"] += 1
         self.events.deliver(Event(x86.UD))
         return True
 
     def halted(self):
         st = self.machine.state
-        self.count_exit("hlt")
+        self.machine.counters["exit.total"] += 1          # GuestEvents counts exit.hlt
         self.events.halt(st.eflags() & x86.IF, st.eip - 1)
 
     # -- intercepted instructions -------------------------------------------------

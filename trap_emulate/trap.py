@@ -108,8 +108,9 @@ class Trap(Vmm):
             return False
         except Unsupported as exc:
             raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
-        m.counters["exit.priv"] += 1
-        m.counters["exit.priv." + name] += 1
+        if name != "hlt":                  # a halt is counted once, as exit.hlt
+            m.counters["exit.priv"] += 1
+            m.counters["exit.priv." + name] += 1
         m.emulated()
         return True
 
