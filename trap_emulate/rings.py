@@ -4,9 +4,11 @@ The guest kernel's descriptors say DPL 0; the CPU must run that code at ring 1
 so that its privileged instructions fault.  The VMM therefore gives the CPU a
 *shadow GDT*: the guest's GDT with every ring-0 code and data descriptor moved
 to DPL 1.  Every guest segment is also truncated below the VMM window at
-0xFC000000 (Xen x86-32 does the same), so no guest code, at any ring, can reach
-the VMM's GDT, IDT or TSS by linear address.  System descriptors (TSS, LDT,
-gates) are not given to the CPU: the VMM emulates `ltr` and `lldt`.
+0xFC000000, as Xen x86-32 does (a segment that cannot be is made not-present).
+Unicorn does not enforce segment limits, so the window's own page mappings are
+what actually keeps the guest out (vmm_memory.py); the truncation keeps the
+shadow GDT what a real CPU would need.  System descriptors (TSS, LDT, gates) are
+not given to the CPU: the VMM emulates `ltr` and `lldt`.
 
 The selectors the guest loads are unchanged (0x08 is still entry 1); the RPL the
 CPU reports is the real one, which is one of the ways this technique is visible
@@ -43,15 +45,21 @@ def compress(lo, hi):
     hi |= 1 << 8                         # accessed
     base, limit = x86.seg_base(lo, hi), x86.seg_limit(lo, hi)
     expand_down = not hi & x86.DESC_CODE and hi & (1 << 10)
-    if base + limit > GUEST_TOP and not expand_down:
-        limit = max(GUEST_TOP - base, 0)
-        lo, hi = _set_limit(lo, hi, limit)
+    if expand_down or base > GUEST_TOP:
+        if expand_down or base + limit > GUEST_TOP:
+            return lo, hi & ~x86.DESC_P        # cannot be kept below the window
+    if base + limit > GUEST_TOP:
+        room = GUEST_TOP - base                  # highest offset still below the window
+        if hi & x86.DESC_G:
+            if room < 0xFFF:
+                return lo, hi & ~x86.DESC_P
+            room = ((room + 1) >> 12) - 1        # whole pages only, rounding down
+        lo, hi = _set_limit(lo, hi, room)
     return lo, hi
 
 
 def _set_limit(lo, hi, limit):
-    if hi & x86.DESC_G:
-        limit >>= 12
+    """Set the raw 20-bit limit field (in the descriptor's own granularity)."""
     lo = (lo & 0xFFFF0000) | (limit & 0xFFFF)
     hi = (hi & ~0x000F0000) | (limit & 0x000F0000)
     return lo, hi
@@ -78,11 +86,13 @@ class ShadowGdt:
         base, limit = gdtr
         limit = min(limit, MAX_GDT - 1)
         raw = view.read(base, limit + 1) if limit else b""
-        out = bytearray(len(raw))
+        pages = (len(raw) + 4095) // 4096
+        out = bytearray(pages * 4096)            # the rest of the last page is zero
         for i in range(8, len(raw) - 7, 8):
             lo, hi = struct.unpack_from("<II", raw, i)
             struct.pack_into("<II", out, i, *compress(lo, hi))
         self.vmm.write(self.base_phys, bytes(out))
+        self.vmm.map_gdt(len(raw))
         return self.base_linear, limit
 
     def descriptor(self, view, gdtr, selector):

@@ -12,7 +12,6 @@ run reports them by mnemonic.
 """
 from capstone import x86_const as C
 
-from .intercept import Intercepts
 
 ALWAYS = {"popf", "popfd", "pushf", "pushfd", "sgdt", "sidt", "sldt", "smsw", "str",
           "lar", "lsl", "verr", "verw"}
@@ -36,14 +35,18 @@ class SensitiveAudit:
     def __init__(self, machine, backend):
         self.machine = machine
         self.counts = {}
-        self._intercepts = Intercepts(machine, self._select, self._hit)
+        machine.intercepts.watch(self._select, self._hit, self._retried)
 
-    def _select(self, insn):
+    def _select(self, insn, cpl):
         return sensitive_kind(insn)
 
     def _hit(self, address, kind):
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.machine.counters["sensitive." + kind.replace(" ", "_")] += 1
+
+    def _retried(self, address, kind):
+        self.counts[kind] -= 1
+        self.machine.counters["sensitive." + kind.replace(" ", "_")] -= 1
 
     def sightings(self):
         return dict(sorted(self.counts.items()))

@@ -40,6 +40,7 @@ class Trap(Vmm):
     name = "trap"
     summary = "classic trap-and-emulate: guest kernel at ring 1, shadow paging"
     window = True
+    kernel_ring = 1
 
     def attach(self, machine):
         super().attach(machine)
@@ -143,6 +144,15 @@ class Trap(Vmm):
         self._reflect(Event(x86.UD))
         return True
 
+    def io_permitted(self, port, size):
+        """Ring compression: the check is made against the guest's own view,
+        its virtual IOPL and the TSS its `ltr` named."""
+        from virtlab.backend import io_bitmap_allows
+        if self.machine.state.cpl != 3 or self.vcpu.iopl == 3:
+            return True
+        sel, base, limit = self.vcpu.tr
+        return io_bitmap_allows(self.guest_view(), base, limit, port, size)
+
     def halted(self):
         raise GuestStop("the CPU halted at real ring 0, which the guest never runs at")
 
@@ -162,6 +172,9 @@ class Trap(Vmm):
         if d is None or (d[1] >> 8) & 0xF not in (0x9, 0xB):
             raise GuestStop(f"ltr of a non-TSS selector {selector:#x} at {self.machine.where()}")
         self.vcpu.tr = (selector, x86.seg_base(*d), x86.seg_limit(*d))
+        # As the CPU does: mark the TSS busy in the guest's own descriptor.
+        base, _ = self.vcpu.gdtr
+        self.guest_view().write(base + (selector & ~7) + 4, (d[1] | 0x200).to_bytes(4, "little"))
 
     def load_ss(self, selector):
         self._load_segment("ss", selector)

@@ -5,12 +5,17 @@
     offset 0x11000  the page table of the VMM window
     offset 0x12000  frame pool: shadow page directories and page tables
 
-The first 17 pages are also visible at linear VMM_LINEAR (0xFC000000, the top
-64 MiB that Xen x86-32 also reserves) through one page-directory entry that the
-VMM puts into every shadow page directory, because the real CPU must reach its
-GDT by linear address.  The guest cannot reach that window: under ring
-compression every guest segment is truncated below it (as Xen does), and no
-guest-controlled page-table entry ever points into machine memory.
+The shadow GDT is also visible at linear VMM_LINEAR + 0x1000 (the window at
+0xFC000000, the top 64 MiB that Xen x86-32 also reserves) through one
+page-directory entry that the VMM puts into every shadow page directory,
+because the real CPU reads the GDT by linear address when the guest loads a
+segment register.  Xen keeps its guests out of that range with segment limits;
+Unicorn does not enforce segment limits, so here the window maps only the pages
+the shadow GDT occupies, read-only and with the accessed bits preset (the CPU
+never writes them).  A guest write there, or any access to the rest of the
+window, faults into the VMM and ends the run; a read sees the guest's own
+descriptors as the CPU gets them (DPL 1), nothing else.  No guest-controlled
+page-table entry ever points into machine memory.
 """
 from dataclasses import dataclass, field
 
@@ -70,9 +75,18 @@ class VmmMemory:
         self.mem.view[off:off + x86.PAGE_SIZE] = bytes(x86.PAGE_SIZE)
 
     def window_pde(self):
-        """The page-directory entry that maps the VMM window (supervisor only)."""
+        """The page-directory entry of the VMM window (its pages are mapped by
+        map_gdt as the shadow GDT grows)."""
         pt = self.phys(WINDOW_PT_OFF)
-        for i in range(WINDOW_PAGES):
-            self.set_u32(pt + 4 * i, self.phys(i * x86.PAGE_SIZE) | x86.PTE_P | x86.PTE_W
-                         | x86.PTE_A | x86.PTE_D)
         return pt | x86.PTE_P | x86.PTE_W | x86.PTE_A
+
+    def map_gdt(self, size):
+        """Map exactly the pages holding `size` bytes of shadow GDT, read-only."""
+        pt = self.phys(WINDOW_PT_OFF)
+        first = GDT_OFF // x86.PAGE_SIZE
+        used = (size + x86.PAGE_SIZE - 1) // x86.PAGE_SIZE
+        for i in range(WINDOW_PAGES):
+            entry = 0
+            if first <= i < first + used:
+                entry = self.phys(i * x86.PAGE_SIZE) | x86.PTE_P | x86.PTE_A
+            self.set_u32(pt + 4 * i, entry)

@@ -9,6 +9,7 @@ def run(workload=None, backend="native", **options):
 
 
 def bench(workloads="*", backends=None, **options):
-    """The bench matrix as a pandas DataFrame (one row per workload and back end)."""
+    """The bench matrix as a pandas DataFrame (one row per workload and back end);
+    options: scale, profile, jobs, timeout, max_exits."""
     from .bench import bench as _bench
     return _bench(workloads, backends, **options)

@@ -22,6 +22,7 @@ class Backend:
     summary = ""
     image = "native"            # which guest build this back end runs
     machine_memory = 0          # bytes of VMM memory mapped above guest RAM
+    kernel_ring = 0             # the real ring the guest kernel runs at
 
     def attach(self, machine):
         self.machine = machine
@@ -43,6 +44,16 @@ class Backend:
 
     def halted(self):
         raise NotImplementedError
+
+    def io_permitted(self, port, size):
+        """The I/O permission check (SDM vol. 1, 18.5): allowed when CPL <=
+        IOPL, else only if the TSS I/O bitmap clears every byte of the access.
+        The state area has been saved."""
+        st = self.machine.state
+        if st.cpl <= st.iopl:
+            return True
+        tss, limit = st.seg_base_of("tr"), st.get(st.layout.seg["tr"].limit)
+        return io_bitmap_allows(self.guest_view(), tss, limit, port, size)
 
     def guest_view(self):
         """Guest-virtual memory as the guest sees it (a memory.LinearView).  The
@@ -84,3 +95,20 @@ def load(name):
 
 def create(name):
     return load(name)()
+
+
+def io_bitmap_allows(view, tss_base, tss_limit, port, size):
+    """True if the TSS I/O permission bitmap grants every byte of the access;
+    a bitmap (or the part of it this access needs) beyond the TSS limit denies."""
+    from .memory import GuestMemoryFault
+    if tss_limit < 103:
+        return False
+    try:
+        base = int.from_bytes(view.read(tss_base + 102, 2), "little")
+        first, last = base + port // 8, base + (port + size - 1) // 8
+        if last > tss_limit:
+            return False
+        bits = int.from_bytes(view.read(tss_base + first, last - first + 1), "little")
+    except GuestMemoryFault:
+        return False
+    return not bits & (((1 << size) - 1) << (port % 8))

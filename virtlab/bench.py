@@ -1,20 +1,16 @@
-"""The bench: every selected workload under every selected back end, with each
-run compared with native on the same workload and scale.
+"""The bench: every selected workload under every selected back end, each run
+compared with native on the same workload and scale.
 
-Until the cost model exists the only overhead is measured host time, and it is
-labelled as such.  Runs are independent machines, so they can go to worker
-processes (--jobs); results come back in a fixed order whatever finishes first.
+Runs are independent machines, so they can go to worker processes (--jobs);
+results come back in a fixed order whatever finishes first.  Each successful run
+also gets its exact guest-instruction count (a separate counting pass, cached),
+which the cost model needs; the modeled columns come from analysis/.
 """
 import concurrent.futures as cf
-import json
-
-import pandas as pd
 
 from . import backend as backends
-from .harness import UsageError, catalog, compare_with_native, resolve, run_guest
-
-COLUMNS = ["workload", "backend", "iterations", "host_seconds", "host_overhead",
-           "matches_native", "ok", "exit_status", "reason"]
+from .harness import (UsageError, catalog, compare_with_native, count_instructions,
+                      resolve, run_guest)
 
 
 def select_workloads(patterns):
@@ -36,7 +32,11 @@ def select_backends(names):
 
 def _one(task):
     guest, backend, opts = task
-    return run_guest(guest, backend, **opts)
+    result = run_guest(guest, backend, **opts)
+    if result.ok:
+        result.instructions, result.roi_instructions = count_instructions(
+            guest, backend, ram_mb=opts.get("ram_mb", 32))
+    return result
 
 
 def run_matrix(workloads, names, scale=None, jobs=1, progress=False, **opts):
@@ -54,7 +54,7 @@ def run_matrix(workloads, names, scale=None, jobs=1, progress=False, **opts):
 
 
 def _execute(tasks, jobs, progress):
-    bar = _progress(len(tasks)) if progress else None
+    bar = _Progress(len(tasks)) if progress else None
     results = [None] * len(tasks)
     try:
         if jobs <= 1:
@@ -73,7 +73,7 @@ def _execute(tasks, jobs, progress):
     return results
 
 
-class _progress:
+class _Progress:
     """A progress bar on stderr (rich), shown only on a terminal."""
 
     def __init__(self, total):
@@ -89,41 +89,19 @@ class _progress:
         self._p.stop()
 
 
-def to_frame(results):
-    rows = []
-    native = {r.workload: r for r in results if r.backend == "native"}
-    for r in results:
-        ref = native[r.workload]
-        rows.append({
-            "workload": r.workload, "backend": r.backend, "iterations": r.iterations,
-            "host_seconds": r.host_seconds,
-            "host_overhead": _ratio(_host_time(r), _host_time(ref)) if r.ok and ref.ok else None,
-            "matches_native": r.matches_native, "ok": r.ok,
-            "exit_status": r.exit_status, "reason": r.reason,
-        })
-    return pd.DataFrame(rows, columns=COLUMNS)
+def load_profile(name):
+    from analysis import profile as profiles
+    try:
+        return profiles.load(name or profiles.DEFAULT)
+    except profiles.ProfileError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _host_time(r):
-    """ROI host time where the workload marks one, else the whole run."""
-    return r.roi_host_seconds if r.roi_host_seconds is not None else r.host_seconds
-
-
-def _ratio(a, b):
-    return a / b if b else None
-
-
-def bench(workloads="*", backend_names=None, scale=None, jobs=1, progress=False, **opts):
-    names = select_backends(backend_names)
-    results = run_matrix(select_workloads(workloads), names, scale, jobs, progress, **opts)
-    return to_frame(results)
-
-
-def render(df, fmt):
-    if fmt == "csv":
-        return df.to_csv(index=False)
-    if fmt == "json":
-        return json.dumps(df.to_dict(orient="records"), indent=2) + "\n"
-    if fmt == "latex":
-        return df.to_latex(index=False, float_format="%.3f")
-    return df.to_markdown(index=False, floatfmt=".3f") + "\n"
+def bench(workloads="*", backend_names=None, scale=None, jobs=1, progress=False,
+          profile=None, **opts):
+    """The bench as a pandas DataFrame (the Python API)."""
+    from analysis.table import frame
+    prof = load_profile(profile)
+    results = run_matrix(select_workloads(workloads), select_backends(backend_names),
+                         scale, jobs, progress, **opts)
+    return frame(results, prof)

@@ -5,6 +5,7 @@ on stderr and exit status 2; a guest that fails makes `run` exit 1.
 """
 import argparse
 import json
+import os
 import sys
 
 from . import backend as backends
@@ -30,6 +31,8 @@ def _parser():
     r.add_argument("--image", help="a raw flat binary to boot (docs/boot-protocol.md)")
     r.add_argument("--scale", type=_positive)
     r.add_argument("--format", choices=("text", "json"), default="text")
+    r.add_argument("--profile", default=None,
+                   help="CPU profile for the modeled cycles (a name or a TOML file)")
     _budget_args(r)
 
     b = sub.add_parser("bench", help="every workload under every back end, against native")
@@ -39,7 +42,26 @@ def _parser():
     b.add_argument("--format", choices=("markdown", "csv", "json", "latex"), default="markdown")
     b.add_argument("--out", help="write the table to FILE instead of stdout")
     b.add_argument("--jobs", type=_positive, default=1)
+    b.add_argument("--profile", default=None, help="CPU profile (a name or a TOML file)")
+    b.add_argument("--plot", help="write the figures to FILE (.png or .svg)")
+    b.add_argument("--save", help="save the raw results to FILE (JSON) for 'virtlab report'")
     _budget_args(b)
+
+    rep = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
+    rep.add_argument("saved", help="a file written by 'virtlab bench --save'")
+    rep.add_argument("--profile", default=None)
+    rep.add_argument("--out", required=True, help="the markdown report to write")
+    rep.add_argument("--sweep", default="exit.priv@hw=0:6000:25",
+                     help="sensitivity sweep EVENT[@BACKEND]=LO:HI[:STEPS]")
+
+    sen = sub.add_parser("sensitivity", help="vary one event cost over a saved bench")
+    sen.add_argument("saved")
+    sen.add_argument("--event", required=True, help="the counter whose cost varies, e.g. exit.priv")
+    sen.add_argument("--backend", help="vary only this back end's cost of the event")
+    sen.add_argument("--range", required=True, help="LO:HI[:STEPS] in cycles")
+    sen.add_argument("--profile", default=None)
+    sen.add_argument("--format", choices=("markdown", "csv", "json", "latex"), default="markdown")
+    sen.add_argument("--plot", help="write the crossover plot to FILE")
     return p
 
 
@@ -72,13 +94,16 @@ def _positive_float(text):
 
 def cmd_list(args, out):
     from .harness import catalog
+    from analysis import profile as profiles
     bes = [{"name": n, "summary": backends.load(n).summary} for n in backends.names()]
+    profs = [{"name": n, "description": profiles.load(n).description,
+              "default": n == profiles.DEFAULT} for n in profiles.names()]
     cat = catalog()
     wls = [{"name": w.name, "family": w.family, "measures": w.measures,
             "mirrors": w.mirrors, "default_scale": w.default_scale}
            for w in cat.CATALOG.values()]
     if args.format == "json":
-        json.dump({"backends": bes, "workloads": wls, "profiles": []}, out, indent=2)
+        json.dump({"backends": bes, "workloads": wls, "profiles": profs}, out, indent=2)
         out.write("\n")
         return 0
     out.write("Back ends:\n")
@@ -87,6 +112,9 @@ def cmd_list(args, out):
     out.write("\nWorkloads:\n")
     for w in wls:
         out.write(f"  {w['name']:<18} {w['default_scale']:>7}  {w['measures']}\n")
+    out.write("\nProfiles:\n")
+    for p in profs:
+        out.write(f"  {p['name']:<18} {'(default) ' if p['default'] else ''}{p['description']}\n")
     return 0
 
 
@@ -94,8 +122,10 @@ def cmd_run(args, out):
     from .harness import run
     if not args.workload and not args.image:
         raise UsageError("run needs a WORKLOAD or --image FILE")
+    from analysis.profile import DEFAULT
     result = run(args.workload, args.backend, scale=args.scale, image=args.image,
-                 timeout=args.timeout, max_exits=args.max_exits)
+                 timeout=args.timeout, max_exits=args.max_exits,
+                 profile=args.profile or DEFAULT)
     if args.format == "json":
         out.write(result.to_json(indent=2) + "\n")
     else:
@@ -111,6 +141,11 @@ def _run_text(r):
     lines.append(f"matches native: {r.matches_native}   iterations: {r.iterations}   "
                  f"host: {r.host_seconds:.3f} s"
                  + (f" (ROI {r.roi_host_seconds:.3f} s)" if r.roi_host_seconds is not None else ""))
+    if r.modeled_cycles is not None:
+        per = (f", {r.modeled_cycles_per_iteration:,.0f} per iteration"
+               if r.modeled_cycles_per_iteration is not None else "")
+        lines.append(f"modeled ({r.profile}): {r.modeled_cycles:,.0f} cycles{per}; "
+                     f"{r.instructions:,} guest instructions")
     lines.append("console:")
     lines += ["  " + ln for ln in r.console.splitlines()]
     lines.append("counters:" + ("" if r.counters else " none"))
@@ -121,20 +156,100 @@ def _run_text(r):
 
 
 def cmd_bench(args, out):
-    from .bench import bench, render
+    from .bench import load_profile, run_matrix, select_backends, select_workloads
+    from .result import save_results
+    from analysis.table import breakdown, frame, render
     names = args.backends.split(",") if args.backends else None
-    df = bench(args.workloads, names, scale=args.scale, jobs=args.jobs,
-               timeout=args.timeout, max_exits=args.max_exits,
-               progress=sys.stderr.isatty())
-    text = render(df, args.format)
-    if args.out:
+    prof = load_profile(args.profile)
+    for path in (args.out, args.plot, args.save):
+        _check_writable(path)
+    if args.plot and not args.plot.lower().endswith((".png", ".svg")):
+        raise UsageError(f"--plot needs a .png or .svg file name, not '{args.plot}'")
+    results = run_matrix(select_workloads(args.workloads), select_backends(names), args.scale,
+                         args.jobs, sys.stderr.isatty(), timeout=args.timeout,
+                         max_exits=args.max_exits)
+    if args.save:
+        save_results(args.save, results, {"profile": prof.name, "scale": args.scale})
+    df = frame(results, prof)
+    if args.plot:
+        from analysis.plots import bench_figure
+        bench_figure(df, breakdown(results, prof), args.plot)
+    _emit(render(df, args.format), args.out, out)
+    return 0
+
+
+def _check_writable(path):
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write '{path}': no such writable directory")
+
+
+def _emit(text, path, out):
+    if path:
         try:
-            with open(args.out, "w") as f:
+            with open(path, "w") as f:
                 f.write(text)
         except OSError as exc:
-            raise UsageError(f"cannot write '{args.out}': {exc.strerror}")
+            raise UsageError(f"cannot write '{path}': {exc.strerror}")
     else:
         out.write(text)
+
+
+def _saved(path):
+    from .result import SavedResultsError, load_results
+    try:
+        return load_results(path)[0]
+    except SavedResultsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_report(args, out):
+    from .bench import load_profile
+    from analysis import report
+    prof = load_profile(args.profile)
+    results = _saved(args.saved)
+    _check_writable(args.out)
+    event, backend, rng = _parse_sweep(args.sweep)
+    report.write(results, prof, args.out, (event, backend, rng))
+    out.write(f"wrote {args.out}\n")
+    return 0
+
+
+def _parse_sweep(text):
+    from analysis.sensitivity import parse_range
+    try:
+        target, rng = text.split("=", 1)
+        event, _, backend = target.partition("@")
+        parse_range(rng)
+    except ValueError as exc:
+        raise UsageError(f"--sweep must be EVENT[@BACKEND]=LO:HI[:STEPS] ({exc})") from None
+    return event, backend or None, rng
+
+
+def cmd_sensitivity(args, out):
+    from .bench import load_profile
+    from analysis import plots, sensitivity
+    from analysis.table import render
+    prof = load_profile(args.profile)
+    results = _saved(args.saved)
+    try:
+        costs = sensitivity.parse_range(args.range)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    df = sensitivity.sweep(results, prof, args.event, costs, args.backend)
+    cross = sensitivity.crossovers(df)
+    if args.plot:
+        _check_writable(args.plot)
+        fig, ax = plots.plt.subplots(figsize=(10, 4.5))
+        plots.sensitivity(ax, df, cross, args.event + (f" ({args.backend})" if args.backend else ""))
+        plots.save(fig, args.plot)
+    out.write(render(df, args.format))
+    if args.format in ("markdown", "latex"):
+        for c in cross:
+            out.write(f"\n{c['faster']} overtakes {c['slower']} at {c['cost']:.0f} cycles")
+        out.write("\n" if cross else "\nno crossover in this range\n")
     return 0
 
 
@@ -142,7 +257,9 @@ def main(argv=None, out=None):
     out = out or sys.stdout
     try:
         args = _parser().parse_args(argv)
-        return {"list": cmd_list, "run": cmd_run, "bench": cmd_bench}[args.command](args, out)
+        commands = {"list": cmd_list, "run": cmd_run, "bench": cmd_bench,
+                    "report": cmd_report, "sensitivity": cmd_sensitivity}
+        return commands[args.command](args, out)
     except UsageError as exc:
         sys.stderr.write(f"virtlab: error: {exc}\n")
         return 2

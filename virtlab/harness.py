@@ -161,8 +161,11 @@ def compare_with_native(result, reference):
 
 
 def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
-        max_exits=50_000_000, ram_mb=32):
-    """Run one workload (or a raw image) under one back end: the Python API."""
+        max_exits=50_000_000, ram_mb=32, profile=None):
+    """Run one workload (or a raw image) under one back end: the Python API.
+    With `profile` (a profile name or file, see analysis/), the guest's
+    instructions are also counted (a separate pass, cached) and the modeled
+    fields are filled in."""
     kind = backends.load(backend).image if backend in backends.names() else "native"
     guest = resolve(workload, image, scale, kind)
     opts = dict(timeout=timeout, max_exits=max_exits, ram_mb=ram_mb)
@@ -171,4 +174,11 @@ def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
     if backend == "native":
         _native_cache.setdefault((str(guest.image_path), guest.image_path.stat().st_mtime_ns,
                                   guest.workload, guest.scale), result)
-    return compare_with_native(result, reference)
+    compare_with_native(result, reference)
+    if profile is not None and result.ok:
+        from .bench import load_profile
+        from analysis.evaluate import apply
+        prof = load_profile(profile)
+        result.instructions, result.roi_instructions = count_instructions(guest, backend, ram_mb)
+        apply(result, prof)
+    return result

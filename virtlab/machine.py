@@ -34,6 +34,8 @@ from .devices.pit import Pit
 from .devices.platform import Platform
 from .devices.uart import Uart
 from .icount import InstructionCounter
+from .intercept import Intercepts
+from .io_permission import IoPermission
 from .memory import PhysMem
 from .state_area import StateArea, layout, verify
 
@@ -112,8 +114,10 @@ class Machine:
         self._hooks = []
         self._hook_error = None
         self._restart = []
+        self.intercepts = Intercepts(self)
         self.backend = backend
         backend.attach(self)
+        IoPermission(self)
         self._install_hooks()
         self.icount = InstructionCounter(self) if count_instructions else None
 
@@ -174,8 +178,10 @@ class Machine:
         st = self.state
         try:
             st.save()
+            linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
             if self.icount is not None:
-                self.icount.cut((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
+                self.icount.cut(linear)
+            self.intercepts.faulted_at(linear)
             self._count_exit()
             self.backend.exception(vector)
             st.clear_exception_in_flight()
@@ -292,6 +298,7 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_EAX, BOOT_MAGIC)
         uc.reg_write(X.UC_X86_REG_EBX, BOOT_INFO)
         uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        uc.reg_write(X.UC_X86_REG_CR4, 0)          # as after reset (Unicorn sets some bits)
         uc.reg_write(X.UC_X86_REG_EIP, IMAGE_BASE)
         self.backend.boot()
 

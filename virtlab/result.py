@@ -21,7 +21,11 @@ class RunResult:
     roi_host_seconds: float = None
     iterations: int = 0
     exits: int = 0
-    modeled_cycles: float = None
+    instructions: int = None          # guest instructions (counting pass; None if not counted)
+    roi_instructions: int = None
+    modeled_cycles: float = None      # filled by the cost model (analysis/)
+    modeled_roi_cycles: float = None
+    modeled_cycles_per_iteration: float = None
     profile: str = None
     image: str = ""
     details: dict = field(default_factory=dict)     # back-end specific findings
@@ -39,3 +43,35 @@ class RunResult:
 
 def digest(text):
     return hashlib.sha256(text.encode("latin-1")).hexdigest()
+
+
+SAVED_FORMAT = "virtlab-bench/1"
+
+
+class SavedResultsError(ValueError):
+    pass
+
+
+def save_results(path, results, meta=None):
+    """A bench's raw results (counters, host times, outputs, instruction
+    counts), enough to analyse them again under any profile."""
+    doc = {"format": SAVED_FORMAT, "meta": meta or {},
+           "results": [r.to_dict() for r in results]}
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+
+
+def load_results(path):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise SavedResultsError(f"cannot read '{path}': {exc.strerror}") from None
+    except ValueError as exc:
+        raise SavedResultsError(f"'{path}' is not a saved bench (invalid JSON: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != SAVED_FORMAT:
+        raise SavedResultsError(f"'{path}' is not a saved bench (format {SAVED_FORMAT} expected)")
+    try:
+        return [RunResult.from_dict(d) for d in doc["results"]], doc.get("meta", {})
+    except (KeyError, TypeError) as exc:
+        raise SavedResultsError(f"'{path}': malformed result record ({exc})") from None

@@ -173,6 +173,11 @@ class StateArea:
         return _U32.unpack_from(self.mem, self._hflags)[0] & 3
 
     @property
+    def iopl(self):
+        """EFLAGS.IOPL, which QEMU keeps in the plain `eflags` field."""
+        return (_U32.unpack_from(self.mem, self.layout.flags.eflags)[0] >> x86.IOPL_SHIFT) & 3
+
+    @property
     def error_code(self):
         return _U32.unpack_from(self.mem, self.layout.error_code)[0]
 

@@ -1,0 +1,20 @@
+"""The cost model: CPU profiles (per-event cycle costs, each with its source or a
+written assumption) and the arithmetic that turns a run's counters into modeled
+cycles.
+
+    from analysis import profile
+    from analysis.model import model, per_iteration, microseconds
+
+    p = profile.load(profile.DEFAULT)          # or a bundled name, or a .toml path
+    b = model(run.roi_counters, instructions, p, "trap")
+    b.total, b.base_cycles, b.events, b.charges, b.overhead_by_event()
+
+analysis/profile.py describes the profile format; analysis/model.py which
+counters are charged (CHARGED, FAMILIES) and which are not (NOT_CHARGED).
+The submodules are imported by name (``analysis.model`` is the module, its
+function is ``analysis.model.model``).
+"""
+
+from analysis.profile import DEFAULT, EventCost, Profile, ProfileError, load, names
+
+__all__ = ["DEFAULT", "EventCost", "Profile", "ProfileError", "load", "names"]

@@ -1,0 +1,67 @@
+"""From recorded runs to modeled figures.
+
+A RunResult carries what really happened (counters, guest instructions, host
+times); this module applies a profile's costs to it.  Nothing here runs a guest,
+so a saved bench can be evaluated again under any profile in milliseconds.
+
+Overheads are taken over the region of interest when both runs have one (every
+catalog workload marks it) and over the whole run otherwise, so boot and
+set-up do not dilute what a workload measures.
+"""
+from dataclasses import dataclass
+
+from .model import microseconds, model
+
+
+@dataclass(frozen=True)
+class Modeled:
+    cycles: float                 # whole run
+    roi_cycles: float             # the region of interest (None without one)
+    per_iteration: float          # ROI cycles (or whole-run) / iterations
+    us_per_iteration: float
+    breakdown: object             # model.Breakdown of the measured region
+
+
+def measured_region(result):
+    """(counters, instructions) of the ROI when the run has one, else the run."""
+    if result.roi_host_seconds is not None and result.roi_instructions is not None:
+        return result.roi_counters, result.roi_instructions
+    return result.counters, result.instructions
+
+
+def evaluate(result, profile):
+    """Modeled figures for one run (None if the run failed or was not counted)."""
+    if not result.ok or result.instructions is None:
+        return None
+    whole = model(result.counters, result.instructions, profile, result.backend)
+    counters, instructions = measured_region(result)
+    region = model(counters, instructions, profile, result.backend)
+    roi = region.total if counters is result.roi_counters else None
+    per = region.total / result.iterations if result.iterations else None
+    us = microseconds(per, profile) if per is not None else None
+    return Modeled(whole.total, roi, per, us, region)
+
+
+def apply(result, profile):
+    """Fill the modeled fields of a RunResult in place and return it."""
+    m = evaluate(result, profile)
+    result.profile = profile.name
+    result.modeled_cycles = m.cycles if m else None
+    result.modeled_roi_cycles = m.roi_cycles if m else None
+    result.modeled_cycles_per_iteration = m.per_iteration if m else None
+    return result
+
+
+def region_host_seconds(result):
+    return result.roi_host_seconds if result.roi_host_seconds is not None else result.host_seconds
+
+
+def overhead(result, native, profile):
+    """(modeled overhead, host overhead) of `result` relative to `native`."""
+    if not (result.ok and native.ok):
+        return None, None
+    a, b = evaluate(result, profile), evaluate(native, profile)
+    modeled = a.breakdown.total / b.breakdown.total if a and b and b.breakdown.total else None
+    h_native = region_host_seconds(native)
+    host = region_host_seconds(result) / h_native if h_native else None
+    return modeled, host

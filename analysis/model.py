@@ -1,0 +1,191 @@
+"""The cost model: a run's counters and instruction count -> modeled cycles.
+
+    total = instructions x CPI  +  sum over charged counters of count x cost
+
+where each cost comes from the profile (:meth:`Profile.cost`: the back end's own
+cost first, else the default in [events]).  Native event costs (``native.*``) are
+part of every back end's total whenever those counters occur (``hw`` counts the
+system calls and exceptions VT-x lets the guest handle itself as ``native.*``).
+
+Charged (``CHARGED``): each name's count times its cost.
+
+Families (``FAMILIES``): ``native.exception``, ``exit.priv`` and
+``reflect.exception`` count every occurrence; ``<family>.<sub>`` (by vector or by
+instruction) count a subset.  A ``<family>.<sub>`` is charged only when the profile
+gives it a cost (for this back end or by default); those occurrences are then
+charged at that cost *instead of* the family's, and the family is charged for the
+rest: ``(count(family) - sum of count(sub) with a cost) x cost(family)``.  So each
+occurrence is charged exactly once.
+
+Not charged (``NOT_CHARGED``, with the reason): sums of other counters, the
+mechanism behind a charged exit, events that run natively or cost nothing by
+design.  Counters the model does not know at all are reported in
+``Breakdown.unknown`` and not charged.
+
+Idle time is not modeled: ``native.hlt`` and ``exit.hlt`` charge entering and
+leaving the halt, not the time asleep.  Nested-paging TLB-miss cost (``hw-npt``) and
+cache/TLB pollution by VMM code are not visible in the counters and not modeled.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from analysis.profile import (BACKENDS, CHARGED, FAMILIES, EventCost, Profile,  # noqa: F401
+                              family_of)
+
+# name or pattern -> why it is not charged
+NOT_CHARGED = {
+    "exit.total": "the sum of all exits, each charged under its own name",
+    "reflect.total": "the sum of all reflections, each charged under its own name",
+    "shadow.*": "the mechanism behind exit.pf.hidden (fill, trace) and exit.priv.mov_cr3 "
+                "(new shadow); charged through those exits",
+    "sensitive.*": "sensitive but unprivileged instructions run natively (no exit); "
+                   "their cost is in the instruction count",
+    "hw.read_shadow": "answered by the VT-x CR read shadow without an exit: free by design",
+    "exit.priv.*": "a subset of exit.priv, charged there unless the profile gives the "
+                   "instruction its own cost",
+    "native.exception.*": "a subset of native.exception, charged there unless the profile "
+                          "gives the vector its own cost",
+    "reflect.exception.*": "a subset of reflect.exception, charged there unless the "
+                           "profile gives the vector its own cost",
+}
+
+
+def _not_charged(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pat) for pat in NOT_CHARGED)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One line of the bill: ``cycles == count * cost.cycles``."""
+    event: str
+    count: int
+    cost: EventCost
+    cycles: float
+    override: bool          # the cost is the back end's own ([backends.<name>])
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    profile: str
+    backend: str
+    instructions: int
+    cpi: float
+    base_cycles: float                      # instructions x CPI
+    events: dict[str, float]                # charged name -> cycles (count x cost)
+    charges: tuple[Charge, ...]             # the same, with counts and costs
+    total: float                            # base_cycles + sum(events)
+    uncharged: dict[str, int] = field(default_factory=dict)   # known, not charged
+    unknown: dict[str, int] = field(default_factory=dict)     # names the model lacks
+
+    @property
+    def event_cycles(self) -> float:
+        return sum(self.events.values())
+
+    def overhead_by_event(self) -> dict[str, float]:
+        """Cycles of the events that exist only because of a VMM (everything
+        charged except ``native.*``), largest first."""
+        items = [(k, v) for k, v in self.events.items() if not k.startswith("native.")]
+        return dict(sorted(items, key=lambda kv: (-kv[1], kv[0])))
+
+    @property
+    def overhead_cycles(self) -> float:
+        return sum(self.overhead_by_event().values())
+
+    def shares(self) -> dict[str, float]:
+        """Each part's fraction of the total ("base" for instructions x CPI)."""
+        if not self.total:
+            return {}
+        out = {"base": self.base_cycles / self.total}
+        for k, v in sorted(self.events.items(), key=lambda kv: (-kv[1], kv[0])):
+            out[k] = v / self.total
+        return out
+
+
+def model(counters: dict, instructions: int, profile: Profile, backend: str) -> Breakdown:
+    """Modeled cycles of a run (or its ROI) under ``backend`` on ``profile``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown back end {backend!r} (known: {', '.join(BACKENDS)})")
+    if isinstance(instructions, bool) or not isinstance(instructions, int) or instructions < 0:
+        raise ValueError(f"instructions must be a non-negative integer, got {instructions!r}")
+    for k, v in counters.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"counter {k!r} must be a non-negative integer, got {v!r}")
+
+    charges: list[Charge] = []
+    uncharged: dict[str, int] = {}
+    unknown: dict[str, int] = {}
+
+    def charge(event, count, cost):
+        if count:
+            over = event in profile.backends.get(backend, {})
+            charges.append(Charge(event, count, cost, count * cost.cycles, over))
+
+    def need(event):
+        cost = profile.cost(event, backend)
+        if cost is None:
+            raise ValueError(f"profile {profile.name} has no cost for {event!r} "
+                             f"(back end {backend})")
+        return cost
+
+    # Sub-names with their own cost take their occurrences out of the family.
+    taken = {fam: 0 for fam in FAMILIES}
+    for name in sorted(counters):
+        count = counters[name]
+        if not count:
+            continue
+        fam = family_of(name)
+        if fam is not None:
+            cost = profile.cost(name, backend)
+            if cost is None:
+                uncharged[name] = count
+            else:
+                charge(name, count, cost)
+                taken[fam] += count
+        elif name in CHARGED:
+            if name in FAMILIES:
+                continue                      # below, after the subsets
+            charge(name, count, need(name))
+        elif _not_charged(name):
+            uncharged[name] = count
+        else:
+            unknown[name] = count
+
+    for fam in FAMILIES:
+        total = counters.get(fam, 0)
+        rest = total - taken[fam]
+        if rest < 0:
+            raise ValueError(f"inconsistent counters: {fam} = {total} but its "
+                             f"sub-counters with their own cost sum to {taken[fam]}")
+        if rest:
+            charge(fam, rest, need(fam))
+
+    charges.sort(key=lambda c: c.event)
+    base = instructions * profile.cpi.cycles
+    events = {c.event: c.cycles for c in charges}
+    return Breakdown(profile=profile.name, backend=backend, instructions=instructions,
+                     cpi=profile.cpi.cycles, base_cycles=base, events=events,
+                     charges=tuple(charges), total=base + sum(events.values()),
+                     uncharged=uncharged, unknown=unknown)
+
+
+def per_iteration(breakdown: Breakdown, iterations: int) -> float:
+    """Modeled cycles per iteration of the workload's loop."""
+    if iterations <= 0:
+        raise ValueError(f"iterations must be positive, got {iterations!r}")
+    return breakdown.total / iterations
+
+
+def microseconds(cycles: float, profile: Profile) -> float:
+    """Cycles as microseconds at the profile's clock."""
+    return cycles / (profile.clock_ghz * 1000.0)
+
+
+def relative_overhead(breakdown: Breakdown, native: Breakdown) -> float:
+    """Modeled slowdown against the native run of the same workload and scale:
+    ``total / native.total - 1`` (0.25 means 25% slower)."""
+    if not native.total:
+        raise ValueError("native run has zero modeled cycles")
+    return breakdown.total / native.total - 1.0

@@ -1,0 +1,86 @@
+"""A comparison report: one markdown file with the tables, the figures (PNG files
+written beside it and linked from it), the profile used with the source of every
+cost, and host-measured and modeled overheads side by side."""
+from pathlib import Path
+
+from . import plots, sensitivity
+from .table import breakdown, frame
+
+DEFAULT_SWEEP = ("exit.priv", "hw", "0:6000:25")
+
+
+def _md(df, floatfmt=".2f"):
+    return df.to_markdown(index=False, floatfmt=floatfmt) if len(df) else "(no rows)"
+
+
+def _profile_section(profile):
+    lines = [f"## Profile `{profile.name}`", "", profile.description, "",
+             f"Clock {profile.clock_ghz:g} GHz; {profile.cpi.cycles:g} cycles per guest "
+             f"instruction ({_why(profile.cpi)}).", "",
+             "| event | cycles | source or assumption |", "|---|---|---|"]
+    for name, cost in sorted(profile.events.items()):
+        lines.append(f"| `{name}` | {cost.cycles:g} | {_why(cost)} |")
+    for backend, table in sorted(profile.backends.items()):
+        for name, cost in sorted(table.items()):
+            lines.append(f"| `{name}` ({backend}) | {cost.cycles:g} | {_why(cost)} |")
+    return "\n".join(lines)
+
+
+def _why(cost):
+    return (f"source: {cost.source}" if cost.source else f"assumption: {cost.assumption}"
+            ).replace("|", "/").replace("\n", " ")
+
+
+def write(results, profile, out, sweep=DEFAULT_SWEEP):
+    """Write the report to `out` (markdown) and its figures beside it."""
+    out = Path(out)
+    stem = out.with_suffix("")
+    df = frame(results, profile)
+    bd = breakdown(results, profile)
+    figs = {k: Path(f"{stem}-{k}.png") for k in ("overhead", "nano", "breakdown", "sensitivity")}
+    plots.single("overhead", figs["overhead"], df)
+    plots.single("nano", figs["nano"], df)
+    fig_bd = plots.plt.figure(figsize=(11, 4.2 * max(1, bd["backend"].nunique())))
+    axes = fig_bd.subplots(max(1, bd["backend"].nunique()), 1, squeeze=False)[:, 0]
+    plots.breakdown(axes, bd)
+    plots.save(fig_bd, figs["breakdown"])
+    event, backend, rng = sweep
+    sw = sensitivity.sweep(results, profile, event, sensitivity.parse_range(rng), backend)
+    cross = sensitivity.crossovers(sw)
+    fig, ax = plots.plt.subplots(figsize=(11, 4.5))
+    plots.sensitivity(ax, sw, cross, f"{event} ({backend})" if backend else event)
+    plots.save(fig, figs["sensitivity"])
+
+    side = df[["workload", "backend", "iterations", "modeled_overhead", "host_overhead",
+               "matches_native", "ok"]]
+    nano = df[df["workload"].str.startswith("nano.") | df["workload"].str.startswith("micro.")][
+        ["workload", "backend", "modeled_cycles_per_iteration", "modeled_us_per_iteration"]]
+    per_event = (bd.groupby(["backend", "event"], sort=False)["cycles"].sum().reset_index()
+                 if len(bd) else bd)
+    failed = df[~df["ok"]][["workload", "backend", "reason"]]
+    text = [
+        f"# virtlab comparison report (profile `{profile.name}`)", "",
+        "Modeled overhead: the runs' recorded events priced with the profile below, "
+        "relative to native on the same workload and scale (over the region of "
+        "interest). Host overhead: measured host time of this implementation on the "
+        "emulated CPU, relative to native. They answer different questions: the "
+        "first estimates the technique on the reference machine, the second is what "
+        "this tool cost here.", "",
+        "## Overhead relative to native", "", _md(side), "",
+        f"![overhead]({figs['overhead'].name})", "",
+        "## Nano and micro benchmarks: cost per operation", "", _md(nano, ".1f"), "",
+        f"![nano]({figs['nano'].name})", "",
+        "## Where the overhead comes from (cycles over native, by event)", "",
+        _md(per_event, ".0f"), "", f"![breakdown]({figs['breakdown'].name})", "",
+        f"## Sensitivity to `{event}`" + (f" ({backend})" if backend else ""), "",
+        _md(sw, ".3f"), "",
+        ("Crossovers: " + "; ".join(f"{c['faster']} overtakes {c['slower']} at "
+                                    f"{c['cost']:.0f} cycles" for c in cross)
+         if cross else "No crossover in this range."), "",
+        f"![sensitivity]({figs['sensitivity'].name})", "",
+    ]
+    if len(failed):
+        text += ["## Failed runs", "", _md(failed), ""]
+    text += [_profile_section(profile), ""]
+    out.write_text("\n".join(text))
+    return out

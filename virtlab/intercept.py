@@ -1,0 +1,105 @@
+"""Translation-time intercepts: making chosen instructions exit without changing
+a byte of guest memory.
+
+VT-x decides in hardware which instructions exit; Unicorn has no such controls,
+and patching the guest's code would be visible to it.  Instead the machine
+watches Unicorn translate guest code (UC_HOOK_EDGE_GENERATED fires for each new
+translation block), decodes each new block once, and puts an exact-address
+UC_HOOK_CODE hook on every instruction some client wants to see: a VMM's exits,
+the sensitive-instruction audit, the I/O permission check of user code.  A hook
+added while a block is being generated does not apply to that block's first
+run, so the machine stops the CPU, drops that block from the translation cache
+and restarts it: the block has not run yet, so nothing is lost
+(notes/unicorn-x86.md, item 8).
+
+A client is a pair of functions: select(insn, cpl) -> a kind or None, called at
+translation time with the privilege level the block is translated for, and
+on_hit(address, kind), called before each execution of a selected instruction.
+A hook runs *before* its instruction, so an instruction that then faults (a
+push to a stack page not yet mapped) is hooked again when it is retried; a
+client that counts executions passes on_retry to take the first one back.
+"""
+import ctypes
+
+from capstone import Cs, CS_ARCH_X86, CS_MODE_32
+from unicorn import UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED
+from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import uc_tb, uclib
+
+from .memory import GuestMemoryFault
+
+_EDGE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(uc_tb),
+                            ctypes.POINTER(uc_tb), ctypes.c_void_p)
+_CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
+                            ctypes.c_void_p)
+
+
+class Intercepts:
+    def __init__(self, machine):
+        self.machine = machine
+        self.clients = []
+        self.hits = {}                       # address -> [(on_hit, kind)]
+        self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
+        self._code_cb = _CODE_CB(self._on_code)
+        self._cs_reg = ctypes.c_uint64()
+        self._installed = False
+        self._retry = {}                     # on_hit -> on_retry
+        self._last = None                    # address of the last hooked instruction
+
+    def watch(self, select, on_hit, on_retry=None):
+        self.clients.append((select, on_hit))
+        if on_retry is not None:
+            self._retry[on_hit] = on_retry
+        if not self._installed:
+            self.machine.add_hook(UC_HOOK_EDGE_GENERATED, _EDGE_CB(self._on_generated))
+            self._installed = True
+
+    def _live_cpl(self):
+        uclib.uc_reg_read(self.machine.uc._uch, X.UC_X86_REG_CS, ctypes.byref(self._cs_reg))
+        return self._cs_reg.value & 3
+
+    def _on_generated(self, _uc, cur, _prev, _user):
+        m = self.machine
+        try:
+            tb = cur.contents
+            try:
+                code = m.backend.live_view().read(tb.pc, tb.size)
+            except GuestMemoryFault:
+                return
+            cpl = self._live_cpl()
+            added = False
+            for insn in self._cs.disasm(code, tb.pc):
+                for select, on_hit in self.clients:
+                    kind = select(insn, cpl)
+                    if kind is None:
+                        continue
+                    targets = self.hits.setdefault(insn.address, [])
+                    if not targets:
+                        m.add_hook(UC_HOOK_CODE, self._code_cb, begin=insn.address,
+                                   end=insn.address)
+                        added = True
+                    if (on_hit, kind) not in targets:
+                        targets.append((on_hit, kind))
+            if added:
+                m.request_restart(tb.pc, tb.pc + tb.size)
+        except BaseException as exc:
+            m.abort(exc)
+
+    def faulted_at(self, linear):
+        """An exception at `linear`: if that is the instruction just hooked, it
+        did not complete and will be hooked again when it is retried."""
+        if self._last == linear:
+            for on_hit, kind in self.hits.get(linear, ()):
+                retry = self._retry.get(on_hit)
+                if retry is not None:
+                    retry(linear, kind)
+        self._last = None
+
+    def _on_code(self, _uc, address, _size, _user):
+        self._last = address
+        try:
+            for on_hit, kind in self.hits.get(address, ()):
+                if on_hit(address, kind):
+                    return                   # the client redirected execution
+        except BaseException as exc:
+            self.machine.abort(exc)

@@ -1,0 +1,56 @@
+"""The I/O permission check that Unicorn leaves out.
+
+On IA-32 an `in`/`out` (or `ins`/`outs`) at a privilege level above IOPL is
+allowed only if the TSS's I/O permission bitmap clears every byte of the access;
+otherwise it raises #GP(0) at the instruction (SDM vol. 1, 18.5).  Unicorn never
+checks (notes/unicorn-x86.md, item 5), so a user program could reprogram the
+interrupt controller behind its kernel's back.  The machine therefore intercepts
+port instructions in code translated for user privilege (translation-time hooks:
+kernel code pays nothing) and checks them before they execute; a refused access
+is delivered as the #GP the hardware would raise.  The platform ports
+0x500-0x50F are instrumentation and are never refused.
+"""
+from capstone import x86_const as C
+from unicorn import x86_const as X
+
+from . import x86
+
+PORT_INSNS = {"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"}
+
+
+class IoPermission:
+    def __init__(self, machine):
+        self.machine = machine
+        machine.intercepts.watch(self._select, self._hit)
+
+    def _select(self, insn, cpl):
+        if cpl > self.machine.backend.kernel_ring and insn.mnemonic in PORT_INSNS:
+            return "io"
+        return None
+
+    def _hit(self, address, kind):
+        m, st = self.machine, self.machine.state
+        st.save()
+        st.eip = address - st.seg_base_of("cs")
+        decoded = m.decoder.at(m.backend.guest_view(), address)
+        port, size = _port_and_size(decoded.insn, st)
+        if 0x500 <= port < 0x510 or m.backend.io_permitted(port, size):
+            return False
+        st.set(st.layout.error_code, 0)
+        st.set(st.layout.is_int, 0)
+        m.backend.exception(x86.GP)
+        st.clear_exception_in_flight()
+        st.load()
+        m.uc.reg_write(X.UC_X86_REG_EIP, st.eip)      # leave the block at once
+        return True
+
+
+def _port_and_size(insn, state):
+    """The port an I/O instruction addresses and its width in bytes."""
+    m = insn.mnemonic
+    if m in ("in", "out"):
+        ops = insn.operands
+        data, port_op = (ops[0], ops[1]) if m == "in" else (ops[1], ops[0])
+        port = port_op.imm if port_op.type == C.X86_OP_IMM else state.reg("edx")
+        return port & 0xFFFF, data.size
+    return state.reg("edx") & 0xFFFF, {"b": 1, "w": 2, "d": 4}[m[-1]]
