@@ -39,7 +39,7 @@ def overhead(ax, df):
     backends = list(dict.fromkeys(ok["backend"]))
     values = {(r.workload, r.backend): r.modeled_overhead for r in ok.itertuples()}
     _grouped(ax, list(dict.fromkeys(ok["workload"])), backends, values,
-             "modeled time / native")
+             "modeled time / native (log)", log=True)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_title(f"Overhead relative to native (modeled, {df['profile'].iloc[0]})")
 
@@ -56,6 +56,7 @@ def nano(ax, df):
 
 def breakdown(axes, bd):
     backends = list(dict.fromkeys(bd["backend"]))
+    palette = {ev: plt.cm.tab20(i % 20) for i, ev in enumerate(sorted(set(bd["event"])))}
     for ax, backend in zip(axes, backends):
         sub = bd[bd["backend"] == backend]
         workloads = list(dict.fromkeys(sub["workload"]))
@@ -66,8 +67,8 @@ def breakdown(axes, bd):
             ys = np.array([sub[(sub["workload"] == w) & (sub["event"] == ev)]
                            ["cycles_per_iteration"].sum() for w in workloads])
             pos, neg = np.clip(ys, 0, None), np.clip(ys, None, 0)
-            ax.bar(workloads, pos, bottom=bottom_pos, label=ev, color=plt.cm.tab20(i % 20))
-            ax.bar(workloads, neg, bottom=bottom_neg, color=plt.cm.tab20(i % 20))
+            ax.bar(workloads, pos, bottom=bottom_pos, label=ev, color=palette[ev])
+            ax.bar(workloads, neg, bottom=bottom_neg, color=palette[ev])
             bottom_pos += pos
             bottom_neg += neg
         ax.set_title(f"{backend}: overhead cycles per iteration by event kind")

@@ -15,33 +15,14 @@ nanoseconds).  Units: microseconds of host time per exit.
   hw.pf_trace_us      hidden page fault under hw
   hw.cpuid_us         `cpuid` (VT-x exits unconditionally)
 """
-import argparse
-import json
-import statistics
-import sys
-import time
-from pathlib import Path
+from guestbench import main as bench_main, timed_run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from virtlab import asmguest as A                                  # noqa: E402
-from virtlab.machine import BootSpec, Machine                      # noqa: E402
-from trap_emulate.hw import Hw                                     # noqa: E402
-from trap_emulate.trap import Trap                                 # noqa: E402
+from virtlab import asmguest as A
+from trap_emulate.hw import Hw
+from trap_emulate.trap import Trap
 
 N = 5000
 PTE = A.PGTAB + (0x400000 >> 12) * 4           # the PTE of linear 0x400000
-
-
-def _run(backend, guest):
-    m = Machine(backend)
-    m.boot(BootSpec(A.build(guest)))
-    t0 = time.perf_counter()
-    out = m.run()
-    dt = time.perf_counter() - t0
-    if not out.ok:
-        raise SystemExit(f"benchmark guest failed: {out.reason}")
-    return dt, m.counters
 
 
 def _loop(body, n=N):
@@ -49,7 +30,8 @@ def _loop(body, n=N):
 
 
 def _per(backend_cls, guest, counter, n=N):
-    dt, c = _run(backend_cls(), guest)
+    dt, m = timed_run(backend_cls(), guest)
+    c = m.counters
     if c[counter] < n:
         raise SystemExit(f"expected {n} x {counter}, saw {c[counter]}")
     return dt / n * 1e6
@@ -113,19 +95,5 @@ BENCHES = {
 }
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--repeat", type=int, default=5)
-    args = p.parse_args(argv)
-    figures = {name: round(statistics.median(fn() for _ in range(args.repeat)), 2)
-               for name, fn in BENCHES.items()}
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for k, v in figures.items():
-            print(f"{k:<18} {v:>8}")
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(__doc__, BENCHES)

@@ -12,19 +12,11 @@ idt_syscall_us  `int 0x80` from ring 3 delivered through the guest IDT to a
 
 Each figure is the median over --repeat batches; a batch is one guest run.
 """
-import argparse
-import json
-import statistics
-import sys
-import time
-from pathlib import Path
+from guestbench import main as bench_main, timed_run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from virtlab import asmguest as A, x86                      # noqa: E402
-from virtlab.delivery import linear_view                     # noqa: E402
-from virtlab.machine import BootSpec, Machine                # noqa: E402
-from virtlab.native import Native                            # noqa: E402
+from virtlab import asmguest as A, x86
+from virtlab.delivery import linear_view
+from virtlab.native import Native
 
 
 class SkipPrivileged(Native):
@@ -42,20 +34,9 @@ class SkipPrivileged(Native):
         super().exception(vector)
 
 
-def _timed_run(backend, guest):
-    m = Machine(backend)
-    m.boot(BootSpec(A.build(guest)))
-    t0 = time.perf_counter()
-    out = m.run()
-    dt = time.perf_counter() - t0
-    if not out.ok:
-        raise SystemExit(f"benchmark guest failed: {out.reason}")
-    return dt, m
-
-
 def guest_mips(n=25_000_000):
     body = f"mov ecx, {n}\nlp:\nadd eax, ecx\nxor ebx, eax\ndec ecx\njnz lp\n" + A.exit_with(0)
-    dt, _ = _timed_run(Native(), A.AsmGuest(body=body, paging=True))
+    dt, _ = timed_run(Native(), A.AsmGuest(body=body, paging=True))
     return 4 * n / dt / 1e6
 
 
@@ -63,7 +44,7 @@ def gp_exit_us(n=20_000):
     ring1 = f"mov ecx, {n}\nlp:\ncli\ndec ecx\njnz lp\nint 0x81\n"
     g = A.AsmGuest(body=A.iret_to(1, A.RING1, A.STACK1), ring1=ring1, paging=True,
                    handlers={0x81: A.exit_with(0)}, user_vectors=(0x81,))
-    dt, m = _timed_run(SkipPrivileged(), g)
+    dt, m = timed_run(SkipPrivileged(), g)
     assert m.counters["bench.gp"] == n
     return dt / n * 1e6
 
@@ -72,26 +53,11 @@ def idt_syscall_us(n=20_000):
     ring3 = f"mov ecx, {n}\nlp:\nint 0x80\ndec ecx\njnz lp\nint 0x81\n"
     g = A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3), ring3=ring3, paging=True,
                    handlers={0x80: "iretd\n", 0x81: A.exit_with(0)}, user_vectors=(0x80, 0x81))
-    dt, m = _timed_run(Native(), g)
+    dt, m = timed_run(Native(), g)
     assert m.counters["native.syscall"] == n + 1
     return dt / n * 1e6
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--repeat", type=int, default=5)
-    args = p.parse_args(argv)
-    figures = {}
-    for name, fn in (("guest_mips", guest_mips), ("gp_exit_us", gp_exit_us),
-                     ("idt_syscall_us", idt_syscall_us)):
-        figures[name] = round(statistics.median(fn() for _ in range(args.repeat)), 2)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for k, v in figures.items():
-            print(f"{k:<16} {v:>10}")
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(__doc__, {"guest_mips": guest_mips, "gp_exit_us": gp_exit_us,
+                         "idt_syscall_us": idt_syscall_us})

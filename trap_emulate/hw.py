@@ -144,7 +144,7 @@ class Hw(Vmm):
 
     def _deliver(self, event):
         st = self.machine.state
-        if st.eflags() & x86.IF and self.events.interrupt_first(event.software, self.guest_view()):
+        if st.eflags() & x86.IF and self.events.interrupt_first(event.software, self):
             return
         self.events.deliver(event)
 
@@ -167,12 +167,14 @@ class Hw(Vmm):
         m, st = self.machine, self.machine.state
         st.save()
         st.eip = address - st.seg_base_of("cs")
+        decoded = self.decode_current()
+        if decoded is None or _exit_kind(decoded.insn, self.nested) != kind:
+            return False             # other code now lives at this address
         if kind == "iret" and not st.eflags() & x86.NT:
             return False             # an ordinary iret: no task switch, no exit
         if kind == "far_transfer":
             self._far_transfer()
             return False
-        decoded = self.decode_current()
         try:
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported) as exc:

@@ -34,6 +34,7 @@ def sensitive_kind(insn):
 class SensitiveAudit:
     def __init__(self, machine, backend):
         self.machine = machine
+        self.backend = backend
         self.counts = {}
         machine.intercepts.watch(self._select, self._hit, self._retried)
 
@@ -41,6 +42,9 @@ class SensitiveAudit:
         return sensitive_kind(insn)
 
     def _hit(self, address, kind):
+        decoded = self.machine.decoder.at(self.backend.guest_view(), address)
+        if decoded is None or sensitive_kind(decoded.insn) != kind:
+            return False             # other code now lives at this address
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.machine.counters["sensitive." + kind.replace(" ", "_")] += 1
 

@@ -117,7 +117,7 @@ class Trap(Vmm):
 
     # -- reflection ---------------------------------------------------------------
     def _reflect_software(self, vector):
-        if self.view.virtual_if() and self.events.interrupt_first(True, self.guest_view()):
+        if self.view.virtual_if() and self.events.interrupt_first(True, self):
             return
         c = self.machine.counters
         c["reflect.total"] += 1
@@ -125,7 +125,7 @@ class Trap(Vmm):
         self.events.deliver(Event(vector, software=True))
 
     def _reflect(self, event):
-        if self.view.virtual_if() and self.events.interrupt_first(False, self.guest_view()):
+        if self.view.virtual_if() and self.events.interrupt_first(False, self):
             return
         c = self.machine.counters
         c["reflect.total"] += 1

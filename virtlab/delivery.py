@@ -82,8 +82,7 @@ class RealCpuView:
         return st.seg_base_of("tr"), st.get(st.layout.seg["tr"].limit), st.seg_selector("tr")
 
     def paging(self):
-        st = self.state
-        return st.cr(0), st.cr(3), st.cr(4)
+        return self.state.paging()
 
     def segment(self, selector, lo, hi, ring):
         """What to load into a real segment register for this guest descriptor."""
@@ -173,8 +172,8 @@ class InterruptPath:
     def _deliver_once(self, state, ev, eflags):
         cpu = self.cpu
         cpl = cpu.cpl()
-        cr3 = cpu.paging()[1]
-        r = self.route(state, ev.vector, ev.software, cpl, cr3)
+        paging = cpu.paging()
+        r = self.route(state, ev.vector, ev.software, cpl, paging[1])
         if eflags is None:
             eflags = state.eflags()
         pushed = cpu.flags_for_frame(eflags)
@@ -190,7 +189,7 @@ class InterruptPath:
             frame.append(ev.error_code)
         esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
         frame.reverse()                    # lowest address first: the last push
-        self.stack.push(cpu, (ss_base + esp) & 0xFFFFFFFF, frame)
+        self.stack.push(paging, (ss_base + esp) & 0xFFFFFFFF, frame)
         if r.new_cpl < cpl:
             state.set_segment("ss", *r.ss_cache)
         state.set_segment("cs", *r.cs_cache)
@@ -261,11 +260,11 @@ class StackWriter:
         self.mem = mem
         self.tlb = {}
 
-    def push(self, cpu, linear, values):
+    def push(self, paging, linear, values):
         mem = self.mem
         data = _FRAMES[len(values)].pack(*[v & 0xFFFFFFFF for v in values])
         page_off = linear & 0xFFF
-        cr0, cr3, cr4 = cpu.paging()
+        cr0, cr3, cr4 = paging
         if page_off > 0x1000 - len(data):              # straddles two pages
             LinearView(mem, cr0, cr3, cr4).write(linear, data)
             return

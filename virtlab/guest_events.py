@@ -36,7 +36,7 @@ class GuestEvents:
         except TripleFault as tf:
             raise GuestStop(f"triple fault at {m.where()}: {tf}") from None
 
-    def interrupt_first(self, software, view):
+    def interrupt_first(self, software, backend):
         """Interrupts are recognised at instruction boundaries: if one is pending
         (the caller checked that the guest has IF set), the CPU takes it *before*
         the instruction that just exited, which runs again after the handler's
@@ -45,7 +45,7 @@ class GuestEvents:
         if m.pending_irq() is None:
             return False
         if software:
-            back = int_length(view, st)
+            back = int_length(backend.guest_view(), st)
             if back is None:
                 return False          # unusual encoding: take the interrupt later
             st.eip = st.eip - back

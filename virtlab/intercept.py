@@ -44,7 +44,7 @@ class Intercepts:
         self._cs_reg = ctypes.c_uint64()
         self._installed = False
         self._retry = {}                     # on_hit -> on_retry
-        self._last = None                    # address of the last hooked instruction
+        self.last = None                    # address of the last hooked instruction
 
     def watch(self, select, on_hit, on_retry=None):
         self.clients.append((select, on_hit))
@@ -88,15 +88,15 @@ class Intercepts:
     def faulted_at(self, linear):
         """An exception at `linear`: if that is the instruction just hooked, it
         did not complete and will be hooked again when it is retried."""
-        if self._last == linear:
+        if self.last == linear:
             for on_hit, kind in self.hits.get(linear, ()):
                 retry = self._retry.get(on_hit)
                 if retry is not None:
                     retry(linear, kind)
-        self._last = None
+        self.last = None
 
     def _on_code(self, _uc, address, _size, _user):
-        self._last = address
+        self.last = address
         try:
             for on_hit, kind in self.hits.get(address, ()):
                 if on_hit(address, kind):

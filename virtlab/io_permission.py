@@ -33,6 +33,8 @@ class IoPermission:
         st.save()
         st.eip = address - st.seg_base_of("cs")
         decoded = m.decoder.at(m.backend.guest_view(), address)
+        if decoded is None or decoded.mnemonic not in PORT_INSNS:
+            return False             # other code now lives at this address
         port, size = _port_and_size(decoded.insn, st)
         if 0x500 <= port < 0x510 or m.backend.io_permitted(port, size):
             return False

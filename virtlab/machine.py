@@ -178,10 +178,11 @@ class Machine:
         st = self.state
         try:
             st.save()
-            linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
-            if self.icount is not None:
-                self.icount.cut(linear)
-            self.intercepts.faulted_at(linear)
+            if self.icount is not None or self.intercepts.last is not None:
+                linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+                if self.icount is not None:
+                    self.icount.cut(linear)
+                self.intercepts.faulted_at(linear)
             self._count_exit()
             self.backend.exception(vector)
             st.clear_exception_in_flight()

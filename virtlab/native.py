@@ -25,7 +25,7 @@ class Native(Backend):
         m, st = self.machine, self.machine.state
         software = st.is_software_int
         eflags = st.eflags()
-        if eflags & x86.IF and self.events.interrupt_first(software, self.guest_view()):
+        if eflags & x86.IF and self.events.interrupt_first(software, self):
             return
         if software:
             m.counters["native.syscall"] += 1

@@ -131,6 +131,7 @@ class StateArea:
         self._hflags = layout.hflags
         self._sel = {name: so.selector for name, so in layout.seg.items()}
         self._base = {name: so.base for name, so in layout.seg.items()}
+        self._paging = _gather([layout.cr[0], layout.cr[3], layout.cr[4]])
         self._tables = _gather([layout.cr[0], layout.idt.base, layout.idt.limit,
                                 layout.gdt.base, layout.gdt.limit, layout.seg["tr"].base])
 
@@ -224,6 +225,10 @@ class StateArea:
         so = self.layout.gdt if which == "gdt" else self.layout.idt
         return (_U32.unpack_from(self.mem, so.base)[0],
                 _U32.unpack_from(self.mem, so.limit)[0])
+
+    def paging(self):
+        """(CR0, CR3, CR4) in one read."""
+        return self._paging.unpack_from(self.mem, self._paging.first)
 
     def tables(self):
         """The fields an IDT route is resolved under, in one read: CR0, IDTR,

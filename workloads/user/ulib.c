@@ -184,3 +184,41 @@ void printf(const char *fmt, ...)
     if (o.n)
         write(1, o.buf, o.n);
 }
+
+static unsigned crc_table[256];
+
+unsigned crc32_update(unsigned crc, const void *buf, unsigned n)
+{
+    const unsigned char *p = buf;
+    unsigned k;
+
+    if (!crc_table[1]) {
+        for (k = 0; k < 256; k++) {
+            unsigned v = k;
+            int b;
+            for (b = 0; b < 8; b++)
+                v = (v & 1) ? 0xEDB88320u ^ (v >> 1) : v >> 1;
+            crc_table[k] = v;
+        }
+    }
+    for (k = 0; k < n; k++)
+        crc = crc_table[(crc ^ p[k]) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+int kbench_main(const char *name, int op, int scale)
+{
+    int r;
+
+    if (scale <= 0)
+        scale = 1;
+    roi_begin();
+    r = kbench(op, scale);
+    roi_end();
+    if (r < 0) {
+        printf("%s: kbench failed (%d)\n", name, r);
+        return 1;
+    }
+    printf("%s: %d iterations\n", name, scale);
+    return 0;
+}

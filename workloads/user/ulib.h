@@ -85,6 +85,14 @@ void *memcpy(void *d, const void *s, unsigned n);
 unsigned strlen(const char *s);
 int strcmp(const char *a, const char *b);
 
+/* CRC-32 (IEEE 802.3, reflected): feed bytes into a running register; start
+ * with 0xFFFFFFFF and invert at the end for the standard checksum. */
+unsigned crc32_update(unsigned crc, const void *buf, unsigned n);
+
+/* The body of a kernel-mode nanobenchmark program: kbench(op, scale) inside
+ * the region of interest, then one line "<name>: N iterations". */
+int kbench_main(const char *name, int op, int scale);
+
 int main(int scale);
 
 #endif

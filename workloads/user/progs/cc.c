@@ -15,7 +15,6 @@
 static unsigned char src[512];
 static unsigned obj[128];
 static unsigned uniq[TABSZ];
-static unsigned crctab[256];
 
 struct sym { unsigned hash, count; };
 
@@ -43,18 +42,10 @@ int main(int arg)
     int intok = 0, ntok = 0, nuniq = 0, p, q;
     struct sym *tab;
 
-    for (k = 0; k < 256; k++) {
-        unsigned v = k;
-        int b;
-        for (b = 0; b < 8; b++)
-            v = (v & 1) ? 0xEDB88320u ^ (v >> 1) : v >> 1;
-        crctab[k] = v;
-    }
     if (disk_read(SRC_LBA + i, src, 1) < 0)
         return 2;
     crc = 0xFFFFFFFFu;
-    for (k = 0; k < 512; k++)
-        crc = crctab[(crc ^ src[k]) & 0xFF] ^ (crc >> 8);
+    crc = crc32_update(crc, src, 512);
     crc ^= 0xFFFFFFFFu;
 
     tab = (struct sym *)mmap(0, 2 * PAGE);          /* the symbol table */

@@ -16,7 +16,6 @@
 
 static unsigned char src[512];
 static unsigned obj[128];
-static unsigned crctab[256];
 static unsigned seed;
 
 static unsigned rnd(void)
@@ -34,13 +33,6 @@ int main(int scale)
         scale = 1;
     if (scale > MAXFILES)
         scale = MAXFILES;
-    for (k = 0; k < 256; k++) {
-        unsigned v = k;
-        int b;
-        for (b = 0; b < 8; b++)
-            v = (v & 1) ? 0xEDB88320u ^ (v >> 1) : v >> 1;
-        crctab[k] = v;
-    }
     seed = 0xB111D000u;
     roi_begin();
     for (i = 0; i < scale; i++) {
@@ -83,8 +75,7 @@ int main(int scale)
         tokens += obj[2];
         symbols += obj[3];
         codesum += obj[127];
-        for (k = 0; k < 512; k++)
-            crc = crctab[(crc ^ b[k]) & 0xFF] ^ (crc >> 8);
+        crc = crc32_update(crc, b, 512);
     }
     roi_end();
     crc ^= 0xFFFFFFFFu;

@@ -21,7 +21,6 @@ static unsigned sortbuf[NSORT];
 static unsigned char crcbuf[NCRC];
 static unsigned char composite[SIEVE_MAX];
 static unsigned ma[NMAT][NMAT], mb[NMAT][NMAT];
-static unsigned crctab[256];
 
 static void sift(unsigned *a, int start, int end)
 {
@@ -71,8 +70,7 @@ static unsigned k_crc(void)
     unsigned c = 0xFFFFFFFFu;
     for (k = 0; k < NCRC; k++)
         crcbuf[k] = (unsigned char)(rnd() >> 24);
-    for (k = 0; k < NCRC; k++)
-        c = crctab[(c ^ crcbuf[k]) & 0xFF] ^ (c >> 8);
+    c = crc32_update(c, crcbuf, NCRC);
     return c ^ 0xFFFFFFFFu;
 }
 
@@ -115,17 +113,10 @@ static unsigned k_matmul(void)
 int main(int scale)
 {
     int i, bad = 0;
-    unsigned n, t_sort = 0, t_crc = 0, t_primes = 0, t_psum = 0, t_mat = 0;
+    unsigned t_sort = 0, t_crc = 0, t_primes = 0, t_psum = 0, t_mat = 0;
 
     if (scale <= 0)
         scale = 1;
-    for (n = 0; n < 256; n++) {
-        unsigned c = n;
-        int b;
-        for (b = 0; b < 8; b++)
-            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crctab[n] = c;
-    }
     roi_begin();
     for (i = 0; i < scale; i++) {
         unsigned psum;

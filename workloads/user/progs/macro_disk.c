@@ -11,7 +11,6 @@
 #define BLOCK (NSECT * 512u)
 
 static unsigned char wbuf[BLOCK], rbuf[BLOCK];
-static unsigned crctab[256];
 static unsigned seed;
 
 static unsigned rnd(void)
@@ -20,28 +19,13 @@ static unsigned rnd(void)
     return seed;
 }
 
-static unsigned crc_update(unsigned c, const unsigned char *p, unsigned n)
-{
-    unsigned k;
-    for (k = 0; k < n; k++)
-        c = crctab[(c ^ p[k]) & 0xFF] ^ (c >> 8);
-    return c;
-}
-
 int main(int scale)
 {
     int i, bad = 0, errs = 0;
-    unsigned n, k, crc, nblocks;
+    unsigned k, crc, nblocks;
 
     if (scale <= 0)
         scale = 1;
-    for (n = 0; n < 256; n++) {
-        unsigned c = n;
-        int b;
-        for (b = 0; b < 8; b++)
-            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crctab[n] = c;
-    }
     nblocks = (unsigned)scale < AREA ? (unsigned)scale : AREA;
     seed = 0xD15C0000u;
     roi_begin();
@@ -68,7 +52,7 @@ int main(int scale)
     for (k = 0; k < nblocks; k++) {
         if (disk_read(BASE_LBA + k * NSECT, rbuf, NSECT) < 0)
             errs++;
-        crc = crc_update(crc, rbuf, BLOCK);
+        crc = crc32_update(crc, rbuf, BLOCK);
     }
     roi_end();
     crc ^= 0xFFFFFFFFu;

@@ -5,17 +5,5 @@
 
 int main(int scale)
 {
-    int r;
-
-    if (scale <= 0)
-        scale = 1;
-    roi_begin();
-    r = kbench(KB_CLI, scale);
-    roi_end();
-    if (r < 0) {
-        printf("cli: kbench failed (%d)\n", r);
-        return 1;
-    }
-    printf("cli: %d iterations\n", scale);
-    return 0;
+    return kbench_main("cli", KB_CLI, scale);
 }

@@ -5,17 +5,5 @@
 
 int main(int scale)
 {
-    int r;
-
-    if (scale <= 0)
-        scale = 1;
-    roi_begin();
-    r = kbench(KB_CRWR, scale);
-    roi_end();
-    if (r < 0) {
-        printf("crwr: kbench failed (%d)\n", r);
-        return 1;
-    }
-    printf("crwr: %d iterations\n", scale);
-    return 0;
+    return kbench_main("crwr", KB_CRWR, scale);
 }

@@ -5,17 +5,5 @@
 
 int main(int scale)
 {
-    int r;
-
-    if (scale <= 0)
-        scale = 1;
-    roi_begin();
-    r = kbench(KB_IN, scale);
-    roi_end();
-    if (r < 0) {
-        printf("in: kbench failed (%d)\n", r);
-        return 1;
-    }
-    printf("in: %d iterations\n", scale);
-    return 0;
+    return kbench_main("in", KB_IN, scale);
 }

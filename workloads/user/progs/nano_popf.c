@@ -5,17 +5,5 @@
 
 int main(int scale)
 {
-    int r;
-
-    if (scale <= 0)
-        scale = 1;
-    roi_begin();
-    r = kbench(KB_POPF, scale);
-    roi_end();
-    if (r < 0) {
-        printf("popf: kbench failed (%d)\n", r);
-        return 1;
-    }
-    printf("popf: %d iterations\n", scale);
-    return 0;
+    return kbench_main("popf", KB_POPF, scale);
 }

@@ -5,17 +5,5 @@
 
 int main(int scale)
 {
-    int r;
-
-    if (scale <= 0)
-        scale = 1;
-    roi_begin();
-    r = kbench(KB_PTEMOD, scale);
-    roi_end();
-    if (r < 0) {
-        printf("ptemod: kbench failed (%d)\n", r);
-        return 1;
-    }
-    printf("ptemod: %d iterations\n", scale);
-    return 0;
+    return kbench_main("ptemod", KB_PTEMOD, scale);
 }
