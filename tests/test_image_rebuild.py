@@ -1,0 +1,46 @@
+"""The committed guest image is what its sources build.
+
+Where gcc, ld and make are present, rebuild the image from a copy of
+workloads/ and check that it is byte-for-byte the committed one (the build is
+deterministic) and that it gives the same outputs.
+"""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import virtlab
+from workloads.catalog import image_path
+
+TOOLS = ("gcc", "ld", "objcopy", "make")
+SAMPLE = {"nano.syscall": 50, "micro.fork": 10, "macro.compute": 2, "fidelity.popf": 20}
+
+
+@pytest.fixture(scope="module")
+def rebuilt(tmp_path_factory):
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"no guest toolchain here ({', '.join(missing)} missing)")
+    src = Path(image_path()).parent.parent
+    dst = tmp_path_factory.mktemp("rebuild") / "workloads"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("build", "images", "__pycache__"))
+    (dst / "images").mkdir()
+    proc = subprocess.run(["make", "-C", str(dst)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dst / "images" / "native.img"
+
+
+def test_rebuilt_image_is_identical(rebuilt):
+    assert rebuilt.read_bytes() == Path(image_path()).read_bytes(), \
+        "workloads/images/native.img is stale: run 'make -C workloads' and commit it"
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE))
+def test_rebuilt_image_gives_the_same_outputs(rebuilt, name):
+    committed = virtlab.run(name, "native", scale=SAMPLE[name])
+    fresh = virtlab.run(name, "native", scale=SAMPLE[name], image=str(rebuilt))
+    assert committed.ok and fresh.ok, (committed.reason, fresh.reason)
+    assert fresh.console == committed.console
+    assert fresh.exit_status == committed.exit_status
+    assert fresh.counters == committed.counters
