@@ -66,7 +66,7 @@ def trap_pf_fill():
 def _trace_guest():
     # Touch the page once (its page table becomes shadowed and traced), then
     # rewrite its PTE in a loop: every store is a traced write.
-    body = (f"mov eax, [0x400000]\n"
+    body = ("mov eax, [0x400000]\n"
             + _loop(f"mov dword ptr [{PTE:#x}], 0x400007"))
     return A.AsmGuest(paging=True, body=body)
 

@@ -17,6 +17,8 @@ instruction, installed when its block is translated, without changing guest
 memory.  The VT-x CR0/CR4 read shadows (the guest reads its own CR0 without an
 exit) are modelled the same way, but counted as `hw.read_shadow`, not as exits.
 """
+import ctypes
+
 from unicorn import UC_HOOK_INSN
 from unicorn import x86_const as X
 
@@ -26,10 +28,8 @@ from virtlab.delivery import Event, RealCpuView
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.machine import GuestStop
 
-from .emulate import NotPrivileged, Unsupported, control_register
+from .emulate import NotPrivileged, Unsupported
 from .vmm import Vmm
-
-import ctypes
 
 _CPUID_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 REAL_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG

@@ -16,16 +16,14 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL,
-                     UC_HOOK_INTR, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
-                     UC_ERR_OK, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH)
+from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR, UC_HOOK_INSN,
+                     UC_HOOK_INSN_INVALID, UC_ERR_OK, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH)
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h
 
 from . import x86
 from .counters import Counters
 from .decode import Decoder, describe
-from .delivery import linear_view
 from .devices.bus import PortBus
 from .devices.clock import VirtualClock
 from .devices.ide import IdeDisk

@@ -23,7 +23,7 @@ QEMU's cpu_compute_eflags / cpu_load_eflags on the saved copy.
 """
 import ctypes
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR
 from unicorn import x86_const as X
@@ -484,7 +484,7 @@ def _calibrate_flags(uc):
     c = _snapshot(uc)
     cc_src = _unique(_diff_u32(a, b, lambda x, y: x == _ARITH and y == x86.CF), "cc_src")
     # The system bits (IF here; bit 1 always reads as 1) identify `eflags`.
-    field = _unique(_diff_u32(a, b, lambda x, y: x < 0x10000 and y < 0x10000
+    sysflags = _unique(_diff_u32(a, b, lambda x, y: x < 0x10000 and y < 0x10000
                               and x & (x86.IF | 2) == x86.IF | 2 and y & (x86.IF | 2) == 2),
                     "eflags")
     df = _unique(_diff_u32(a, b, lambda x, y: x == 1 and y == 0xFFFFFFFF), "df")
@@ -492,7 +492,7 @@ def _calibrate_flags(uc):
            if _U32.unpack_from(c, o)[0] != _U32.unpack_from(a, o)[0]
            and _U32.unpack_from(c, o)[0] < 64 and cc_src < o < df]
     cc_op = _unique(ops, "cc_op")
-    return FlagOffsets(field, cc_src, cc_op, _U32.unpack_from(a, cc_op)[0], df)
+    return FlagOffsets(sysflags, cc_src, cc_op, _U32.unpack_from(a, cc_op)[0], df)
 
 
 def verify(uc, lay):

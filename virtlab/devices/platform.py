@@ -4,7 +4,7 @@ Like gem5's magic instructions they are instrumentation, not hardware: a write e
 the run, opens or closes the region of interest, or marks one iteration.  They are
 never counted as events and never charged.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 EXIT, ROI_BEGIN, ROI_END, ITERATION = 0x500, 0x501, 0x502, 0x503
 PORTS = range(0x500, 0x510)
