@@ -146,9 +146,15 @@ class Machine:
         uclib.uc_ctl(self.uc._uch, _TLB_FLUSH)
 
     def pending_irq(self):
-        """The vector of an external interrupt the PIC would present now."""
-        self.pit.poll()
-        return self.pic.pending_vector()
+        """The vector of an external interrupt the PIC would present now.
+        (Asked on every guest-visible event, so the common case -- no timer
+        deadline passed, no request raised -- is decided without calls.)"""
+        pit, pic = self.pit, self.pic
+        if pit.armed and self.clock.now_ns >= pit.next_ns:
+            pit.poll()
+        if not (pic.master.irr or pic.slave.irr):
+            return None
+        return pic.pending_vector()
 
     # -- hooks -------------------------------------------------------------
     def add_hook(self, htype, cfunc, *extra, begin=1, end=0):
