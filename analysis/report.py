@@ -27,8 +27,7 @@ def _profile_section(profile):
 
 
 def _why(cost):
-    return (f"source: {cost.source}" if cost.source else f"assumption: {cost.assumption}"
-            ).replace("|", "/").replace("\n", " ")
+    return cost.basis.replace("|", "/").replace("\n", " ")
 
 
 def write(results, profile, out, sweep=DEFAULT_SWEEP):

@@ -33,6 +33,18 @@ def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
+def check_target(results, profile, event, backend):
+    """Refuse an event the model does not charge, or a back end the results do
+    not contain: a sweep of either would be silently flat."""
+    from .profile import is_costable
+    if not is_costable(event):
+        raise ValueError(f"'{event}' is not a charged event (see docs/counters.md)")
+    present = {r.backend for r in results}
+    if backend is not None and backend not in present:
+        raise ValueError(f"back end '{backend}' is not in these results "
+                         f"({', '.join(sorted(present))})")
+
+
 def sweep(results, profile, event, costs, backend=None, workloads=None):
     """DataFrame (cost, backend, overhead): geometric-mean modeled overhead of
     each back end at each cost of `event`."""
@@ -82,6 +94,7 @@ def parse_range(text):
         steps = int(parts[2]) if len(parts) > 2 else 21
     except (ValueError, IndexError):
         raise ValueError(f"range must be LO:HI[:STEPS], got '{text}'") from None
-    if len(parts) > 3 or steps < 2 or lo < 0 or hi <= lo:
+    if len(parts) > 3 or steps < 2 or not (math.isfinite(lo) and math.isfinite(hi)) \
+            or lo < 0 or hi <= lo:
         raise ValueError(f"range must be LO:HI[:STEPS] with 0 <= LO < HI and STEPS >= 2, got '{text}'")
     return list(np.linspace(lo, hi, steps))

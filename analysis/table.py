@@ -67,7 +67,8 @@ def render(df, fmt):
     if fmt == "csv":
         return df.to_csv(index=False)
     if fmt == "json":
-        return json.dumps(json.loads(df.to_json(orient="records")), indent=2) + "\n"
+        records = df.astype(object).where(pd.notna(df), None).to_dict(orient="records")
+        return json.dumps(records, indent=2) + "\n"        # full precision, null for none
     if fmt == "latex":
         return df.to_latex(index=False, float_format="%.3f", na_rep="--")
     return df.to_markdown(index=False, floatfmt=".3f") + "\n"

@@ -123,6 +123,8 @@ def cmd_run(args, out):
     if not args.workload and not args.image:
         raise UsageError("run needs a WORKLOAD or --image FILE")
     from analysis.profile import DEFAULT
+    from .bench import load_profile
+    load_profile(args.profile or DEFAULT)            # refuse a bad profile before running
     result = run(args.workload, args.backend, scale=args.scale, image=args.image,
                  timeout=args.timeout, max_exits=args.max_exits,
                  profile=args.profile or DEFAULT)
@@ -200,9 +202,12 @@ def _emit(text, path, out):
 def _saved(path):
     from .result import SavedResultsError, load_results
     try:
-        return load_results(path)[0]
+        results = load_results(path)[0]
     except SavedResultsError as exc:
         raise UsageError(str(exc)) from None
+    if not any(r.backend == "native" for r in results):
+        raise UsageError(f"'{path}' has no native runs to compare with")
+    return results
 
 
 def cmd_report(args, out):
@@ -212,9 +217,21 @@ def cmd_report(args, out):
     results = _saved(args.saved)
     _check_writable(args.out)
     event, backend, rng = _parse_sweep(args.sweep)
+    from analysis import sensitivity
+    try:
+        sensitivity.check_target(results, prof, event, backend)
+    except ValueError as exc:
+        backend = None                     # a sweep over whatever back ends were saved
+        if not sensitivity_ok(event):
+            raise UsageError(f"--sweep: {exc}") from None
     report.write(results, prof, args.out, (event, backend, rng))
     out.write(f"wrote {args.out}\n")
     return 0
+
+
+def sensitivity_ok(event):
+    from analysis.profile import is_costable
+    return is_costable(event)
 
 
 def _parse_sweep(text):
@@ -236,6 +253,10 @@ def cmd_sensitivity(args, out):
     results = _saved(args.saved)
     try:
         costs = sensitivity.parse_range(args.range)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        sensitivity.check_target(results, prof, args.event, args.backend)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     df = sensitivity.sweep(results, prof, args.event, costs, args.backend)

@@ -71,7 +71,36 @@ def load_results(path):
         raise SavedResultsError(f"'{path}' is not a saved bench (invalid JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != SAVED_FORMAT:
         raise SavedResultsError(f"'{path}' is not a saved bench (format {SAVED_FORMAT} expected)")
-    try:
-        return [RunResult.from_dict(d) for d in doc["results"]], doc.get("meta", {})
-    except (KeyError, TypeError) as exc:
-        raise SavedResultsError(f"'{path}': malformed result record ({exc})") from None
+    records = doc.get("results")
+    if not isinstance(records, list) or not records:
+        raise SavedResultsError(f"'{path}': no results")
+    results = []
+    for i, d in enumerate(records):
+        problem = _record_problem(d)
+        if problem:
+            raise SavedResultsError(f"'{path}': result {i}: {problem}")
+        results.append(RunResult.from_dict(d))
+    return results, doc.get("meta", {})
+
+
+_TYPES = {"workload": str, "backend": str, "ok": bool, "iterations": int,
+          "host_seconds": (int, float), "counters": dict, "roi_counters": dict}
+_OPTIONAL = {"instructions": int, "roi_instructions": int, "roi_host_seconds": (int, float),
+             "scale": int, "exit_status": int}
+
+
+def _record_problem(d):
+    """Why a saved record cannot be analysed, or None."""
+    if not isinstance(d, dict):
+        return "not an object"
+    for key, kind in _TYPES.items():
+        if not isinstance(d.get(key), kind) or (kind is int and isinstance(d.get(key), bool)):
+            return f"'{key}' missing or not {getattr(kind, '__name__', 'a number')}"
+    for key, kind in _OPTIONAL.items():
+        if d.get(key) is not None and (not isinstance(d[key], kind) or isinstance(d[key], bool)):
+            return f"'{key}' has the wrong type"
+    for key in ("counters", "roi_counters"):
+        for name, n in d[key].items():
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                return f"{key}['{name}'] is not a count"
+    return None
