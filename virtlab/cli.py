@@ -47,6 +47,18 @@ def _parser():
     b.add_argument("--save", help="save the raw results to FILE (JSON) for 'virtlab report'")
     _budget_args(b)
 
+    t = sub.add_parser("trace", help="every exit of a run: address, instruction, cause, what was done")
+    t.add_argument("workload", nargs="?")
+    t.add_argument("--backend", default="trap")
+    t.add_argument("--image", help="a raw flat binary to boot instead of a workload")
+    t.add_argument("--scale", type=_positive, default=3)
+    t.add_argument("--limit", type=_positive, default=60, help="exits to show (the run stops there)")
+    t.add_argument("--skip", type=int, default=0, help="exits to pass over first")
+    t.add_argument("--all", action="store_true",
+                   help="trace from boot (default for a workload: its region of interest only)")
+    t.add_argument("--format", choices=("text", "json"), default="text")
+    _budget_args(t)
+
     rep = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
     rep.add_argument("saved", help="a file written by 'virtlab bench --save'")
     rep.add_argument("--profile", default=None)
@@ -180,6 +192,42 @@ def cmd_bench(args, out):
     return 0
 
 
+def cmd_trace(args, out):
+    from dataclasses import asdict
+    from .harness import resolve, run_guest
+    from .trace import Tracer
+    if not args.workload and not args.image:
+        raise UsageError("trace needs a WORKLOAD or --image FILE")
+    if args.skip < 0:
+        raise UsageError("--skip must not be negative")
+    if args.backend not in backends.names():
+        raise UsageError(f"unknown back end '{args.backend}' (installed: {', '.join(backends.names())})")
+    tracers = []
+    guest = resolve(args.workload, args.image, args.scale, backends.load(args.backend).image)
+    result = run_guest(guest, args.backend, timeout=args.timeout, max_exits=args.max_exits,
+                       on_machine=lambda m: tracers.append(
+                           Tracer(m, args.limit, args.skip, roi_only=bool(args.workload) and not args.all)))
+    events = tracers[0].events
+    if args.format == "json":
+        json.dump({"workload": result.workload, "backend": result.backend,
+                   "events": [asdict(e) for e in events], "ok": result.ok,
+                   "reason": result.reason}, out, indent=1)
+        out.write("\n")
+        return 0
+    where = "from boot" if args.all or not args.workload else "in the region of interest"
+    if not events:
+        out.write(f"{result.workload} under {result.backend}: no exits {where}"
+                  + (f" after the first {args.skip}" if args.skip else "") + "\n")
+        return 0
+    out.write(f"{result.workload} under {result.backend}: exits {events[0].n}..{events[-1].n} {where}\n")
+    out.write(f"{'#':>6}  {'guest EIP':<10}  {'instruction':<34} {'cause':<14} what was done\n")
+    for e in events:
+        out.write(e.text() + "\n")
+    if result.reason:
+        out.write(f"({result.reason})\n")
+    return 0
+
+
 def _check_writable(path):
     if path is None:
         return
@@ -278,7 +326,7 @@ def main(argv=None, out=None):
     out = out or sys.stdout
     try:
         args = _parser().parse_args(argv)
-        commands = {"list": cmd_list, "run": cmd_run, "bench": cmd_bench,
+        commands = {"list": cmd_list, "run": cmd_run, "bench": cmd_bench, "trace": cmd_trace,
                     "report": cmd_report, "sensitivity": cmd_sensitivity}
         return commands[args.command](args, out)
     except UsageError as exc:

@@ -60,8 +60,10 @@ def _scale(scale, default):
     return scale
 
 
-def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=32):
-    """Run one guest under one back end on a fresh machine."""
+def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=32,
+              on_machine=None):
+    """Run one guest under one back end on a fresh machine (`on_machine`, if
+    given, sees the machine before it runs: how `virtlab trace` attaches)."""
     try:
         be = backends.create(backend_name)
     except backends.UnknownBackend as exc:
@@ -72,6 +74,8 @@ def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=3
         machine.boot(BootSpec(image, guest.workload, guest.scale, bytearray(DISK_BYTES)))
     except ValueError as exc:
         raise UsageError(f"{guest.image_path}: {exc}") from None
+    if on_machine is not None:
+        on_machine(machine)
     t0 = time.perf_counter()
     outcome = machine.run()
     seconds = time.perf_counter() - t0

@@ -44,6 +44,7 @@ class Intercepts:
         self._cs_reg = ctypes.c_uint64()
         self._installed = False
         self._retry = {}                     # on_hit -> on_retry
+        self.observer = None                 # trace.Tracer, when a run is traced
         self.last = None                    # address of the last hooked instruction
 
     def watch(self, select, on_hit, on_retry=None):
@@ -99,7 +100,11 @@ class Intercepts:
         self.last = address
         try:
             for on_hit, kind in self.hits.get(address, ()):
-                if on_hit(address, kind):
+                if self.observer is not None:
+                    redirected = self.observer(address, kind, lambda: on_hit(address, kind))
+                else:
+                    redirected = on_hit(address, kind)
+                if redirected:
                     return                   # the client redirected execution
         except BaseException as exc:
             self.machine.abort(exc)

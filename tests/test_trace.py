@@ -1,0 +1,44 @@
+"""`virtlab trace`: the teaching view of exits."""
+import io
+import json
+
+from virtlab.cli import main
+
+
+def trace(*argv):
+    out = io.StringIO()
+    rc = main(["trace", *argv], out=out)
+    return rc, out.getvalue()
+
+
+def test_trap_cli_loop_shows_each_emulated_cli_and_sti():
+    rc, text = trace("nano.cli", "--backend", "trap", "--scale", "20", "--format", "json",
+                     "--limit", "12")
+    assert rc == 0
+    events = json.loads(text)["events"]
+    assert len(events) == 12
+    emulated = [e for e in events if e["cause"] == "#GP"]
+    # inside the loop every cli and sti traps and is emulated, alternately
+    assert [e["instruction"] for e in emulated][:4] == ["cli", "sti", "cli", "sti"]
+    assert all(list(e["effects"]) == ["exit.priv", "exit.priv." + e["instruction"]]
+               for e in emulated)
+
+
+def test_hw_never_exits_on_cli():
+    rc, text = trace("nano.cli", "--backend", "hw", "--format", "json", "--limit", "500")
+    assert rc == 0
+    assert not [e for e in json.loads(text)["events"] if e["instruction"] in ("cli", "sti")]
+
+
+def test_a_system_call_is_shown_at_its_int_instruction():
+    rc, text = trace("nano.syscall", "--backend", "trap", "--format", "json", "--limit", "1")
+    first = json.loads(text)["events"][0]
+    assert first["cause"] == "int 0x80" and first["instruction"] == "int 0x80"
+    assert first["effects"] == {"reflect.syscall": 1}
+
+
+def test_text_output_and_errors():
+    rc, text = trace("nano.ptemod", "--backend", "hw", "--limit", "5")
+    assert rc == 0 and "in the region of interest" in text and "shadow.fill" in text
+    assert trace("nano.ptemod", "--backend", "nope")[0] == 2
+    assert trace("--backend", "trap")[0] == 2

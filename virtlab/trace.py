@@ -1,0 +1,110 @@
+"""`virtlab trace`: every exit of a run, as a teacher would narrate it.
+
+For each time the VMM (or, under `native`, the platform) gets control: the
+guest address, the instruction there, the cause (an exception vector, a port, a
+halt, an intercepted instruction) and what was done about it, read off the
+counters the exit changed ("exit.priv.cli" = emulated, "reflect.syscall" =
+reflected into the guest kernel, "shadow.fill" = a hidden page fault, ...).
+
+Tracing wraps the back end's exit handlers on one machine only, so the hot
+paths of ordinary runs carry no trace code.
+"""
+from dataclasses import dataclass
+
+from . import x86
+from .delivery import int_length
+from .machine import Outcome
+
+TOTALS = ("exit.total", "reflect.total", "native.exception")
+
+
+@dataclass
+class TraceEvent:
+    n: int
+    eip: int
+    instruction: str
+    cause: str
+    effects: dict
+
+    def text(self):
+        done = " ".join(f"{k}" + (f"x{v}" if v != 1 else "") for k, v in self.effects.items())
+        return f"{self.n:>6}  {self.eip:#010x}  {self.instruction:<34.34} {self.cause:<14} {done}"
+
+
+class Tracer:
+    def __init__(self, machine, limit=50, skip=0, roi_only=False):
+        self.machine = machine
+        self.limit, self.skip = limit, skip
+        self.roi_only = roi_only
+        self.events = []
+        self.seen = 0
+        be = machine.backend
+        for name in ("exception", "port_in", "port_out", "invalid_opcode", "halted"):
+            setattr(be, name, self._wrap(name, getattr(be, name)))
+        machine.intercepts.observer = self._intercepted
+
+    def _wrap(self, name, handler):
+        def traced(*args):
+            cause = _cause(name, args, self.machine.state)
+            before = self._begin(name != "exception" and name != "invalid_opcode",
+                                 name == "exception" and self.machine.state.is_software_int)
+            result = handler(*args)
+            self._end(before, cause)
+            return result
+        return traced
+
+    def _intercepted(self, address, kind, call):
+        before = self._begin(True)
+        redirected = call()
+        self._end(before, f"intercept {kind}")
+        return redirected
+
+    def _begin(self, save, software_int=False):
+        st = self.machine.state
+        if save:
+            st.save()
+        linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        if software_int:              # EIP is past the `int`: show the `int` itself
+            linear -= int_length(self.machine.backend.guest_view(), st) or 0
+        return linear, dict(self.machine.counters)
+
+    def _end(self, before, cause):
+        linear, counters = before
+        m = self.machine
+        effects = {k: v - counters.get(k, 0) for k, v in m.counters.items()
+                   if v != counters.get(k, 0) and k not in TOTALS}
+        if not effects:
+            return                     # e.g. an intercept that found nothing to do
+        if self.roi_only and not (m.roi.begun and not m.roi.ended):
+            return
+        self.seen += 1
+        if self.seen <= self.skip:
+            return
+        d = m.decoder.at(m.backend.guest_view(), linear) if _mapped(m, linear) else None
+        self.events.append(TraceEvent(self.seen, linear, d.text() if d else "?", cause, effects))
+        if len(self.events) >= self.limit:
+            m.outcome = m.outcome or Outcome(True, None, f"trace stopped after {self.limit} exits")
+            m.uc.emu_stop()
+
+
+def _mapped(m, linear):
+    try:
+        m.backend.guest_view().phys(linear)
+        return True
+    except Exception:
+        return False
+
+
+def _cause(name, args, state):
+    if name == "exception":
+        vector = args[0]
+        if state.is_software_int:
+            return f"int {vector:#x}"
+        return x86.VECTOR_NAMES.get(vector, f"vector {vector}")
+    if name == "port_in":
+        return f"in {args[0]:#x}"
+    if name == "port_out":
+        return f"out {args[0]:#x}"
+    if name == "invalid_opcode":
+        return "#UD"
+    return "hlt"
