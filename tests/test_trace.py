@@ -42,3 +42,30 @@ def test_text_output_and_errors():
     assert rc == 0 and "in the region of interest" in text and "shadow.fill" in text
     assert trace("nano.ptemod", "--backend", "nope")[0] == 2
     assert trace("--backend", "trap")[0] == 2
+
+
+def audit(*argv):
+    out = io.StringIO()
+    rc = main(["audit", *argv], out=out)
+    return rc, out.getvalue()
+
+
+def test_audit_counts_the_fidelity_probe_exactly():
+    """fidelity.pushf at scale N probes N times in the kernel (cli; pushf; ...),
+    so kernel pushf executions grow by exactly one per extra probe."""
+    def kernel_pushf(scale):
+        rc, text = audit("fidelity.pushf", "--scale", str(scale), "--format", "json")
+        assert rc == 0
+        rows = json.loads(text)["instructions"]
+        return {(r["class"], r["instruction"], r["ring"]): r["executions"] for r in rows}
+    a, b = kernel_pushf(10), kernel_pushf(20)
+    key = ("sensitive, unprivileged", "pushf", "kernel")
+    assert b[key] - a[key] == 10
+    assert ("privileged", "cli", "kernel") in a
+
+
+def test_audit_text_and_errors():
+    rc, text = audit("nano.cli", "--scale", "5")
+    assert rc == 0 and "privileged" in text and "cli" in text and "Popek-Goldberg" in text
+    assert audit()[0] == 2
+    assert audit("no.such")[0] == 2

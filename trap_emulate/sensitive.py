@@ -10,25 +10,7 @@ such instruction in guest code gets a translation-time hook that counts its
 executions (at any ring: a user-mode `sidt` is the classic "red pill"), and the
 run reports them by mnemonic.
 """
-from capstone import x86_const as C
-
-
-ALWAYS = {"popf", "popfd", "pushf", "pushfd", "sgdt", "sidt", "sldt", "smsw", "str",
-          "lar", "lsl", "verr", "verw"}
-SEGMENT_REGS = {C.X86_REG_CS, C.X86_REG_SS, C.X86_REG_DS, C.X86_REG_ES,
-                C.X86_REG_FS, C.X86_REG_GS}
-
-
-def sensitive_kind(insn):
-    """The name a sensitive, unprivileged instruction is reported under."""
-    m = insn.mnemonic
-    if m in ALWAYS:
-        return m.rstrip("d") if m in ("popfd", "pushfd") else m
-    if m == "push" and insn.op_str in ("cs", "ss"):
-        return "push " + insn.op_str
-    if m == "mov" and insn.op_str.split(",")[-1].strip() in ("cs", "ss", "ds", "es", "fs", "gs"):
-        return "mov from segment register"
-    return None
+from virtlab.popek_goldberg import sensitive_kind
 
 
 class SensitiveAudit:

@@ -59,6 +59,13 @@ def _parser():
     t.add_argument("--format", choices=("text", "json"), default="text")
     _budget_args(t)
 
+    a = sub.add_parser("audit", help="privileged and sensitive instructions a guest executes")
+    a.add_argument("workload", nargs="?")
+    a.add_argument("--image", help="a raw flat binary to boot instead of a workload")
+    a.add_argument("--scale", type=_positive)
+    a.add_argument("--format", choices=("text", "json"), default="text")
+    _budget_args(a)
+
     rep = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
     rep.add_argument("saved", help="a file written by 'virtlab bench --save'")
     rep.add_argument("--profile", default=None)
@@ -228,6 +235,35 @@ def cmd_trace(args, out):
     return 0
 
 
+def cmd_audit(args, out):
+    from .audit import Audit
+    from .harness import resolve, run_guest
+    if not args.workload and not args.image:
+        raise UsageError("audit needs a WORKLOAD or --image FILE")
+    audits = []
+    guest = resolve(args.workload, args.image, args.scale)
+    result = run_guest(guest, "native", timeout=args.timeout, max_exits=args.max_exits,
+                       on_machine=lambda m: audits.append(Audit(m)))
+    rows = audits[0].rows()
+    if args.format == "json":
+        json.dump({"workload": result.workload, "ok": result.ok, "reason": result.reason,
+                   "instructions": rows}, out, indent=1)
+        out.write("\n")
+        return 0 if result.ok else 1
+    out.write(f"{result.workload}: privileged and sensitive instructions executed (native)\n")
+    out.write(f"{'class':<26} {'instruction':<28} {'ring':<7} {'executions':>10}\n")
+    for r in rows:
+        out.write(f"{r['class']:<26} {r['instruction']:<28} {r['ring']:<7} {r['executions']:>10}\n")
+    bad = sum(r["executions"] for r in rows if r["class"].startswith("sensitive"))
+    out.write(f"\n{bad} executions of sensitive, unprivileged instructions: "
+              + ("under classic trap-and-emulate these run without trapping and see the real CPU "
+                 "(Popek-Goldberg's condition fails)\n" if bad else
+                 "this guest run is classically virtualizable\n"))
+    if not result.ok:
+        out.write(f"(run failed: {result.reason})\n")
+    return 0 if result.ok else 1
+
+
 def _check_writable(path):
     if path is None:
         return
@@ -327,6 +363,7 @@ def main(argv=None, out=None):
     try:
         args = _parser().parse_args(argv)
         commands = {"list": cmd_list, "run": cmd_run, "bench": cmd_bench, "trace": cmd_trace,
+                    "audit": cmd_audit,
                     "report": cmd_report, "sensitivity": cmd_sensitivity}
         return commands[args.command](args, out)
     except UsageError as exc:
