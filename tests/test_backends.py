@@ -476,33 +476,9 @@ def test_exit_accounting_identity(name, backend):
 # process is runnable), and raises no #UD, so two small bring-your-own guests cover
 # those exit paths.  Timer set-up as in tests/test_machine.py: PIC at 0x20 with only
 # IRQ 0 unmasked, PIT mode 2 with a 1 ms period; 5 halts, each woken by one tick.
-_TIMER_SETUP = """
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0xfe
-    out 0x21, al
-    mov al, 0x34
-    out 0x43, al
-    mov al, 0xa9
-    out 0x40, al
-    mov al, 0x04
-    out 0x40, al
-"""
+_TIMER_SETUP = A.timer_setup()
 _LOG = 0x50000
-_TIMER_HANDLER = f"""
-    push eax
-    inc dword ptr [{_LOG:#x}]
-    mov al, 0x20
-    out 0x20, al
-    pop eax
-    iretd
-"""
+_TIMER_HANDLER = A.timer_handler(_LOG)
 HALTS = 5
 
 

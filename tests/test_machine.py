@@ -225,33 +225,9 @@ def test_halt_with_nothing_armed_fails():
     assert "nothing armed" in out.reason
 
 
-TIMER_SETUP = """
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0xfe
-    out 0x21, al
-    mov al, 0x34
-    out 0x43, al
-    mov al, 0xa9
-    out 0x40, al
-    mov al, 0x04
-    out 0x40, al
-"""                     # PIC at 0x20, only IRQ 0 unmasked; PIT mode 2, reload 1193 (1 ms)
+TIMER_SETUP = A.timer_setup()
 
-TIMER_HANDLER = f"""
-    push eax
-    inc dword ptr [{LOG:#x}]
-    mov al, 0x20
-    out 0x20, al
-    pop eax
-    iretd
-"""
+TIMER_HANDLER = A.timer_handler(LOG)
 
 
 def test_timer_interrupts_wake_a_halted_cpu():

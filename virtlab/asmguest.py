@@ -156,3 +156,38 @@ def exit_with(status):
 
 def putc(ch):
     return f"mov dx, 0x3f8\nmov al, {ord(ch)}\nout dx, al\n"
+
+
+def timer_setup(reload=1193):
+    """Program the 8259 pair (IRQs at vectors 0x20-0x2F, only IRQ 0 unmasked)
+    and the 8254's channel 0 in mode 2 with `reload` (1193: a 1 ms period)."""
+    return f"""
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x01
+    out 0x21, al
+    mov al, 0xfe
+    out 0x21, al
+    mov al, 0x34
+    out 0x43, al
+    mov al, {reload & 0xFF:#x}
+    out 0x40, al
+    mov al, {reload >> 8:#x}
+    out 0x40, al
+"""
+
+
+def timer_handler(counter):
+    """An IRQ 0 handler that counts ticks at `counter` and acknowledges the PIC."""
+    return f"""
+    push eax
+    inc dword ptr [{counter:#x}]
+    mov al, 0x20
+    out 0x20, al
+    pop eax
+    iretd
+"""
