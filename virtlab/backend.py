@@ -6,6 +6,7 @@ are found through the `virtlab.backends` entry-point group, `native` included, s
 that nothing in the core names a back end and a third party can add one by
 installing a package.
 """
+from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
 
 GROUP = "virtlab.backends"
@@ -15,7 +16,7 @@ class UnknownBackend(KeyError):
     pass
 
 
-class Backend:
+class Backend(ABC):
     """Base class.  The machine calls these with the CPU saved in machine.state
     (for exception, invalid_opcode and halted); the machine restores it after."""
     name = "?"
@@ -30,20 +31,25 @@ class Backend:
     def boot(self):
         """The boot-protocol registers are set; adjust the real CPU (ring, mode)."""
 
+    @abstractmethod
     def exception(self, vector):
-        raise NotImplementedError
+        """An exception or `int n` stopped the CPU (vector only, as Unicorn gives it)."""
 
     def invalid_opcode(self):
+        """#UD; return True if handled (the default: the run fails)."""
         return False
 
+    @abstractmethod
     def port_in(self, port, size):
-        raise NotImplementedError
+        """An `in` from a device port: return the value."""
 
+    @abstractmethod
     def port_out(self, port, size, value):
-        raise NotImplementedError
+        """An `out` to a device port."""
 
+    @abstractmethod
     def halted(self):
-        raise NotImplementedError
+        """`hlt` at real ring 0 stopped the CPU (EIP is past it)."""
 
     def io_permitted(self, port, size):
         """The I/O permission check (SDM vol. 1, 18.5): allowed when CPL <=
