@@ -16,6 +16,11 @@ COLORS = {"native": "#4c4c4c", "trap": "#d95f02", "hw": "#1b9e77", "hw-npt": "#7
           "bt": "#e7298a", "pv": "#66a61e"}
 
 
+def _legend(ax, **kw):
+    if ax.get_legend_handles_labels()[0]:      # nothing drawn: no empty legend
+        ax.legend(**kw)
+
+
 def _color(backend, i):
     return COLORS.get(backend, plt.cm.tab10(i % 10))
 
@@ -31,7 +36,7 @@ def _grouped(ax, groups, series, values, ylabel, log=False):
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
 
 
 def overhead(ax, df):
@@ -74,7 +79,7 @@ def breakdown(axes, bd):
         ax.set_title(f"{backend}: overhead cycles per iteration by event kind")
         ax.tick_params(axis="x", rotation=45, labelsize=7)
         ax.set_yscale("symlog")
-        ax.legend(fontsize=6, ncol=2)
+        _legend(ax, fontsize=6, ncol=2)
 
 
 def sensitivity(ax, sweep, crossovers, event):
@@ -87,7 +92,7 @@ def sensitivity(ax, sweep, crossovers, event):
     ax.set_xlabel(f"cost of {event} (cycles)")
     ax.set_ylabel("geometric-mean modeled overhead")
     ax.set_title(f"Sensitivity to {event}")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
 
 
 def save(fig, path):
