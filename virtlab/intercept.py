@@ -101,7 +101,8 @@ class Intercepts:
         try:
             for on_hit, kind in self.hits.get(address, ()):
                 if self.observer is not None:
-                    redirected = self.observer(address, kind, lambda: on_hit(address, kind))
+                    redirected = self.observer(address, kind,
+                                               lambda h=on_hit, k=kind: h(address, k))
                 else:
                     redirected = on_hit(address, kind)
                 if redirected:
