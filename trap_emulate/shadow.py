@@ -96,6 +96,13 @@ class ShadowMmu:
             self._write_protect(key)
         return sh
 
+    def reset(self):
+        """Drop every shadow (rebuilt on demand): needed when a paging mode bit
+        that every derived entry depends on changes (CR0.WP, CR4.PSE)."""
+        for sh in list(self.shadows.values()):
+            self._drop(sh)
+        self.flush_tlb()
+
     def _frame(self):
         try:
             pa = self.vmm.pool.take()

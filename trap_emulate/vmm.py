@@ -103,9 +103,11 @@ class Vmm(Backend):
     def write_cr(self, n, value):
         v = self.vcpu
         if n == 0:
-            paging_before = v.paging
+            paging_before, wp_before = v.paging, v.cr0 & x86.CR0_WP
             v.cr0 = value | x86.CR0_ET
-            if v.paging != paging_before:
+            if (v.cr0 & x86.CR0_WP) != wp_before:
+                self.mmu.reset()               # write rights were derived under the old WP
+            if v.paging != paging_before or not self.mmu.current:
                 self.switch_shadow()
         elif n == 2:
             v.cr2 = value
@@ -117,6 +119,8 @@ class Vmm(Backend):
             if v.paging:
                 self.switch_shadow()
         elif n == 4:
+            if (v.cr4 ^ value) & x86.CR4_PSE:
+                self.mmu.reset()               # 4 MiB pages appear or disappear
             v.cr4 = value
             self.switch_shadow()
         else:
