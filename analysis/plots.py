@@ -65,19 +65,24 @@ def breakdown(axes, bd):
     for ax, backend in zip(axes, backends):
         sub = bd[bd["backend"] == backend]
         workloads = list(dict.fromkeys(sub["workload"]))
-        events = list(dict.fromkeys(sub.sort_values("event")["event"]))
+        table = (sub.pivot_table(index="workload", columns="event", values="cycles_per_iteration",
+                                 aggfunc="sum").reindex(workloads).fillna(0.0))
+        x = np.arange(len(workloads))
         bottom_pos = np.zeros(len(workloads))
         bottom_neg = np.zeros(len(workloads))
-        for i, ev in enumerate(events):
-            ys = np.array([sub[(sub["workload"] == w) & (sub["event"] == ev)]
-                           ["cycles_per_iteration"].sum() for w in workloads])
+        for ev in sorted(table.columns):
+            ys = table[ev].to_numpy()
             pos, neg = np.clip(ys, 0, None), np.clip(ys, None, 0)
-            ax.bar(workloads, pos, bottom=bottom_pos, label=ev, color=palette[ev])
-            ax.bar(workloads, neg, bottom=bottom_neg, color=palette[ev])
+            if pos.any():
+                ax.bar(x, pos, bottom=bottom_pos, label=ev, color=palette[ev])
+            if neg.any():
+                ax.bar(x, neg, bottom=bottom_neg, color=palette[ev],
+                       label=None if pos.any() else ev)
             bottom_pos += pos
             bottom_neg += neg
+        ax.set_xticks(x)
+        ax.set_xticklabels(workloads, rotation=45, ha="right", fontsize=7)
         ax.set_title(f"{backend}: overhead cycles per iteration by event kind")
-        ax.tick_params(axis="x", rotation=45, labelsize=7)
         ax.set_yscale("symlog")
         _legend(ax, fontsize=6, ncol=2)
 
@@ -97,7 +102,7 @@ def sensitivity(ax, sweep, crossovers, event):
 
 def save(fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
