@@ -3,6 +3,8 @@ written beside it and linked from it), the profile used with the source of every
 cost, and host-measured and modeled overheads side by side."""
 from pathlib import Path
 
+import pandas as pd
+
 from . import plots, sensitivity
 from .table import breakdown, frame
 
@@ -11,6 +13,19 @@ DEFAULT_SWEEP = ("exit.priv", "hw", "0:6000:25")
 
 def _md(df, floatfmt=".2f"):
     return df.to_markdown(index=False, floatfmt=floatfmt) if len(df) else "(no rows)"
+
+
+def _summary(df):
+    """Geometric-mean modeled and host overhead per back end and workload family."""
+    ok = df[df["ok"] & (df["backend"] != "native")].copy()
+    ok["family"] = ok["workload"].str.split(".").str[0]
+    rows = []
+    for (backend, family), g in ok.groupby(["backend", "family"], sort=False):
+        rows.append({"backend": backend, "family": family, "workloads": len(g),
+                     "modeled_overhead": sensitivity.geomean(g["modeled_overhead"].tolist()),
+                     "host_overhead": sensitivity.geomean(g["host_overhead"].tolist()),
+                     "matching_native": int(g["matches_native"].sum())})
+    return pd.DataFrame(rows)
 
 
 def _profile_section(profile):
@@ -57,6 +72,7 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP):
     per_event = (bd.groupby(["backend", "event"], sort=False)["cycles"].sum().reset_index()
                  if len(bd) else bd)
     failed = df[~df["ok"]][["workload", "backend", "reason"]]
+    summary = _summary(df)
     text = [
         f"# virtlab comparison report (profile `{profile.name}`)", "",
         "Modeled overhead: the runs' recorded events priced with the profile below, "
@@ -65,6 +81,7 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP):
         "emulated CPU, relative to native. They answer different questions: the "
         "first estimates the technique on the reference machine, the second is what "
         "this tool cost here.", "",
+        "## Summary: geometric-mean overhead by family", "", _md(summary), "",
         "## Overhead relative to native", "", _md(side), "",
         f"![overhead]({figs['overhead'].name})", "",
         "## Nano and micro benchmarks: cost per operation", "", _md(nano, ".1f"), "",
