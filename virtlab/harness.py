@@ -113,7 +113,7 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
     return result
 
 
-ICOUNT_VERSION = "1"
+ICOUNT_VERSION = "2"
 
 
 def _image_digest(path):

@@ -36,6 +36,7 @@ class InstructionCounter:
         self.total = 0
         self.blocks = {}              # (pc, size) -> [(code, addresses)]
         self.current = None           # addresses of the block executing now
+        self.stopped = False
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         machine.add_hook(UC_HOOK_EDGE_GENERATED, _EDGE_CB(self._on_generated))
         machine.add_hook(UC_HOOK_BLOCK, _BLOCK_CB(self._on_block))
@@ -49,21 +50,31 @@ class InstructionCounter:
     def _on_generated(self, _uc, cur, _prev, _user):
         try:
             tb = cur.contents
-            code = self._read(tb.pc, tb.size)
-            if code is None:
-                return
-            addrs = tuple(i.address for i in self._cs.disasm(code, tb.pc))
-            variants = self.blocks.setdefault((tb.pc, tb.size), [])
-            if all(v[0] != code for v in variants):
-                variants.append((code, addrs))
+            self._register(tb.pc, tb.size)
         except BaseException as exc:
             self.machine.abort(exc)
 
+    def _register(self, pc, size):
+        code = self._read(pc, size)
+        if code is None:
+            return
+        addrs = tuple(i.address for i in self._cs.disasm(code, pc))
+        variants = self.blocks.setdefault((pc, size), [])
+        if all(v[0] != code for v in variants):
+            variants.append((code, addrs))
+
     def _on_block(self, _uc, pc, size, _user):
+        if self.stopped:
+            return
         variants = self.blocks.get((pc, size))
         if variants is None:
-            self.current = None
-            return
+            # The first block after emu_start is generated with no predecessor,
+            # and Unicorn reports no edge for it: decode it now.
+            self._register(pc, size)
+            variants = self.blocks.get((pc, size))
+            if variants is None:
+                self.current = None
+                return
         if len(variants) == 1:
             addrs = variants[0][1]
         else:
@@ -82,4 +93,11 @@ class InstructionCounter:
         self.current = None
 
     def add(self, n=1):
-        self.total += n
+        if not self.stopped:
+            self.total += n
+
+    def stop(self, next_linear):
+        """The guest ended the run: what the CPU runs after that (the rest of
+        the block, until it notices the stop) is not the guest's work."""
+        self.cut(next_linear)
+        self.stopped = True

@@ -67,24 +67,42 @@ class Intercepts:
                 code = m.backend.live_view().read(tb.pc, tb.size)
             except GuestMemoryFault:
                 return
-            cpl = self._live_cpl()
-            added = False
-            for insn in self._cs.disasm(code, tb.pc):
-                for select, on_hit in self.clients:
-                    kind = select(insn, cpl)
-                    if kind is None:
-                        continue
-                    targets = self.hits.setdefault(insn.address, [])
-                    if not targets:
-                        m.add_hook(UC_HOOK_CODE, self._code_cb, begin=insn.address,
-                                   end=insn.address)
-                        added = True
-                    if (on_hit, kind) not in targets:
-                        targets.append((on_hit, kind))
-            if added:
+            if self._hook_selected(code, tb.pc, self._live_cpl()):
                 m.request_restart(tb.pc, tb.pc + tb.size)
         except BaseException as exc:
             m.abort(exc)
+
+    def _hook_selected(self, code, pc, cpl):
+        """Hook every instruction some client selects; True if any is new."""
+        added = False
+        for insn in self._cs.disasm(code, pc):
+            for select, on_hit in self.clients:
+                kind = select(insn, cpl)
+                if kind is None:
+                    continue
+                targets = self.hits.setdefault(insn.address, [])
+                if not targets:
+                    self.machine.add_hook(UC_HOOK_CODE, self._code_cb, begin=insn.address,
+                                          end=insn.address)
+                    added = True
+                if (on_hit, kind) not in targets:
+                    targets.append((on_hit, kind))
+        return added
+
+    def before_start(self, linear):
+        """Unicorn reports no edge for the first block run after emu_start (it has
+        no predecessor), so the machine calls this before every emu_start: the
+        instructions from `linear` to the end of its page get their hooks now,
+        and any translation made without them is dropped."""
+        if not self.clients:
+            return
+        end = (linear | 0xFFF) + 1
+        try:
+            code = self.machine.backend.live_view().read(linear, end - linear)
+        except GuestMemoryFault:
+            return
+        if self._hook_selected(code, linear, self._live_cpl()):
+            self.machine.drop_translations(linear, end)
 
     def faulted_at(self, linear):
         """An exception at `linear`: if that is the instruction just hooked, it

@@ -112,6 +112,7 @@ class Machine:
         self._hooks = []
         self._hook_error = None
         self._restart = []
+        self._started = False
         self.intercepts = Intercepts(self)
         self.backend = backend
         backend.attach(self)
@@ -131,6 +132,16 @@ class Machine:
         self.bus = PortBus()
         for dev in (self.uart, self.pic, self.pit, self.ide):
             self.bus.attach(dev, dev.ports)
+
+    def drop_translations(self, begin, end):
+        """Drop Unicorn's translations of [begin, end).  Doing so walks the page
+        tables and may raise a fault inside the library that is never
+        delivered, leaving QEMU's exception-in-flight set (measured: the next
+        #PF then arrives as #DF), so it is cleared afterwards."""
+        self.uc.ctl_remove_cache(begin, end)
+        self.state.save()
+        self.state.clear_exception_in_flight()
+        self.state.load()
 
     def emulated(self, n=1):
         """The VMM performed n guest instructions by emulation: they count as
@@ -207,6 +218,8 @@ class Machine:
     def _on_out(self, _uc, port, size, value, _user):
         try:
             if 0x500 <= port < 0x510:
+                if port == 0x500 and self.icount is not None:
+                    self._stop_counting()
                 self.platform.io_write(port, size, value)
                 return
             self._count_exit()
@@ -229,6 +242,14 @@ class Machine:
         except BaseException as exc:
             self.abort(exc)
         return False
+
+    def _stop_counting(self):
+        """The run ends at this `out`: count up to and including it."""
+        st = self.state
+        st.save()
+        linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        d = self.decoder.at(self.backend.guest_view(), linear)
+        self.icount.stop(linear + (d.size if d else 1))
 
     def _count_exit(self):
         self.exits += 1
@@ -319,6 +340,13 @@ class Machine:
                 break
             eip = uc.reg_read(X.UC_X86_REG_EIP)
             try:
+                self.intercepts.before_start((self.state.seg_base_of("cs") + eip) & 0xFFFFFFFF
+                                             if self._started else eip)
+            except BaseException as exc:
+                self.abort(exc)
+                break
+            self._started = True
+            try:
                 uc.emu_start(eip, NEVER, timeout=int(left * 1e6))
             except UcError as err:
                 self._emu_error(err)
@@ -328,14 +356,8 @@ class Machine:
                 break
             if self._restart:
                 for begin, end in self._restart:
-                    uc.ctl_remove_cache(begin, end)
+                    self.drop_translations(begin, end)
                 self._restart.clear()
-                # A stop requested while a block was being translated leaves
-                # QEMU's exception-in-flight set from the fault that led there
-                # (measured: the next #PF then arrives as #DF); clear it.
-                self.state.save()
-                self.state.clear_exception_in_flight()
-                self.state.load()
                 continue
             if time.perf_counter() >= deadline:
                 self._fail_budget()
