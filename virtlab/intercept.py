@@ -34,6 +34,10 @@ _CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uin
                             ctypes.c_void_p)
 
 
+_BLOCK_ENDS = ("j", "call", "ret", "iret", "int", "hlt", "lret", "ljmp", "lcall", "loop",
+               "sysenter", "sysexit", "syscall", "ud2")
+
+
 class Intercepts:
     def __init__(self, machine):
         self.machine = machine
@@ -72,10 +76,14 @@ class Intercepts:
         except BaseException as exc:
             m.abort(exc)
 
-    def _hook_selected(self, code, pc, cpl):
-        """Hook every instruction some client selects; True if any is new."""
+    def _hook_selected(self, code, pc, cpl, one_block=False):
+        """Hook every instruction some client selects; True if any is new.
+        With one_block, stop after the first control transfer (where Unicorn
+        ends a translation block)."""
         added = False
         for insn in self._cs.disasm(code, pc):
+            if one_block and insn.mnemonic.startswith(_BLOCK_ENDS):
+                one_block = None             # this one still belongs to the block
             for select, on_hit in self.clients:
                 kind = select(insn, cpl)
                 if kind is None:
@@ -87,6 +95,8 @@ class Intercepts:
                     added = True
                 if (on_hit, kind) not in targets:
                     targets.append((on_hit, kind))
+            if one_block is None:
+                break
         return added
 
     def before_start(self, linear):
@@ -101,7 +111,7 @@ class Intercepts:
             code = self.machine.backend.live_view().read(linear, end - linear)
         except GuestMemoryFault:
             return
-        if self._hook_selected(code, linear, self._live_cpl()):
+        if self._hook_selected(code, linear, self._live_cpl(), one_block=True):
             self.machine.drop_translations(linear, end)
 
     def faulted_at(self, linear):
