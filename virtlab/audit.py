@@ -14,7 +14,6 @@ class Audit:
     def __init__(self, machine):
         self.machine = machine
         self.counts = {}                     # (class, name, ring) -> executions
-        self._class = {}
         machine.intercepts.watch(self._select, self._hit, self._retried)
 
     def _select(self, insn, cpl):

@@ -69,11 +69,6 @@ class Decoder:
             first = 0x1000 - (linear & 0xFFF)
             return view.read(linear, first)
 
-    def invalidate(self, linear=None):
-        if linear is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(linear, None)
 
 
 def describe(decoder, view, eip):

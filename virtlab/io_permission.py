@@ -14,6 +14,7 @@ from capstone import x86_const as C
 from unicorn import x86_const as X
 
 from . import x86
+from .devices.platform import PORTS as PLATFORM_PORTS
 
 PORT_INSNS = {"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"}
 
@@ -36,7 +37,7 @@ class IoPermission:
         if decoded is None or decoded.mnemonic not in PORT_INSNS:
             return False             # other code now lives at this address
         port, size = _port_and_size(decoded.insn, st)
-        if 0x500 <= port < 0x510 or m.backend.io_permitted(port, size):
+        if port in PLATFORM_PORTS or m.backend.io_permitted(port, size):
             return False
         st.set(st.layout.error_code, 0)
         st.set(st.layout.is_int, 0)

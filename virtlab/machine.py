@@ -29,7 +29,7 @@ from .devices.clock import VirtualClock
 from .devices.ide import IdeDisk
 from .devices.pic import Pic
 from .devices.pit import Pit
-from .devices.platform import Platform
+from .devices.platform import PORTS as PLATFORM_PORTS, Platform
 from .devices.uart import Uart
 from .icount import InstructionCounter
 from .intercept import Intercepts
@@ -207,7 +207,7 @@ class Machine:
 
     def _on_in(self, _uc, port, size, _user):
         try:
-            if 0x500 <= port < 0x510:
+            if port in PLATFORM_PORTS:
                 return 0
             self._count_exit()
             return self.backend.port_in(port, size) & 0xFFFFFFFF
@@ -217,7 +217,7 @@ class Machine:
 
     def _on_out(self, _uc, port, size, value, _user):
         try:
-            if 0x500 <= port < 0x510:
+            if port in PLATFORM_PORTS:
                 if port == 0x500 and self.icount is not None:
                     self._stop_counting()
                 self.platform.io_write(port, size, value)

@@ -238,11 +238,6 @@ class StateArea:
     def seg_base_of(self, name):
         return _U32.unpack_from(self.mem, self._base[name])[0]
 
-    def load_segment_cache(self, name, selector, lo, hi):
-        """Fill a segment register's hidden part from a descriptor, as the CPU
-        does when it loads a selector."""
-        self.set_segment(name, selector, x86.seg_base(lo, hi), x86.seg_limit(lo, hi), hi)
-
     def set_segment(self, name, selector, base, limit, flags):
         """Write a segment register (selector and hidden part).  For SS this is
         also where the privilege level changes: QEMU keeps the CPL in hflags and

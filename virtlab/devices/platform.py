@@ -17,7 +17,7 @@ class Platform:
     iterations: int = 0
 
     def is_platform(self, port):
-        return 0x500 <= port < 0x510
+        return port in PORTS
 
     def io_read(self, port, size):
         return 0
