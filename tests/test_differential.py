@@ -9,8 +9,8 @@ IA-32, so under `trap` (ring compression) they tell the truth about the real
 CPU: those are kept out of trap's comparison and checked against the
 documented difference instead (the Popek-Goldberg point).
 
-Also unit tests of trap_emulate.emulate.emulate_store and
-trap_emulate.rings.compress with hand-computed expectations.
+Also unit tests of virtlab.vmm.emulate.emulate_store and
+virtlab.vmm.rings.compress with hand-computed expectations.
 """
 import functools
 import struct
@@ -20,10 +20,11 @@ from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 
 from virtlab import asmguest as A, x86
 from virtlab.decode import Decoded
-from virtlab.machine import BootSpec, Machine, VMM_BASE_LINEAR
+from virtlab.machine import BootSpec, Machine
+from virtlab.memmap import VMM_BASE_LINEAR
 from virtlab.native import Native
-from trap_emulate import rings, vmm_memory
-from trap_emulate.emulate import Unsupported, emulate_store
+from virtlab.vmm import rings, memory as vmm_memory
+from virtlab.vmm.emulate import Unsupported, emulate_store
 from trap_emulate.hw import Hw, HwNpt
 from trap_emulate.trap import Trap
 

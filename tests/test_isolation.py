@@ -20,7 +20,7 @@ import pytest
 import virtlab
 from virtlab import asmguest as A, x86
 from virtlab.machine import BootSpec, Machine
-from trap_emulate import rings, vmm_memory
+from virtlab.vmm import rings, memory as vmm_memory
 from trap_emulate.hw import Hw, HwNpt
 from trap_emulate.trap import Trap
 

@@ -23,16 +23,16 @@ from unicorn import UC_HOOK_INSN
 from unicorn import x86_const as X
 
 from virtlab import x86
-from virtlab.backend import Backend
 from virtlab.delivery import Event, RealCpuView
+from virtlab.intercept import EMULATED
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
-from virtlab.machine import GuestStop
+from virtlab.errors import GuestStop
 
-from .emulate import NotPrivileged, Unsupported
-from .vmm import Vmm
+from virtlab.vmm.emulate import NotPrivileged, Unsupported
+from virtlab.vmm.monitor import Vmm
+from virtlab.vmm.paging import NestedPaging
 
 _CPUID_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-REAL_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
 
 
 class ShadowPagingView(RealCpuView):
@@ -55,7 +55,10 @@ class ShadowPagingView(RealCpuView):
 
 
 def _exit_kind(insn, nested):
-    """Which VT-x exit, if any, this instruction causes (None: runs natively)."""
+    """Which VT-x exit, if any, this instruction causes (None: runs natively).
+    `nested`: the guest's paging registers are the real ones (EPT), so the
+    VMM clears the CR3-load, CR3-store and INVLPG exiting controls and needs
+    no read shadow of CR0."""
     m, ops = insn.mnemonic, insn.op_str
     if m == "mov" and "cr" in ops:
         dst, src = (x.strip() for x in ops.split(",", 1))
@@ -90,36 +93,21 @@ def _exit_kind(insn, nested):
 class Hw(Vmm):
     name = "hw"
     summary = "hardware-assisted trap-and-emulate (VT-x), shadow paging"
-    nested = False
 
     def attach(self, machine):
         super().attach(machine)
+        self.nested = not self.paging.virtual_registers
         self.view = ShadowPagingView(machine.state, self.vcpu) if not self.nested \
             else RealCpuView(machine.state)
         self.events = GuestEvents(machine, self.view, EventNames(
             irq="inject.irq", hlt="exit.hlt", irq_exits=("exit.total", "exit.irq")))
         machine.intercepts.watch(lambda insn, cpl: _exit_kind(insn, self.nested),
-                                 self._intercepted)
+                                 self._intercepted, exit=True)
         self._cpuid_cb = _CPUID_CB(self._on_cpuid)
         machine.add_hook(UC_HOOK_INSN, self._cpuid_cb, ctypes.c_int(X.UC_X86_INS_CPUID))
 
     def boot(self):
-        if self.nested:
-            return                  # the guest's paging is the real paging
-        uc = self.machine.uc
-        uc.reg_write(X.UC_X86_REG_CR3, self.mmu.activate())
-        uc.reg_write(X.UC_X86_REG_CR0, REAL_CR0)
-        self.machine.flush_tlb()
-
-    def guest_view(self):
-        if self.nested:
-            return Backend.guest_view(self)     # the real paging is the guest's
-        return super().guest_view()
-
-    def live_view(self):
-        if self.nested:
-            return Backend.live_view(self)
-        return super().live_view()
+        self.paging.boot()
 
     # -- exits through the interrupt path --------------------------------------
     def exception(self, vector):
@@ -163,18 +151,13 @@ class Hw(Vmm):
         self.events.halt(st.eflags() & x86.IF, st.eip - 1)
 
     # -- intercepted instructions -------------------------------------------------
-    def _intercepted(self, address, kind):
-        m, st = self.machine, self.machine.state
-        st.save()
-        st.eip = address - st.seg_base_of("cs")
-        decoded = self.decode_current()
-        if decoded is None or _exit_kind(decoded.insn, self.nested) != kind:
-            return False             # other code now lives at this address
-        if kind == "iret" and not st.eflags() & x86.NT:
-            return False             # an ordinary iret: no task switch, no exit
+    def _intercepted(self, decoded, kind):
+        m = self.machine
+        if kind == "iret" and not m.state.eflags() & x86.NT:
+            return None              # an ordinary iret: no task switch, no exit
         if kind == "far_transfer":
-            self._far_transfer()
-            return False
+            self._far_transfer(decoded)
+            return None
         try:
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported) as exc:
@@ -185,24 +168,13 @@ class Hw(Vmm):
             m.counters["exit.total"] += 1
             m.counters["exit.priv"] += 1
             m.counters["exit.priv." + name] += 1
-        if m.icount is not None:
-            m.icount.cut((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
-        st.clear_exception_in_flight()
-        st.load()
-        if self._cr3_dirty:
-            self._cr3_dirty = False
-            m.flush_tlb()
-        m.uc.reg_write(X.UC_X86_REG_EIP, st.eip)     # leave the block: skip the instruction
-        return True
+        return EMULATED
 
-    _cr3_dirty = False
-
-    def _far_transfer(self):
+    def _far_transfer(self, decoded):
         """A far jmp/call through a TSS or task gate is a hardware task switch,
         which loads CR3 from the TSS: VT-x exits unconditionally.  Ordinary far
         transfers to code segments run natively."""
         m = self.machine
-        decoded = self.decode_current()
         target = _far_selector(decoded, m, self)
         if target is None:
             return
@@ -221,52 +193,9 @@ class Hw(Vmm):
 
     # -- effects (called by the Emulator) ------------------------------------------
     def write_cr(self, n, value):
-        if self.nested:
-            return self._write_real_cr(n, value)
-        super().write_cr(n, value)          # the real CR0 stays REAL_CR0
-        if n == 2:
+        super().write_cr(n, value)
+        if n == 2 and not self.nested:
             self.machine.state.set_cr(2, value)  # the guest's CR2 is the real one
-
-    def _write_real_cr(self, n, value):
-        """hw-npt: CR0/CR4 writes exit (VT-x guest/host masks) and are then
-        performed on the real CPU, which the guest owns under nested paging."""
-        if n not in (0, 4):
-            raise Unsupported(f"mov to cr{n}")
-        setattr(self.vcpu, f"cr{n}", value)
-        reg = X.UC_X86_REG_CR0 if n == 0 else X.UC_X86_REG_CR4
-        self.machine.state.load()
-        self.machine.uc.reg_write(reg, value)
-        self.machine.state.save()
-
-    def read_cr(self, n):
-        if self.nested:
-            return self.machine.state.cr(n)
-        return super().read_cr(n)
-
-    def switch_shadow(self):
-        self.machine.state.set_cr(3, self.mmu.activate())
-        self._cr3_dirty = True
-
-    def invlpg(self, linear):
-        self.mmu.invlpg(linear)
-
-    def halt(self):
-        raise Unsupported("hlt")
-
-    def load_table(self, which, base, limit):
-        raise NotPrivileged()
-
-    def load_tr(self, selector):
-        raise NotPrivileged()
-
-    def load_ss(self, selector):
-        raise NotPrivileged()
-
-    def emulate_return(self, far_iret, extra=0):
-        raise NotPrivileged()
-
-    def cpuid(self):
-        raise NotPrivileged()
 
     def report(self):
         return {}
@@ -281,7 +210,7 @@ def _far_selector(decoded, machine, backend):
     if op.type == C.X86_OP_IMM and len(insn.operands) == 2:
         return op.imm & 0xFFFF
     if op.type == C.X86_OP_MEM:
-        from .emulate import effective_address
+        from virtlab.vmm.emulate import effective_address
         ea = effective_address(insn, op, machine.state)
         raw = backend.guest_view().read(ea + 4, 2)
         return int.from_bytes(raw, "little")
@@ -300,5 +229,4 @@ def _descriptor(backend, selector):
 class HwNpt(Hw):
     name = "hw-npt"
     summary = "hardware-assisted trap-and-emulate (VT-x) with nested paging"
-    nested = True
-    machine_memory = 0
+    paging_kind = NestedPaging

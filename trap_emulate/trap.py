@@ -19,21 +19,18 @@ sidt, sldt, smsw, str, push cs/ss, mov from a segment register, lar, lsl, verr
 and verw are sensitive but do not trap at ring 1, so they run unmodified and
 tell the guest the truth about the real CPU (sensitive.py counts them).
 """
-from unicorn import x86_const as X
-
 from virtlab import x86
 from virtlab.delivery import Event
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
-from virtlab.machine import GuestStop
+from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault
 
-from . import rings, vmm_memory
-from .emulate import NotPrivileged, Unsupported
-from .reflect import VirtualCpuView
-from .sensitive import SensitiveAudit
-from .vmm import Vmm
+from virtlab.vmm import rings, memory as vmm_memory
+from virtlab.vmm.emulate import NotPrivileged, Unsupported
+from virtlab.vmm.reflect import VirtualCpuView
+from virtlab.vmm.sensitive import SensitiveAudit
+from virtlab.vmm.monitor import Vmm
 
-REAL_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
 
 
 class Trap(Vmm):
@@ -54,24 +51,20 @@ class Trap(Vmm):
     def boot(self):
         """The boot protocol's state, with the guest kernel moved to ring 1:
         the shadow GDT in the VMM window, real paging on over the flat shadow."""
-        m, uc = self.machine, self.machine.uc
-        uc.reg_write(X.UC_X86_REG_IDTR, (0, self.vmm.linear(vmm_memory.IDT_OFF), 0x7FF, 0))
-        uc.reg_write(X.UC_X86_REG_CR3, self.mmu.activate())
-        uc.reg_write(X.UC_X86_REG_CR0, REAL_CR0)
+        m = self.machine
+        self.paging.boot()
         st = m.state
         st.save()
+        st.set_table("idt", self.vmm.linear(vmm_memory.IDT_OFF), 0x7FF)
         base, limit = self.gdt.sync(self.guest_view(), self.vcpu.gdtr)
         self._set_real_gdtr(base, limit)
         for name in ("cs", "ss", "ds", "es", "fs", "gs"):
             self._load_segment(name, st.seg_selector(name))
         st.set_eflags(x86.IF | 0x2)
         st.load()
-        m.flush_tlb()
 
     def _set_real_gdtr(self, base, limit):
-        st, lay = self.machine.state, self.machine.state.layout
-        st.set(lay.gdt.base, base)
-        st.set(lay.gdt.limit, limit)
+        self.machine.state.set_table("gdt", base, limit)
 
     def _load_segment(self, name, selector):
         d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
@@ -178,9 +171,6 @@ class Trap(Vmm):
 
     def load_ss(self, selector):
         self._load_segment("ss", selector)
-
-    def cpuid(self):
-        raise NotPrivileged()
 
     def emulate_return(self, far_iret, extra=0):
         """IRETD or RETF back into the guest kernel: the frame holds CS with RPL

@@ -58,7 +58,7 @@ class Backend(ABC):
         st = self.machine.state
         if st.cpl <= st.iopl:
             return True
-        tss, limit = st.seg_base_of("tr"), st.get(st.layout.seg["tr"].limit)
+        tss, limit = st.seg_base_of("tr"), st.seg_limit_of("tr")
         return io_bitmap_allows(self.guest_view(), tss, limit, port, size)
 
     def guest_view(self):
@@ -71,11 +71,7 @@ class Backend(ABC):
         """Guest-virtual memory as the guest sees it *now*, from inside a hook
         that did not save the CPU (translation-time hooks): the paging
         registers are read from the live CPU, not the state area."""
-        from unicorn import x86_const as X
-        from .memory import LinearView
-        uc = self.machine.uc
-        return LinearView(self.machine.mem, uc.reg_read(X.UC_X86_REG_CR0),
-                          uc.reg_read(X.UC_X86_REG_CR3), uc.reg_read(X.UC_X86_REG_CR4))
+        return self.machine.live_view()
 
     def report(self):
         """Back-end specific result fields (merged into the run's JSON)."""

@@ -79,7 +79,7 @@ class RealCpuView:
 
     def tss(self):
         st = self.state
-        return st.seg_base_of("tr"), st.get(st.layout.seg["tr"].limit), st.seg_selector("tr")
+        return st.seg_base_of("tr"), st.seg_limit_of("tr"), st.seg_selector("tr")
 
     def paging(self):
         return self.state.paging()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from . import x86
 from .delivery import Event, InterruptPath, TripleFault, int_length
-from .machine import GuestStop
+from .errors import GuestStop
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import backend as backends
-from .machine import BootSpec, Budget, Machine, MiB
+from .machine import BootSpec, Budget, Machine
+from .memmap import MiB
 from .result import RunResult, digest
 
 DISK_BYTES = 4 * MiB

@@ -14,10 +14,22 @@ and restarts it: the block has not run yet, so nothing is lost
 
 A client is a pair of functions: select(insn, cpl) -> a kind or None, called at
 translation time with the privilege level the block is translated for, and
-on_hit(address, kind), called before each execution of a selected instruction.
-A hook runs *before* its instruction, so an instruction that then faults (a
-push to a stack page not yet mapped) is hooked again when it is retried; a
-client that counts executions passes on_retry to take the first one back.
+on_hit, called before each execution of a selected instruction.  A hook runs
+*before* its instruction, so an instruction that then faults (a push to a stack
+page not yet mapped) is hooked again when it is retried; a client that counts
+executions passes on_retry to take the first one back.
+
+There are two kinds of client.  An observer (on_hit(address, kind)) only looks:
+the sensitive-instruction audit.  An exit client (watch(..., exit=True)) is a
+VMM that wants the instruction to exit, as VT-x would make it: the machine
+saves the CPU with EIP at the instruction, decodes it again (the page may hold
+other code by now: then the hook is stale and nothing happens), and calls
+on_hit(decoded, kind) with the CPU saved.  The client answers
+  None       not an exit after all: the instruction runs natively;
+  EMULATED   the VMM performed it: the guest resumes at the saved EIP, and the
+             instruction counts as executed;
+  RAISED     the VMM delivered an exception instead (the instruction did not
+             complete): the guest resumes at the saved EIP, in its handler.
 """
 import ctypes
 
@@ -38,6 +50,9 @@ _BLOCK_ENDS = ("j", "call", "ret", "iret", "int", "hlt", "lret", "ljmp", "lcall"
                "sysenter", "sysexit", "syscall", "ud2")
 
 
+EMULATED, RAISED = "emulated", "raised"
+
+
 class Intercepts:
     def __init__(self, machine):
         self.machine = machine
@@ -48,13 +63,16 @@ class Intercepts:
         self._cs_reg = ctypes.c_uint64()
         self._installed = False
         self._retry = {}                     # on_hit -> on_retry
+        self._exits = {}                     # on_hit -> select, for exit clients
         self.observer = None                 # trace.Tracer, when a run is traced
         self.last = None                    # address of the last hooked instruction
 
-    def watch(self, select, on_hit, on_retry=None):
+    def watch(self, select, on_hit, on_retry=None, exit=False):
         self.clients.append((select, on_hit))
         if on_retry is not None:
             self._retry[on_hit] = on_retry
+        if exit:
+            self._exits[on_hit] = select
         if not self._installed:
             self.machine.add_hook(UC_HOOK_EDGE_GENERATED, _EDGE_CB(self._on_generated))
             self._installed = True
@@ -128,12 +146,33 @@ class Intercepts:
         self.last = address
         try:
             for on_hit, kind in self.hits.get(address, ()):
+                select = self._exits.get(on_hit)
+                if select is None:
+                    on_hit(address, kind)
+                    continue
                 if self.observer is not None:
                     redirected = self.observer(address, kind,
-                                               lambda h=on_hit, k=kind: h(address, k))
+                                               lambda s=select, h=on_hit, k=kind:
+                                               self._exit(address, s, h, k))
                 else:
-                    redirected = on_hit(address, kind)
+                    redirected = self._exit(address, select, on_hit, kind)
                 if redirected:
                     return                   # the client redirected execution
         except BaseException as exc:
             self.machine.abort(exc)
+
+    def _exit(self, address, select, on_hit, kind):
+        """A synthetic exit at `address`: the service that exit clients get."""
+        m, st = self.machine, self.machine.state
+        st.save()
+        st.eip = (address - st.seg_base_of("cs")) & 0xFFFFFFFF
+        decoded = m.decoder.at(m.backend.guest_view(), address)
+        if decoded is None or select(decoded.insn, st.cpl) != kind:
+            return False                     # other code now lives at this address
+        done = on_hit(decoded, kind)
+        if done is None:
+            return False
+        if m.icount is not None:
+            m.icount.cut(address + decoded.size if done == EMULATED else address)
+        m.resume_at(st.eip)
+        return True

@@ -11,10 +11,10 @@ is delivered as the #GP the hardware would raise.  The platform ports
 0x500-0x50F are instrumentation and are never refused.
 """
 from capstone import x86_const as C
-from unicorn import x86_const as X
 
 from . import x86
 from .devices.platform import PORTS as PLATFORM_PORTS
+from .intercept import RAISED
 
 PORT_INSNS = {"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"}
 
@@ -22,30 +22,21 @@ PORT_INSNS = {"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"}
 class IoPermission:
     def __init__(self, machine):
         self.machine = machine
-        machine.intercepts.watch(self._select, self._hit)
+        machine.intercepts.watch(self._select, self._hit, exit=True)
 
     def _select(self, insn, cpl):
         if cpl > self.machine.backend.kernel_ring and insn.mnemonic in PORT_INSNS:
             return "io"
         return None
 
-    def _hit(self, address, kind):
+    def _hit(self, decoded, kind):
         m, st = self.machine, self.machine.state
-        st.save()
-        st.eip = address - st.seg_base_of("cs")
-        decoded = m.decoder.at(m.backend.guest_view(), address)
-        if decoded is None or decoded.mnemonic not in PORT_INSNS:
-            return False             # other code now lives at this address
         port, size = _port_and_size(decoded.insn, st)
         if port in PLATFORM_PORTS or m.backend.io_permitted(port, size):
-            return False
-        st.set(st.layout.error_code, 0)
-        st.set(st.layout.is_int, 0)
+            return None
+        st.set_error_code(0)
         m.backend.exception(x86.GP)
-        st.clear_exception_in_flight()
-        st.load()
-        m.uc.reg_write(X.UC_X86_REG_EIP, st.eip)      # leave the block at once
-        return True
+        return RAISED
 
 
 def _port_and_size(insn, state):

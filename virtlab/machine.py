@@ -31,19 +31,14 @@ from .devices.pic import Pic
 from .devices.pit import Pit
 from .devices.platform import PORTS as PLATFORM_PORTS, Platform
 from .devices.uart import Uart
+from .errors import GuestStop
 from .icount import InstructionCounter
 from .intercept import Intercepts
 from .io_permission import IoPermission
-from .memory import PhysMem
+from .memory import LinearView, PhysMem
+from .memmap import BOOT_GDT, BOOT_INFO, BOOT_MAGIC, BOOT_STACK, IMAGE_BASE, MiB
 from .state_area import StateArea, layout, verify
 
-MiB = 1 << 20
-IMAGE_BASE = 0x100000
-BOOT_GDT = 0x1000
-BOOT_INFO = 0x2000
-BOOT_STACK = 0x9F000
-BOOT_MAGIC = 0x42414C56          # "VLAB"
-VMM_BASE_LINEAR = 0xFC000000     # top 64 MiB of every address space: the VMM's
 NEVER = 1 << 32                  # an emu_start `until` the 32-bit EIP cannot reach
 
 _TLB_FLUSH = (UC_CTL_IO_WRITE << 30) | UC_CTL_TLB_FLUSH
@@ -51,10 +46,6 @@ _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_voi
 _IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
 _OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
 _INVALID_CB = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
-
-
-class GuestStop(Exception):
-    """Raised inside an exit handler to end the run (the guest failed)."""
 
 
 @dataclass
@@ -113,6 +104,7 @@ class Machine:
         self._hook_error = None
         self._restart = []
         self._started = False
+        self._flush_on_entry = False
         self.intercepts = Intercepts(self)
         self.backend = backend
         backend.attach(self)
@@ -142,6 +134,61 @@ class Machine:
         self.state.save()
         self.state.clear_exception_in_flight()
         self.state.load()
+
+    # -- services to back ends ---------------------------------------------
+    # A back end never touches Unicorn or the state area's offsets itself: what
+    # it needs from the real CPU, it asks for here.
+
+    def flush_tlb_on_entry(self):
+        """Flush the real TLB when this exit returns to the guest (after the
+        state area is loaded): what a CR3 load through the state area needs."""
+        self._flush_on_entry = True
+
+    def enter(self):
+        """Return from an exit: the saved (and edited) CPU state goes back into
+        the CPU.  QEMU's exception-in-flight is cleared first (docs/unicorn.md),
+        and a flush asked for during the exit happens after the load."""
+        st = self.state
+        st.clear_exception_in_flight()
+        st.load()
+        if self._flush_on_entry:
+            self._flush_on_entry = False
+            self.flush_tlb()
+
+    def resume_at(self, eip):
+        """From inside a code hook: enter the guest at `eip` (already in the
+        state area) instead of the hooked instruction.  Writing EIP through the
+        API makes the CPU leave its current translation block."""
+        self.enter()
+        self.uc.reg_write(X.UC_X86_REG_EIP, eip)
+
+    def set_paging(self, cr0, cr3):
+        """Load the real CR3 and CR0 on the live CPU (before the first entry,
+        when a back end lays out the real paging the guest runs on)."""
+        self.uc.reg_write(X.UC_X86_REG_CR3, cr3)
+        self.uc.reg_write(X.UC_X86_REG_CR0, cr0)
+        self.flush_tlb()
+
+    def write_control_register(self, n, value):
+        """Write a real control register during an exit, with its side effects
+        (a CR0 or CR4 write changes QEMU's paging mode, which a context restore
+        alone does not recompute)."""
+        reg = {0: X.UC_X86_REG_CR0, 3: X.UC_X86_REG_CR3, 4: X.UC_X86_REG_CR4}[n]
+        self.state.load()
+        self.uc.reg_write(reg, value)
+        self.state.save()
+
+    def live_view(self):
+        """Guest-virtual memory through the live CPU's paging registers, for a
+        hook that did not save the CPU (translation-time hooks)."""
+        uc = self.uc
+        return LinearView(self.mem, uc.reg_read(X.UC_X86_REG_CR0),
+                          uc.reg_read(X.UC_X86_REG_CR3), uc.reg_read(X.UC_X86_REG_CR4))
+
+    def decode_at_eip(self, view):
+        """The instruction at the saved CS:EIP, read through `view`."""
+        st = self.state
+        return self.decoder.at(view, (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
 
     def emulated(self, n=1):
         """The VMM performed n guest instructions by emulation: they count as
@@ -200,8 +247,7 @@ class Machine:
                 self.intercepts.faulted_at(linear)
             self._count_exit()
             self.backend.exception(vector)
-            st.clear_exception_in_flight()
-            st.load()
+            self.enter()
         except BaseException as exc:       # never let an exception cross into C
             self.abort(exc)
 
@@ -235,8 +281,7 @@ class Machine:
                 self.icount.cut((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
             self._count_exit()
             if self.backend.invalid_opcode():
-                self.state.clear_exception_in_flight()
-                self.state.load()
+                self.enter()
                 return True
             self.fail("invalid opcode with no handler at " + self.where())
         except BaseException as exc:
@@ -383,8 +428,7 @@ class Machine:
         except GuestStop as stop:
             self.fail(str(stop))
             return
-        st.clear_exception_in_flight()
-        st.load()
+        self.enter()
 
     def _fail_budget(self):
         self.state.save()

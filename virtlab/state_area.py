@@ -226,6 +226,18 @@ class StateArea:
         return (_U32.unpack_from(self.mem, so.base)[0],
                 _U32.unpack_from(self.mem, so.limit)[0])
 
+    def set_table(self, which, base, limit):
+        """Load GDTR or IDTR ('gdt' or 'idt'), as lgdt/lidt would."""
+        so = self.layout.gdt if which == "gdt" else self.layout.idt
+        _U32.pack_into(self.mem, so.base, base & 0xFFFFFFFF)
+        _U32.pack_into(self.mem, so.limit, limit & 0xFFFF)
+
+    def set_error_code(self, code, software=False):
+        """The error code and software-INT flag of the event being handled, as
+        the CPU would have left them had it raised the event itself."""
+        _U32.pack_into(self.mem, self.layout.error_code, code & 0xFFFFFFFF)
+        _U32.pack_into(self.mem, self.layout.is_int, int(software))
+
     def paging(self):
         """(CR0, CR3, CR4) in one read."""
         return self._paging.unpack_from(self.mem, self._paging.first)
@@ -237,6 +249,9 @@ class StateArea:
 
     def seg_base_of(self, name):
         return _U32.unpack_from(self.mem, self._base[name])[0]
+
+    def seg_limit_of(self, name):
+        return _U32.unpack_from(self.mem, self.layout.seg[name].limit)[0]
 
     def set_segment(self, name, selector, base, limit, flags):
         """Write a segment register (selector and hidden part).  For SS this is

@@ -7,11 +7,14 @@ resumes the guest after it.  One function per instruction family; each returns
 the name it is counted under (`exit.priv.<name>`).
 """
 import struct
+from typing import Protocol, runtime_checkable
 
 from capstone import x86_const as C
 
 from virtlab import x86
 from virtlab.memory import LinearView
+
+from .vcpu import VirtualCpu
 
 _REG32 = {"eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"}
 _REG16 = {"ax": "eax", "cx": "ecx", "dx": "edx", "bx": "ebx", "sp": "esp",
@@ -88,13 +91,44 @@ def control_register(insn, op):
 
 
 # -- the emulator ------------------------------------------------------------
-class Emulator:
-    """The privileged-instruction emulator of one back end.  `backend` supplies
-    the effects that differ by technique: what a CR3 load or INVLPG does to the
-    MMU, what the real GDTR becomes, how HLT waits."""
+class ControlHost(Protocol):
+    """What the emulator needs from any VMM that intercepts control-register
+    work (hw and hw-npt intercept only this): the vCPU, and the effect of a CR
+    access or an INVLPG, which depends on how the VMM virtualizes paging."""
+    vcpu: VirtualCpu
+    machine: object
 
-    def __init__(self, backend):
-        self.be = backend
+    def read_cr(self, n: int) -> int: ...
+    def write_cr(self, n: int, value: int) -> None: ...
+    def invlpg(self, linear: int) -> None: ...
+
+
+@runtime_checkable
+class KernelHost(ControlHost, Protocol):
+    """A VMM under which the guest kernel does not own the real CPU at all
+    (ring compression: trap, bt), so that every privileged instruction reaches
+    it: halting, the descriptor-table registers, loads of SS, and returns into
+    the kernel whose frames name ring 0."""
+
+    def halt(self) -> None: ...
+    def load_table(self, which: str, base: int, limit: int) -> None: ...
+    def load_tr(self, selector: int) -> None: ...
+    def load_ss(self, selector: int) -> None: ...
+    def emulate_return(self, far_iret: bool, extra: int = 0) -> None: ...
+
+
+class Emulator:
+    """The privileged-instruction emulator of one back end.  The host supplies
+    the effects that differ by technique: what a CR3 load or INVLPG does to the
+    MMU, what the real GDTR becomes, how HLT waits.  A ControlHost gets only
+    the control-register families; a KernelHost gets them all.  An instruction
+    outside the host's families is NotPrivileged: not this VMM's business."""
+
+    def __init__(self, host):
+        self.be = host
+        self.handlers = dict(_CONTROL)
+        if isinstance(host, KernelHost):
+            self.handlers.update(_KERNEL)
 
     def view(self):
         return LinearView(self.be.machine.mem, *self.be.vcpu.paging_regs())
@@ -102,7 +136,7 @@ class Emulator:
     def emulate(self, decoded):
         """Perform the instruction and advance EIP; returns its counter name."""
         insn = decoded.insn
-        handler = _HANDLERS.get(insn.mnemonic)
+        handler = self.handlers.get(insn.mnemonic)
         if handler is None:
             raise NotPrivileged()
         state = self.be.machine.state
@@ -137,7 +171,8 @@ class Emulator:
             n = control_register(insn, src)
             reg_write(state, insn.reg_name(dst.reg), self.be.read_cr(n))
             return f"read_cr{n}"
-        if dst.type == C.X86_OP_REG and insn.reg_name(dst.reg) == "ss":
+        if (dst.type == C.X86_OP_REG and insn.reg_name(dst.reg) == "ss"
+                and isinstance(self.be, KernelHost)):
             self.be.load_ss(operand_value(insn, src, state, self.view()) & 0xFFFF)
             return "mov_ss"
         raise NotPrivileged()
@@ -199,19 +234,20 @@ class Emulator:
             self.view().write(effective_address(insn, op, state), (cr0 & 0xFFFF).to_bytes(2, "little"))
         return "smsw"
 
-    def _cpuid(self, insn, state):
-        self.be.cpuid()
-        return "cpuid"
 
-
-_HANDLERS = {
+# The families: control-register work that a VT-x VMM intercepts ...
+_CONTROL = {
+    "mov": Emulator._mov, "invlpg": Emulator._invlpg, "clts": Emulator._clts,
+    "rdmsr": Emulator._rdmsr, "wrmsr": Emulator._wrmsr, "smsw": Emulator._smsw,
+    "wbinvd": Emulator._cache, "invd": Emulator._cache,
+}
+# ... and what only reaches a VMM whose guest kernel runs deprivileged.
+_KERNEL = {
     "cli": Emulator._cli, "sti": Emulator._sti, "hlt": Emulator._hlt,
-    "mov": Emulator._mov, "lgdt": Emulator._table_load, "lidt": Emulator._table_load,
-    "ltr": Emulator._ltr, "lldt": Emulator._lldt, "invlpg": Emulator._invlpg,
-    "clts": Emulator._clts, "wbinvd": Emulator._cache, "invd": Emulator._cache,
-    "rdmsr": Emulator._rdmsr, "wrmsr": Emulator._wrmsr, "iretd": Emulator._iret,
-    "iret": Emulator._iret, "cpuid": Emulator._cpuid, "retf": Emulator._retf,
-    "lret": Emulator._retf, "smsw": Emulator._smsw,
+    "lgdt": Emulator._table_load, "lidt": Emulator._table_load,
+    "ltr": Emulator._ltr, "lldt": Emulator._lldt,
+    "iretd": Emulator._iret, "iret": Emulator._iret,
+    "retf": Emulator._retf, "lret": Emulator._retf,
 }
 
 

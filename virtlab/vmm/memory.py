@@ -20,7 +20,7 @@ page-table entry ever points into machine memory.
 from dataclasses import dataclass, field
 
 from virtlab import x86
-from virtlab.machine import VMM_BASE_LINEAR
+from virtlab.memmap import VMM_BASE_LINEAR
 
 IDT_OFF, TSS_OFF, GDT_OFF, WINDOW_PT_OFF, POOL_OFF = 0x0, 0x800, 0x1000, 0x11000, 0x12000
 WINDOW_PAGES = WINDOW_PT_OFF // x86.PAGE_SIZE

@@ -9,7 +9,7 @@ the real ones belong to the VMM.  What the guest reads back (by an emulated
 from dataclasses import dataclass, field
 
 from virtlab import x86
-from virtlab.machine import BOOT_GDT
+from virtlab.memmap import BOOT_GDT, BOOT_GDT_LIMIT
 
 
 @dataclass
@@ -21,7 +21,7 @@ class VirtualCpu:
     cr3: int = 0
     cr4: int = 0
     idtr: tuple = (0, 0)                 # (base, limit)
-    gdtr: tuple = (BOOT_GDT, 23)
+    gdtr: tuple = (BOOT_GDT, BOOT_GDT_LIMIT)
     ldtr: int = 0
     tr: tuple = (0, 0, 0)                # (selector, base, limit) of the guest's TSS
     msrs: dict = field(default_factory=dict)

@@ -17,9 +17,9 @@ to a guest that looks (`mov ax, cs` shows RPL 1).
 import struct
 
 from virtlab import x86
-from virtlab.machine import VMM_BASE_LINEAR
+from virtlab.memmap import VMM_BASE_LINEAR
 
-from .vmm_memory import GDT_OFF
+from .memory import GDT_OFF
 
 GUEST_TOP = VMM_BASE_LINEAR - 1          # highest linear address a guest segment reaches
 MAX_GDT = 0x10000

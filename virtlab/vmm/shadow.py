@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from virtlab import x86
 from virtlab.memory import GuestMemoryFault, walk
 
-from .vmm_memory import OutOfFrames
+from .memory import OutOfFrames
 
 VMM_PDE = 0x3F0                    # 0xFC000000 >> 22: the VMM window's PDE
 MAX_SHADOWS = 48

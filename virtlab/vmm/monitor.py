@@ -1,0 +1,74 @@
+"""What every virtualizing back end here has: a virtual CPU, an emulator of
+privileged instructions, a paging component (shadow or nested), and the exits
+that all of them share: port I/O and the paging registers.
+
+`trap`, `hw`, `hw-npt` and `bt` differ in where the guest kernel runs and which
+instructions exit; each keeps the guest's processor state in the virtual CPU
+and asks its paging component what a CR write, an INVLPG or a #PF means.
+"""
+from virtlab.backend import Backend
+
+from .emulate import Emulator
+from .paging import NestedPaging, ShadowPaging
+from .vcpu import VirtualCpu
+
+
+class Vmm(Backend):
+    paging_kind = ShadowPaging         # or NestedPaging
+    window = False                     # map the VMM window into every shadow?
+
+    @property
+    def machine_memory(self):
+        return self.paging_kind.machine_memory
+
+    def attach(self, machine):
+        super().attach(machine)
+        self.vcpu = VirtualCpu()
+        self.emulator = Emulator(self)
+        if self.paging_kind is ShadowPaging:
+            self.paging = ShadowPaging(machine, self.vcpu, self.window)
+            self.vmm, self.mmu = self.paging.vmm, self.paging.mmu
+        else:
+            self.paging = NestedPaging(machine, self.vcpu)
+
+    def guest_view(self):
+        return self.paging.guest_view()
+
+    def live_view(self):
+        return self.paging.live_view()
+
+    def decode_current(self):
+        return self.machine.decode_at_eip(self.guest_view())
+
+    def count_exit(self, kind):
+        c = self.machine.counters
+        c["exit.total"] += 1
+        c["exit." + kind] += 1
+
+    def shadow_page_fault(self):
+        """A real #PF under shadow paging: the guest's Event to reflect, or None
+        if it was a hidden fault."""
+        return self.paging.page_fault(self.count_exit)
+
+    # -- port I/O: every access exits -------------------------------------------
+    def port_in(self, port, size):
+        m = self.machine
+        self.count_exit("io")
+        m.clock.tick()
+        return m.bus.read(port, size)
+
+    def port_out(self, port, size, value):
+        m = self.machine
+        self.count_exit("io")
+        m.clock.tick()
+        m.bus.write(port, size, value)
+
+    # -- the paging registers (called by the Emulator) ---------------------------
+    def write_cr(self, n, value):
+        self.paging.write_cr(n, value)
+
+    def read_cr(self, n):
+        return self.paging.read_cr(n)
+
+    def invlpg(self, linear):
+        self.paging.invlpg(linear)

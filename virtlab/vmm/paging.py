@@ -1,0 +1,173 @@
+"""How a VMM virtualizes the guest's paging: one of two components.
+
+A guest kernel believes it owns CR0, CR3 and CR4 and that the CPU walks its page
+tables.  A VMM has two ways to let it believe that:
+
+  ShadowPaging   the guest's paging registers live in the virtual CPU; the real
+                 CPU walks shadow page tables that the VMM builds from the guest's
+                 (shadow.py).  Every CR3 load, INVLPG and first touch of a page
+                 reaches the VMM, and so do writes to traced page tables.  This is
+                 what trap and bt do, and what VT-x did before 2008.
+  NestedPaging   the real CPU walks the guest's own tables, and a second level of
+                 translation (EPT/NPT) keeps the guest inside its RAM.  The guest's
+                 paging registers are the real ones; CR3 loads, INVLPG and page
+                 faults never leave the guest.
+
+A back end holds one of these and asks it the paging questions (which view of
+guest memory, what a CR write does, whether a #PF is the VMM's), so the
+technique is a component and not a flag tested in many places.
+"""
+from virtlab import x86
+from virtlab.delivery import Event, linear_view
+from virtlab.errors import GuestStop
+from virtlab.memory import LinearView
+
+from . import memory as vmm_memory
+from .emulate import Unsupported, emulate_store
+from .shadow import HIDDEN, TRACE, ShadowMmu, Violation
+
+# The real CR0 while the guest runs on shadow tables: protected mode and paging
+# always on (the flat shadow stands in for "paging off"), write protection always
+# on so that ring-1 and ring-0 writes to traced page tables fault.
+SHADOW_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
+
+
+class ShadowPaging:
+    machine_memory = vmm_memory.SIZE
+    virtual_registers = True     # the guest's CR0/CR3/CR4 are the vCPU's, not the CPU's
+
+    def __init__(self, machine, vcpu, window=False):
+        self.machine = machine
+        self.vcpu = vcpu
+        self.vmm = vmm_memory.VmmMemory(machine)
+        self.mmu = ShadowMmu(machine, vcpu, self.vmm,
+                             self.vmm.window_pde() if window else None)
+
+    def boot(self):
+        """The real CPU starts on the flat shadow, paging on."""
+        self.machine.set_paging(SHADOW_CR0, self.mmu.activate())
+
+    def guest_view(self):
+        return LinearView(self.machine.mem, *self.vcpu.paging_regs())
+
+    def live_view(self):
+        # Every change of the guest's paging registers reaches the VMM through
+        # an exit, so the vCPU's copy is always current, even inside a hook
+        # that did not save the CPU.
+        return self.guest_view()
+
+    # -- page faults ------------------------------------------------------------
+    def page_fault(self, count_exit):
+        """A real #PF.  Returns the guest's Event if the fault is the guest's own
+        (to reflect), None if the VMM absorbed it (a hidden fault)."""
+        m, st = self.machine, self.machine.state
+        linear = st.cr(2)
+        try:
+            kind, detail = self.mmu.fault(linear, st.error_code)
+        except Violation as v:
+            raise GuestStop(f"isolation: {v} at {m.where()}") from None
+        if kind == HIDDEN:
+            count_exit("pf.hidden")
+            m.counters["shadow.fill"] += 1
+            return None
+        if kind == TRACE:
+            count_exit("pf.hidden")
+            m.counters["shadow.trace"] += 1
+            self._traced_write(detail)
+            return None
+        count_exit("pf.true")
+        return Event(x86.PF, detail, cr2=linear)
+
+    def _traced_write(self, gpa):
+        m, st = self.machine, self.machine.state
+        decoded = m.decode_at_eip(self.guest_view())
+        try:
+            size = emulate_store(decoded, st, m.mem, gpa)
+        except Unsupported as exc:
+            # A bulk store (rep stos/movs): the guest is reusing the frame as
+            # data.  Stop tracing it; the instruction runs again, natively.
+            if not self.mmu.untrace(gpa & x86.PAGE_MASK):
+                raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
+            return
+        self.mmu.traced_write(gpa, size)
+        m.emulated()
+
+    # -- the paging registers -----------------------------------------------------
+    def write_cr(self, n, value):
+        v = self.vcpu
+        if n == 0:
+            paging_before, wp_before = v.paging, v.cr0 & x86.CR0_WP
+            v.cr0 = value | x86.CR0_ET
+            if (v.cr0 & x86.CR0_WP) != wp_before:
+                self.mmu.reset()               # write rights were derived under the old WP
+            if v.paging != paging_before or not self.mmu.current:
+                self.switch()
+        elif n == 2:
+            v.cr2 = value
+        elif n == 3:
+            if v.paging and (value & x86.PAGE_MASK) + 0x1000 > self.machine.mem.size:
+                raise GuestStop(f"isolation: CR3 load of {value:#x}, beyond RAM, at "
+                                f"{self.machine.where()}")
+            v.cr3 = value
+            if v.paging:
+                self.switch()
+        elif n == 4:
+            if (v.cr4 ^ value) & x86.CR4_PSE:
+                self.mmu.reset()               # 4 MiB pages appear or disappear
+            v.cr4 = value
+            self.switch()
+        else:
+            raise Unsupported(f"mov to cr{n}")
+
+    def read_cr(self, n):
+        v = self.vcpu
+        regs = {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4}
+        if n not in regs:
+            raise Unsupported(f"mov from cr{n}")
+        return regs[n]
+
+    def switch(self):
+        """Point the real CR3 at the shadow of the guest's current tables.  The
+        state area carries the new CR3 into the CPU when the exit returns; a
+        context restore does not flush the TLB, so the machine is asked to, as
+        a CR3 load would on the hardware."""
+        self.machine.state.set_cr(3, self.mmu.activate())
+        self.machine.flush_tlb_on_entry()
+
+    def invlpg(self, linear):
+        self.mmu.invlpg(linear)
+
+
+class NestedPaging:
+    machine_memory = 0
+    virtual_registers = False    # the guest's CR0/CR3/CR4 are the real ones
+
+    def __init__(self, machine, vcpu):
+        self.machine = machine
+        self.vcpu = vcpu
+
+    def boot(self):
+        """The guest starts as on bare hardware: paging off, its own CR0."""
+
+    def guest_view(self):
+        return linear_view(self.machine.state, self.machine.mem)
+
+    def live_view(self):
+        return self.machine.live_view()
+
+    def page_fault(self, count_exit):
+        raise AssertionError("under nested paging a #PF never leaves the guest")
+
+    def write_cr(self, n, value):
+        """CR0/CR4 writes exit (the VT-x guest/host masks) and are then
+        performed on the real CPU, which the guest owns under nested paging."""
+        if n not in (0, 4):
+            raise Unsupported(f"mov to cr{n}")
+        setattr(self.vcpu, f"cr{n}", value)
+        self.machine.write_control_register(n, value)
+
+    def read_cr(self, n):
+        return self.machine.state.cr(n)
+
+    def invlpg(self, linear):
+        raise Unsupported("invlpg is not intercepted under nested paging")
