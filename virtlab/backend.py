@@ -28,8 +28,21 @@ class Backend(ABC):
     def attach(self, machine):
         self.machine = machine
 
+    def start_state(self, spec):
+        """Lay out the guest's memory and registers before its first
+        instruction (a machine.BootSpec).  The default is the boot protocol
+        of docs/boot-protocol.md; a back end whose guest starts otherwise (a
+        PV domain: paging on, start-info page) lays out its own."""
+        self.machine.load_boot_protocol(spec)
+
     def boot(self):
-        """The boot-protocol registers are set; adjust the real CPU (ring, mode)."""
+        """The start state is laid out; adjust the real CPU (ring, mode)."""
+
+    def guest_address(self, linear):
+        """The guest instruction that the real PC `linear` stands for.  The
+        identity, unless the back end runs code that is not the guest's (a
+        translation cache), in which case it maps back."""
+        return linear
 
     @abstractmethod
     def exception(self, vector):

@@ -31,6 +31,7 @@ from .devices.pic import Pic
 from .devices.pit import Pit
 from .devices.platform import PORTS as PLATFORM_PORTS, Platform
 from .devices.uart import Uart
+from .backend import Backend
 from .errors import GuestStop
 from .icount import InstructionCounter
 from .intercept import Intercepts
@@ -107,6 +108,8 @@ class Machine:
         self._flush_on_entry = False
         self.intercepts = Intercepts(self)
         self.backend = backend
+        self._claimed = {}                 # software-interrupt vector -> handler
+        self._dispatch(backend)
         backend.attach(self)
         IoPermission(self)
         self._install_hooks()
@@ -134,6 +137,39 @@ class Machine:
         self.state.save()
         self.state.clear_exception_in_flight()
         self.state.load()
+
+    # -- the exit handlers ---------------------------------------------------
+    EXIT_HANDLERS = ("exception", "port_in", "port_out", "invalid_opcode", "halted")
+
+    def _dispatch(self, backend):
+        """Bind the handlers the four doors call (attributes, so that the hot
+        path is one call; observe() and claim_vector() rebind them)."""
+        for name in self.EXIT_HANDLERS:
+            setattr(self, "_h_" + name, getattr(backend, name))
+        self._pc_map = (backend.guest_address
+                        if type(backend).guest_address is not Backend.guest_address else None)
+
+    def observe(self, wrap):
+        """Let an observer (virtlab trace) see every exit: each handler becomes
+        wrap(name, handler), and intercepted instructions go through
+        wrap("intercept", ...) (intercept.py).  Only the observed machine pays."""
+        for name in self.EXIT_HANDLERS:
+            setattr(self, "_h_" + name, wrap(name, getattr(self, "_h_" + name)))
+        self.intercepts.observer = wrap("intercept", None)
+
+    def claim_vector(self, vector, handler):
+        """A back end takes a software-interrupt vector for itself (a hypercall
+        gate such as Xen's `int 0x82`): an `int vector` from the guest calls
+        handler() with the CPU saved, instead of the back end's exception()."""
+        self._claimed[vector] = handler
+        plain = self.backend.exception
+
+        def exception(vec):
+            claimed = self._claimed.get(vec)
+            if claimed is not None and self.state.is_software_int:
+                return claimed()
+            return plain(vec)
+        self._h_exception = exception
 
     # -- services to back ends ---------------------------------------------
     # A back end never touches Unicorn or the state area's offsets itself: what
@@ -246,7 +282,7 @@ class Machine:
                     self.icount.cut(linear)
                 self.intercepts.faulted_at(linear)
             self._count_exit()
-            self.backend.exception(vector)
+            self._h_exception(vector)
             self.enter()
         except BaseException as exc:       # never let an exception cross into C
             self.abort(exc)
@@ -256,7 +292,7 @@ class Machine:
             if port in PLATFORM_PORTS:
                 return 0
             self._count_exit()
-            return self.backend.port_in(port, size) & 0xFFFFFFFF
+            return self._h_port_in(port, size) & 0xFFFFFFFF
         except BaseException as exc:
             self.abort(exc)
             return 0
@@ -269,7 +305,7 @@ class Machine:
                 self.platform.io_write(port, size, value)
                 return
             self._count_exit()
-            self.backend.port_out(port, size, value)
+            self._h_port_out(port, size, value)
         except BaseException as exc:
             self.abort(exc)
 
@@ -280,7 +316,7 @@ class Machine:
                 st = self.state
                 self.icount.cut((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
             self._count_exit()
-            if self.backend.invalid_opcode():
+            if self._h_invalid_opcode():
                 self.enter()
                 return True
             self.fail("invalid opcode with no handler at " + self.where())
@@ -321,12 +357,19 @@ class Machine:
             self.outcome = Outcome(False, None, reason)
         self.uc.emu_stop()
 
-    def where(self, eip=None):
-        """The saved guest EIP and the instruction there, for failure reasons."""
+    def guest_pc(self, eip=None):
+        """The guest's linear PC for the saved CS:EIP (or CS:eip).  When the CPU
+        runs code that is not the guest's own (a translation cache), the back
+        end maps the real PC back to the guest instruction it stands for
+        (Backend.guest_address), so that reasons, traces and delivery name
+        guest addresses."""
         st = self.state
-        eip = st.eip if eip is None else eip
-        linear = (st.seg_base_of("cs") + eip) & 0xFFFFFFFF
-        return describe(self.decoder, self.backend.guest_view(), linear)
+        linear = (st.seg_base_of("cs") + (st.eip if eip is None else eip)) & 0xFFFFFFFF
+        return linear if self._pc_map is None else self._pc_map(linear)
+
+    def where(self, eip=None):
+        """The guest PC and the instruction there, for failure reasons."""
+        return describe(self.decoder, self.backend.guest_view(), self.guest_pc(eip))
 
     def _on_roi(self, begin):
         now = time.perf_counter()
@@ -345,8 +388,17 @@ class Machine:
 
     # -- boot ----------------------------------------------------------------
     def boot(self, spec):
-        """Lay out the boot protocol (docs/boot-protocol.md) and hand the CPU to
-        the back end, which decides the real privilege level the guest runs at."""
+        """Lay out the guest's start state and hand the CPU to the back end,
+        which decides the real privilege level the guest runs at.  The start
+        state is the boot protocol unless the back end lays out its own (a PV
+        domain builder starts the guest with paging already on)."""
+        self.ide.image = spec.disk
+        self.backend.start_state(spec)
+        self.backend.boot()
+
+    def load_boot_protocol(self, spec):
+        """The boot protocol of docs/boot-protocol.md: the image at 1 MiB, a
+        flat GDT, the boot-information block, protected mode, paging off."""
         image = bytes(spec.image)
         if IMAGE_BASE + len(image) > self.mem.size:
             raise ValueError("image does not fit in guest RAM")
@@ -354,7 +406,6 @@ class Machine:
         gdt = (b"\0" * 8 + x86.make_segment(0, 0xFFFFF, 0x9A)
                + x86.make_segment(0, 0xFFFFF, 0x92))
         self.mem.write(BOOT_GDT, gdt)
-        self.ide.image = spec.disk
         name = spec.workload.encode()[:63]
         info = struct.pack("<IIIIII", BOOT_MAGIC, 1, self.mem.size, spec.scale,
                            len(spec.disk) // 512, 0)
@@ -371,7 +422,6 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
         uc.reg_write(X.UC_X86_REG_CR4, 0)          # as after reset (Unicorn sets some bits)
         uc.reg_write(X.UC_X86_REG_EIP, IMAGE_BASE)
-        self.backend.boot()
 
     # -- the run loop --------------------------------------------------------
     def run(self):
@@ -424,7 +474,7 @@ class Machine:
             return
         try:
             self._count_exit()
-            self.backend.halted()
+            self._h_halted()
         except GuestStop as stop:
             self.fail(str(stop))
             return

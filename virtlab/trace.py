@@ -6,7 +6,7 @@ halt, an intercepted instruction) and what was done about it, read off the
 counters the exit changed ("exit.priv.cli" = emulated, "reflect.syscall" =
 reflected into the guest kernel, "shadow.fill" = a hidden page fault, ...).
 
-Tracing wraps the back end's exit handlers on one machine only, so the hot
+Tracing observes the exits of one machine only (Machine.observe), so the hot
 paths of ordinary runs carry no trace code.
 """
 from dataclasses import dataclass
@@ -38,12 +38,11 @@ class Tracer:
         self.roi_only = roi_only
         self.events = []
         self.seen = 0
-        be = machine.backend
-        for name in ("exception", "port_in", "port_out", "invalid_opcode", "halted"):
-            setattr(be, name, self._wrap(name, getattr(be, name)))
-        machine.intercepts.observer = self._intercepted
+        machine.observe(self._wrap)
 
     def _wrap(self, name, handler):
+        if name == "intercept":
+            return self._intercepted
         def traced(*args):
             cause = _cause(name, args, self.machine.state)
             before = self._begin(name != "exception" and name != "invalid_opcode",
@@ -63,7 +62,7 @@ class Tracer:
         st = self.machine.state
         if save:
             st.save()
-        linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        linear = self.machine.guest_pc()
         if software_int:              # EIP is past the `int`: show the `int` itself
             linear -= int_length(self.machine.backend.guest_view(), st) or 0
         return linear, dict(self.machine.counters)

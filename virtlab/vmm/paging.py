@@ -137,6 +137,11 @@ class ShadowPaging:
     def invlpg(self, linear):
         self.mmu.invlpg(linear)
 
+    def watch_writes(self, frame, on_write):
+        """on_write(frame) before the guest next writes guest frame `frame`
+        (shadow.ShadowMmu.watch)."""
+        self.mmu.watch(frame, on_write)
+
 
 class NestedPaging:
     machine_memory = 0

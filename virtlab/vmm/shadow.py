@@ -69,6 +69,7 @@ class ShadowMmu:
         self.pd_of = {}                            # guest PD frame -> Shadow
         self.pt_users = {}                         # guest PT frame -> {(key, pde index)}
         self.rmap = {}                             # guest frame -> {shadow PTE address}
+        self.watched = {}                          # guest frame -> on_write(frame)
 
     # -- which shadow the CPU walks ------------------------------------------
     def activate(self):
@@ -160,13 +161,15 @@ class ShadowMmu:
         frame = gpa & x86.PAGE_MASK
         if write and self.traced(frame):
             return TRACE, gpa
+        if write and frame in self.watched and rights & x86.PTE_W:
+            self.watched.pop(frame)(frame)         # before the write lands
         sh = self.current
         idx, pti = linear >> 22, (linear >> 12) & 0x3FF
         table = sh.tables.get(idx)
         if table is None:
             table = self._new_table(sh, idx, None if (pde is None or large) else pde & x86.PAGE_MASK)
         flags = x86.PTE_P | x86.PTE_A | (rights & x86.PTE_U)
-        if rights & x86.PTE_W and rights & x86.PTE_D and not self.traced(frame):
+        if rights & x86.PTE_W and rights & x86.PTE_D and not self.protected(frame):
             flags |= x86.PTE_W | x86.PTE_D
         spte = table.pa + 4 * pti
         old = self.vmm.u32(spte)
@@ -193,6 +196,26 @@ class ShadowMmu:
     # -- tracing --------------------------------------------------------------
     def traced(self, frame):
         return frame in self.pd_of or frame in self.pt_users
+
+    def protected(self, frame):
+        """No shadow may map `frame` writable: it is a page table, or a back end
+        watches it."""
+        return frame in self.pd_of or frame in self.pt_users or frame in self.watched
+
+    def watch(self, frame, on_write):
+        """Call on_write(frame) before the guest next writes the guest frame,
+        through any of its mappings (a translator's source pages: the write
+        would make its translations stale).  The frame is made read-only in
+        every shadow; the first write fault calls back, ends the watch, and
+        the write then proceeds as an ordinary hidden fault.  Exact, because
+        every mapping the CPU can use is a shadow entry the VMM made."""
+        first = frame not in self.watched
+        self.watched[frame] = on_write
+        if first and not self.traced(frame):
+            self._write_protect(frame)
+
+    def unwatch(self, frame):
+        self.watched.pop(frame, None)
 
     def _write_protect(self, frame):
         """A guest frame became a page table: no shadow may map it writable."""
