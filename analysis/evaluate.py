@@ -42,14 +42,14 @@ def evaluate(result, profile):
     return Modeled(whole.total, roi, per, us, region)
 
 
-def apply(result, profile):
-    """Fill the modeled fields of a RunResult in place and return it."""
+def modeled_fields(result, profile):
+    """The modeled fields of a RunResult's record under `profile` (the result
+    itself is not touched: results stay what the run recorded)."""
     m = evaluate(result, profile)
-    result.profile = profile.name
-    result.modeled_cycles = m.cycles if m else None
-    result.modeled_roi_cycles = m.roi_cycles if m else None
-    result.modeled_cycles_per_iteration = m.per_iteration if m else None
-    return result
+    return {"profile": profile.name,
+            "modeled_cycles": m.cycles if m else None,
+            "modeled_roi_cycles": m.roi_cycles if m else None,
+            "modeled_cycles_per_iteration": m.per_iteration if m else None}
 
 
 def region_host_seconds(result):

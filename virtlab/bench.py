@@ -9,8 +9,8 @@ which the cost model needs; the modeled columns come from analysis/.
 import concurrent.futures as cf
 
 from . import backend as backends
-from .harness import (UsageError, catalog, compare_with_native, count_instructions,
-                      resolve, run_guest)
+from .errors import UsageError
+from .harness import catalog, compare_with_native, count_instructions, resolve, run_guest
 
 
 def select_workloads(patterns):
@@ -87,21 +87,3 @@ class _Progress:
 
     def close(self):
         self._p.stop()
-
-
-def load_profile(name):
-    from analysis import profile as profiles
-    try:
-        return profiles.load(name or profiles.DEFAULT)
-    except profiles.ProfileError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def bench(workloads="*", backend_names=None, scale=None, jobs=1, progress=False,
-          profile=None, **opts):
-    """The bench as a pandas DataFrame (the Python API)."""
-    from analysis.table import frame
-    prof = load_profile(profile)
-    results = run_matrix(select_workloads(workloads), select_backends(backend_names),
-                         scale, jobs, progress, **opts)
-    return frame(results, prof)

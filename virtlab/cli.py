@@ -9,7 +9,7 @@ import os
 import sys
 
 from . import backend as backends
-from .harness import UsageError
+from .errors import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,11 +138,11 @@ def cmd_list(args, out):
 
 
 def cmd_run(args, out):
-    from .harness import run
+    from .api import run
     if not args.workload and not args.image:
         raise UsageError("run needs a WORKLOAD or --image FILE")
     from analysis.profile import DEFAULT
-    from .bench import load_profile
+    from .api import load_profile
     load_profile(args.profile or DEFAULT)            # refuse a bad profile before running
     result = run(args.workload, args.backend, scale=args.scale, image=args.image,
                  timeout=args.timeout, max_exits=args.max_exits,
@@ -177,7 +177,8 @@ def _run_text(r):
 
 
 def cmd_bench(args, out):
-    from .bench import load_profile, run_matrix, select_backends, select_workloads
+    from .api import load_profile
+    from .bench import run_matrix, select_backends, select_workloads
     from .result import save_results
     from analysis.table import breakdown, frame, render
     names = args.backends.split(",") if args.backends else None
@@ -295,7 +296,7 @@ def _saved(path):
 
 
 def cmd_report(args, out):
-    from .bench import load_profile
+    from .api import load_profile
     from analysis import report
     prof = load_profile(args.profile)
     results = _saved(args.saved)
@@ -330,7 +331,7 @@ def _parse_sweep(text):
 
 
 def cmd_sensitivity(args, out):
-    from .bench import load_profile
+    from .api import load_profile
     from analysis import plots, sensitivity
     from analysis.table import render
     prof = load_profile(args.profile)

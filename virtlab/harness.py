@@ -1,8 +1,9 @@
-"""Running guests: one run, and the bench matrix of workloads x back ends.
+"""Running guests: from a workload name to a RunResult.
 
 A run is: catalog entry -> image + boot block -> a fresh machine under the chosen
 back end -> run to completion or failure -> RunResult.  Every run gets a fresh
 machine, so a guest that crashes, hangs or attacks its VMM cannot affect the next.
+Pricing the result is the analysis's business, composed above this (api.py).
 """
 import json
 import os
@@ -11,15 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import backend as backends
+from .errors import UsageError
 from .machine import BootSpec, Budget, Machine
 from .memmap import MiB
 from .result import RunResult, digest
 
 DISK_BYTES = 4 * MiB
-
-
-class UsageError(ValueError):
-    """A bad name, option or file: reported as one line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
     """(instructions, roi_instructions) of the guest under the back end: a
     separate, slower run with the instruction counter on, cached on disk by
     image content, workload, scale and back end (icount.py)."""
-    key = "|".join([_image_digest(guest.image_path), guest.workload, str(guest.scale),
+    key = "|".join([image_digest(guest.image_path), guest.workload, str(guest.scale),
                     backend_name, str(ram_mb), ICOUNT_VERSION])
     cache = _icount_cache()
     if key in cache:
@@ -117,7 +115,7 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
 ICOUNT_VERSION = "2"
 
 
-def _image_digest(path):
+def image_digest(path):
     import hashlib
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -146,44 +144,9 @@ def _save_icount_cache(cache):
         pass                      # a read-only home: count again next time
 
 
-_native_cache = {}
-
-
-def native_reference(guest, **opts):
-    """The native run of the same guest, computed once per process."""
-    key = (str(guest.image_path), guest.image_path.stat().st_mtime_ns, guest.workload, guest.scale)
-    if key not in _native_cache:
-        _native_cache[key] = run_guest(guest, "native", **opts)
-    return _native_cache[key]
-
-
 def compare_with_native(result, reference):
     """matches_native: same console output and exit status as the native run."""
     result.matches_native = (reference.ok and result.ok
                              and result.console == reference.console
                              and result.exit_status == reference.exit_status)
-    return result
-
-
-def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
-        max_exits=50_000_000, ram_mb=32, profile=None):
-    """Run one workload (or a raw image) under one back end: the Python API.
-    With `profile` (a profile name or file, see analysis/), the guest's
-    instructions are also counted (a separate pass, cached) and the modeled
-    fields are filled in."""
-    kind = backends.load(backend).image if backend in backends.names() else "native"
-    guest = resolve(workload, image, scale, kind)
-    opts = dict(timeout=timeout, max_exits=max_exits, ram_mb=ram_mb)
-    result = run_guest(guest, backend, **opts)
-    reference = result if backend == "native" else native_reference(guest, **opts)
-    if backend == "native":
-        _native_cache.setdefault((str(guest.image_path), guest.image_path.stat().st_mtime_ns,
-                                  guest.workload, guest.scale), result)
-    compare_with_native(result, reference)
-    if profile is not None and result.ok:
-        from .bench import load_profile
-        from analysis.evaluate import apply
-        prof = load_profile(profile)
-        result.instructions, result.roi_instructions = count_instructions(guest, backend, ram_mb)
-        apply(result, prof)
     return result

@@ -1,0 +1,73 @@
+"""The front end's composition of the layers: what `virtlab.run` and
+`virtlab.bench` do, and what the command line does with them.
+
+The layers below never look up: a workload becomes a guest (harness.resolve),
+a machine and a back end run it (harness.run_guest), the run is recorded as a
+RunResult (result.py), and the analysis prices results under a CPU profile
+(analysis/).  Only this module and the command line see all of them.
+"""
+import dataclasses
+from functools import lru_cache
+
+from . import backend as backends
+from .bench import run_matrix, select_backends, select_workloads
+from .errors import UsageError
+from .harness import compare_with_native, count_instructions, image_digest, resolve, run_guest
+
+
+def load_profile(name=None):
+    """A CPU profile by name or TOML file (the default profile for None)."""
+    from analysis import profile as profiles
+    try:
+        return profiles.load(name or profiles.DEFAULT)
+    except profiles.ProfileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def priced(result, profile):
+    """A copy of `result` with the cost model's figures under `profile`."""
+    from analysis.evaluate import modeled_fields
+    return dataclasses.replace(result, **modeled_fields(result, profile))
+
+
+@lru_cache(maxsize=64)
+def _native_reference(digest, guest, opts):
+    # Keyed by the image's content, so a rebuilt image is run again.  Runs are
+    # deterministic, so the same key always gives the same result.
+    return run_guest(guest, "native", **dict(opts))
+
+
+def native_reference(guest, **opts):
+    """The native run of the same guest (computed once per image, workload,
+    scale and budget in this process); a copy, so callers may edit it."""
+    ref = _native_reference(image_digest(guest.image_path), guest, tuple(sorted(opts.items())))
+    return dataclasses.replace(ref)
+
+
+def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
+        max_exits=50_000_000, ram_mb=32, profile=None):
+    """Run one workload (or a raw image) under one back end: the Python API.
+    With `profile` (a profile name or file, see analysis/), the guest's
+    instructions are also counted (a separate pass, cached) and the modeled
+    fields are filled in."""
+    prof = load_profile(profile) if profile is not None else None
+    kind = backends.load(backend).image if backend in backends.names() else "native"
+    guest = resolve(workload, image, scale, kind)
+    opts = dict(timeout=timeout, max_exits=max_exits, ram_mb=ram_mb)
+    result = run_guest(guest, backend, **opts)
+    compare_with_native(result, result if backend == "native"
+                        else native_reference(guest, **opts))
+    if prof is None or not result.ok:
+        return result
+    result.instructions, result.roi_instructions = count_instructions(guest, backend, ram_mb)
+    return priced(result, prof)
+
+
+def bench(workloads="*", backend_names=None, scale=None, jobs=1, progress=False,
+          profile=None, **opts):
+    """The bench as a pandas DataFrame (the Python API)."""
+    from analysis.table import frame
+    prof = load_profile(profile)
+    results = run_matrix(select_workloads(workloads), select_backends(backend_names),
+                         scale, jobs, progress, **opts)
+    return frame(results, prof)
