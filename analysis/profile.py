@@ -18,8 +18,8 @@ or any path a user gives).  Format::
     source = "Adams & Agesen 2006: rdtsc trap-and-emulate 2030 cycles (P4)"
 
 Every cost (``cpi`` and each event) is a table with ``cycles`` (a number >= 0;
-``cpi`` must be > 0) and at least one of ``source`` (a citation into
-reference/cost-data.md) or ``assumption`` (the written reasoning); both may be
+``cpi`` must be > 0) and at least one of ``source`` (a published figure, as
+listed in docs/cost-sources.md) or ``assumption`` (the written reasoning); both may be
 given when a sourced number was adjusted.
 
 ``[events]`` must give a cost for every name in ``CHARGED``: it is the default,

@@ -1,7 +1,7 @@
 """Delivering an exception or interrupt through the guest's IDT, as the CPU does.
 
 Unicorn never reads the guest IDT: every exception and `int n` stops in a callback
-with only its vector (notes/unicorn-x86.md, item 1).  This module does what the
+with only its vector (docs/unicorn.md, item 1).  This module does what the
 IA-32 hardware does next (SDM vol. 3, 6.12):
 
   1. read the gate for the vector from the IDT (IDTR base + 8 * vector);

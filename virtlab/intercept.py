@@ -10,7 +10,7 @@ the sensitive-instruction audit, the I/O permission check of user code.  A hook
 added while a block is being generated does not apply to that block's first
 run, so the machine stops the CPU, drops that block from the translation cache
 and restarts it: the block has not run yet, so nothing is lost
-(notes/unicorn-x86.md, item 8).
+(docs/unicorn.md, item 8).
 
 A client is a pair of functions: select(insn, cpl) -> a kind or None, called at
 translation time with the privilege level the block is translated for, and

@@ -3,7 +3,7 @@
 On IA-32 an `in`/`out` (or `ins`/`outs`) at a privilege level above IOPL is
 allowed only if the TSS's I/O permission bitmap clears every byte of the access;
 otherwise it raises #GP(0) at the instruction (SDM vol. 1, 18.5).  Unicorn never
-checks (notes/unicorn-x86.md, item 5), so a user program could reprogram the
+checks (docs/unicorn.md, item 5), so a user program could reprogram the
 interrupt controller behind its kernel's back.  The machine therefore intercepts
 port instructions in code translated for user privilege (translation-time hooks:
 kernel code pays nothing) and checks them before they execute; a refused access
