@@ -182,7 +182,7 @@ class Machine:
 
     def enter(self):
         """Return from an exit: the saved (and edited) CPU state goes back into
-        the CPU.  QEMU's exception-in-flight is cleared first (docs/unicorn.md),
+        the CPU.  QEMU's exception-in-flight is cleared first (docs/unicorn.md, item 2),
         and a flush asked for during the exit happens after the load."""
         st = self.state
         st.clear_exception_in_flight()

@@ -1,0 +1,76 @@
+"""The direction of dependencies, checked on the source.
+
+Workload, then machine and back end, then result, then analysis: each layer
+imports only the ones before it.  The techniques (trap_emulate/, bt/, pv/)
+build on the core and never on each other, so that one can be read, removed or
+replaced alone; only the front end (the command line and the Python API)
+sees every layer.
+"""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TECHNIQUES = ("trap_emulate", "bt", "pv")
+FRONT_END = {"virtlab/cli.py", "virtlab/api.py", "virtlab/__init__.py", "virtlab/__main__.py"}
+
+
+def modules(package):
+    return sorted(p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def imported(path):
+    """Top-level package names a module imports, relative imports resolved."""
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(ROOT).parts[0]
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add(package + ("." + node.module if node.module else ""))
+            else:
+                names.add(node.module)
+    return names
+
+
+def tops(path):
+    return {n.split(".")[0] for n in imported(path)}
+
+
+def rel(path):
+    return path.relative_to(ROOT).as_posix()
+
+
+@pytest.mark.parametrize("technique", TECHNIQUES)
+def test_techniques_import_only_the_core(technique):
+    for path in modules(technique):
+        others = tops(path) & (set(TECHNIQUES) - {technique})
+        assert not others, f"{rel(path)} imports {others}: shared parts belong in virtlab/"
+        assert "analysis" not in tops(path), f"{rel(path)} imports the analysis"
+
+
+def test_the_core_never_names_a_technique_or_the_analysis():
+    for path in modules("virtlab"):
+        if rel(path) in FRONT_END:
+            continue
+        bad = tops(path) & (set(TECHNIQUES) | {"analysis"})
+        assert not bad, f"{rel(path)} imports {bad}"
+
+
+def test_the_harness_does_not_import_the_bench():
+    assert "virtlab.bench" not in imported(ROOT / "virtlab/harness.py")
+
+
+def test_the_machine_imports_no_back_end():
+    names = imported(ROOT / "virtlab/machine.py")
+    assert not names & {"virtlab.native", "virtlab.vmm", "virtlab.harness", "virtlab.bench"}
+
+
+def test_the_analysis_reads_results_and_never_runs_a_guest():
+    allowed = {"virtlab.result", "virtlab.errors", "virtlab.backend", "virtlab.counters"}
+    for path in modules("analysis"):
+        core = {n for n in imported(path) if n.split(".")[0] == "virtlab"}
+        assert core <= allowed, f"{rel(path)} imports {core - allowed}"
