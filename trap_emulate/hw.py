@@ -22,7 +22,7 @@ import ctypes
 from unicorn import UC_HOOK_INSN
 from unicorn import x86_const as X
 
-from virtlab import x86
+from virtlab import fastcall, x86
 from virtlab.delivery import Event, RealCpuView
 from virtlab.intercept import EMULATED
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
@@ -162,6 +162,12 @@ class Hw(Vmm):
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported) as exc:
             raise GuestStop(f"cannot emulate at {m.where()}: {exc or decoded.text()}") from None
+        if name == "wrmsr" and m.state.reg("ecx") in fastcall.MSRS:
+            # The VMCS guest-state area holds IA32_SYSENTER_CS/ESP/EIP and VM
+            # entry loads them: the guest's SYSENTER and SYSEXIT, which do not
+            # exit, then use its own values.
+            st = m.state
+            m.write_msr(st.reg("ecx"), st.reg("edx") << 32 | st.reg("eax"))
         if kind in ("read_shadow", "cr2_write", "cr2_read"):
             m.counters["hw." + kind] += 1
         else:
@@ -170,10 +176,17 @@ class Hw(Vmm):
             m.counters["exit.priv." + name] += 1
         return EMULATED
 
+    def sysenter(self):
+        """SYSENTER and SYSEXIT do not exit on VT-x: the guest kernel is at real
+        ring 0 and the real MSRs hold its values (see _intercepted)."""
+        return fastcall.native_sysenter(self, self.events)
+
     def _far_transfer(self, decoded):
         """A far jmp/call through a TSS or task gate is a hardware task switch,
         which loads CR3 from the TSS: VT-x exits unconditionally.  Ordinary far
-        transfers to code segments run natively."""
+        transfers to code segments, and through call gates (a privilege change
+        the CPU performs itself), run natively; so do the other system
+        descriptors, on which the CPU raises #GP itself."""
         m = self.machine
         target = _far_selector(decoded, m, self)
         if target is None:
@@ -181,7 +194,7 @@ class Hw(Vmm):
         if target & 4:
             raise GuestStop(f"far transfer through the LDT at {m.where()}: not supported by this VMM")
         d = _descriptor(self, target)
-        if d is not None and not d[1] & x86.DESC_S:
+        if d is not None and not d[1] & x86.DESC_S and (d[1] >> 8) & 0xF in _TASK_TYPES:
             raise GuestStop(f"task switch at {m.where()}: not supported by this VMM")
 
     def _on_cpuid(self, _uc, _user):
@@ -199,6 +212,9 @@ class Hw(Vmm):
 
     def report(self):
         return {}
+
+
+_TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
 
 
 def _far_selector(decoded, machine, backend):

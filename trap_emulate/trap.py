@@ -19,13 +19,13 @@ sidt, sldt, smsw, str, push cs/ss, mov from a segment register, lar, lsl, verr
 and verw are sensitive but do not trap at ring 1, so they run unmodified and
 tell the guest the truth about the real CPU (sensitive.py counts them).
 """
-from virtlab import x86
-from virtlab.delivery import Event
+from virtlab import fastcall, x86
+from virtlab.delivery import DeliveryFault, Event
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault
 
-from virtlab.vmm import rings, memory as vmm_memory
+from virtlab.vmm import gates, rings, memory as vmm_memory
 from virtlab.vmm.emulate import NotPrivileged, Unsupported
 from virtlab.vmm.reflect import VirtualCpuView
 from virtlab.vmm.sensitive import SensitiveAudit
@@ -46,6 +46,7 @@ class Trap(Vmm):
         self.events = GuestEvents(machine, self.view, EventNames(
             irq="inject.irq", hlt="exit.hlt", irq_exits=("exit.total", "exit.irq")))
         self.audit = SensitiveAudit(machine, self)
+        machine.intercepts.watch(_select_kernel_iret, self._kernel_iret, exit=True)
 
     # -- entering the guest ---------------------------------------------------
     def boot(self):
@@ -85,6 +86,8 @@ class Trap(Vmm):
                 self._reflect(event)
             return
         m.counters["exit.total"] += 1
+        if vector == x86.GP and self._call_gate():
+            return
         if vector == x86.GP and st.cpl == 1 and self._privileged():
             return
         self._reflect(self.events.exception_event(vector))
@@ -107,6 +110,73 @@ class Trap(Vmm):
             m.counters["exit.priv." + name] += 1
         m.emulated()
         return True
+
+    def _call_gate(self):
+        """A far call or jmp through one of the guest's call gates, which the
+        shadow GDT does not carry: performed by the VMM (vmm/gates.py says why
+        not by the CPU) into the guest kernel at real ring 1, as a reflected
+        system call.  False if the #GP had another cause."""
+        m = self.machine
+        decoded = self.decode_current()
+        if decoded is None:
+            return False
+        try:
+            if not gates.through_call_gate(self.view, m.state, self.guest_view(), decoded):
+                return False
+        except DeliveryFault as fault:
+            self._reflect(Event(fault.vector, fault.error_code))
+            return True
+        except GuestMemoryFault as fault:
+            self._reflect(Event(x86.PF, fault.error_code, cr2=fault.linear))
+            return True
+        c = m.counters
+        c["reflect.total"] += 1
+        c["reflect.syscall"] += 1
+        m.clock.tick()
+        m.emulated()
+        return True
+
+    def sysenter(self):
+        """SYSENTER from the guest (any ring): a system call reflected into the
+        guest kernel, whose ring 0 is the real ring 1 (the flat caches are
+        compressed like its descriptors).  The MSRs are the guest's, kept in
+        the vCPU by its emulated wrmsr; the virtual IF is cleared, the real
+        one stays set."""
+        m, st = self.machine, self.machine.state
+        m.counters["exit.total"] += 1
+        if self.view.virtual_if() and self.events.interrupt_first(False, self):
+            return False
+        msrs = self.vcpu.msrs
+        cs = msrs.get(fastcall.SYSENTER_CS, 0) & 0xFFFF
+        if cs & 0xFFFC == 0:
+            self._reflect(Event(x86.GP, 0))
+            return False
+        c = m.counters
+        c["reflect.total"] += 1
+        c["reflect.syscall"] += 1
+        m.clock.tick()
+        fastcall.enter_kernel(st, self.view, cs, msrs.get(fastcall.SYSENTER_ESP, 0) & 0xFFFFFFFF,
+                              msrs.get(fastcall.SYSENTER_EIP, 0) & 0xFFFFFFFF)
+        self.vcpu.if_ = False
+        st.set_eflags((st.eflags() & ~(x86.VM | x86.RF)) | x86.IF)
+        return True
+
+    def _kernel_iret(self, decoded, kind):
+        """The guest kernel's iret to an outer ring runs natively at ring 1,
+        where the CPU leaves IOPL alone (it loads it only at CPL 0): the
+        virtual IOPL the frame gives is recorded here, for the I/O permission
+        check of the user code it returns to.  Not an exit (VT-x would not
+        see it either): the iret then runs natively."""
+        st = self.machine.state
+        try:
+            view = self.guest_view()
+            at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
+            cs, eflags = view.u32(at + 4) & 0xFFFF, view.u32(at + 8)
+        except GuestMemoryFault:
+            return None                      # the iret faults; nothing changes
+        if cs & 3 > 1:
+            self.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
+        return None
 
     # -- reflection ---------------------------------------------------------------
     def _reflect_software(self, vector):
@@ -194,7 +264,12 @@ class Trap(Vmm):
         if far_iret:
             eflags = frame[2]
             self.vcpu.if_ = bool(eflags & x86.IF)
+            self.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT   # CPL 0 loads IOPL
             st.set_eflags((eflags & ~(x86.IOPL_MASK | x86.VM | x86.RF)) | x86.IF)
 
     def report(self):
         return {"sensitive": self.audit.sightings()}
+
+
+def _select_kernel_iret(insn, cpl):
+    return "iret_out" if cpl == 1 and insn.mnemonic in ("iretd", "iret") else None

@@ -9,6 +9,8 @@ installing a package.
 from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
 
+from .errors import GuestStop
+
 GROUP = "virtlab.backends"
 
 
@@ -51,6 +53,14 @@ class Backend(ABC):
     def invalid_opcode(self):
         """#UD; return True if handled (the default: the run fails)."""
         return False
+
+    def sysenter(self):
+        """SYSENTER stopped the CPU (EIP at it), at any ring; perform it or
+        deliver what it raises, and return True if it completed (fastcall.py).
+        The default ends the run: a back end that does not say how it runs the
+        guest kernel must not let SYSENTER enter it at the real ring 0."""
+        raise GuestStop(f"sysenter at {self.machine.where()}: not supported by the "
+                        f"{self.name} back end")
 
     @abstractmethod
     def port_in(self, port, size):

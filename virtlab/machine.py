@@ -4,10 +4,11 @@ The machine owns the real CPU and the real interrupt path (every Unicorn hook).
 What an exit *means* is the back end's business: the machine saves the CPU into
 the state area, hands the exit to the back end, and loads the state back once.
 
-Exits reach the VMM through four doors, all of them raw ctypes callbacks (the
+Exits reach the VMM through five doors, all of them raw ctypes callbacks (the
 Python binding's wrappers cost more than the work of a typical exit):
   - UC_HOOK_INTR: every exception and `int n`, with the vector only;
   - UC_HOOK_INSN for IN and OUT: every port access, at any privilege level;
+  - UC_HOOK_INSN for SYSENTER, which Unicorn does not perform (fastcall.py);
   - UC_HOOK_INSN_INVALID: #UD, which never reaches the INTR hook;
   - the return of emu_start: `hlt` at ring 0, a stop request, or an error.
 """
@@ -47,6 +48,7 @@ _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_voi
 _IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
 _OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
 _INVALID_CB = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
+_SYSENTER_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 
 
 @dataclass
@@ -214,6 +216,18 @@ class Machine:
         self.uc.reg_write(reg, value)
         self.state.save()
 
+    def read_msr(self, index):
+        """A real model-specific register (as the guest's own wrmsr at real
+        ring 0 left it, or as write_msr set it)."""
+        return self.uc.msr_read(index)
+
+    def write_msr(self, index, value):
+        """Write a real MSR during an exit, so that the state-area load at the
+        end of the exit does not undo it."""
+        self.state.load()
+        self.uc.msr_write(index, value)
+        self.state.save()
+
     def live_view(self):
         """Guest-virtual memory through the live CPU's paging registers, for a
         hook that did not save the CPU (translation-time hooks)."""
@@ -271,6 +285,7 @@ class Machine:
         self.add_hook(UC_HOOK_INSN, _IN_CB(self._on_in), ctypes.c_int(X.UC_X86_INS_IN))
         self.add_hook(UC_HOOK_INSN, _OUT_CB(self._on_out), ctypes.c_int(X.UC_X86_INS_OUT))
         self.add_hook(UC_HOOK_INSN_INVALID, _INVALID_CB(self._on_invalid))
+        self.add_hook(UC_HOOK_INSN, _SYSENTER_CB(self._on_sysenter), ctypes.c_int(X.UC_X86_INS_SYSENTER))
 
     def _on_intr(self, _uc, vector, _user):
         st = self.state
@@ -323,6 +338,29 @@ class Machine:
         except BaseException as exc:
             self.abort(exc)
         return False
+
+    def _on_sysenter(self, _uc, _user):
+        """SYSENTER, from any ring.  Unicorn calls this from inside its helper
+        with EIP synchronised to the instruction, and after the hook adds the
+        instruction's length to EIP itself (measured), so the EIP the back end
+        leaves is compensated for that; the TB ends after the helper, so new
+        CS, SS and CPL take effect at once.  The arithmetic flags stay in the
+        lazy form the translated code after the helper expects."""
+        st = self.state
+        try:
+            st.save()
+            linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+            d = self.decoder.at(self.backend.guest_view(), linear)
+            size = d.size if d is not None else 2
+            lazy = st.lazy_flags()
+            self._count_exit()
+            if not self.backend.sysenter() and self.icount is not None:
+                self.icount.cut(linear)      # an interrupt or #GP was taken at it
+            st.restore_lazy_flags(lazy)
+            st.eip = st.eip - size
+            self.enter()
+        except BaseException as exc:
+            self.abort(exc)
 
     def _stop_counting(self):
         """The run ends at this `out`: count up to and including it."""

@@ -9,6 +9,7 @@ native events (`native.*`), the baseline every other back end is compared with.
 from . import x86
 from .backend import Backend
 from .delivery import Event, RealCpuView
+from .fastcall import native_sysenter
 from .guest_events import EventNames, GuestEvents, vector_name
 
 
@@ -44,6 +45,9 @@ class Native(Backend):
         m.counters["native.exception.ud"] += 1
         self.events.deliver(Event(x86.UD))
         return True
+
+    def sysenter(self):
+        return native_sysenter(self, self.events)
 
     def port_in(self, port, size):
         m = self.machine

@@ -217,6 +217,27 @@ class StateArea:
         _U32.pack_into(m, f.cc_op, f.cc_op_eflags)
         _I32.pack_into(m, f.df, -1 if value & x86.DF else 1)
 
+    def lazy_flags(self):
+        """The arithmetic flags and DF exactly as QEMU holds them now (cc_src,
+        cc_op, df and the arithmetic bits of `eflags`), for restore_lazy_flags."""
+        f, m = self.layout.flags, self.mem
+        return (_U32.unpack_from(m, f.cc_src)[0], _U32.unpack_from(m, f.cc_op)[0],
+                _U32.unpack_from(m, f.df)[0], _U32.unpack_from(m, f.eflags)[0] & _ARITH_DF)
+
+    def restore_lazy_flags(self, saved):
+        """Put back what lazy_flags returned, keeping the system bits (IF, TF,
+        IOPL, NT, RF, VM, ...) written since.  For a hook called from inside a
+        QEMU helper whose translated code goes on afterwards with the cc_op it
+        had (SYSENTER): the arithmetic flags, which the hook's work does not
+        change, must then still be in the lazy form that code expects."""
+        f, m = self.layout.flags, self.mem
+        system = _U32.unpack_from(m, f.eflags)[0] & ~_ARITH_DF
+        cc_src, cc_op, df, arith = saved
+        _U32.pack_into(m, f.cc_src, cc_src)
+        _U32.pack_into(m, f.cc_op, cc_op)
+        _U32.pack_into(m, f.df, df)
+        _U32.pack_into(m, f.eflags, system | arith)
+
     def seg_selector(self, name):
         return _U32.unpack_from(self.mem, self._sel[name])[0] & 0xFFFF
 

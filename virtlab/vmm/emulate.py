@@ -11,9 +11,10 @@ from typing import Protocol, runtime_checkable
 
 from capstone import x86_const as C
 
-from virtlab import x86
+from virtlab import fastcall, x86
 from virtlab.memory import LinearView
 
+from . import rings
 from .vcpu import VirtualCpu
 
 _REG32 = {"eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"}
@@ -142,7 +143,7 @@ class Emulator:
         state = self.be.machine.state
         next_eip = state.eip + decoded.size
         name = handler(self, insn, state)
-        if name not in ("iret", "retf", "hlt"):
+        if name not in ("iret", "retf", "hlt", "sysexit"):
             state.eip = next_eip
         elif name == "hlt":
             state.eip = next_eip
@@ -223,6 +224,17 @@ class Emulator:
         self.be.emulate_return(far_iret=False, extra=extra)
         return "retf"
 
+    def _sysexit(self, insn, state):
+        """SYSEXIT in the guest kernel, which #GPs at real ring 1 (CPL != 0):
+        to the guest's ring 3 with the flat segments IA32_SYSENTER_CS names
+        (its wrmsr was emulated into the vCPU).  A null SYSENTER_CS is #GP(0),
+        the guest's own."""
+        cs = self.be.vcpu.msrs.get(fastcall.SYSENTER_CS, 0) & 0xFFFF
+        if cs & 0xFFFC == 0:
+            raise NotPrivileged()
+        fastcall.exit_to_user(state, rings.segment_cache, cs)
+        return "sysexit"
+
     def _smsw(self, insn, state):
         """SMSW: the machine status word (CR0's low bits).  Not privileged, so
         only a VMM that intercepts it (a VT-x read shadow) comes here."""
@@ -248,6 +260,7 @@ _KERNEL = {
     "ltr": Emulator._ltr, "lldt": Emulator._lldt,
     "iretd": Emulator._iret, "iret": Emulator._iret,
     "retf": Emulator._retf, "lret": Emulator._retf,
+    "sysexit": Emulator._sysexit,
 }
 
 

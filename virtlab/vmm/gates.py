@@ -1,0 +1,102 @@
+"""Far calls and jumps through the guest's call gates, for a ring-compressed guest.
+
+The shadow GDT carries no system descriptors (rings.compress), so a far call or
+jump through one of the guest's call gates raises #GP on the real CPU, and the
+VMM performs the transfer as the CPU would (SDM vol. 3, 5.8.4-5.8.6; vol. 2A,
+CALL).  The alternative, giving the CPU the gates with their targets compressed
+(a gate to a DPL-0 segment leading to real ring 1) so that it makes the
+transition itself, was rejected as less faithful: on a privilege change the CPU
+would take the new stack from the *real* TSS's SS1:ESP1, which the VMM would
+have to keep equal to the guest's SS0:ESP0, and a guest changes those with
+plain stores (once per task switch) that the VMM never sees; emulating reads
+the guest's own TSS at the moment of the call, as interrupt reflection does,
+and pushes the selectors the guest believes in.  The cost is one exit per gate
+call, as for any reflected system call.  The return (`retf` to ring 3) is
+performed by the CPU at ring 1 unaided.
+"""
+import struct
+
+from capstone import x86_const as C
+
+from virtlab import x86
+from virtlab.delivery import DeliveryFault, _inner_stack, read_descriptor
+
+from .emulate import effective_address
+
+CALL_GATE32 = 0xC
+_CONFORMING = 1 << 10
+
+
+def far_target(decoded, state, view):
+    """The selector of a direct (sel:offset) or indirect (m16:32) far call or
+    jmp, or None if the instruction is not one."""
+    insn = decoded.insn
+    m, ops = insn.mnemonic, insn.operands
+    far = m in ("lcall", "ljmp") or (m in ("call", "jmp") and insn.op_str.startswith("ptr "))
+    if not far or not ops:
+        return None
+    if len(ops) == 2 and ops[0].type == C.X86_OP_IMM:
+        return ops[0].imm & 0xFFFF
+    if ops[0].type == C.X86_OP_MEM:
+        ea = effective_address(insn, ops[0], state)
+        return int.from_bytes(view.read(ea + 4, 2), "little")
+    return None
+
+
+def through_call_gate(cpu, state, view, decoded):
+    """Perform the far call or jmp at EIP if it names a 32-bit call gate in the
+    guest's GDT; False if it does not (the #GP is then the guest's own).
+    `cpu` is the guest's view of the CPU (vmm.reflect.VirtualCpuView): guest
+    rings, tables and selectors, real segment caches.  Raises DeliveryFault
+    for the exception the CPU would raise instead, GuestMemoryFault for a
+    page fault on the stacks."""
+    sel = far_target(decoded, state, view)
+    if sel is None or sel & 4 or sel & 0xFFF8 == 0:
+        return False
+    gdtr = cpu.gdtr()
+    if (sel & ~7) + 7 > gdtr[1]:
+        return False
+    lo, hi = read_descriptor(view, gdtr, sel)
+    if hi & x86.DESC_S or (hi >> 8) & 0xF != CALL_GATE32:
+        return False
+    call = decoded.insn.mnemonic in ("lcall", "call")
+    cpl = cpu.cpl()
+    if x86.seg_dpl(hi) < max(cpl, sel & 3):
+        raise DeliveryFault(x86.GP, sel & ~3, f"call gate {sel:#x}: DPL below CPL or RPL")
+    if not hi & x86.DESC_P:
+        raise DeliveryFault(x86.NP, sel & ~3, f"call gate {sel:#x} not present")
+    cs, offset, params = lo >> 16, (hi & 0xFFFF0000) | (lo & 0xFFFF), hi & 0x1F
+    if cs & 0xFFFC == 0:
+        raise DeliveryFault(x86.GP, 0, f"call gate {sel:#x} names the null selector")
+    cs_lo, cs_hi = read_descriptor(view, gdtr, cs)
+    dpl = x86.seg_dpl(cs_hi)
+    if not cs_hi & x86.DESC_S or not cs_hi & x86.DESC_CODE or dpl > cpl:
+        raise DeliveryFault(x86.GP, cs & ~3, f"call gate {sel:#x}: bad target {cs:#x}")
+    if not cs_hi & x86.DESC_P:
+        raise DeliveryFault(x86.NP, cs & ~3, f"call gate {sel:#x}: target {cs:#x} not present")
+    new_cpl = cpl if cs_hi & _CONFORMING else dpl
+    if not call and new_cpl != cpl:
+        raise DeliveryFault(x86.GP, cs & ~3, "jmp through a call gate to another ring")
+    ret = (state.eip + decoded.size) & 0xFFFFFFFF
+    if call and new_cpl < cpl:
+        # Inner call: the new stack from the guest's TSS; old SS:ESP, the
+        # parameters (copied from the old stack) and CS:EIP pushed on it.
+        esp_pa, ss, ss_lo, ss_hi = _inner_stack(cpu, view, gdtr, new_cpl)
+        new_esp = view.mem.u32(esp_pa)
+        old_esp = state.reg("esp")
+        old_base = state.seg_base_of("ss")
+        args = [view.u32((old_base + old_esp + 4 * i) & 0xFFFFFFFF) for i in range(params)]
+        frame = [ret, cpu.selector("cs")] + args + [old_esp, cpu.selector("ss")]
+        new_esp = (new_esp - 4 * len(frame)) & 0xFFFFFFFF
+        view.write((x86.seg_base(ss_lo, ss_hi) + new_esp) & 0xFFFFFFFF,
+                   struct.pack(f"<{len(frame)}I", *frame))
+        state.set_segment("ss", *cpu.segment(ss, ss_lo, ss_hi, new_cpl))
+        state.set_reg("esp", new_esp)
+    elif call:
+        esp = (state.reg("esp") - 8) & 0xFFFFFFFF
+        view.write((state.seg_base_of("ss") + esp) & 0xFFFFFFFF,
+                   struct.pack("<II", ret, cpu.selector("cs")))
+        state.set_reg("esp", esp)
+    state.set_segment("cs", *cpu.segment(cs, cs_lo, cs_hi, new_cpl))
+    state.eip = offset
+    return True
