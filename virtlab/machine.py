@@ -141,7 +141,7 @@ class Machine:
         self.state.load()
 
     # -- the exit handlers ---------------------------------------------------
-    EXIT_HANDLERS = ("exception", "port_in", "port_out", "invalid_opcode", "halted")
+    EXIT_HANDLERS = ("exception", "port_in", "port_out", "invalid_opcode", "halted", "sysenter")
 
     def _dispatch(self, backend):
         """Bind the handlers the four doors call (attributes, so that the hot
@@ -354,7 +354,7 @@ class Machine:
             size = d.size if d is not None else 2
             lazy = st.lazy_flags()
             self._count_exit()
-            if not self.backend.sysenter() and self.icount is not None:
+            if not self._h_sysenter() and self.icount is not None:
                 self.icount.cut(linear)      # an interrupt or #GP was taken at it
             st.restore_lazy_flags(lazy)
             st.eip = st.eip - size

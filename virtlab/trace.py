@@ -106,4 +106,6 @@ def _cause(name, args, state):
         return f"out {args[0]:#x}"
     if name == "invalid_opcode":
         return "#UD"
+    if name == "sysenter":
+        return "sysenter"
     return "hlt"
