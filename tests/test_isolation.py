@@ -151,22 +151,22 @@ CASES = {
     # descriptors that cover the window, loaded into DS
     "gdt-flat-4g-ds": lambda: guest(with_gdt(
         [x86.make_segment(0, 0xFFFFF, 0x92)],
-        f"mov ax, 0x40\nmov ds, ax\n" + hostile_load(0xFC000000 + WINDOW_SPARE))),
+        "mov ax, 0x40\nmov ds, ax\n" + hostile_load(0xFC000000 + WINDOW_SPARE))),
     "gdt-base-in-window-ds": lambda: guest(with_gdt(
         [x86.make_segment(0xFC000000, 0xFFFFF, 0x92)],
-        f"mov ax, 0x40\nmov ds, ax\n" + hostile_load(WINDOW_SPARE))),
+        "mov ax, 0x40\nmov ds, ax\n" + hostile_load(WINDOW_SPARE))),
     "gdt-base-in-window-byte-granular-ds": lambda: guest(with_gdt(
         [x86.make_segment(0xFC000000 + WINDOW_SPARE, 0xFFFF, 0x92, 0x4)],
-        f"mov ax, 0x40\nmov ds, ax\n" + hostile_load(0))),
+        "mov ax, 0x40\nmov ds, ax\n" + hostile_load(0))),
     "gdt-expand-down-ds": lambda: guest(with_gdt(
         [x86.make_segment(0, 0, 0x96)],
-        f"mov ax, 0x40\nmov ds, ax\n" + hostile_load(0xFC000000 + WINDOW_SPARE))),
+        "mov ax, 0x40\nmov ds, ax\n" + hostile_load(0xFC000000 + WINDOW_SPARE))),
     "gdt-unaligned-base-4k-granular-ds": lambda: guest(with_gdt(
         [x86.make_segment(0x100, 0xFFFFF, 0x92)],
-        f"mov ax, 0x40\nmov ds, ax\n" + hostile_load(0xFC000000 + WINDOW_SPARE - 0x100))),
+        "mov ax, 0x40\nmov ds, ax\n" + hostile_load(0xFC000000 + WINDOW_SPARE - 0x100))),
     "gdt-flat-4g-ds-store": lambda: guest(with_gdt(
         [x86.make_segment(0, 0xFFFFF, 0x92)],
-        f"mov ax, 0x40\nmov ds, ax\n" + hostile_store(0xFC000000 + WINDOW_SPARE))),
+        "mov ax, 0x40\nmov ds, ax\n" + hostile_store(0xFC000000 + WINDOW_SPARE))),
     # hardware task switches (CR3 from a guest-written TSS)
     "task-switch-jmp-tss": lambda: task_switch_guest([TSS_DESC], far(0xEA, 0x40)),
     "task-switch-call-tss": lambda: task_switch_guest([TSS_DESC], far(0x9A, 0x40)),

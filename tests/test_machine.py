@@ -105,7 +105,7 @@ def test_int_from_ring3_to_a_dpl0_gate_is_a_gp():
 
 
 def test_same_ring_interrupt_has_no_stack_switch():
-    g = A.AsmGuest(body=f"mov esp, 0x88000\nint 0x80\n" + A.exit_with(0),
+    g = A.AsmGuest(body="mov esp, 0x88000\nint 0x80\n" + A.exit_with(0),
                    handlers={0x80: f"mov [{LOG:#x}], esp\nmov eax, [esp+4]\nmov [{LOG + 4:#x}], eax\niretd\n"})
     m, out = run(g)
     assert out.ok

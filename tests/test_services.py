@@ -103,7 +103,7 @@ class OwnStart(Native):
 
 
 def test_a_back_end_lays_out_its_own_start_state():
-    code = A._asm(f"nop\n" * 16 + f"mov [{LOG:#x}], eax\n" + A.exit_with(0), A.BASE)
+    code = A._asm("nop\n" * 16 + f"mov [{LOG:#x}], eax\n" + A.exit_with(0), A.BASE)
     m, out = boot(OwnStart(), code)
     assert out.ok, out.reason
     assert word(m) == 5              # entered after the 16 nops, with its own EAX

@@ -19,16 +19,17 @@ exit) are modelled the same way, but counted as `hw.read_shadow`, not as exits.
 """
 import ctypes
 
+from capstone import x86_const as C
 from unicorn import UC_HOOK_INSN
 from unicorn import x86_const as X
 
 from virtlab import fastcall, x86
-from virtlab.delivery import Event, RealCpuView
-from virtlab.intercept import EMULATED
-from virtlab.guest_events import EventNames, GuestEvents, vector_name
+from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
 from virtlab.errors import GuestStop
-
+from virtlab.guest_events import EventNames, GuestEvents, vector_name
+from virtlab.intercept import EMULATED
 from virtlab.vmm.emulate import NotPrivileged, Unsupported
+from virtlab.vmm.gates import far_target, is_far_transfer
 from virtlab.vmm.monitor import Vmm
 from virtlab.vmm.paging import NestedPaging
 
@@ -54,39 +55,44 @@ class ShadowPagingView(RealCpuView):
         self.state.set_cr(2, value)
 
 
+# Control registers whose moves VT-x can make exit, by capstone register id.
+_CR = {C.X86_REG_CR0: 0, C.X86_REG_CR2: 2, C.X86_REG_CR3: 3, C.X86_REG_CR4: 4}
+_ALWAYS = {C.X86_INS_RDMSR: "msr", C.X86_INS_WRMSR: "msr", C.X86_INS_LJMP: "far_transfer",
+           C.X86_INS_LCALL: "far_transfer", C.X86_INS_IRETD: "iret", C.X86_INS_IRET: "iret"}
+_SHADOW_ONLY = {C.X86_INS_SMSW: "read_shadow", C.X86_INS_INVLPG: "invlpg",
+                C.X86_INS_CLTS: "clts"}           # CR0.TS belongs to the read shadow
+
+
 def _exit_kind(insn, nested):
     """Which VT-x exit, if any, this instruction causes (None: runs natively).
     `nested`: the guest's paging registers are the real ones (EPT), so the
     VMM clears the CR3-load, CR3-store and INVLPG exiting controls and needs
     no read shadow of CR0."""
-    m, ops = insn.mnemonic, insn.op_str
-    if m == "mov" and "cr" in ops:
-        dst, src = (x.strip() for x in ops.split(",", 1))
-        if dst in ("cr0", "cr4") or (dst == "cr3" and not nested):
+    iid = insn.id
+    if iid == C.X86_INS_MOV:
+        return _cr_move(insn, nested)
+    if iid in _ALWAYS:
+        return _ALWAYS[iid]
+    if iid in _SHADOW_ONLY:
+        return None if nested else _SHADOW_ONLY[iid]
+    if iid in (C.X86_INS_JMP, C.X86_INS_CALL) and is_far_transfer(insn):
+        return "far_transfer"
+    return None
+
+
+def _cr_move(insn, nested):
+    dst, src = insn.operands
+    if dst.type == C.X86_OP_REG and dst.reg in _CR:
+        n = _CR[dst.reg]
+        if n in (0, 4) or (n == 3 and not nested):
             return "cr_write"
-        if dst == "cr2" and not nested:
-            return "cr2_write"       # no exit on VT-x; the guest's CR2 lives in the vCPU
-        if src == "cr2" and not nested:
+        return "cr2_write" if not nested else None  # no exit on VT-x; CR2 lives in the vCPU
+    if src.type == C.X86_OP_REG and src.reg in _CR and not nested:
+        n = _CR[src.reg]
+        if n == 2:
             return "cr2_read"        # (Unicorn clobbers the real CR2 when a hook
                                      # redirects EIP, and hidden faults change it)
-        if src == "cr3" and not nested:
-            return "cr_read"
-        if src in ("cr0", "cr4") and not nested:
-            return "read_shadow"     # real CR0/CR4 differ from the guest's
-        return None
-    if m == "smsw":
-        return None if nested else "read_shadow"
-    if m == "invlpg":
-        return None if nested else "invlpg"
-    if m == "clts":
-        return None if nested else "clts"     # CR0.TS belongs to the read shadow
-    if m in ("rdmsr", "wrmsr"):
-        return "msr"
-    if m in ("ljmp", "lcall") or (m in ("jmp", "call") and (
-            (ops.startswith(("far", "0x")) and ":" in ops) or ops.startswith("ptr "))):
-        return "far_transfer"        # direct (sel:offset) or indirect (m16:32) far
-    if m in ("iretd", "iret"):
-        return "iret"
+        return "cr_read" if n == 3 else "read_shadow"   # real CR0/CR4 differ from the guest's
     return None
 
 
@@ -188,13 +194,16 @@ class Hw(Vmm):
         the CPU performs itself), run natively; so do the other system
         descriptors, on which the CPU raises #GP itself."""
         m = self.machine
-        target = _far_selector(decoded, m, self)
+        target = far_target(decoded, m.state, self.guest_view())
         if target is None:
             return
         if target & 4:
             raise GuestStop(f"far transfer through the LDT at {m.where()}: not supported by this VMM")
-        d = _descriptor(self, target)
-        if d is not None and not d[1] & x86.DESC_S and (d[1] >> 8) & 0xF in _TASK_TYPES:
+        try:
+            d = read_descriptor(self.guest_view(), m.state.table("gdt"), target)
+        except DeliveryFault:
+            return                   # the CPU raises the #GP itself
+        if not d[1] & x86.DESC_S and (d[1] >> 8) & 0xF in _TASK_TYPES:
             raise GuestStop(f"task switch at {m.where()}: not supported by this VMM")
 
     def _on_cpuid(self, _uc, _user):
@@ -215,31 +224,6 @@ class Hw(Vmm):
 
 
 _TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
-
-
-def _far_selector(decoded, machine, backend):
-    from capstone import x86_const as C
-    insn = decoded.insn
-    if not insn.operands:
-        return None
-    op = insn.operands[0]
-    if op.type == C.X86_OP_IMM and len(insn.operands) == 2:
-        return op.imm & 0xFFFF
-    if op.type == C.X86_OP_MEM:
-        from virtlab.vmm.emulate import effective_address
-        ea = effective_address(insn, op, machine.state)
-        raw = backend.guest_view().read(ea + 4, 2)
-        return int.from_bytes(raw, "little")
-    return None
-
-
-def _descriptor(backend, selector):
-    st = backend.machine.state
-    base, limit = st.table("gdt")
-    index = selector & ~7
-    if selector & 4 or index == 0 or index + 7 > limit:
-        return None
-    return x86.split_descriptor(backend.guest_view().read(base + index, 8))
 
 
 class HwNpt(Hw):

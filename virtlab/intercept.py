@@ -33,7 +33,9 @@ on_hit(decoded, kind) with the CPU saved.  The client answers
 """
 import ctypes
 
-from capstone import Cs, CS_ARCH_X86, CS_MODE_32
+from capstone import (Cs, CS_ARCH_X86, CS_MODE_32, CS_GRP_CALL, CS_GRP_INT, CS_GRP_IRET,
+                      CS_GRP_JUMP, CS_GRP_RET)
+from capstone import x86_const as C
 from unicorn import UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uc_tb, uclib
@@ -46,8 +48,15 @@ _CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uin
                             ctypes.c_void_p)
 
 
-_BLOCK_ENDS = ("j", "call", "ret", "iret", "int", "hlt", "lret", "ljmp", "lcall", "loop",
-               "sysenter", "sysexit", "syscall", "ud2")
+# Where Unicorn (QEMU) ends a translation block: every control transfer, and
+# the instructions after which the CPU cannot simply go on.
+_BLOCK_END_GROUPS = (CS_GRP_JUMP, CS_GRP_CALL, CS_GRP_RET, CS_GRP_INT, CS_GRP_IRET)
+_BLOCK_END_IDS = {C.X86_INS_LOOP, C.X86_INS_LOOPE, C.X86_INS_LOOPNE, C.X86_INS_HLT,
+                  C.X86_INS_UD2}
+
+
+def _ends_block(insn):
+    return insn.id in _BLOCK_END_IDS or any(insn.group(g) for g in _BLOCK_END_GROUPS)
 
 
 EMULATED, RAISED = "emulated", "raised"
@@ -59,6 +68,7 @@ class Intercepts:
         self.clients = []
         self.hits = {}                       # address -> [(on_hit, kind)]
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
+        self._cs.detail = True               # clients select by operands, not text
         self._code_cb = _CODE_CB(self._on_code)
         self._cs_reg = ctypes.c_uint64()
         self._installed = False
@@ -100,7 +110,7 @@ class Intercepts:
         ends a translation block)."""
         added = False
         for insn in self._cs.disasm(code, pc):
-            if one_block and insn.mnemonic.startswith(_BLOCK_ENDS):
+            if one_block and _ends_block(insn):
                 one_block = None             # this one still belongs to the block
             for select, on_hit in self.clients:
                 kind = select(insn, cpl)

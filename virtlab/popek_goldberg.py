@@ -20,31 +20,38 @@ SENSITIVE_ALWAYS = {"popf", "popfd", "pushf", "pushfd", "sgdt", "sidt", "sldt", 
 SEGMENT_REGS = ("cs", "ss", "ds", "es", "fs", "gs")
 
 
+# Decided by opcode, which capstone gives without prefixes (insn.opcode), so
+# that no operand text is parsed: 8C is `mov r/m16, Sreg`; 0E and 16 are
+# `push cs` and `push ss`; 0F 20-23 move to and from control and debug
+# registers, the register number in ModRM.reg.
+_MOV_FROM_SREG = 0x8C
+_PUSH_SREG = {0x0E: "push cs", 0x16: "push ss"}
+_CRDR_MOVES = {0x20: "mov from cr", 0x22: "mov to cr", 0x21: "mov from dr", 0x23: "mov to dr"}
+
+
 def sensitive_kind(insn):
     """The name a sensitive but unprivileged instruction is reported under,
     or None."""
     m = insn.mnemonic
     if m in SENSITIVE_ALWAYS:
         return m.rstrip("d") if m in ("popfd", "pushfd") else m
-    if m == "push" and insn.op_str in ("cs", "ss"):
-        return "push " + insn.op_str
-    if m == "mov" and insn.op_str.split(",")[-1].strip() in SEGMENT_REGS:
+    op = insn.opcode[0]
+    if op == _MOV_FROM_SREG:
         return "mov from segment register"
-    return None
+    return _PUSH_SREG.get(op) if m == "push" else None
 
 
 def privileged_kind(insn):
     """The name a privileged instruction is reported under, or None.  (I/O
     instructions are privileged only when CPL > IOPL; they are listed here
-    because a guest kernel relies on them being so under a VMM.)"""
-    m, ops = insn.mnemonic, insn.op_str
+    because a guest kernel relies on them being so under a VMM.  iret is
+    privileged only in what it may load: innocuous here.)"""
+    m = insn.mnemonic
     if m in PRIVILEGED:
         return m
-    if m == "mov" and ("cr" in ops or "dr" in ops):
-        dst, src = (x.strip() for x in ops.split(",", 1))
-        return f"mov to {dst}" if dst.startswith(("cr", "dr")) else f"mov from {src}"
-    if m in ("iret", "iretd"):
-        return None                   # privileged only in what it may load: innocuous here
+    opcode = insn.opcode
+    if opcode[0] == 0x0F and opcode[1] in _CRDR_MOVES:
+        return f"{_CRDR_MOVES[opcode[1]]}{(insn.modrm >> 3) & 7}"
     return None
 
 

@@ -27,13 +27,22 @@ CALL_GATE32 = 0xC
 _CONFORMING = 1 << 10
 
 
+def is_far_transfer(insn):
+    """A far call or jmp: direct (ljmp/lcall sel:offset) or indirect through
+    an m16:32 operand, opcode FF with ModRM.reg 3 (call) or 5 (jmp), which
+    capstone reports under the ids of the near forms."""
+    if insn.id in (C.X86_INS_LJMP, C.X86_INS_LCALL):
+        return True
+    return (insn.id in (C.X86_INS_JMP, C.X86_INS_CALL) and insn.opcode[0] == 0xFF
+            and (insn.modrm >> 3) & 7 in (3, 5))
+
+
 def far_target(decoded, state, view):
     """The selector of a direct (sel:offset) or indirect (m16:32) far call or
     jmp, or None if the instruction is not one."""
     insn = decoded.insn
-    m, ops = insn.mnemonic, insn.operands
-    far = m in ("lcall", "ljmp") or (m in ("call", "jmp") and insn.op_str.startswith("ptr "))
-    if not far or not ops:
+    ops = insn.operands
+    if not is_far_transfer(insn) or not ops:
         return None
     if len(ops) == 2 and ops[0].type == C.X86_OP_IMM:
         return ops[0].imm & 0xFFFF
@@ -59,7 +68,7 @@ def through_call_gate(cpu, state, view, decoded):
     lo, hi = read_descriptor(view, gdtr, sel)
     if hi & x86.DESC_S or (hi >> 8) & 0xF != CALL_GATE32:
         return False
-    call = decoded.insn.mnemonic in ("lcall", "call")
+    call = decoded.insn.id in (C.X86_INS_LCALL, C.X86_INS_CALL)
     cpl = cpu.cpl()
     if x86.seg_dpl(hi) < max(cpl, sel & 3):
         raise DeliveryFault(x86.GP, sel & ~3, f"call gate {sel:#x}: DPL below CPL or RPL")
