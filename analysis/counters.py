@@ -5,7 +5,7 @@ Nothing here lists a back end or a counter: the cost model, the profile
 validation, the counter table and the plots all read :func:`catalog`, so a back
 end installed as a package brings its own counters and default costs.
 
-    python -m analysis.counters        # the table of installed counters (markdown)
+    python -c "from analysis.counters import markdown; print(markdown())"
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def markdown(cat: Catalog | None = None) -> str:
              "|---|---|---|---|---|---|"]
     for s in sorted(cat.specs, key=lambda s: s.name):
         charged = "yes" if s.charged else "no: " + s.reason
-        costs = "; ".join(_cost_text(c) for c in s.costs()) or "profile"
+        costs = "; ".join(_cost_text(c) for c in s.costs()) or ("profile" if s.charged else "")
         who = ", ".join(cat.declared_by.get(s.name, ())) or "core"
         lines.append(f"| `{s.name}` | {_cell(s.meaning)} | {_cell(charged)} | {s.kind} "
                      f"| {_cell(costs)} | {who} |")
@@ -115,7 +115,3 @@ def _cost_text(c):
 
 def _cell(text):
     return text.replace("|", "/").replace("\n", " ")
-
-
-if __name__ == "__main__":
-    print(markdown())

@@ -233,8 +233,8 @@ class _Checker:
         for event, cost in t.items():
             if not is_costable(event):
                 self.fail(_key(*path, event),
-                          "not a chargeable counter name (see docs/counters.md and "
-                          "python -m analysis.counters)")
+                          "not a chargeable counter name (see docs/counters.md; a back "
+                          "end declares its own)")
             out[event] = self.cost(cost, *path, event)
         return out
 
