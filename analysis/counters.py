@@ -10,6 +10,7 @@ end installed as a package brings its own counters and default costs.
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 
 from virtlab import backend as backends
@@ -67,8 +68,15 @@ class Catalog:
 
 
 def catalog() -> Catalog:
-    """The declarations of what is installed now (rebuilt when that changes)."""
-    return _build(tuple(backends.names()))
+    """The declarations of what is installed (rebuilt when sys.path changes:
+    scanning the installed packages costs milliseconds, and the model asks for
+    every run it prices)."""
+    return _build(_installed(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _installed(path: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(backends.names())
 
 
 @functools.lru_cache(maxsize=8)

@@ -133,7 +133,7 @@ def model(counters: dict, instructions: int, profile: Profile, backend: str) -> 
         count = counters[name]
         if not count:
             continue
-        fam = family_of(name)
+        fam = family_of(name, families)
         if fam is not None:
             cost = profile.cost(name, backend)
             if cost is None:

@@ -81,9 +81,10 @@ def families() -> tuple[str, ...]:
     return catalog().families
 
 
-def family_of(event: str) -> str | None:
-    """The family a ``<family>.<sub>`` name belongs to, else None."""
-    for fam in families():
+def family_of(event: str, fams: tuple[str, ...] | None = None) -> str | None:
+    """The family a ``<family>.<sub>`` name belongs to, else None (``fams``: the
+    families, when the caller already has them)."""
+    for fam in families() if fams is None else fams:
         if event.startswith(fam + ".") and _SUB.match(event[len(fam) + 1:]):
             return fam
     return None

@@ -83,6 +83,7 @@ def test_conflicting_and_unpriced_declarations(monkeypatch):
 
     for cls, msg in ((Loose, "no default cost"), (Clash, "declared differently")):
         monkeypatch.setattr(backend, "load", lambda name, cls=cls: cls)
+        C._build.cache_clear()
         with pytest.raises(C.DeclarationError, match=msg):
             C._build(("x",))
-        C._build.cache_clear()
+    C._build.cache_clear()
