@@ -9,8 +9,9 @@ cycles.
     b = model(run.roi_counters, instructions, p, "trap")
     b.total, b.base_cycles, b.events, b.charges, b.overhead_by_event()
 
-analysis/profile.py describes the profile format; analysis/model.py which
-counters are charged (CHARGED, FAMILIES) and which are not (NOT_CHARGED).
+analysis/profile.py describes the profile format; analysis/counters.py collects
+the counters the core and the installed back ends declare (virtlab/counters.py);
+analysis/model.py says how they are charged.
 The submodules are imported by name (``analysis.model`` is the module, its
 function is ``analysis.model.model``).
 """

@@ -7,19 +7,23 @@ cost first, else the default in [events]).  Native event costs (``native.*``) ar
 part of every back end's total whenever those counters occur (``hw`` counts the
 system calls and exceptions VT-x lets the guest handle itself as ``native.*``).
 
-Charged (``CHARGED``): each name's count times its cost.
+Which counters exist, which are charged and which are families comes from the
+declarations of the core and the installed back ends (analysis/counters.py).
 
-Families (``FAMILIES``): ``native.exception``, ``exit.priv`` and
-``reflect.exception`` count every occurrence; ``<family>.<sub>`` (by vector or by
+Charged: each name's count times its cost.  A back end's own counter is priced
+by its declared default cost unless the profile gives one.
+
+Families (``families()``): ``native.exception``, ``exit.priv`` and
+``reflect.exception`` (and any a back end declares) count every occurrence; ``<family>.<sub>`` (by vector or by
 instruction) count a subset.  A ``<family>.<sub>`` is charged only when the profile
 gives it a cost (for this back end or by default); those occurrences are then
 charged at that cost *instead of* the family's, and the family is charged for the
 rest: ``(count(family) - sum of count(sub) with a cost) x cost(family)``.  So each
 occurrence is charged exactly once.
 
-Not charged (``NOT_CHARGED``, with the reason): sums of other counters, the
-mechanism behind a charged exit, events that run natively or cost nothing by
-design.  Counters the model does not know at all are reported in
+Not charged (``NOT_CHARGED``, with the reason, from the declarations): sums of
+other counters, the mechanism behind a charged exit, events that run natively or
+cost nothing by design.  Counters the model does not know at all are reported in
 ``Breakdown.unknown`` and not charged.
 
 Idle time is not modeled: ``native.hlt`` and ``exit.hlt`` charge entering and
@@ -32,29 +36,19 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from analysis.profile import (BACKENDS, CHARGED, FAMILIES, EventCost, Profile,  # noqa: F401
-                              family_of)
-
-# name or pattern -> why it is not charged
-NOT_CHARGED = {
-    "exit.total": "the sum of all exits, each charged under its own name",
-    "reflect.total": "the sum of all reflections, each charged under its own name",
-    "shadow.*": "the mechanism behind exit.pf.hidden (fill, trace) and exit.priv.mov_cr3 "
-                "(new shadow); charged through those exits",
-    "sensitive.*": "sensitive but unprivileged instructions run natively (no exit); "
-                   "their cost is in the instruction count",
-    "hw.read_shadow": "answered by the VT-x CR read shadow without an exit: free by design",
-    "exit.priv.*": "a subset of exit.priv, charged there unless the profile gives the "
-                   "instruction its own cost",
-    "native.exception.*": "a subset of native.exception, charged there unless the profile "
-                          "gives the vector its own cost",
-    "reflect.exception.*": "a subset of reflect.exception, charged there unless the "
-                           "profile gives the vector its own cost",
-}
+from analysis.counters import catalog
+from analysis.profile import CHARGED, EventCost, Profile, family_of  # noqa: F401
 
 
-def _not_charged(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pat) for pat in NOT_CHARGED)
+def __getattr__(name):
+    # NOT_CHARGED is read from what is installed at the time of asking.
+    if name == "NOT_CHARGED":
+        return catalog().not_charged
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _not_charged(name: str, not_charged: dict) -> bool:
+    return any(fnmatch.fnmatchcase(name, pat) for pat in not_charged)
 
 
 @dataclass(frozen=True)
@@ -106,8 +100,10 @@ class Breakdown:
 
 def model(counters: dict, instructions: int, profile: Profile, backend: str) -> Breakdown:
     """Modeled cycles of a run (or its ROI) under ``backend`` on ``profile``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown back end {backend!r} (known: {', '.join(BACKENDS)})")
+    cat = catalog()
+    if backend not in cat.known_backends:
+        raise ValueError(f"unknown back end {backend!r} "
+                         f"(known: {', '.join(cat.known_backends)})")
     if isinstance(instructions, bool) or not isinstance(instructions, int) or instructions < 0:
         raise ValueError(f"instructions must be a non-negative integer, got {instructions!r}")
     for k, v in counters.items():
@@ -131,12 +127,13 @@ def model(counters: dict, instructions: int, profile: Profile, backend: str) -> 
         return cost
 
     # Sub-names with their own cost take their occurrences out of the family.
-    taken = {fam: 0 for fam in FAMILIES}
+    families, charged, free = cat.families, set(cat.charged), cat.not_charged
+    taken = {fam: 0 for fam in families}
     for name in sorted(counters):
         count = counters[name]
         if not count:
             continue
-        fam = family_of(name)
+        fam = family_of(name, families)
         if fam is not None:
             cost = profile.cost(name, backend)
             if cost is None:
@@ -144,16 +141,16 @@ def model(counters: dict, instructions: int, profile: Profile, backend: str) -> 
             else:
                 charge(name, count, cost)
                 taken[fam] += count
-        elif name in CHARGED:
-            if name in FAMILIES:
+        elif name in charged:
+            if name in families:
                 continue                      # below, after the subsets
             charge(name, count, need(name))
-        elif _not_charged(name):
+        elif _not_charged(name, free):
             uncharged[name] = count
         else:
             unknown[name] = count
 
-    for fam in FAMILIES:
+    for fam in families:
         total = counters.get(fam, 0)
         rest = total - taken[fam]
         if rest < 0:

@@ -3,7 +3,8 @@
   overhead     modeled overhead per workload and back end, normalized to native
   nano         the nano family as cycles per operation on a log scale, one group
                per operation (the shape of Adams & Agesen's figure 4)
-  breakdown    each back end's overhead cycles per iteration by event kind
+  breakdown    each back end's overhead cycles per iteration by event kind (the
+               ``kind`` each counter's declaration gives, analysis/counters.py)
   sensitivity  modeled overhead against one event's cost, with the crossovers
 """
 import matplotlib
@@ -12,8 +13,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt                      # noqa: E402
 import numpy as np                                   # noqa: E402
 
+from virtlab import backend as backends            # noqa: E402
+
+from .counters import catalog                        # noqa: E402
+
 COLORS = {"native": "#4c4c4c", "trap": "#d95f02", "hw": "#1b9e77", "hw-npt": "#7570b3",
           "bt": "#e7298a", "pv": "#66a61e"}
+# For back ends without a colour above, in order of name: fixed, so a back end
+# keeps its colour from one figure to the next.
+PALETTE = ("#e6ab02", "#a6761d", "#1f78b4", "#b2df8a", "#fb9a99", "#cab2d6",
+           "#ff7f00", "#6a3d9a", "#b15928", "#33a02c")
+
+KIND_COLORS = {"instructions": "#999999", "privileged": "#d95f02", "io": "#1b9e77",
+               "paging": "#7570b3", "interrupts": "#e7298a", "syscalls": "#66a61e",
+               "exceptions": "#e6ab02", "exits": "#a6761d", "other": "#666666"}
 
 
 def _legend(ax, **kw):
@@ -21,8 +34,22 @@ def _legend(ax, **kw):
         ax.legend(**kw)
 
 
-def _color(backend, i):
-    return COLORS.get(backend, plt.cm.tab10(i % 10))
+def color(backend, present=()):
+    """A back end's colour: its own, else the palette's, by its place among the
+    installed (and ``present``) back ends that have none."""
+    if backend in COLORS:
+        return COLORS[backend]
+    others = sorted((set(backends.names()) | set(present) | {backend}) - set(COLORS))
+    return PALETTE[others.index(backend) % len(PALETTE)]
+
+
+def kind_color(kind, present=()):
+    """An event kind's colour, likewise."""
+    if kind in KIND_COLORS:
+        return KIND_COLORS[kind]
+    others = sorted((set(present) | {kind}) - set(KIND_COLORS))
+    free = [c for c in PALETTE if c not in KIND_COLORS.values()]
+    return free[others.index(kind) % len(free)]
 
 
 def _grouped(ax, groups, series, values, ylabel, log=False):
@@ -30,7 +57,8 @@ def _grouped(ax, groups, series, values, ylabel, log=False):
     width = 0.8 / max(len(series), 1)
     for i, s in enumerate(series):
         ys = [values.get((g, s), np.nan) for g in groups]
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, ys, width, label=s, color=_color(s, i))
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, ys, width, label=s,
+               color=color(s, series))
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
@@ -59,10 +87,20 @@ def nano(ax, df):
     ax.set_title("Nanobenchmarks: modeled cycles per operation (cf. Adams & Agesen, Fig. 4)")
 
 
+def kinds(bd):
+    """The breakdown with each event replaced by its declared kind."""
+    cat = catalog()
+    out = bd.copy()
+    out["event"] = [ev if ev == "instructions" else cat.kind(ev) for ev in bd["event"]]
+    return out
+
+
 def breakdown(axes, bd):
-    backends = list(dict.fromkeys(bd["backend"]))
-    palette = {ev: plt.cm.tab20(i % 20) for i, ev in enumerate(sorted(set(bd["event"])))}
-    for ax, backend in zip(axes, backends):
+    bd = kinds(bd)
+    names = list(dict.fromkeys(bd["backend"]))
+    present = sorted(set(bd["event"]))
+    palette = {k: kind_color(k, present) for k in present}
+    for ax, backend in zip(axes, names):
         sub = bd[bd["backend"] == backend]
         workloads = list(dict.fromkeys(sub["workload"]))
         table = (sub.pivot_table(index="workload", columns="event", values="cycles_per_iteration",
@@ -88,8 +126,10 @@ def breakdown(axes, bd):
 
 
 def sensitivity(ax, sweep, crossovers, event):
-    for i, (backend, sub) in enumerate(sweep.groupby("backend", sort=False)):
-        ax.plot(sub["cost"], sub["overhead"], marker=".", label=backend, color=_color(backend, i))
+    present = list(dict.fromkeys(sweep["backend"]))
+    for backend, sub in sweep.groupby("backend", sort=False):
+        ax.plot(sub["cost"], sub["overhead"], marker=".", label=backend,
+                color=color(backend, present))
     for c in crossovers:
         ax.axvline(c["cost"], color="grey", linestyle=":", linewidth=0.8)
         ax.annotate(f"{c['faster']} overtakes {c['slower']}", (c["cost"], ax.get_ylim()[1]),

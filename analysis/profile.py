@@ -18,23 +18,30 @@ or any path a user gives).  Format::
     source = "Adams & Agesen 2006: rdtsc trap-and-emulate 2030 cycles (P4)"
 
 Every cost (``cpi`` and each event) is a table with ``cycles`` (a number >= 0;
-``cpi`` must be > 0) and at least one of ``source`` (a published figure, as
-listed in docs/cost-sources.md) or ``assumption`` (the written reasoning); both may be
+``cpi`` must be > 0) and at least one of ``source`` (a citation into
+docs/cost-sources.md) or ``assumption`` (the written reasoning); both may be
 given when a sourced number was adjusted.
 
-``[events]`` must give a cost for every name in ``CHARGED``: it is the default,
-used by every back end.  ``[backends.<name>]`` (optional, ``<name>`` one of
-``BACKENDS``) replaces the default for that back end only, event by event;
+``[events]`` must give a cost for every name in ``CHARGED`` (the core's charged
+counters, virtlab/counters.py): it is the default, used by every back end.
+``[backends.<name>]`` (optional, ``<name>`` an installed back end or a planned one,
+analysis/counters.py) replaces the default for that back end only, event by event;
 :meth:`Profile.cost` looks there first.  The bundled profiles use ``[events]`` for
 the native costs and the hardware-assisted (VT-x: ``hw``, ``hw-npt``) technique,
 and ``[backends.trap]`` for classic trap-and-emulate, which shares the exit
 counter names but not their cost.
 
-A family counter (``FAMILIES``: ``native.exception``, ``exit.priv``,
-``reflect.exception``) counts every occurrence and its ``<family>.<sub>`` names
-(by vector or instruction) count a subset.  A profile may give a cost for a
-``<family>.<sub>`` name; that cost then replaces the family's cost for those
-occurrences (see analysis/model.py: nothing is charged twice).
+A counter an installed back end introduces carries its own default cost
+(``CounterSpec.cost``, for this profile by name or for every profile); a profile
+need not price it, and a value the profile gives (in ``[events]`` or
+``[backends.<name>]``) wins over the declared one.
+
+A family counter (``families()``: ``native.exception``, ``exit.priv``,
+``reflect.exception``, and any a back end declares with a ``<name>.*`` glob)
+counts every occurrence and its ``<family>.<sub>`` names (by vector or
+instruction) count a subset.  A profile may give a cost for a ``<family>.<sub>``
+name; that cost then replaces the family's cost for those occurrences (see
+analysis/model.py: nothing is charged twice).
 
 Errors are :class:`ProfileError`, one line naming the file, the key and the
 problem.
@@ -45,36 +52,39 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from analysis.counters import catalog
+from virtlab.counters import SHARED
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                   # the same parser, before it joined the stdlib
+    import tomli as tomllib
 
 DEFAULT = "p4-2006"
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
-# Back ends a [backends.<name>] table may name.
-BACKENDS = ("native", "trap", "hw", "hw-npt", "bt", "pv")
-
-# Counter names (docs/counters.md) the model charges; [events] must cost them all.
-CHARGED = (
-    "native.syscall", "native.exception", "native.irq", "native.io", "native.hlt",
-    "exit.priv", "exit.io", "exit.pf.hidden", "exit.pf.true", "exit.hlt",
-    "exit.irq", "exit.cpuid",
-    "reflect.syscall", "reflect.pf", "reflect.exception",
-    "inject.irq",
-)
-
-# Counters whose <family>.<sub> names count a subset of the family's occurrences.
-FAMILIES = ("native.exception", "exit.priv", "reflect.exception")
+# The core's charged counters: no back end declares a default cost for them, so
+# every profile's [events] must price them all.
+CHARGED = tuple(s.name for s in SHARED if s.charged and not s.is_glob and not s.costs())
 
 _SUB = re.compile(r"[a-z0-9_]+\Z")
 _BARE = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
-def family_of(event: str) -> str | None:
-    """The family a ``<family>.<sub>`` name belongs to, else None."""
-    for fam in FAMILIES:
+def families() -> tuple[str, ...]:
+    """Counters whose <family>.<sub> names count a subset of their occurrences."""
+    return catalog().families
+
+
+def family_of(event: str, fams: tuple[str, ...] | None = None) -> str | None:
+    """The family a ``<family>.<sub>`` name belongs to, else None (``fams``: the
+    families, when the caller already has them)."""
+    for fam in families() if fams is None else fams:
         if event.startswith(fam + ".") and _SUB.match(event[len(fam) + 1:]):
             return fam
     return None
@@ -82,7 +92,7 @@ def family_of(event: str) -> str | None:
 
 def is_costable(event: str) -> bool:
     """True if a profile may give a cost for this counter name."""
-    return event in CHARGED or family_of(event) is not None
+    return event in catalog().charged or family_of(event) is not None
 
 
 class ProfileError(ValueError):
@@ -115,14 +125,16 @@ class Profile:
     events: dict[str, EventCost]
     backends: dict[str, dict[str, EventCost]] = field(default_factory=dict)
     path: str | None = None
+    # Costs installed back ends declare for counters this profile does not price.
+    declared: dict[str, EventCost] = field(default_factory=dict)
 
     def cost(self, event: str, backend: str) -> EventCost | None:
         """The back end's own cost of ``event`` if the profile gives one, else the
-        default from [events], else None."""
+        default from [events], else the declared default, else None."""
         own = self.backends.get(backend, {})
         if event in own:
             return own[event]
-        return self.events.get(event)
+        return self.events.get(event, self.declared.get(event))
 
 
 def names() -> list[str]:
@@ -222,8 +234,8 @@ class _Checker:
         for event, cost in t.items():
             if not is_costable(event):
                 self.fail(_key(*path, event),
-                          "not a chargeable counter name (see analysis.profile.CHARGED "
-                          "and FAMILIES, docs/counters.md)")
+                          "not a chargeable counter name (see docs/counters.md; a back "
+                          "end declares its own)")
             out[event] = self.cost(cost, *path, event)
         return out
 
@@ -252,10 +264,25 @@ def parse(data: dict, label: str = "<profile>", path: str | None = None) -> Prof
                                           "needs a default cost)")
 
     backends = {}
+    known = catalog().known_backends
     bt = c.table(data.get("backends", {}), "backends")
     for backend, table in bt.items():
-        if backend not in BACKENDS:
+        if backend not in known:
             c.fail(_key("backends", backend),
-                   f"unknown back end (known: {', '.join(BACKENDS)})")
+                   f"unknown back end (known: {', '.join(known)})")
         backends[backend] = c.events(table, "backends", backend)
-    return Profile(name, description, clock, cpi, events, backends, path)
+    return Profile(name, description, clock, cpi, events, backends, path,
+                   _declared(name, events))
+
+
+def _declared(profile: str, events: dict) -> dict[str, EventCost]:
+    """The default costs the installed back ends declare, for the counters the
+    profile's [events] leaves out."""
+    cat = catalog()
+    out = {}
+    for event in cat.charged:
+        cost = cat.default_cost(event, profile)
+        if cost is not None and event not in events:
+            out[event] = EventCost(float(cost.cycles), cost.source or None,
+                                   cost.assumption or None)
+    return out

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots, sensitivity
+from . import counters, plots, sensitivity
 from .table import breakdown, frame
 
 DEFAULT_SWEEP = ("exit.priv", "hw", "0:6000:25")
@@ -38,6 +38,15 @@ def _profile_section(profile):
     for backend, table in sorted(profile.backends.items()):
         for name, cost in sorted(table.items()):
             lines.append(f"| `{name}` ({backend}) | {cost.cycles:g} | {_why(cost)} |")
+    if profile.declared:
+        # Kept apart from the profile's own table: these come from the back ends.
+        lines += ["", "Default costs declared by installed back ends (the profile "
+                  "gives none):", "", "| event | cycles | declared by | source or assumption |",
+                  "|---|---|---|---|"]
+        who = counters.catalog().declared_by
+        for name, cost in sorted(profile.declared.items()):
+            lines.append(f"| `{name}` | {cost.cycles:g} | {', '.join(who.get(name, ()))} "
+                         f"| {_why(cost)} |")
     return "\n".join(lines)
 
 
@@ -97,6 +106,8 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP):
     ]
     if len(failed):
         text += ["## Failed runs", "", _md(failed), ""]
-    text += [_profile_section(profile), ""]
+    text += [_profile_section(profile), "",
+             "## Counters", "", "Every counter the core and the installed back ends "
+             "declare (docs/counters.md).", "", counters.markdown(), ""]
     out.write_text("\n".join(text))
     return out

@@ -24,6 +24,7 @@ from unicorn import UC_HOOK_INSN
 from unicorn import x86_const as X
 
 from virtlab import fastcall, x86
+from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec
 from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
@@ -99,6 +100,16 @@ def _cr_move(insn, nested):
 class Hw(Vmm):
     name = "hw"
     summary = "hardware-assisted trap-and-emulate (VT-x), shadow paging"
+    # VT-x lets the guest take its own system calls and exceptions (native.*).
+    counters = NATIVE + EXITS + REFLECTION + SHADOW + (
+        CounterSpec("hw.read_shadow", "a guest read of CR0/CR4 (or `smsw`) answered from "
+                    "the VT-x read shadow", charged=False, kind="privileged",
+                    reason="answered by the VT-x CR read shadow without an exit: free "
+                           "by design"),
+        CounterSpec("hw.cr2_*", "the guest's CR2 kept in the virtual CPU (`cr2_write`, "
+                    "`cr2_read`)", charged=False, kind="paging",
+                    reason="VT-x loads CR2 on entry; no exit, no cost"),
+    )
 
     def attach(self, machine):
         super().attach(machine)

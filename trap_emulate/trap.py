@@ -20,6 +20,7 @@ and verw are sensitive but do not trap at ring 1, so they run unmodified and
 tell the guest the truth about the real CPU (sensitive.py counts them).
 """
 from virtlab import fastcall, x86
+from virtlab.counters import EXITS, REFLECTION, SENSITIVE, SHADOW
 from virtlab.delivery import DeliveryFault, Event
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.errors import GuestStop
@@ -36,6 +37,7 @@ from virtlab.vmm.monitor import Vmm
 class Trap(Vmm):
     name = "trap"
     summary = "classic trap-and-emulate: guest kernel at ring 1, shadow paging"
+    counters = EXITS + REFLECTION + SHADOW + SENSITIVE
     window = True
     kernel_ring = 1
 

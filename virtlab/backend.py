@@ -26,6 +26,10 @@ class Backend(ABC):
     image = "native"            # which guest build this back end runs
     machine_memory = 0          # bytes of VMM memory mapped above guest RAM
     kernel_ring = 0             # the real ring the guest kernel runs at
+    # The counters this back end may report (virtlab.counters.CounterSpec): the
+    # shared groups it uses and its own, each own charged one with a default
+    # cost and its source.  analysis/ reads them to price, document and plot.
+    counters = ()
 
     def attach(self, machine):
         self.machine = machine

@@ -8,6 +8,7 @@ native events (`native.*`), the baseline every other back end is compared with.
 """
 from . import x86
 from .backend import Backend
+from .counters import NATIVE
 from .delivery import Event, RealCpuView
 from .fastcall import native_sysenter
 from .guest_events import EventNames, GuestEvents, vector_name
@@ -16,6 +17,7 @@ from .guest_events import EventNames, GuestEvents, vector_name
 class Native(Backend):
     name = "native"
     summary = "the guest at real ring 0 on the bare machine (the baseline)"
+    counters = NATIVE
 
     def attach(self, machine):
         super().attach(machine)

@@ -1,0 +1,125 @@
+"""The counters the model knows: the core's shared declarations and those of
+every installed back end (``Backend.counters``, virtlab/counters.py).
+
+Nothing here lists a back end or a counter: the cost model, the profile
+validation, the counter table and the plots all read :func:`catalog`, so a back
+end installed as a package brings its own counters and default costs.
+
+    python -c "from analysis.counters import markdown; print(markdown())"
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+
+from virtlab import backend as backends
+from virtlab.counters import SHARED, CounterSpec
+
+# Back ends on the roadmap (README) that are not installed yet: a profile may
+# already price them, and the model accepts their name.
+PLANNED = ("bt", "pv")
+
+
+class DeclarationError(ValueError):
+    """Two declarations of one counter disagree, or a back end's own charged
+    counter has no default cost."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    specs: tuple[CounterSpec, ...]
+    declared_by: dict[str, tuple[str, ...]]     # spec name -> back ends listing it
+    backends: tuple[str, ...]                   # installed, sorted
+
+    def spec(self, name: str) -> CounterSpec | None:
+        """The declaration of a counter name: exact first, then a glob."""
+        exact = [s for s in self.specs if s.name == name]
+        if exact:
+            return exact[0]
+        return next((s for s in self.specs if s.is_glob and s.matches(name)), None)
+
+    @property
+    def charged(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs if s.charged and not s.is_glob)
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """Charged counters whose ``<name>.*`` subsets are declared."""
+        globs = {s.name for s in self.specs if s.is_glob}
+        return tuple(n for n in self.charged if n + ".*" in globs)
+
+    @property
+    def not_charged(self) -> dict[str, str]:
+        """Name or pattern -> why the model does not charge it."""
+        return {s.name: s.reason for s in self.specs if not s.charged}
+
+    def default_cost(self, name: str, profile: str):
+        spec = self.spec(name)
+        return spec.cost_for(profile) if spec else None
+
+    def kind(self, name: str) -> str:
+        spec = self.spec(name)
+        return spec.kind if spec else "other"
+
+    @property
+    def known_backends(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.backends) | set(PLANNED)))
+
+
+def catalog() -> Catalog:
+    """The declarations of what is installed (rebuilt when sys.path changes:
+    scanning the installed packages costs milliseconds, and the model asks for
+    every run it prices)."""
+    return _build(_installed(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _installed(path: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(backends.names())
+
+
+@functools.lru_cache(maxsize=8)
+def _build(names: tuple[str, ...]) -> Catalog:
+    specs: dict[str, CounterSpec] = {s.name: s for s in SHARED}
+    by: dict[str, list[str]] = {}
+    for name in names:
+        for spec in backends.load(name).counters:
+            _check(spec, name, specs.get(spec.name))
+            specs[spec.name] = spec
+            by.setdefault(spec.name, []).append(name)
+    return Catalog(tuple(specs.values()), {k: tuple(v) for k, v in by.items()}, names)
+
+
+def _check(spec, backend, earlier):
+    if earlier is not None and earlier != spec:
+        raise DeclarationError(f"back end {backend}: counter {spec.name} is declared "
+                               f"differently elsewhere")
+    if earlier is None and spec.charged and not spec.is_glob and not spec.costs():
+        raise DeclarationError(f"back end {backend}: counter {spec.name} is charged but "
+                               f"has no default cost")
+
+
+def markdown(cat: Catalog | None = None) -> str:
+    """The table of counters (docs/counters.md explains each group)."""
+    cat = cat or catalog()
+    lines = ["| counter | meaning | charged | kind | default cost | declared by |",
+             "|---|---|---|---|---|---|"]
+    for s in sorted(cat.specs, key=lambda s: s.name):
+        charged = "yes" if s.charged else "no: " + s.reason
+        costs = "; ".join(_cost_text(c) for c in s.costs()) or ("profile" if s.charged else "")
+        who = ", ".join(cat.declared_by.get(s.name, ())) or "core"
+        lines.append(f"| `{s.name}` | {_cell(s.meaning)} | {_cell(charged)} | {s.kind} "
+                     f"| {_cell(costs)} | {who} |")
+    return "\n".join(lines)
+
+
+def _cost_text(c):
+    basis = "; ".join(x for x in (c.source and "source: " + c.source,
+                                  c.assumption and "assumption: " + c.assumption) if x)
+    where = f" ({c.profile})" if c.profile else ""
+    return f"{c.cycles:g}{where}, {basis}"
+
+
+def _cell(text):
+    return text.replace("|", "/").replace("\n", " ")
