@@ -143,6 +143,8 @@ class Intercepts:
         self.last = None
 
     def _on_code(self, _uc, address, _size, _user):
+        if self.machine.outcome is not None:
+            return                           # the run has ended: nothing more exits
         self.last = address
         try:
             for on_hit, kind in self.hits.get(address, ()):

@@ -237,6 +237,8 @@ class Machine:
         self.add_hook(UC_HOOK_INSN_INVALID, _INVALID_CB(self._on_invalid))
 
     def _on_intr(self, _uc, vector, _user):
+        if self.outcome is not None:
+            return                         # after the end of the run: not the guest's work
         st = self.state
         try:
             st.save()
@@ -252,6 +254,8 @@ class Machine:
             self.abort(exc)
 
     def _on_in(self, _uc, port, size, _user):
+        if self.outcome is not None:
+            return 0
         try:
             if port in PLATFORM_PORTS:
                 return 0
@@ -262,6 +266,8 @@ class Machine:
             return 0
 
     def _on_out(self, _uc, port, size, value, _user):
+        if self.outcome is not None:
+            return
         try:
             if port in PLATFORM_PORTS:
                 if port == 0x500 and self.icount is not None:
@@ -274,6 +280,8 @@ class Machine:
             self.abort(exc)
 
     def _on_invalid(self, _uc, _user):
+        if self.outcome is not None:
+            return False
         try:
             self.state.save()
             if self.icount is not None:
