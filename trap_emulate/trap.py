@@ -76,15 +76,16 @@ class Trap(Vmm):
     # -- exits ----------------------------------------------------------------
     def exception(self, vector):
         m, st = self.machine, self.machine.state
+        # An exit is counted once its kind is known: if a pending interrupt is
+        # taken first, the exit is the interrupt's (exit.irq), and the
+        # instruction exits again when it is retried.
         if st.is_software_int:
-            m.counters["exit.total"] += 1
             return self._reflect_software(vector)
         if vector == x86.PF:
             event = self.shadow_page_fault()
             if event is not None:
                 self._reflect(event)
             return
-        m.counters["exit.total"] += 1
         if vector == x86.GP and st.cpl == 1 and self._privileged():
             return
         self._reflect(self.events.exception_event(vector))
@@ -102,6 +103,7 @@ class Trap(Vmm):
             return False
         except Unsupported as exc:
             raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
+        m.counters["exit.total"] += 1
         if name != "hlt":                  # a halt is counted once, as exit.hlt
             m.counters["exit.priv"] += 1
             m.counters["exit.priv." + name] += 1
@@ -113,6 +115,7 @@ class Trap(Vmm):
         if self.view.virtual_if() and self.events.interrupt_first(True, self):
             return
         c = self.machine.counters
+        c["exit.total"] += 1
         c["reflect.total"] += 1
         c["reflect.syscall"] += 1
         self.events.deliver(Event(vector, software=True))
@@ -123,14 +126,15 @@ class Trap(Vmm):
         c = self.machine.counters
         c["reflect.total"] += 1
         if event.vector == x86.PF:
+            self.count_exit("pf.true")
             c["reflect.pf"] += 1
         else:
+            c["exit.total"] += 1
             c["reflect.exception"] += 1
             c["reflect.exception." + vector_name(event.vector)] += 1
         self.events.deliver(event)
 
     def invalid_opcode(self):
-        self.machine.counters["exit.total"] += 1
         base, limit = self.vcpu.idtr
         if x86.UD * 8 + 7 > limit:
             return False
