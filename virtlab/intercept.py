@@ -174,6 +174,7 @@ class Intercepts:
         done = on_hit(decoded, kind)
         if done is None:
             return False
+        m._count_exit()                      # a VMM entry, under the exit budget
         if m.icount is not None:
             m.icount.cut(address + decoded.size if done == EMULATED else address)
         m.resume_at(st.eip)

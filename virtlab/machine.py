@@ -96,7 +96,7 @@ class Machine:
         self.counters = Counters()
         self.decoder = Decoder()
         self.budget = budget or Budget()
-        self.exits = 0
+        self.exits = 0                # VMM entries (RunResult.vmm_entries): what max_exits limits
         self.outcome = None
         self.roi = Roi()
         self._devices()
