@@ -114,7 +114,7 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
     return result
 
 
-ICOUNT_VERSION = "2"
+ICOUNT_VERSION = "3"               # bumped when counting changes: older cached counts are stale
 
 
 def _image_digest(path):

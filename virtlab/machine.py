@@ -38,6 +38,7 @@ from .io_permission import IoPermission
 from .memory import LinearView, PhysMem
 from .memmap import BOOT_GDT, BOOT_INFO, BOOT_MAGIC, BOOT_STACK, IMAGE_BASE, MiB
 from .state_area import StateArea, layout, verify
+from .tsc import VirtualTsc
 
 NEVER = 1 << 32                  # an emu_start `until` the 32-bit EIP cannot reach
 
@@ -109,6 +110,7 @@ class Machine:
         self.backend = backend
         backend.attach(self)
         IoPermission(self)
+        self.tsc = VirtualTsc(self)
         self._install_hooks()
         self.icount = InstructionCounter(self) if count_instructions else None
 
@@ -298,11 +300,15 @@ class Machine:
 
     def _stop_counting(self):
         """The run ends at this `out`: count up to and including it."""
+        self.icount.stop(self._past_out())
+
+    def _past_out(self):
+        """From a port hook: the linear address just past the `out`."""
         st = self.state
         st.save()
         linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
         d = self.decoder.at(self.backend.guest_view(), linear)
-        self.icount.stop(linear + (d.size if d else 1))
+        return linear + (d.size if d else 1)
 
     def _count_exit(self):
         self.exits += 1
@@ -342,14 +348,15 @@ class Machine:
             self.roi.begun = True
             self.roi.start_counters = dict(self.counters)
             self.roi.start_time = now
-            if self.icount is not None:
-                self.roi.start_instructions = self.icount.total
+            if self.icount is not None:        # through this `out`, not its whole block
+                self.roi.start_instructions = self.icount.executed(self._past_out())
         elif not begin and self.roi.begun and not self.roi.ended:
             self.roi.ended = True
             self.roi.counters = Counters.diff(self.counters, self.roi.start_counters)
             self.roi.seconds = now - self.roi.start_time
             if self.icount is not None:
-                self.roi.instructions = self.icount.total - self.roi.start_instructions
+                self.roi.instructions = (self.icount.executed(self._past_out())
+                                         - self.roi.start_instructions)
 
     # -- boot ----------------------------------------------------------------
     def boot(self, spec):
