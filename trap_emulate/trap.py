@@ -38,6 +38,9 @@ class Trap(Vmm):
     summary = "classic trap-and-emulate: guest kernel at ring 1, shadow paging"
     window = True
     kernel_ring = 1
+    # Every fidelity workload reads state that ring compression cannot hide
+    # (popf, pushf, sidt/sgdt, push cs, smsw): details.sensitive names them.
+    unfaithful = ("fidelity.*",)
 
     def attach(self, machine):
         super().attach(machine)

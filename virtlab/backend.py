@@ -24,6 +24,15 @@ class Backend(ABC):
     image = "native"            # which guest build this back end runs
     machine_memory = 0          # bytes of VMM memory mapped above guest RAM
     kernel_ring = 0             # the real ring the guest kernel runs at
+    # Workloads (fnmatch patterns) on which the technique is documented to be
+    # unfaithful: their output may differ from native, and the run must then
+    # say so (matches_native False, and the cause in details).
+    unfaithful = ()
+
+    @classmethod
+    def documented_unfaithful(cls, workload):
+        from fnmatch import fnmatchcase
+        return any(fnmatchcase(workload, pattern) for pattern in cls.unfaithful)
 
     def attach(self, machine):
         self.machine = machine
