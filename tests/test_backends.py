@@ -401,24 +401,16 @@ def test_cpuid_mechanism():
 #       exit.total == priv + io + pf.hidden + pf.true + hlt + irq + cpuid.
 #
 # trap (trap_emulate/trap.py): the VMM at ring 0 gets *every* exception and software
-#   interrupt.  exception() counts exit.total first for a software interrupt and for
-#   every non-#PF exception (a #GP is then either exit.priv, if it was a privileged
-#   instruction of the guest kernel, or the guest's own and reflected), #PF through
-#   count_exit (pf.hidden / pf.true), invalid_opcode() counts exit.total for #UD.
-#   A software interrupt or exception is then reflected (reflect.syscall /
-#   reflect.exception) -- unless an interrupt is pending with the virtual IF set:
-#   interrupt_first() injects it instead (exit.irq, with its own exit.total) and the
-#   instruction runs again later, trapping again.  Such a pre-empted trap has
-#   exit.total but no reflect.* of its own.  Every injection (exit.irq) comes from
-#   interrupt_first() at a software interrupt, a non-#PF exception or a true #PF (the
-#   latter counted as exit.pf.true without reflect.pf), or from an emulated hlt,
-#   which injects exactly one interrupt.  An emulated hlt is one #GP, counted as
-#   exit.priv (exit.priv.hlt) *and* exit.hlt by GuestEvents.halt(): under trap
-#   exit.hlt is a sub-kind of exit.priv, not a separate exit.  Hence
-#       preempted  = irq - hlt - (pf.true - reflect.pf)
-#       exit.total == priv + io + pf.hidden + pf.true + irq + cpuid
-#                     + reflect.syscall + reflect.exception + preempted
-#   with exit.hlt == exit.priv.hlt.  (cpuid never exits under trap: it is 0.)
+#   interrupt.  Each exit is counted once its kind is known: a software interrupt as
+#   exit.total + reflect.syscall, a non-#PF exception as exit.total + exit.priv (a
+#   privileged instruction of the guest kernel, emulated; an emulated hlt is exit.hlt
+#   instead) or exit.total + reflect.exception, a #PF as exit.pf.hidden or, when
+#   reflected, exit.pf.true + reflect.pf.  If an interrupt is pending with the virtual
+#   IF set, interrupt_first() injects it instead (exit.irq, with its exit.total): the
+#   exit is the interrupt's, and the instruction traps again when it is retried.  So
+#       exit.total == priv + io + pf.hidden + pf.true + hlt + irq + cpuid
+#                     + reflect.syscall + reflect.exception
+#   (cpuid never exits under trap: it is 0), and exit.pf.true == reflect.pf.
 #
 # And for all: exit.priv == sum of exit.priv.<insn>; reflect.total == reflect.syscall
 # + reflect.pf + reflect.exception; reflect.exception and native.exception == the sum
@@ -438,12 +430,7 @@ def check_exit_identity(c, backend):
     assert g("exit.priv.hlt") == 0, c
     if backend == "trap":
         assert g("exit.cpuid") == 0
-        assert g("exit.pf.true") >= g("reflect.pf")
-        # A system call or exception that traps while an interrupt is pending is
-        # one exit that injects the interrupt instead; the instruction traps again.
-        preempted = g("exit.irq") - g("exit.hlt") - (g("exit.pf.true") - g("reflect.pf"))
-        assert preempted >= 0, c
-        expected = leaves + g("reflect.syscall") + g("reflect.exception") + preempted
+        expected = leaves + g("reflect.syscall") + g("reflect.exception")
     else:
         expected = leaves
     assert g("exit.total") == expected, c
@@ -456,6 +443,7 @@ def check_other_identities(c, backend):
     for family in ("reflect.exception", "native.exception"):
         assert g(family) == sum(v for k, v in c.items() if k.startswith(family + ".")), c
     assert g("inject.irq") == g("exit.irq"), c
+    assert g("exit.pf.true") == g("reflect.pf"), c
     if backend == "hw-npt":
         assert not [k for k in c if k.startswith(("shadow.", "exit.pf.", "reflect."))], c
     else:

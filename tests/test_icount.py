@@ -42,3 +42,30 @@ def test_every_backend_executes_the_same_guest_instructions(name):
     image = g.image_path.read_bytes()
     counts = {b: count(b, image, g.workload, g.scale) for b in ALL}
     assert len(set(counts.values())) == 1, counts
+
+
+@pytest.mark.parametrize("backend", B.names())
+def test_roi_counts_exactly_the_instructions_between_its_marks(backend):
+    """The ROI's count runs from just past the begin mark's `out` through the
+    end mark's `out`, wherever the translation blocks end (both marks and
+    the nops are one block here: counting whole blocks gave 0)."""
+    body = ("mov dx, 0x501\nout dx, al\n" + "nop\n" * 10 + "mov dx, 0x502\nout dx, al\n"
+            + "nop\n" * 3 + A.exit_with(0))
+    _, roi = count(backend, A.build(A.AsmGuest(body=body)))
+    assert roi == 10 + 2
+
+
+def test_rdtsc_values_do_not_change_the_instruction_count(monkeypatch):
+    """nano.rdtsc branches on the TSC's high half; the counter is virtual, so a
+    low-half wrap happens (or not) identically under every back end and in
+    every run.  Forcing one inside the ROI takes the other path, the same
+    everywhere."""
+    from virtlab import tsc
+    g = harness.resolve("nano.rdtsc", scale=200)
+    image = g.image_path.read_bytes()
+    plain = {b: count(b, image, g.workload, g.scale) for b in ALL}
+    monkeypatch.setattr(tsc.VirtualTsc, "value",
+                        lambda self: (1 << 32) - 50 * 1000 + self.reads * 1000)
+    wrapped = {b: count(b, image, g.workload, g.scale) for b in ALL}
+    assert len(set(plain.values())) == 1 and len(set(wrapped.values())) == 1, (plain, wrapped)
+    assert plain["native"] != wrapped["native"]

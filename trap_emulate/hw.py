@@ -128,29 +128,31 @@ class Hw(Vmm):
 
     # -- exits through the interrupt path --------------------------------------
     def exception(self, vector):
-        m, st = self.machine, self.machine.state
+        st = self.machine.state
         if vector == x86.PF and not self.nested:
             event = self.shadow_page_fault()
             if event is None:
                 st.set_cr(2, self.vcpu.cr2)      # a hidden fault leaves guest CR2 alone
                 return
-            m.counters["reflect.total"] += 1
-            m.counters["reflect.pf"] += 1
-            return self._deliver(event)
+            return self._deliver(event, "exit.total", "exit.pf.true", "reflect.total", "reflect.pf")
         # Everything else is the guest's own business under VT-x: no exit.  The
         # platform delivers it through the guest's IDT exactly as native does.
         software = st.is_software_int
         if software:
-            m.counters["native.syscall"] += 1
-            return self._deliver(Event(vector, software=True))
-        m.counters["native.exception"] += 1
-        m.counters["native.exception." + vector_name(vector)] += 1
-        self._deliver(self.events.exception_event(vector))
+            return self._deliver(Event(vector, software=True), "native.syscall")
+        self._deliver(self.events.exception_event(vector),
+                      "native.exception", "native.exception." + vector_name(vector))
 
-    def _deliver(self, event):
+    def _deliver(self, event, *counted):
+        """Deliver the event and count it as `counted`, unless a pending
+        interrupt is taken first: then the event happens (and is counted) when
+        the instruction is retried, and only the interrupt is counted now."""
         st = self.machine.state
         if st.eflags() & x86.IF and self.events.interrupt_first(event.software, self):
             return
+        c = self.machine.counters
+        for name in counted:
+            c[name] += 1
         self.events.deliver(event)
 
     def invalid_opcode(self):
@@ -218,6 +220,8 @@ class Hw(Vmm):
             raise GuestStop(f"task switch at {m.where()}: not supported by this VMM")
 
     def _on_cpuid(self, _uc, _user):
+        if self.machine.outcome is not None:
+            return 0                                 # after the end of the run
         try:
             self.count_exit("cpuid")
         except BaseException as exc:

@@ -30,6 +30,15 @@ class Backend(ABC):
     # shared groups it uses and its own, each own charged one with a default
     # cost and its source.  analysis/ reads them to price, document and plot.
     counters = ()
+    # Workloads (fnmatch patterns) on which the technique is documented to be
+    # unfaithful: their output may differ from native, and the run must then
+    # say so (matches_native False, and the cause in details).
+    unfaithful = ()
+
+    @classmethod
+    def documented_unfaithful(cls, workload):
+        from fnmatch import fnmatchcase
+        return any(fnmatchcase(workload, pattern) for pattern in cls.unfaithful)
 
     def attach(self, machine):
         self.machine = machine

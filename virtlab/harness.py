@@ -87,7 +87,7 @@ def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=3
         counters=dict(sorted(machine.counters.snapshot().items())),
         roi_counters=roi.counters if roi.ended else {},
         host_seconds=seconds, roi_host_seconds=roi.seconds if roi.ended else None,
-        iterations=machine.platform.iterations, exits=machine.exits,
+        iterations=machine.platform.iterations, vmm_entries=machine.exits,
         image=str(guest.image_path), details=be.report())
 
 
@@ -112,7 +112,7 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
     return result
 
 
-ICOUNT_VERSION = "2"
+ICOUNT_VERSION = "3"               # bumped when counting changes: older cached counts are stale
 
 
 def image_digest(path):

@@ -83,6 +83,14 @@ class InstructionCounter:
         self.current = addrs
         self.total += len(addrs)
 
+    def executed(self, next_linear):
+        """Instructions executed before `next_linear`, from inside the current
+        block (a port hook): the block was counted whole when it started."""
+        addrs = self.current
+        if self.stopped or not addrs or not addrs[0] <= next_linear <= addrs[-1]:
+            return self.total
+        return self.total - sum(1 for a in addrs if a >= next_linear)
+
     def cut(self, next_linear):
         """Execution left the current block; `next_linear` is the first
         instruction that did not complete (the faulting one, or the one after

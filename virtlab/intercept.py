@@ -153,6 +153,8 @@ class Intercepts:
         self.last = None
 
     def _on_code(self, _uc, address, _size, _user):
+        if self.machine.outcome is not None:
+            return                           # the run has ended: nothing more exits
         self.last = address
         try:
             for on_hit, kind in self.hits.get(address, ()):
@@ -182,6 +184,7 @@ class Intercepts:
         done = on_hit(decoded, kind)
         if done is None:
             return False
+        m._count_exit()                      # a VMM entry, under the exit budget
         if m.icount is not None:
             m.icount.cut(address + decoded.size if done == EMULATED else address)
         m.resume_at(st.eip)

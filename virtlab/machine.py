@@ -40,6 +40,7 @@ from .io_permission import IoPermission
 from .memory import LinearView, PhysMem
 from .memmap import BOOT_GDT, BOOT_INFO, BOOT_MAGIC, BOOT_STACK, IMAGE_BASE, MiB
 from .state_area import StateArea, layout, verify
+from .tsc import VirtualTsc
 
 NEVER = 1 << 32                  # an emu_start `until` the 32-bit EIP cannot reach
 
@@ -99,7 +100,7 @@ class Machine:
         self.counters = Counters()
         self.decoder = Decoder()
         self.budget = budget or Budget()
-        self.exits = 0
+        self.exits = 0                # VMM entries (RunResult.vmm_entries): what max_exits limits
         self.outcome = None
         self.roi = Roi()
         self._devices()
@@ -114,6 +115,7 @@ class Machine:
         self._dispatch(backend)
         backend.attach(self)
         IoPermission(self)
+        self.tsc = VirtualTsc(self)
         self._install_hooks()
         self.icount = InstructionCounter(self) if count_instructions else None
 
@@ -288,6 +290,8 @@ class Machine:
         self.add_hook(UC_HOOK_INSN, _SYSENTER_CB(self._on_sysenter), ctypes.c_int(X.UC_X86_INS_SYSENTER))
 
     def _on_intr(self, _uc, vector, _user):
+        if self.outcome is not None:
+            return                         # after the end of the run: not the guest's work
         st = self.state
         try:
             st.save()
@@ -303,6 +307,8 @@ class Machine:
             self.abort(exc)
 
     def _on_in(self, _uc, port, size, _user):
+        if self.outcome is not None:
+            return 0
         try:
             if port in PLATFORM_PORTS:
                 return 0
@@ -313,6 +319,8 @@ class Machine:
             return 0
 
     def _on_out(self, _uc, port, size, value, _user):
+        if self.outcome is not None:
+            return
         try:
             if port in PLATFORM_PORTS:
                 if port == 0x500 and self.icount is not None:
@@ -325,6 +333,8 @@ class Machine:
             self.abort(exc)
 
     def _on_invalid(self, _uc, _user):
+        if self.outcome is not None:
+            return False
         try:
             self.state.save()
             if self.icount is not None:
@@ -364,11 +374,15 @@ class Machine:
 
     def _stop_counting(self):
         """The run ends at this `out`: count up to and including it."""
+        self.icount.stop(self._past_out())
+
+    def _past_out(self):
+        """From a port hook: the linear address just past the `out`."""
         st = self.state
         st.save()
         linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
         d = self.decoder.at(self.backend.guest_view(), linear)
-        self.icount.stop(linear + (d.size if d else 1))
+        return linear + (d.size if d else 1)
 
     def _count_exit(self):
         self.exits += 1
@@ -415,14 +429,15 @@ class Machine:
             self.roi.begun = True
             self.roi.start_counters = dict(self.counters)
             self.roi.start_time = now
-            if self.icount is not None:
-                self.roi.start_instructions = self.icount.total
+            if self.icount is not None:        # through this `out`, not its whole block
+                self.roi.start_instructions = self.icount.executed(self._past_out())
         elif not begin and self.roi.begun and not self.roi.ended:
             self.roi.ended = True
             self.roi.counters = Counters.diff(self.counters, self.roi.start_counters)
             self.roi.seconds = now - self.roi.start_time
             if self.icount is not None:
-                self.roi.instructions = self.icount.total - self.roi.start_instructions
+                self.roi.instructions = (self.icount.executed(self._past_out())
+                                         - self.roi.start_instructions)
 
     # -- boot ----------------------------------------------------------------
     def boot(self, spec):

@@ -20,7 +20,7 @@ class RunResult:
     host_seconds: float = 0.0
     roi_host_seconds: float = None
     iterations: int = 0
-    exits: int = 0
+    vmm_entries: int = 0              # times the platform got control (not exit.total: docs/counters.md)
     instructions: int = None          # guest instructions (counting pass; None if not counted)
     roi_instructions: int = None
     modeled_cycles: float = None      # filled by the cost model (analysis/)

@@ -59,7 +59,10 @@ class ShadowPaging:
     # -- page faults ------------------------------------------------------------
     def page_fault(self, count_exit):
         """A real #PF.  Returns the guest's Event if the fault is the guest's own
-        (to reflect), None if the VMM absorbed it (a hidden fault)."""
+        (to reflect), None if the VMM absorbed it (a hidden fault).  A hidden
+        fault is counted here; a true one by the caller when it reflects it
+        (exit.pf.true), since a pending interrupt taken first makes the exit
+        the interrupt's."""
         m, st = self.machine, self.machine.state
         linear = st.cr(2)
         try:
@@ -75,7 +78,6 @@ class ShadowPaging:
             m.counters["shadow.trace"] += 1
             self._traced_write(detail)
             return None
-        count_exit("pf.true")
         return Event(x86.PF, detail, cr2=linear)
 
     def _traced_write(self, gpa):
