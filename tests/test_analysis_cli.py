@@ -536,16 +536,13 @@ def test_report_lists_both_source_and_assumption_of_an_adjusted_cost(bench, tmp_
     assert "adjusted by ten percent for int 0x80" in row, row
 
 
-def test_reanalysis_is_fast_and_runs_no_guest(bench, monkeypatch):
+def test_reanalysis_runs_no_guest(bench, monkeypatch):
     def no_guest(self, *a, **kw):
         raise AssertionError("a guest ran during re-analysis")
     monkeypatch.setattr(virtlab.machine.Machine, "run", no_guest)
     results, _ = load_results(bench["saved"])
     westmere = P.load("westmere-2010")
-    t0 = time.perf_counter()
     df = T.frame(results, westmere)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, elapsed
     assert list(df.columns) == HEADER
     assert set(df["profile"]) == {"westmere-2010"}
     assert df["modeled_cycles"].notna().all()
