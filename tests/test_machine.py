@@ -17,9 +17,11 @@ LOG = 0x5000          # guests record what they saw here (identity-mapped)
 
 
 def run(guest, budget=None):
-    m = Machine(Native(), budget=budget)
-    m.boot(BootSpec(A.build(guest)))
-    out = m.run()
+    """Boot and run `guest`; the machine comes back closed (its memory, console
+    and counters stay readable)."""
+    with Machine(Native(), budget=budget) as m:
+        m.boot(BootSpec(A.build(guest)))
+        out = m.run()
     return m, out
 
 
@@ -36,9 +38,9 @@ def test_boot_protocol_registers():
     from keystone import Ks, KS_ARCH_X86, KS_MODE_32
     code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(body, A.BASE)
     img[:len(code)] = bytes(code)
-    m = Machine(Native())
-    m.boot(BootSpec(bytes(img), workload="demo", scale=42))
-    assert m.run().ok
+    with Machine(Native()) as m:
+        m.boot(BootSpec(bytes(img), workload="demo", scale=42))
+        assert m.run().ok
     magic, info, esp = words(m, 3)
     assert magic == 0x42414C56 and info == 0x2000 and esp == 0x9F000
     block = m.mem.read(0x2000, 96)
@@ -199,9 +201,9 @@ def test_invalid_opcode_without_an_idt_fails_the_run():
     g = A.AsmGuest(body="nop\nud2\n")
     img = bytearray(A.build(g))
     struct.pack_into("<H", img, A.IDT + 0xF00 - A.BASE, 0)       # IDT limit 0
-    m = Machine(Native())
-    m.boot(BootSpec(bytes(img)))
-    out = m.run()
+    with Machine(Native()) as m:
+        m.boot(BootSpec(bytes(img)))
+        out = m.run()
     assert not out.ok
     assert out.reason.startswith("invalid opcode with no handler at 0x001000") and "ud2" in out.reason
 
@@ -303,3 +305,44 @@ def test_runs_are_deterministic():
     a, _ = run(g)
     b, _ = run(g)
     assert a.counters == b.counters and a.clock.now_ns == b.clock.now_ns
+
+
+# -- the machine's lifetime ---------------------------------------------------
+
+def test_close_is_idempotent_and_keeps_the_results():
+    with Machine(Native()) as m:
+        m.boot(BootSpec(A.build(A.AsmGuest(body=A.putc("k") + A.exit_with(4)))))
+        out = m.run()
+    assert m.closed and out.ok and out.exit_status == 4
+    m.close()
+    m.close()
+    assert m.uart.text() == "k" and m.mem.read(A.BASE, 1) != b"\0"
+    m.where()                                     # reads the detached state copy
+    with pytest.raises(RuntimeError, match="closed"):
+        m.run()
+
+
+def test_dead_machines_collected_inside_a_live_machines_hook_do_not_disturb_it():
+    """Unclosed machines are freed by the cyclic collector, which may run at
+    any allocation: here, on purpose, inside every exit of a live machine."""
+    import gc
+    guest = A.AsmGuest(body="mov ecx, 20\nlp:\n" + A.putc(".") + "dec ecx\njnz lp\n"
+                       + A.exit_with(9))
+    image = A.build(guest)
+    for _ in range(6):                            # dead, unclosed machines
+        dead = Machine(Native(), count_instructions=True)
+        dead.boot(BootSpec(image))
+        dead.run()
+    del dead
+    live = Machine(Native())
+    backend_out = live.backend.port_out
+
+    def port_out(port, size, value):
+        gc.collect()
+        return backend_out(port, size, value)
+    live.backend.port_out = port_out
+    with live:
+        live.boot(BootSpec(image))
+        out = live.run()
+    assert out.ok and out.exit_status == 9, out.reason
+    assert live.uart.text() == "." * 20

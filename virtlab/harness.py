@@ -69,16 +69,18 @@ def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=3
     except backends.UnknownBackend as exc:
         raise UsageError(exc.args[0]) from None
     image = guest.image_path.read_bytes()
-    machine = Machine(be, ram_size=ram_mb * MiB, budget=Budget(timeout, max_exits))
-    try:
-        machine.boot(BootSpec(image, guest.workload, guest.scale, bytearray(DISK_BYTES)))
-    except ValueError as exc:
-        raise UsageError(f"{guest.image_path}: {exc}") from None
-    if on_machine is not None:
-        on_machine(machine)
-    t0 = time.perf_counter()
-    outcome = machine.run()
-    seconds = time.perf_counter() - t0
+    with Machine(be, ram_size=ram_mb * MiB, budget=Budget(timeout, max_exits)) as machine:
+        try:
+            machine.boot(BootSpec(image, guest.workload, guest.scale, bytearray(DISK_BYTES)))
+        except ValueError as exc:
+            raise UsageError(f"{guest.image_path}: {exc}") from None
+        if on_machine is not None:
+            on_machine(machine)
+        t0 = time.perf_counter()
+        outcome = machine.run()
+        seconds = time.perf_counter() - t0
+    # The machine is closed (its engine, hooks and context released); what
+    # the run produced is still readable.
     console = machine.uart.text()
     roi = machine.roi
     return RunResult(
@@ -101,12 +103,12 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
     cache = _icount_cache()
     if key in cache:
         return tuple(cache[key])
-    machine = Machine(backends.create(backend_name), ram_size=ram_mb * MiB,
-                      budget=Budget(timeout, 50_000_000), count_instructions=True)
-    machine.boot(BootSpec(guest.image_path.read_bytes(), guest.workload, guest.scale,
-                          bytearray(DISK_BYTES)))
-    outcome = machine.run()
-    result = (machine.icount.total, machine.roi.instructions)
+    with Machine(backends.create(backend_name), ram_size=ram_mb * MiB,
+                 budget=Budget(timeout, 50_000_000), count_instructions=True) as machine:
+        machine.boot(BootSpec(guest.image_path.read_bytes(), guest.workload, guest.scale,
+                              bytearray(DISK_BYTES)))
+        outcome = machine.run()
+        result = (machine.icount.total, machine.roi.instructions)
     if outcome.ok:
         cache[key] = list(result)
         _save_icount_cache(cache)

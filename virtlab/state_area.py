@@ -135,6 +135,24 @@ class StateArea:
         self._tables = _gather([layout.cr[0], layout.idt.base, layout.idt.limit,
                                 layout.gdt.base, layout.gdt.limit, layout.seg["tr"].base])
 
+    def detach(self):
+        """Free the context (its machine is being closed) and keep the last
+        saved state readable in a private copy, so that a reason or a test
+        reading a field afterwards never touches freed memory.  save() and
+        load() are not possible any more.  Idempotent."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            return
+        copy = (ctypes.c_char * self.layout.size).from_buffer_copy(self.buf)
+        self.buf = copy
+        self.mem = memoryview(copy).cast("B")
+        self._ptr = ctypes.c_void_p(ctypes.addressof(copy))   # header included:
+        self._uch = None                   # the context accessors still work
+        self.uc = None
+        if getattr(ctx, "_to_free", False):
+            ctx._to_free = False           # UcContext.__del__ must not free it again
+            uclib.uc_context_free(ctx.context)
+
     # -- the two copies ---------------------------------------------------
     def save(self):
         _save(self._uch, self._ptr)
