@@ -346,3 +346,25 @@ def test_dead_machines_collected_inside_a_live_machines_hook_do_not_disturb_it()
         out = live.run()
     assert out.ok and out.exit_status == 9, out.reason
     assert live.uart.text() == "." * 20
+
+
+# -- the state-area calibration -------------------------------------------------
+
+def test_calibration_never_scans_the_uc_context_header():
+    """Bytes 16..39 of a saved context's header are uninitialised heap memory:
+    a probe value that happens to lie there must not count as a candidate."""
+    from unicorn import Uc, UC_ARCH_X86, UC_MODE_32
+    from virtlab import state_area as S
+    lay = S.layout()
+    header = S._header_size(Uc(UC_ARCH_X86, UC_MODE_32))
+    assert header == S._Scan.data and 0 < header <= lay.gpr["eax"]
+    blob = bytearray(lay.size)
+    struct.pack_into("<I", blob, 24, 0x0FF8)            # "garbage" in the header
+    struct.pack_into("<I", blob, lay.error_code, 0x0FF8)
+    assert S._find_u32(bytes(blob), 0x0FF8) == [lay.error_code]
+    other = bytearray(blob)
+    struct.pack_into("<I", other, 24, 1)
+    assert S._diff_u32(bytes(blob), bytes(other), lambda a, b: a != b) == []
+    offsets = [*lay.gpr.values(), lay.eip, *lay.cr.values(), lay.hflags, lay.error_code,
+               lay.is_int, lay.old_exception]
+    assert min(offsets) >= header and len(set(offsets)) == len(offsets)
