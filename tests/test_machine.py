@@ -213,6 +213,23 @@ def test_triple_fault_ends_the_run_with_a_reason():
     m, out = run(A.AsmGuest(body="int 0x30\n"))
     assert not out.ok
     assert out.reason.startswith("triple fault at 0x")
+    assert "#NP(0x182)" in out.reason                 # vector 0x30, IDT bit
+    assert "GDTR base=0x00140000 limit=0x3f, CPL 0" in out.reason and "EAX=0x" in out.reason
+
+
+def test_triple_fault_reason_names_error_code_gdtr_cpl_and_eax():
+    """The prologue's `mov ds, ax` with AX never loaded (the boot EAX, "VLAB"):
+    the shape of a failure once seen in a loaded full run."""
+    img = bytearray(A.build(A.AsmGuest(body=A.exit_with(0))))
+    assert img[0x10:0x14] == b"\x66\xb8\x10\x00"          # mov ax, 0x10
+    img[0x10:0x14] = b"\x90" * 4
+    with Machine(Native()) as m:
+        m.boot(BootSpec(bytes(img)))
+        out = m.run()
+    assert not out.ok
+    assert out.reason.startswith("triple fault at 0x00100014: mov ds, ax: #GP(0x4c54) -> #DF(0x0)")
+    assert "GDTR base=0x00140000 limit=0x3f, CPL 0" in out.reason
+    assert "EAX=0x42414c56" in out.reason
 
 
 def test_halt_with_interrupts_disabled_fails():
