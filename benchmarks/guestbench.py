@@ -15,11 +15,11 @@ from virtlab.machine import BootSpec, Machine           # noqa: E402
 
 def timed_run(backend, guest):
     """(host seconds of the run, the machine) for an AsmGuest under a back end."""
-    m = Machine(backend)
-    m.boot(BootSpec(A.build(guest)))
-    t0 = time.perf_counter()
-    out = m.run()
-    dt = time.perf_counter() - t0
+    with Machine(backend) as m:
+        m.boot(BootSpec(A.build(guest)))
+        t0 = time.perf_counter()
+        out = m.run()
+        dt = time.perf_counter() - t0
     if not out.ok:
         raise SystemExit(f"benchmark guest failed: {out.reason}")
     return dt, m

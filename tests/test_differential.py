@@ -307,9 +307,9 @@ def image(scenario):
 
 
 def run(scenario, backend, img=None):
-    m = Machine(BACKENDS[backend]())
-    m.boot(BootSpec(img or image(scenario)))
-    out = m.run()
+    with Machine(BACKENDS[backend]()) as m:
+        m.boot(BootSpec(img or image(scenario)))
+        out = m.run()
     return m, out
 
 
@@ -378,9 +378,9 @@ SENSITIVE = A.AsmGuest(body=(
 
 
 def sensitive_log(backend):
-    m = Machine(BACKENDS[backend]())
-    m.boot(BootSpec(A.build(SENSITIVE)))
-    out = m.run()
+    with Machine(BACKENDS[backend]()) as m:
+        m.boot(BootSpec(A.build(SENSITIVE)))
+        out = m.run()
     assert out.ok, out.reason
     return m, bytes(m.mem.view[LOG:LOG + 40])
 

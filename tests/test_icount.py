@@ -9,9 +9,9 @@ ALL = ("native", "trap", "hw", "hw-npt")
 
 
 def count(backend, image, workload="", scale=0):
-    m = Machine(B.create(backend), count_instructions=True)
-    m.boot(BootSpec(image, workload, scale, bytearray(4 << 20)))
-    out = m.run()
+    with Machine(B.create(backend), count_instructions=True) as m:
+        m.boot(BootSpec(image, workload, scale, bytearray(4 << 20)))
+        out = m.run()
     assert out.ok, out.reason
     return m.icount.total, m.roi.instructions
 

@@ -190,11 +190,12 @@ def mark_machine_memory(m):
 
 
 def boot_and_run(cls, g):
-    m = Machine(cls())
-    if m.vmm is not None:
-        mark_machine_memory(m)
-    m.boot(BootSpec(A.build(g)))
-    out = m.run()                   # no exception may escape
+    """The machine comes back closed; its memory stays readable."""
+    with Machine(cls()) as m:
+        if m.vmm is not None:
+            mark_machine_memory(m)
+        m.boot(BootSpec(A.build(g)))
+        out = m.run()               # no exception may escape
     return m, out
 
 
@@ -204,9 +205,9 @@ def logged(m, n=5):
 
 def assert_normal_run_works(cls):
     body = A.putc("o") + A.putc("k") + f"mov dword ptr [{LOG:#x}], 7\n" + A.exit_with(5)
-    m = Machine(cls())
-    m.boot(BootSpec(A.build(A.AsmGuest(body=body, paging=True))))
-    out = m.run()
+    with Machine(cls()) as m:
+        m.boot(BootSpec(A.build(A.AsmGuest(body=body, paging=True))))
+        out = m.run()
     assert out.ok and out.exit_status == 5, out.reason
     assert m.uart.text() == "ok" and logged(m, 1) == [7]
 
@@ -255,11 +256,11 @@ def test_window_page_table_is_not_guest_writable(backend):
     """If the guest could write the VMM window's page table it could map any
     machine frame; the table's entries must be exactly what the VMM put there."""
     cls = BACKENDS[backend]
-    m = Machine(cls())
-    m.boot(BootSpec(A.build(CASES["window-store-window-page-table"]())))
-    before = bytes(m.vmm.view[vmm_memory.WINDOW_PT_OFF:vmm_memory.WINDOW_PT_OFF + 0x1000]) \
-        if m.vmm is not None else None
-    out = m.run()
+    with Machine(cls()) as m:
+        m.boot(BootSpec(A.build(CASES["window-store-window-page-table"]())))
+        before = bytes(m.vmm.view[vmm_memory.WINDOW_PT_OFF:vmm_memory.WINDOW_PT_OFF + 0x1000]) \
+            if m.vmm is not None else None
+        out = m.run()
     assert not out.ok or out.exit_status in FAULTS
     if before is not None:
         after = bytes(m.vmm.view[vmm_memory.WINDOW_PT_OFF:vmm_memory.WINDOW_PT_OFF + 0x1000])

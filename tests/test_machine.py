@@ -17,9 +17,11 @@ LOG = 0x5000          # guests record what they saw here (identity-mapped)
 
 
 def run(guest, budget=None):
-    m = Machine(Native(), budget=budget)
-    m.boot(BootSpec(A.build(guest)))
-    out = m.run()
+    """Boot and run `guest`; the machine comes back closed (its memory, console
+    and counters stay readable)."""
+    with Machine(Native(), budget=budget) as m:
+        m.boot(BootSpec(A.build(guest)))
+        out = m.run()
     return m, out
 
 
@@ -36,9 +38,9 @@ def test_boot_protocol_registers():
     from keystone import Ks, KS_ARCH_X86, KS_MODE_32
     code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(body, A.BASE)
     img[:len(code)] = bytes(code)
-    m = Machine(Native())
-    m.boot(BootSpec(bytes(img), workload="demo", scale=42))
-    assert m.run().ok
+    with Machine(Native()) as m:
+        m.boot(BootSpec(bytes(img), workload="demo", scale=42))
+        assert m.run().ok
     magic, info, esp = words(m, 3)
     assert magic == 0x42414C56 and info == 0x2000 and esp == 0x9F000
     block = m.mem.read(0x2000, 96)
@@ -199,9 +201,9 @@ def test_invalid_opcode_without_an_idt_fails_the_run():
     g = A.AsmGuest(body="nop\nud2\n")
     img = bytearray(A.build(g))
     struct.pack_into("<H", img, A.IDT + 0xF00 - A.BASE, 0)       # IDT limit 0
-    m = Machine(Native())
-    m.boot(BootSpec(bytes(img)))
-    out = m.run()
+    with Machine(Native()) as m:
+        m.boot(BootSpec(bytes(img)))
+        out = m.run()
     assert not out.ok
     assert out.reason.startswith("invalid opcode with no handler at 0x001000") and "ud2" in out.reason
 
@@ -211,6 +213,23 @@ def test_triple_fault_ends_the_run_with_a_reason():
     m, out = run(A.AsmGuest(body="int 0x30\n"))
     assert not out.ok
     assert out.reason.startswith("triple fault at 0x")
+    assert "#NP(0x182)" in out.reason                 # vector 0x30, IDT bit
+    assert "GDTR base=0x00140000 limit=0x3f, CPL 0" in out.reason and "EAX=0x" in out.reason
+
+
+def test_triple_fault_reason_names_error_code_gdtr_cpl_and_eax():
+    """The prologue's `mov ds, ax` with AX never loaded (the boot EAX, "VLAB"):
+    the shape of a failure once seen in a loaded full run."""
+    img = bytearray(A.build(A.AsmGuest(body=A.exit_with(0))))
+    assert img[0x10:0x14] == b"\x66\xb8\x10\x00"          # mov ax, 0x10
+    img[0x10:0x14] = b"\x90" * 4
+    with Machine(Native()) as m:
+        m.boot(BootSpec(bytes(img)))
+        out = m.run()
+    assert not out.ok
+    assert out.reason.startswith("triple fault at 0x00100014: mov ds, ax: #GP(0x4c54) -> #DF(0x0)")
+    assert "GDTR base=0x00140000 limit=0x3f, CPL 0" in out.reason
+    assert "EAX=0x42414c56" in out.reason
 
 
 def test_halt_with_interrupts_disabled_fails():
@@ -303,3 +322,66 @@ def test_runs_are_deterministic():
     a, _ = run(g)
     b, _ = run(g)
     assert a.counters == b.counters and a.clock.now_ns == b.clock.now_ns
+
+
+# -- the machine's lifetime ---------------------------------------------------
+
+def test_close_is_idempotent_and_keeps_the_results():
+    with Machine(Native()) as m:
+        m.boot(BootSpec(A.build(A.AsmGuest(body=A.putc("k") + A.exit_with(4)))))
+        out = m.run()
+    assert m.closed and out.ok and out.exit_status == 4
+    m.close()
+    m.close()
+    assert m.uart.text() == "k" and m.mem.read(A.BASE, 1) != b"\0"
+    m.where()                                     # reads the detached state copy
+    with pytest.raises(RuntimeError, match="closed"):
+        m.run()
+
+
+def test_dead_machines_collected_inside_a_live_machines_hook_do_not_disturb_it():
+    """Unclosed machines are freed by the cyclic collector, which may run at
+    any allocation: here, on purpose, inside every exit of a live machine."""
+    import gc
+    guest = A.AsmGuest(body="mov ecx, 20\nlp:\n" + A.putc(".") + "dec ecx\njnz lp\n"
+                       + A.exit_with(9))
+    image = A.build(guest)
+    for _ in range(6):                            # dead, unclosed machines
+        dead = Machine(Native(), count_instructions=True)
+        dead.boot(BootSpec(image))
+        dead.run()
+    del dead
+    live = Machine(Native())
+    backend_out = live.backend.port_out
+
+    def port_out(port, size, value):
+        gc.collect()
+        return backend_out(port, size, value)
+    live.backend.port_out = port_out
+    with live:
+        live.boot(BootSpec(image))
+        out = live.run()
+    assert out.ok and out.exit_status == 9, out.reason
+    assert live.uart.text() == "." * 20
+
+
+# -- the state-area calibration -------------------------------------------------
+
+def test_calibration_never_scans_the_uc_context_header():
+    """Bytes 16..39 of a saved context's header are uninitialised heap memory:
+    a probe value that happens to lie there must not count as a candidate."""
+    from unicorn import Uc, UC_ARCH_X86, UC_MODE_32
+    from virtlab import state_area as S
+    lay = S.layout()
+    header = S._header_size(Uc(UC_ARCH_X86, UC_MODE_32))
+    assert header == S._Scan.data and 0 < header <= lay.gpr["eax"]
+    blob = bytearray(lay.size)
+    struct.pack_into("<I", blob, 24, 0x0FF8)            # "garbage" in the header
+    struct.pack_into("<I", blob, lay.error_code, 0x0FF8)
+    assert S._find_u32(bytes(blob), 0x0FF8) == [lay.error_code]
+    other = bytearray(blob)
+    struct.pack_into("<I", other, 24, 1)
+    assert S._diff_u32(bytes(blob), bytes(other), lambda a, b: a != b) == []
+    offsets = [*lay.gpr.values(), lay.eip, *lay.cr.values(), lay.hflags, lay.error_code,
+               lay.is_int, lay.old_exception]
+    assert min(offsets) >= header and len(set(offsets)) == len(offsets)

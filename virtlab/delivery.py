@@ -147,7 +147,8 @@ class InterruptPath:
             except (DeliveryFault, GuestMemoryFault) as fault:
                 ev = chain[-1]
                 if ev.vector == x86.DF_VEC and not ev.software:
-                    raise TripleFault(_chain_text(chain, fault)) from None
+                    raise TripleFault(_chain_text(chain, fault) + "; "
+                                      + _cpu_text(self.cpu, state)) from None
                 if not ev.software and (ev.vector in x86.CONTRIBUTORY or ev.vector == x86.PF):
                     chain.append(Event(x86.DF_VEC, 0))
                 else:
@@ -281,10 +282,33 @@ class StackWriter:
 
 
 def _chain_text(chain, last_fault):
-    """'#UD: vector 6 gate not present -> #NP -> #DF: ...' for a failure reason."""
-    names = [("int %#x" % e.vector) if e.software else x86.VECTOR_NAMES.get(e.vector, str(e.vector))
-             for e in chain]
-    return " -> ".join(names) + f" -> triple fault ({last_fault})"
+    """'#GP(0x4c54) -> #DF(0) -> triple fault (...)' for a failure reason: each
+    event with the error code it carries (and CR2 for a #PF)."""
+    names = []
+    for e in chain:
+        if e.software:
+            names.append("int %#x" % e.vector)
+            continue
+        name = x86.VECTOR_NAMES.get(e.vector, str(e.vector))
+        if e.error_code is not None:
+            name += f"({e.error_code:#x})"
+        if e.cr2 is not None:
+            name += f" cr2={e.cr2:#010x}"
+        names.append(name)
+    last = getattr(last_fault, "error_code", None)
+    last = "" if last is None else f", error code {last:#x}"
+    return " -> ".join(names) + f" -> triple fault ({last_fault}{last})"
+
+
+def _cpu_text(cpu, state):
+    """The CPU state a triple fault is read against: the guest's GDTR and CPL
+    (and the real ones where a VMM's differ) and EAX."""
+    base, limit = cpu.gdtr()
+    text = f"GDTR base={base:#010x} limit={limit:#x}, CPL {cpu.cpl()}"
+    real_base, real_limit = state.table("gdt")
+    if (real_base, real_limit) != (base, limit) or state.cpl != cpu.cpl():
+        text += f" (real GDTR base={real_base:#010x} limit={real_limit:#x}, CPL {state.cpl})"
+    return text + f", EAX={state.reg('eax'):#010x}"
 
 
 def _as_event(fault):

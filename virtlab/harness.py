@@ -68,16 +68,18 @@ def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=3
     except backends.UnknownBackend as exc:
         raise UsageError(exc.args[0]) from None
     image = guest.image_path.read_bytes()
-    machine = Machine(be, ram_size=ram_mb * MiB, budget=Budget(timeout, max_exits))
-    try:
-        machine.boot(BootSpec(image, guest.workload, guest.scale, bytearray(DISK_BYTES)))
-    except ValueError as exc:
-        raise UsageError(f"{guest.image_path}: {exc}") from None
-    if on_machine is not None:
-        on_machine(machine)
-    t0 = time.perf_counter()
-    outcome = machine.run()
-    seconds = time.perf_counter() - t0
+    with Machine(be, ram_size=ram_mb * MiB, budget=Budget(timeout, max_exits)) as machine:
+        try:
+            machine.boot(BootSpec(image, guest.workload, guest.scale, bytearray(DISK_BYTES)))
+        except ValueError as exc:
+            raise UsageError(f"{guest.image_path}: {exc}") from None
+        if on_machine is not None:
+            on_machine(machine)
+        t0 = time.perf_counter()
+        outcome = machine.run()
+        seconds = time.perf_counter() - t0
+    # The machine is closed (its engine, hooks and context released); what
+    # the run produced is still readable.
     console = machine.uart.text()
     roi = machine.roi
     return RunResult(
@@ -97,18 +99,17 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
     image content, workload, scale and back end (icount.py)."""
     key = "|".join([image_digest(guest.image_path), guest.workload, str(guest.scale),
                     backend_name, str(ram_mb), ICOUNT_VERSION])
-    cache = _icount_cache()
-    if key in cache:
-        return tuple(cache[key])
-    machine = Machine(backends.create(backend_name), ram_size=ram_mb * MiB,
-                      budget=Budget(timeout, 50_000_000), count_instructions=True)
-    machine.boot(BootSpec(guest.image_path.read_bytes(), guest.workload, guest.scale,
-                          bytearray(DISK_BYTES)))
-    outcome = machine.run()
-    result = (machine.icount.total, machine.roi.instructions)
+    cached = _icount_lookup(key)
+    if cached is not None:
+        return cached
+    with Machine(backends.create(backend_name), ram_size=ram_mb * MiB,
+                 budget=Budget(timeout, 50_000_000), count_instructions=True) as machine:
+        machine.boot(BootSpec(guest.image_path.read_bytes(), guest.workload, guest.scale,
+                              bytearray(DISK_BYTES)))
+        outcome = machine.run()
+        result = (machine.icount.total, machine.roi.instructions)
     if outcome.ok:
-        cache[key] = list(result)
-        _save_icount_cache(cache)
+        _icount_store(key, result)
     return result
 
 
@@ -120,28 +121,57 @@ def image_digest(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def _cache_file():
+def _cache_dir():
+    """One file per key under here: processes that count concurrently never
+    share a file they read, modify and write back."""
     base = os.environ.get("VIRTLAB_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "virtlab")
-    return Path(base) / "instructions.json"
+    return Path(base) / "instructions"
 
 
-def _icount_cache():
+def _key_file(key):
+    import hashlib
+    return _cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def _icount_lookup(key):
+    """The cached (instructions, roi_instructions) for `key`, or None.  An
+    entry is one small file written whole (see _icount_store), so a reader
+    sees either no file or a complete one; anything else counts as a miss."""
     try:
-        return json.loads(_cache_file().read_text())
+        entry = json.loads(_key_file(key).read_text())
     except (OSError, ValueError):
-        return {}
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    value = entry.get("value")
+    if not (isinstance(value, list) and len(value) == 2):
+        return None
+    return tuple(value)
 
 
-def _save_icount_cache(cache):
-    path = _cache_file()
+def _icount_store(key, result):
+    """Write the entry for `key` atomically: to a private temporary file in the
+    same directory, then os.replace over the final name."""
+    import tempfile
+    path = _key_file(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, sort_keys=True))
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"key": key, "value": list(result)}, f, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
     except OSError:
-        pass                      # a read-only home: count again next time
+        pass                      # a read-only cache: count again next time
 
 
 def compare_with_native(result, reference):

@@ -15,6 +15,7 @@ Python binding's wrappers cost more than the work of a typical exit):
 import ctypes
 import struct
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR, UC_HOOK_INSN,
@@ -85,17 +86,74 @@ class Roi:
     instructions: int = None      # guest instructions in the ROI (counting runs)
 
 
+class _Resources:
+    """What a machine holds on the C side, released in a safe order.
+
+    Unicorn keeps raw pointers to the guest-RAM buffers (uc_mem_map_ptr), to the
+    ctypes hook thunks and to the state area's context; Python owns all of them.
+    Freed in the wrong order (which is what the cyclic garbage collector does
+    to a dead machine, at any allocation, even inside a hook of another,
+    live machine), Unicorn would hold dangling pointers to memory the C heap
+    or libffi then hands out again.  release() removes the hooks, frees the
+    context and closes the engine while the memory it points at is still
+    held here.  It runs at most once: from Machine.close(), or from the
+    machine's finalizer if it was never closed (a weakref callback, which the
+    collector runs before it tears down any object of the dead cycle, so the
+    hook thunks are still alive then).  Nothing here may refer back to the
+    machine: the finalizer keeps this object alive."""
+
+    def __init__(self, uc):
+        self.uc = uc
+        self.uch = uc._uch
+        self.handles = []              # uc_hook_h of every raw hook
+        self.buffers = []              # host memory mapped into the CPU
+        self.areas = []                # state areas (each owns a context)
+        self.closed = False
+
+    def release(self):
+        if self.closed:
+            return
+        self.closed = True
+        uch = self.uch
+        for handle in self.handles:
+            uclib.uc_hook_del(uch, handle)
+        for area in self.areas:
+            area.detach()
+        # The binding's own finalizer closes the engine exactly once.
+        finalizer = getattr(self.uc, "_Uc__finalizer", None)
+        if finalizer is not None:
+            finalizer()
+        else:                              # a binding without one: close by hand
+            uclib.uc_close(uch)
+        self.handles.clear()
+        self.buffers.clear()
+        self.areas.clear()
+        self.uc = None
+
+
 class Machine:
+    """One virtual PC.  Use it as a context manager, or call close() when
+    done: a machine holds a Unicorn engine, guest RAM and raw hooks, and
+    closing releases them at once (the results -- outcome, counters, console,
+    the guest's memory -- stay readable)."""
+
     def __init__(self, backend, ram_size=32 * MiB, budget=None, count_instructions=False):
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self._res = _Resources(self.uc)
+        # Registered first: whatever fails below, the engine is still released.
+        self._finalizer = weakref.finalize(self, self._res.release)
         self.mem = PhysMem.create(self.uc, ram_size)
+        self._res.buffers.append(self.mem.buf)
         # Machine memory: the VMM's own pages, above guest RAM.  Only a back end
         # that needs some (shadow tables, a translation cache) gets any; the
         # back end then guarantees no guest-controlled mapping reaches it.
         self.vmm_base = ram_size
         self.vmm_size = backend.machine_memory
         self.vmm = PhysMem.create(self.uc, self.vmm_size, ram_size) if self.vmm_size else None
+        if self.vmm is not None:
+            self._res.buffers.append(self.vmm.buf)
         self.state = StateArea(self.uc, layout())
+        self._res.areas.append(self.state)
         verify(self.uc, self.state.layout)
         self.counters = Counters()
         self.decoder = Decoder()
@@ -118,6 +176,30 @@ class Machine:
         self.tsc = VirtualTsc(self)
         self._install_hooks()
         self.icount = InstructionCounter(self) if count_instructions else None
+
+    # -- lifetime ----------------------------------------------------------
+    @property
+    def closed(self):
+        return self._res.closed
+
+    def close(self):
+        """Release the engine, its hooks, the state area's context and the
+        guest memory mappings.  Idempotent.  What the run produced (outcome,
+        counters, console, roi, the RAM contents) stays readable."""
+        self._finalizer()
+        self._hooks = []                   # the engine is closed: no hook can run
+        self.uc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _check_open(self):
+        if self._res.closed:
+            raise RuntimeError("the machine is closed")
 
     # -- devices -----------------------------------------------------------
     def _devices(self):
@@ -275,6 +357,7 @@ class Machine:
         if status != UC_ERR_OK:
             raise UcError(status)
         self._hooks.append(cfunc)          # keep the callback alive
+        self._res.handles.append(handle)
 
     def request_restart(self, begin, end):
         """Stop the CPU, drop the translations of [begin, end) and go on from
@@ -445,6 +528,7 @@ class Machine:
         which decides the real privilege level the guest runs at.  The start
         state is the boot protocol unless the back end lays out its own (a PV
         domain builder starts the guest with paging already on)."""
+        self._check_open()
         self.ide.image = spec.disk
         self.backend.start_state(spec)
         self.backend.boot()
@@ -479,6 +563,7 @@ class Machine:
     # -- the run loop --------------------------------------------------------
     def run(self):
         """Run until the guest ends the run, fails, or exceeds its budget."""
+        self._check_open()
         deadline = time.perf_counter() + self.budget.host_seconds
         uc = self.uc
         while self.outcome is None:

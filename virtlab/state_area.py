@@ -12,7 +12,11 @@ The offsets of the fields are not part of Unicorn's API, so they are *calibrated
 when the first machine starts: write distinctive values through the official API,
 save a context, and find where they landed (and, for fields the API cannot write,
 make the CPU change them by executing real instructions and diff two contexts).
-Every offset is then verified by a round trip through the official API.  A Unicorn
+Every offset is then verified by a round trip through the official API.  The
+scans never look at the uc_context header in front of the CPU state (part of it
+is uninitialised heap memory, different in every saved context), nor at any
+byte that differs between two saves of the same CPU; every field must be found
+at exactly one offset.  A Unicorn
 build whose layout cannot be calibrated is refused with a clear message rather than
 run with guessed offsets.
 
@@ -134,6 +138,24 @@ class StateArea:
         self._paging = _gather([layout.cr[0], layout.cr[3], layout.cr[4]])
         self._tables = _gather([layout.cr[0], layout.idt.base, layout.idt.limit,
                                 layout.gdt.base, layout.gdt.limit, layout.seg["tr"].base])
+
+    def detach(self):
+        """Free the context (its machine is being closed) and keep the last
+        saved state readable in a private copy, so that a reason or a test
+        reading a field afterwards never touches freed memory.  save() and
+        load() are not possible any more.  Idempotent."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            return
+        copy = (ctypes.c_char * self.layout.size).from_buffer_copy(self.buf)
+        self.buf = copy
+        self.mem = memoryview(copy).cast("B")
+        self._ptr = ctypes.c_void_p(ctypes.addressof(copy))   # header included:
+        self._uch = None                   # the context accessors still work
+        self.uc = None
+        if getattr(ctx, "_to_free", False):
+            ctx._to_free = False           # UcContext.__del__ must not free it again
+            uclib.uc_context_free(ctx.context)
 
     # -- the two copies ---------------------------------------------------
     def save(self):
@@ -318,6 +340,34 @@ def layout():
     return _LAYOUT
 
 
+class _Scan:
+    """Where the calibration may look in a saved context: from the end of the
+    uc_context header (the CPU state proper) on, minus the words that are not
+    the same in two saves of one unchanged CPU."""
+    data = None              # offset of the CPU state in a context
+    volatile = frozenset()
+
+
+def _header_size(uc):
+    """Bytes of uc_context header before the CPU state: the context's total
+    size less the size of the CPU state it copies, which the header's first
+    field (size_t context_size) records."""
+    ctx = uc.context_save()
+    total = uclib.uc_context_size(uc._uch)
+    cpu = ctypes.c_size_t.from_address(ctx.context.value).value
+    header = total - cpu
+    if not 0 < header <= 256 or header % 8 or cpu < 1024:
+        raise CalibrationError(f"unexpected uc_context layout (size {total}, CPU state {cpu})")
+    return header
+
+
+def _prepare_scan(uc):
+    _Scan.data = _header_size(uc)
+    a, b = _snapshot(uc), _snapshot(uc)
+    _Scan.volatile = frozenset(o for o in range(_Scan.data, len(a) - 3, 4)
+                               if a[o:o + 4] != b[o:o + 4])
+
+
 def _snapshot(uc):
     ctx = uc.context_save()
     size = uclib.uc_context_size(uc._uch)
@@ -325,11 +375,13 @@ def _snapshot(uc):
 
 
 def _find_u32(blob, value, start=0, end=None):
+    """Aligned offsets of the u32 `value` in the CPU-state part of `blob`."""
     end = len(blob) - 4 if end is None else end
+    start = max(start, _Scan.data)
     packed = _U32.pack(value)
     hits, i = [], blob.find(packed, start)
     while 0 <= i <= end:
-        if i % 4 == 0:
+        if i % 4 == 0 and i not in _Scan.volatile:
             hits.append(i)
         i = blob.find(packed, i + 1)
     return hits
@@ -462,8 +514,10 @@ def _run_events(uc):
 
 
 def _diff_u32(a, b, pred):
-    return [o for o in range(0, min(len(a), len(b)) - 3, 4)
-            if pred(_U32.unpack_from(a, o)[0], _U32.unpack_from(b, o)[0])]
+    """Aligned offsets in the CPU-state part where pred(a's word, b's word)."""
+    return [o for o in range(_Scan.data, min(len(a), len(b)) - 3, 4)
+            if o not in _Scan.volatile
+            and pred(_U32.unpack_from(a, o)[0], _U32.unpack_from(b, o)[0])]
 
 
 def _calibrate_events(shots, seg):
@@ -472,9 +526,11 @@ def _calibrate_events(shots, seg):
     old_exc = _unique(_diff_u32(shots["before"], gp,
                                 lambda a, b: a == 0xFFFFFFFF and b == x86.GP),
                       "old_exception")
+    # 0 for the #GP, 1 for both software interrupts (ring 0 and ring 3).
+    soft3 = set(_diff_u32(gp, ring3, lambda a, b: a == 0 and b == 1))
     is_int = [o for o in _diff_u32(gp, sw, lambda a, b: a == 0 and b == 1)
-              if error_code < o < old_exc]
-    is_int = _unique(is_int[:1], "exception_is_int")
+              if error_code < o < old_exc and o in soft3]
+    is_int = _unique(is_int, "exception_is_int")
     seg_lo = seg["es"].selector
     seg_hi = seg["idt"].flags
     hflags = [o for o in _diff_u32(sw, ring3, lambda a, b: a & 3 == 0 and a ^ b == 3)
@@ -486,6 +542,7 @@ def _calibrate_events(shots, seg):
 def _calibrate():
     uc = _scratch_cpu()
     size = uclib.uc_context_size(uc._uch)
+    _prepare_scan(uc)
     seg = _calibrate_segments(uc)
     uc.reg_write(X.UC_X86_REG_DS, 0x10)
     uc.reg_write(X.UC_X86_REG_ES, 0x10)
