@@ -863,14 +863,14 @@ def test_instruction_count_cache_is_safe_for_concurrent_writers(tmp_path, monkey
     the same or other keys never leave a reader a partial or mixed file."""
     import threading
     monkeypatch.setenv("VIRTLAB_CACHE", str(tmp_path))
-    H = virtlab.harness
+    from virtlab import count_cache as H
     keys = [f"img|w|{i}|native|32|v" for i in range(4)]
     seen = []
 
     def writer(n):
         for i in range(50):
-            H._icount_store(keys[i % 4], (n * 1000 + i, i))
-            got = H._icount_lookup(keys[(i + 1) % 4])
+            H.store(keys[i % 4], (n * 1000 + i, i))
+            got = H.lookup(keys[(i + 1) % 4])
             seen.append(got)
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
     for t in threads:
@@ -881,4 +881,4 @@ def test_instruction_count_cache_is_safe_for_concurrent_writers(tmp_path, monkey
     assert len(list((tmp_path / "instructions").glob("*.json"))) == 4
     assert not list((tmp_path / "instructions").glob("*.tmp"))
     H._key_file(keys[0]).write_text('{"key": "img|w|0|nat')     # torn by hand: a miss
-    assert H._icount_lookup(keys[0]) is None
+    assert H.lookup(keys[0]) is None

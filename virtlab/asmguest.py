@@ -75,6 +75,22 @@ def _prologue(g):
     return "\n".join(far + lines[1:]) + "\n"
 
 
+def _check_far_return(code):
+    """The prologue's far return must land on the first instruction after it,
+    `mov ax, KDATA`: its target was computed from a separate assembly, so
+    check the bytes the CPU will run rather than trust that both agree."""
+    from capstone import Cs, CS_ARCH_X86, CS_MODE_32
+    insns = list(Cs(CS_ARCH_X86, CS_MODE_32).disasm(code[:64], BASE))
+    at = next((n for n, i in enumerate(insns) if i.mnemonic == "retf"), 0)
+    if not 0 < at < len(insns) - 1:
+        raise ValueError("asmguest: the prologue has no far return")
+    push, retf, after = insns[at - 1], insns[at], insns[at + 1]
+    if (push.op_str != hex(retf.address + retf.size)
+            or (after.mnemonic, after.op_str) != ("mov", f"ax, {KDATA:#x}")):
+        raise ValueError("asmguest: keystone assembled the prologue inconsistently: "
+                         + "; ".join(f"{i.address:#x} {i.mnemonic} {i.op_str}" for i in insns[:6]))
+
+
 def _gdt():
     entries = [b"\0" * 8,
                x86.make_segment(0, 0xFFFFF, 0x9A), x86.make_segment(0, 0xFFFFF, 0x92),
@@ -126,7 +142,9 @@ def build(g):
             raise ValueError(f"guest section at {addr:#x} is too large")
         img[addr - BASE:addr - BASE + len(data)] = data
 
-    put(BASE, _asm(_prologue(g) + g.body, BASE))
+    entry = _asm(_prologue(g) + g.body, BASE)
+    _check_far_return(entry)
+    put(BASE, entry)
     for vec, text in g.handlers.items():
         code = _asm(text, HANDLERS + vec * 0x100)
         if len(code) > 0x100:

@@ -5,13 +5,12 @@ back end -> run to completion or failure -> RunResult.  Every run gets a fresh
 machine, so a guest that crashes, hangs or attacks its VMM cannot affect the next.
 Pricing the result is the analysis's business, composed above this (api.py).
 """
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import backend as backends
+from . import backend as backends, count_cache
 from .errors import UsageError
 from .machine import BootSpec, Budget, Machine
 from .memmap import MiB
@@ -99,7 +98,7 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
     image content, workload, scale and back end (icount.py)."""
     key = "|".join([image_digest(guest.image_path), guest.workload, str(guest.scale),
                     backend_name, str(ram_mb), ICOUNT_VERSION])
-    cached = _icount_lookup(key)
+    cached = count_cache.lookup(key)
     if cached is not None:
         return cached
     with Machine(backends.create(backend_name), ram_size=ram_mb * MiB,
@@ -109,7 +108,7 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
         outcome = machine.run()
         result = (machine.icount.total, machine.roi.instructions)
     if outcome.ok:
-        _icount_store(key, result)
+        count_cache.store(key, result)
     return result
 
 
@@ -119,59 +118,6 @@ ICOUNT_VERSION = "3"               # bumped when counting changes: older cached 
 def image_digest(path):
     import hashlib
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def _cache_dir():
-    """One file per key under here: processes that count concurrently never
-    share a file they read, modify and write back."""
-    base = os.environ.get("VIRTLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "virtlab")
-    return Path(base) / "instructions"
-
-
-def _key_file(key):
-    import hashlib
-    return _cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
-
-
-def _icount_lookup(key):
-    """The cached (instructions, roi_instructions) for `key`, or None.  An
-    entry is one small file written whole (see _icount_store), so a reader
-    sees either no file or a complete one; anything else counts as a miss."""
-    try:
-        entry = json.loads(_key_file(key).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(entry, dict) or entry.get("key") != key:
-        return None
-    value = entry.get("value")
-    if not (isinstance(value, list) and len(value) == 2):
-        return None
-    return tuple(value)
-
-
-def _icount_store(key, result):
-    """Write the entry for `key` atomically: to a private temporary file in the
-    same directory, then os.replace over the final name."""
-    import tempfile
-    path = _key_file(key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"key": key, "value": list(result)}, f, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError:
-        pass                      # a read-only cache: count again next time
 
 
 def compare_with_native(result, reference):
