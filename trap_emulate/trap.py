@@ -19,6 +19,8 @@ sidt, sldt, smsw, str, push cs/ss, mov from a segment register, lar, lsl, verr
 and verw are sensitive but do not trap at ring 1, so they run unmodified and
 tell the guest the truth about the real CPU (sensitive.py counts them).
 """
+from capstone import x86_const as C
+
 from virtlab import fastcall, x86
 from virtlab.counters import EXITS, REFLECTION, SENSITIVE, SHADOW
 from virtlab.delivery import DeliveryFault, Event
@@ -51,7 +53,7 @@ class Trap(Vmm):
         self.events = GuestEvents(machine, self.view, EventNames(
             irq="inject.irq", hlt="exit.hlt", irq_exits=("exit.total", "exit.irq")))
         self.audit = SensitiveAudit(machine, self)
-        machine.intercepts.watch(_select_kernel_iret, self._kernel_iret, exit=True)
+        machine.intercepts.watch(_select_kernel_iret, self._kernel_iret)
 
     # -- entering the guest ---------------------------------------------------
     def boot(self):
@@ -169,22 +171,25 @@ class Trap(Vmm):
         st.set_eflags((st.eflags() & ~(x86.VM | x86.RF)) | x86.IF)
         return True
 
-    def _kernel_iret(self, decoded, kind):
+    def _kernel_iret(self, address, kind):
         """The guest kernel's iret to an outer ring runs natively at ring 1,
         where the CPU leaves IOPL alone (it loads it only at CPL 0): the
         virtual IOPL the frame gives is recorded here, for the I/O permission
         check of the user code it returns to.  Not an exit (VT-x would not
-        see it either): the iret then runs natively."""
+        see it either, so it is an observer, not an exit): the iret then runs
+        natively."""
         st = self.machine.state
+        st.save()
         try:
             view = self.guest_view()
+            if view.read(address, 1) != b"\xcf":
+                return                       # other code now lives at this address
             at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
             cs, eflags = view.u32(at + 4) & 0xFFFF, view.u32(at + 8)
         except GuestMemoryFault:
-            return None                      # the iret faults; nothing changes
+            return                           # the iret faults; nothing changes
         if cs & 3 > 1:
             self.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
-        return None
 
     # -- reflection ---------------------------------------------------------------
     def _reflect_software(self, vector):
@@ -282,4 +287,6 @@ class Trap(Vmm):
 
 
 def _select_kernel_iret(insn, cpl):
-    return "iret_out" if cpl == 1 and insn.mnemonic in ("iretd", "iret") else None
+    """The guest kernel's 32-bit iret (its frames are 32-bit; a 16-bit iret
+    from the kernel would pop a frame this VMM does not read)."""
+    return "iret_out" if cpl == 1 and insn.id == C.X86_INS_IRETD else None
