@@ -138,10 +138,7 @@ class Trap(Vmm):
         except GuestMemoryFault as fault:
             self._reflect(Event(x86.PF, fault.error_code, cr2=fault.linear))
             return True
-        c = m.counters
-        c["exit.total"] += 1
-        c["reflect.total"] += 1
-        c["reflect.syscall"] += 1
+        self._count_syscall()
         m.clock.tick()
         m.emulated()
         return True
@@ -160,10 +157,7 @@ class Trap(Vmm):
         if cs & 0xFFFC == 0:
             self._reflect(Event(x86.GP, 0))
             return False
-        c = m.counters
-        c["exit.total"] += 1
-        c["reflect.total"] += 1
-        c["reflect.syscall"] += 1
+        self._count_syscall()
         m.clock.tick()
         fastcall.enter_kernel(st, self.view, cs, msrs.get(fastcall.SYSENTER_ESP, 0) & 0xFFFFFFFF,
                               msrs.get(fastcall.SYSENTER_EIP, 0) & 0xFFFFFFFF)
@@ -195,11 +189,16 @@ class Trap(Vmm):
     def _reflect_software(self, vector):
         if self.view.virtual_if() and self.events.interrupt_first(True, self):
             return
+        self._count_syscall()
+        self.events.deliver(Event(vector, software=True))
+
+    def _count_syscall(self):
+        """One system call reflected into the guest kernel (int n, sysenter or
+        a call gate): one exit, one reflection."""
         c = self.machine.counters
         c["exit.total"] += 1
         c["reflect.total"] += 1
         c["reflect.syscall"] += 1
-        self.events.deliver(Event(vector, software=True))
 
     def _reflect(self, event):
         if self.view.virtual_if() and self.events.interrupt_first(False, self):
