@@ -56,39 +56,45 @@ def _asm(text, base):
     return bytes(code or b"")
 
 
-def _prologue(g):
-    lines = [
-        f"lgdt [{GDT + 0xF00:#x}]",
+_FAR_PLACEHOLDER = 0x7FFFFFFF
+
+
+def _prologue_parts(g):
+    """The entry code in two parts: the far return that reloads CS, and what
+    runs after it (segments, stack, IDT, TR, paging)."""
+    far = [f"lgdt [{GDT + 0xF00:#x}]", f"push {KCODE}", f"push {_FAR_PLACEHOLDER:#x}", "retf"]
+    rest = [
         f"mov ax, {KDATA}", "mov ds, ax", "mov es, ax", "mov ss, ax",
         "mov fs, ax", "mov gs, ax", f"mov esp, {STACK0:#x}",
         f"lidt [{IDT + 0xF00:#x}]",
         f"mov ax, {TSS_SEL}", "ltr ax",
     ]
     if g.paging:
-        lines += [f"mov eax, {PGDIR:#x}", "mov cr3, eax", "mov eax, cr0",
-                  "or eax, 0x80010000", "mov cr0, eax"]
-    # Reload CS with a far return; keystone cannot push a label, so the target
-    # is computed from the fixed length of `lgdt; push imm8; push imm32; retf`.
-    far = [lines[0], f"push {KCODE}", "push 0x7fffffff", "retf"]
-    target = BASE + len(_asm("\n".join(far), BASE))
-    far[2] = f"push {target:#x}"
-    return "\n".join(far + lines[1:]) + "\n"
+        rest += [f"mov eax, {PGDIR:#x}", "mov cr3, eax", "mov eax, cr0",
+                 "or eax, 0x80010000", "mov cr0, eax"]
+    return far, rest
 
 
-def _check_far_return(code):
-    """The prologue's far return must land on the first instruction after it,
-    `mov ax, KDATA`: its target was computed from a separate assembly, so
-    check the bytes the CPU will run rather than trust that both agree."""
-    from capstone import Cs, CS_ARCH_X86, CS_MODE_32
-    insns = list(Cs(CS_ARCH_X86, CS_MODE_32).disasm(code[:64], BASE))
-    at = next((n for n, i in enumerate(insns) if i.mnemonic == "retf"), 0)
-    if not 0 < at < len(insns) - 1:
-        raise ValueError("asmguest: the prologue has no far return")
-    push, retf, after = insns[at - 1], insns[at], insns[at + 1]
-    if (push.op_str != hex(retf.address + retf.size)
-            or (after.mnemonic, after.op_str) != ("mov", f"ax, {KDATA:#x}")):
-        raise ValueError("asmguest: keystone assembled the prologue inconsistently: "
-                         + "; ".join(f"{i.address:#x} {i.mnemonic} {i.op_str}" for i in insns[:6]))
+def _prologue(g):
+    """The entry code as text (one instruction a line)."""
+    far, rest = _prologue_parts(g)
+    return "\n".join(far + rest) + "\n"
+
+
+def _entry(g):
+    """The entry code and body, assembled.  Keystone cannot push a label, so
+    the far return's target is patched into the bytes of the very assembly
+    that is used: it is right by construction, whatever encodings keystone
+    chooses, and the rest is assembled at the address it will run at."""
+    far_text, rest = _prologue_parts(g)
+    far = bytearray(_asm("\n".join(far_text), BASE))
+    placeholder = b"\x68" + struct.pack("<I", _FAR_PLACEHOLDER)     # push imm32
+    at = far.find(placeholder)
+    if at < 0 or far[-1] != 0xCB:                                   # ... retf
+        raise ValueError("asmguest: unexpected encoding of the far return")
+    target = BASE + len(far)
+    far[at + 1:at + 5] = struct.pack("<I", target)
+    return bytes(far) + _asm("\n".join(rest) + "\n" + g.body, target)
 
 
 def _gdt():
@@ -142,9 +148,7 @@ def build(g):
             raise ValueError(f"guest section at {addr:#x} is too large")
         img[addr - BASE:addr - BASE + len(data)] = data
 
-    entry = _asm(_prologue(g) + g.body, BASE)
-    _check_far_return(entry)
-    put(BASE, entry)
+    put(BASE, _entry(g))
     for vec, text in g.handlers.items():
         code = _asm(text, HANDLERS + vec * 0x100)
         if len(code) > 0x100:
