@@ -25,6 +25,7 @@ from unicorn import x86_const as X
 
 from virtlab import fastcall, x86
 from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec
+from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
@@ -56,8 +57,6 @@ class ShadowPagingView(RealCpuView):
         self.state.set_cr(2, value)
 
 
-# Control registers whose moves VT-x can make exit, by capstone register id.
-_CR = {C.X86_REG_CR0: 0, C.X86_REG_CR2: 2, C.X86_REG_CR3: 3, C.X86_REG_CR4: 4}
 _ALWAYS = {C.X86_INS_RDMSR: "msr", C.X86_INS_WRMSR: "msr", C.X86_INS_LJMP: "far_transfer",
            C.X86_INS_LCALL: "far_transfer", C.X86_INS_IRETD: "iret", C.X86_INS_IRET: "iret"}
 _SHADOW_ONLY = {C.X86_INS_SMSW: "read_shadow", C.X86_INS_INVLPG: "invlpg",
@@ -82,19 +81,23 @@ def _exit_kind(insn, nested):
 
 
 def _cr_move(insn, nested):
-    dst, src = insn.operands
-    if dst.type == C.X86_OP_REG and dst.reg in _CR:
-        n = _CR[dst.reg]
+    """mov to or from a control register: 0F 22 /r (to) or 0F 20 /r (from),
+    the register number in ModRM.reg (decode.opcode: no operand details
+    needed at translation time)."""
+    op, modrm = opcode(insn)
+    if op not in (b"\x0f\x20", b"\x0f\x22"):
+        return None
+    n = (modrm >> 3) & 7
+    if op == b"\x0f\x22":
         if n in (0, 4) or (n == 3 and not nested):
             return "cr_write"
-        return "cr2_write" if not nested else None  # no exit on VT-x; CR2 lives in the vCPU
-    if src.type == C.X86_OP_REG and src.reg in _CR and not nested:
-        n = _CR[src.reg]
-        if n == 2:
-            return "cr2_read"        # (Unicorn clobbers the real CR2 when a hook
+        return "cr2_write" if n == 2 and not nested else None  # no exit on VT-x; CR2 lives in the vCPU
+    if nested:
+        return None
+    if n == 2:
+        return "cr2_read"            # (Unicorn clobbers the real CR2 when a hook
                                      # redirects EIP, and hidden faults change it)
-        return "cr_read" if n == 3 else "read_shadow"   # real CR0/CR4 differ from the guest's
-    return None
+    return "cr_read" if n == 3 else "read_shadow"     # real CR0/CR4 differ from the guest's
 
 
 class Hw(Vmm):

@@ -15,6 +15,23 @@ from .memory import GuestMemoryFault
 
 MAX_INSN = 15
 
+# Legacy prefixes (lock/rep, segment overrides, operand and address size).
+_PREFIXES = frozenset((0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67))
+
+
+def opcode(insn):
+    """(opcode bytes, ModRM) of a capstone instruction, from its raw bytes:
+    the prefixes skipped, one opcode byte or two after 0x0F, then ModRM (None
+    if there are no more bytes).  Needs no capstone detail mode, which
+    triples the cost of decoding every block at translation time."""
+    raw = insn.bytes
+    i = 0
+    while i < len(raw) - 1 and raw[i] in _PREFIXES:
+        i += 1
+    n = 2 if raw[i] == 0x0F else 1
+    op = bytes(raw[i:i + n])
+    return op, raw[i + n] if i + n < len(raw) else None
+
 
 @dataclass(frozen=True)
 class Decoded:

@@ -33,8 +33,7 @@ on_hit(decoded, kind) with the CPU saved.  The client answers
 """
 import ctypes
 
-from capstone import (Cs, CS_ARCH_X86, CS_MODE_32, CS_GRP_CALL, CS_GRP_INT, CS_GRP_IRET,
-                      CS_GRP_JUMP, CS_GRP_RET)
+from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 from capstone import x86_const as C
 from unicorn import UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED
 from unicorn import x86_const as X
@@ -48,15 +47,19 @@ _CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uin
                             ctypes.c_void_p)
 
 
-# Where Unicorn (QEMU) ends a translation block: every control transfer, and
+# Where Unicorn (QEMU) ends a translation block: every control transfer (all
+# the jumps, calls, returns and interrupts, by capstone instruction id), and
 # the instructions after which the CPU cannot simply go on.
-_BLOCK_END_GROUPS = (CS_GRP_JUMP, CS_GRP_CALL, CS_GRP_RET, CS_GRP_INT, CS_GRP_IRET)
-_BLOCK_END_IDS = {C.X86_INS_LOOP, C.X86_INS_LOOPE, C.X86_INS_LOOPNE, C.X86_INS_HLT,
-                  C.X86_INS_UD2}
+_BLOCK_END_IDS = frozenset(
+    [v for k, v in vars(C).items() if k.startswith(("X86_INS_J", "X86_INS_LOOP"))]
+    + [C.X86_INS_CALL, C.X86_INS_LCALL, C.X86_INS_LJMP, C.X86_INS_RET, C.X86_INS_RETF,
+       C.X86_INS_IRET, C.X86_INS_IRETD, C.X86_INS_INT, C.X86_INS_INT1, C.X86_INS_INT3,
+       C.X86_INS_INTO, C.X86_INS_SYSENTER, C.X86_INS_SYSEXIT, C.X86_INS_SYSCALL,
+       C.X86_INS_SYSRET, C.X86_INS_HLT, C.X86_INS_UD2])
 
 
 def _ends_block(insn):
-    return insn.id in _BLOCK_END_IDS or any(insn.group(g) for g in _BLOCK_END_GROUPS)
+    return insn.id in _BLOCK_END_IDS
 
 
 EMULATED, RAISED = "emulated", "raised"
@@ -67,8 +70,9 @@ class Intercepts:
         self.machine = machine
         self.clients = []
         self.hits = {}                       # address -> [(on_hit, kind)]
+        # No detail mode: it triples the cost of decoding each new block, and
+        # clients select by instruction id, mnemonic and opcode bytes.
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
-        self._cs.detail = True               # clients select by operands, not text
         self._code_cb = _CODE_CB(self._on_code)
         self._cs_reg = ctypes.c_uint64()
         self._installed = False

@@ -9,6 +9,7 @@ instructions in SENSITIVE_UNPRIVILEGED are sensitive but do not trap at ring 1
 or 3 (Robin and Irvine, USENIX Security 2000, list them).  Everything else is
 innocuous.
 """
+from .decode import opcode
 
 PRIVILEGED = {
     "cli", "sti", "hlt", "lgdt", "lidt", "lldt", "ltr", "lmsw", "clts", "invd", "wbinvd",
@@ -20,7 +21,7 @@ SENSITIVE_ALWAYS = {"popf", "popfd", "pushf", "pushfd", "sgdt", "sidt", "sldt", 
 SEGMENT_REGS = ("cs", "ss", "ds", "es", "fs", "gs")
 
 
-# Decided by opcode, which capstone gives without prefixes (insn.opcode), so
+# Decided by opcode (decode.opcode: the raw bytes without prefixes), so
 # that no operand text is parsed: 8C is `mov r/m16, Sreg`; 0E and 16 are
 # `push cs` and `push ss`; 0F 20-23 move to and from control and debug
 # registers, the register number in ModRM.reg.
@@ -35,10 +36,9 @@ def sensitive_kind(insn):
     m = insn.mnemonic
     if m in SENSITIVE_ALWAYS:
         return m.rstrip("d") if m in ("popfd", "pushfd") else m
-    op = insn.opcode[0]
-    if op == _MOV_FROM_SREG:
-        return "mov from segment register"
-    return _PUSH_SREG.get(op) if m == "push" else None
+    if m == "mov":
+        return "mov from segment register" if opcode(insn)[0][0] == _MOV_FROM_SREG else None
+    return _PUSH_SREG.get(opcode(insn)[0][0]) if m == "push" else None
 
 
 def privileged_kind(insn):
@@ -49,9 +49,11 @@ def privileged_kind(insn):
     m = insn.mnemonic
     if m in PRIVILEGED:
         return m
-    opcode = insn.opcode
-    if opcode[0] == 0x0F and opcode[1] in _CRDR_MOVES:
-        return f"{_CRDR_MOVES[opcode[1]]}{(insn.modrm >> 3) & 7}"
+    if m != "mov":
+        return None
+    op, modrm = opcode(insn)
+    if len(op) == 2 and op[1] in _CRDR_MOVES:
+        return f"{_CRDR_MOVES[op[1]]}{(modrm >> 3) & 7}"
     return None
 
 

@@ -19,6 +19,7 @@ import struct
 from capstone import x86_const as C
 
 from virtlab import x86
+from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, _inner_stack, read_descriptor
 
 from .emulate import effective_address
@@ -33,8 +34,10 @@ def is_far_transfer(insn):
     capstone reports under the ids of the near forms."""
     if insn.id in (C.X86_INS_LJMP, C.X86_INS_LCALL):
         return True
-    return (insn.id in (C.X86_INS_JMP, C.X86_INS_CALL) and insn.opcode[0] == 0xFF
-            and (insn.modrm >> 3) & 7 in (3, 5))
+    if insn.id not in (C.X86_INS_JMP, C.X86_INS_CALL):
+        return False
+    op, modrm = opcode(insn)
+    return op == b"\xff" and (modrm >> 3) & 7 in (3, 5)
 
 
 def far_target(decoded, state, view):
