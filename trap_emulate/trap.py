@@ -48,6 +48,7 @@ class Trap(Vmm):
 
     def attach(self, machine):
         super().attach(machine)
+        self.vmm = self.paging.vmm
         self.gdt = rings.ShadowGdt(self.vmm)
         self.view = VirtualCpuView(machine.state, self.vcpu)
         self.events = GuestEvents(machine, self.view, EventNames(

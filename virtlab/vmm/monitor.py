@@ -9,12 +9,12 @@ and asks its paging component what a CR write, an INVLPG or a #PF means.
 from virtlab.backend import Backend
 
 from .emulate import Emulator
-from .paging import NestedPaging, ShadowPaging
+from .paging import ShadowPaging
 from .vcpu import VirtualCpu
 
 
 class Vmm(Backend):
-    paging_kind = ShadowPaging         # or NestedPaging
+    paging_kind = ShadowPaging         # or paging.NestedPaging
     window = False                     # map the VMM window into every shadow?
 
     @property
@@ -25,11 +25,7 @@ class Vmm(Backend):
         super().attach(machine)
         self.vcpu = VirtualCpu()
         self.emulator = Emulator(self)
-        if self.paging_kind is ShadowPaging:
-            self.paging = ShadowPaging(machine, self.vcpu, self.window)
-            self.vmm, self.mmu = self.paging.vmm, self.paging.mmu
-        else:
-            self.paging = NestedPaging(machine, self.vcpu)
+        self.paging = self.paging_kind(machine, self.vcpu, self.window)
 
     def guest_view(self):
         return self.paging.guest_view()

@@ -149,8 +149,8 @@ class NestedPaging:
     machine_memory = 0
     virtual_registers = False    # the guest's CR0/CR3/CR4 are the real ones
 
-    def __init__(self, machine, vcpu):
-        self.machine = machine
+    def __init__(self, machine, vcpu, window=False):
+        self.machine = machine      # (no VMM window: nothing of the VMM is mapped)
         self.vcpu = vcpu
 
     def boot(self):
