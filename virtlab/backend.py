@@ -109,6 +109,25 @@ class Backend(ABC):
         registers are read from the live CPU, not the state area."""
         return self.machine.live_view()
 
+    def code_view(self, linear, live=False):
+        """The view through which the CPU fetches the code at the real PC
+        `linear`: the guest's (live_view from a hook that did not save the
+        CPU), unless the back end runs code of its own there (a
+        translation cache)."""
+        return self.live_view() if live else self.guest_view()
+
+    def is_guest_instruction(self, linear):
+        """Whether the instruction at the real PC `linear` begins the
+        execution of a guest instruction (instruction counting).  Always,
+        unless several real instructions stand for one guest instruction
+        (a translation)."""
+        return True
+
+    def fold_counters(self):
+        """Bring counts kept outside machine.counters (in guest-visible
+        memory, counted by translated code) into it: called before the
+        counters are read (the ROI's edges, the end of the run)."""
+
     def report(self):
         """Back-end specific result fields (merged into the run's JSON)."""
         return {}

@@ -36,7 +36,7 @@ class GuestEvents:
         except TripleFault as tf:
             raise GuestStop(f"triple fault at {m.where()}: {tf}") from None
 
-    def interrupt_first(self, software, backend):
+    def interrupt_first(self, software, backend, exits=True):
         """Interrupts are recognised at instruction boundaries: if one is pending
         (the caller checked that the guest has IF set), the CPU takes it *before*
         the instruction that just exited, which runs again after the handler's
@@ -49,15 +49,18 @@ class GuestEvents:
             if back is None:
                 return False          # unusual encoding: take the interrupt later
             st.eip = st.eip - back
-        self.inject()
+        self.inject(exits)
         return True
 
-    def inject(self):
+    def inject(self, exits=True):
+        """Deliver the pending interrupt.  `exits`: it is also counted as the
+        VMM entry it takes (names.irq_exits); False when the VMM was entered
+        for something else that is already counted (a translator's callout)."""
         m = self.machine
         vector = m.pic.acknowledge()
         c = m.counters
         c[self.names.irq] += 1
-        for name in self.names.irq_exits:
+        for name in self.names.irq_exits if exits else ():
             c[name] += 1
         self.deliver(Event(vector))
 

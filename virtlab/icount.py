@@ -36,6 +36,7 @@ class InstructionCounter:
         self.total = 0
         self.blocks = {}              # (pc, size) -> [(code, addresses)]
         self.current = None           # addresses of the block executing now
+        self.span = (0, 0)            # and the block's [start, end]
         self.stopped = False
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         machine.add_hook(UC_HOOK_EDGE_GENERATED, _EDGE_CB(self._on_generated))
@@ -43,7 +44,7 @@ class InstructionCounter:
 
     def _read(self, pc, size):
         try:
-            return self.machine.backend.live_view().read(pc, size)
+            return self.machine.backend.code_view(pc, live=True).read(pc, size)
         except GuestMemoryFault:
             return None
 
@@ -58,7 +59,8 @@ class InstructionCounter:
         code = self._read(pc, size)
         if code is None:
             return
-        addrs = tuple(i.address for i in self._cs.disasm(code, pc))
+        counts = self.machine.backend.is_guest_instruction
+        addrs = tuple(i.address for i in self._cs.disasm(code, pc) if counts(i.address))
         variants = self.blocks.setdefault((pc, size), [])
         if all(v[0] != code for v in variants):
             variants.append((code, addrs))
@@ -81,13 +83,14 @@ class InstructionCounter:
             code = self._read(pc, size)
             addrs = next((a for c, a in variants if c == code), variants[-1][1])
         self.current = addrs
+        self.span = (pc, pc + size)
         self.total += len(addrs)
 
     def executed(self, next_linear):
         """Instructions executed before `next_linear`, from inside the current
         block (a port hook): the block was counted whole when it started."""
         addrs = self.current
-        if self.stopped or not addrs or not addrs[0] <= next_linear <= addrs[-1]:
+        if self.stopped or not addrs or not self.span[0] <= next_linear <= self.span[1]:
             return self.total
         return self.total - sum(1 for a in addrs if a >= next_linear)
 
@@ -96,7 +99,7 @@ class InstructionCounter:
         instruction that did not complete (the faulting one, or the one after
         a completed `int`/skipped instruction)."""
         addrs = self.current
-        if addrs and addrs[0] <= next_linear <= addrs[-1]:
+        if addrs and self.span[0] <= next_linear <= self.span[1]:
             self.total -= sum(1 for a in addrs if a >= next_linear)
         self.current = None
 

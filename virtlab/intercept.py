@@ -36,8 +36,7 @@ import ctypes
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 from capstone import x86_const as C
 from unicorn import UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED
-from unicorn import x86_const as X
-from unicorn.unicorn_py3.unicorn import uc_tb, uclib
+from unicorn.unicorn_py3.unicorn import uc_tb
 
 from .memory import GuestMemoryFault
 
@@ -74,7 +73,6 @@ class Intercepts:
         # clients select by instruction id, mnemonic and opcode bytes.
         self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         self._code_cb = _CODE_CB(self._on_code)
-        self._cs_reg = ctypes.c_uint64()
         self._installed = False
         self._retry = {}                     # on_hit -> on_retry
         self._exits = {}                     # on_hit -> select, for exit clients
@@ -92,8 +90,7 @@ class Intercepts:
             self._installed = True
 
     def _live_cpl(self):
-        uclib.uc_reg_read(self.machine.uc._uch, X.UC_X86_REG_CS, ctypes.byref(self._cs_reg))
-        return self._cs_reg.value & 3
+        return self.machine.live_cpl()
 
     def _on_generated(self, _uc, cur, _prev, _user):
         m = self.machine

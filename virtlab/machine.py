@@ -170,6 +170,7 @@ class Machine:
         self.intercepts = Intercepts(self)
         self.backend = backend
         self._claimed = {}                 # software-interrupt vector -> handler
+        self._cs_reg = ctypes.c_uint64()
         self._dispatch(backend)
         backend.attach(self)
         IoPermission(self)
@@ -223,6 +224,12 @@ class Machine:
         self.state.save()
         self.state.clear_exception_in_flight()
         self.state.load()
+
+    def forget_code(self, begin, end):
+        """During an exit: drop Unicorn's translations of [begin, end), code
+        the VMM has just rewritten (a translation cache).  The entry that ends
+        the exit clears what the drop may leave in flight (enter())."""
+        self.uc.ctl_remove_cache(begin, end)
 
     # -- the exit handlers ---------------------------------------------------
     EXIT_HANDLERS = ("exception", "port_in", "port_out", "invalid_opcode", "halted", "sysenter")
@@ -311,6 +318,11 @@ class Machine:
         self.state.load()
         self.uc.msr_write(index, value)
         self.state.save()
+
+    def live_cpl(self):
+        """The CPL of the live CPU (from a hook that did not save it)."""
+        uclib.uc_reg_read(self.uc._uch, X.UC_X86_REG_CS, ctypes.byref(self._cs_reg))
+        return self._cs_reg.value & 3
 
     def live_view(self):
         """Guest-virtual memory through the live CPU's paging registers, for a
@@ -443,7 +455,7 @@ class Machine:
         try:
             st.save()
             linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
-            d = self.decoder.at(self.backend.guest_view(), linear)
+            d = self.decoder.at(self.backend.code_view(linear), linear)
             size = d.size if d is not None else 2
             lazy = st.lazy_flags()
             self._count_exit()
@@ -464,7 +476,7 @@ class Machine:
         st = self.state
         st.save()
         linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
-        d = self.decoder.at(self.backend.guest_view(), linear)
+        d = self.decoder.at(self.backend.code_view(linear), linear)
         return linear + (d.size if d else 1)
 
     def _count_exit(self):
@@ -508,6 +520,7 @@ class Machine:
 
     def _on_roi(self, begin):
         now = time.perf_counter()
+        self.backend.fold_counters()
         if begin and not self.roi.begun:
             self.roi.begun = True
             self.roi.start_counters = dict(self.counters)
@@ -596,6 +609,7 @@ class Machine:
                 self._fail_budget()
                 break
             self._stopped()
+        self.backend.fold_counters()
         return self.outcome
 
     def _stopped(self):

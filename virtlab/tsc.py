@@ -28,6 +28,11 @@ class VirtualTsc:
     def value(self):
         return (self.machine.clock.now_ns * TSC_PER_NS + self.reads) & (1 << 64) - 1
 
+    def read(self):
+        """One guest read of the counter (each read is one count later)."""
+        self.reads += 1
+        return self.value()
+
     def _select(self, insn, cpl):
         return "rdtsc" if insn.mnemonic == "rdtsc" else None
 
@@ -35,8 +40,7 @@ class VirtualTsc:
         st = self.machine.state
         if st.cpl > 0 and st.cr(4) & x86.CR4_TSD:
             return None
-        self.reads += 1
-        tsc = self.value()
+        tsc = self.read()
         st.set_reg("eax", tsc & 0xFFFFFFFF)
         st.set_reg("edx", tsc >> 32)
         st.eip = (st.eip + decoded.size) & 0xFFFFFFFF

@@ -4,6 +4,8 @@
     offset 0x01000  the shadow GDT (up to 64 KiB)
     offset 0x11000  the page table of the VMM window
     offset 0x12000  frame pool: shadow page directories and page tables
+    offset SIZE     a back end's own region, if it asks for one (a translation
+                    cache), mapped into the window where it says
 
 The shadow GDT is also visible at linear VMM_LINEAR + 0x1000 (the window at
 0xFC000000, the top 64 MiB that Xen x86-32 also reserves) through one
@@ -53,7 +55,7 @@ class VmmMemory:
     def __init__(self, machine):
         self.mem = machine.vmm                   # PhysMem over machine memory
         self.base = machine.vmm_base
-        self.pool = FramePool.over(self.base + POOL_OFF, self.base + self.mem.size)
+        self.pool = FramePool.over(self.base + POOL_OFF, self.base + min(SIZE, self.mem.size))
 
     def phys(self, off):
         return self.base + off
@@ -79,6 +81,18 @@ class VmmMemory:
         map_gdt as the shadow GDT grows)."""
         pt = self.phys(WINDOW_PT_OFF)
         return pt | x86.PTE_P | x86.PTE_W | x86.PTE_A
+
+    def map_window(self, window_off, machine_off, size, writable=False):
+        """Map `size` bytes of machine memory at `machine_off` into the window
+        at linear VMM_BASE_LINEAR + window_off, for supervisor code only (the
+        window's directory entry has no U bit: guest user code never reaches
+        it).  Beyond the shadow GDT's pages, which map_gdt rewrites."""
+        pt = self.phys(WINDOW_PT_OFF)
+        first = window_off // x86.PAGE_SIZE
+        assert first >= WINDOW_PAGES and first + size // x86.PAGE_SIZE <= 1024
+        flags = x86.PTE_P | x86.PTE_A | (x86.PTE_W | x86.PTE_D if writable else 0)
+        for i in range(size // x86.PAGE_SIZE):
+            self.set_u32(pt + 4 * (first + i), self.phys(machine_off + i * x86.PAGE_SIZE) | flags)
 
     def map_gdt(self, size):
         """Map exactly the pages holding `size` bytes of shadow GDT, read-only."""

@@ -23,9 +23,14 @@ class Vmm(Backend):
 
     def attach(self, machine):
         super().attach(machine)
-        self.vcpu = VirtualCpu()
+        self.vcpu = self.new_vcpu()
         self.emulator = Emulator(self)
         self.paging = self.paging_kind(machine, self.vcpu, self.window)
+
+    def new_vcpu(self):
+        """The virtual CPU; a back end whose translated code reads and writes
+        part of it directly keeps that part in memory the CPU can reach."""
+        return VirtualCpu()
 
     def guest_view(self):
         return self.paging.guest_view()

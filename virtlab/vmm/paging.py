@@ -144,6 +144,9 @@ class ShadowPaging:
         (shadow.ShadowMmu.watch)."""
         self.mmu.watch(frame, on_write)
 
+    def unwatch_writes(self, frame):
+        self.mmu.unwatch(frame)
+
 
 class NestedPaging:
     machine_memory = 0

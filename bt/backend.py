@@ -1,0 +1,352 @@
+"""`bt`: the guest kernel runs only from the translation cache.
+
+  - Guest user code runs unmodified at real ring 3, as under trap: its system
+    calls, exceptions and page faults exit and are reflected into the guest
+    kernel through its IDT (reflect.*), or absorbed by the shadow MMU.
+  - Guest kernel code never runs from guest memory.  Every way into the kernel
+    -- the first instruction after boot, a reflected exception or system call,
+    an interrupt, the return of an iret -- ends with the VMM pointing EIP at a
+    translation of the guest instruction there (`_resume`), made on demand.
+    The translations run at real ring 1, on the shadow GDT and shadow page
+    tables of ring compression (virtlab/vmm/compressed.py).
+  - Translated code calls out to the VMM (callouts.py) for what it cannot do
+    itself; cli, sti, pushf and popf it does itself on the vCPU page.
+  - A fault inside translated code is presented at the guest instruction it
+    stands for, with the guest's registers (precise exceptions, `_tc_fault`).
+  - Stores that keep faulting on traced page tables are retranslated into
+    callouts (adaptive translation, `_note_trace`).
+"""
+from virtlab import x86
+from virtlab.counters import EXITS, REFLECTION, SHADOW
+from virtlab.delivery import Event
+from virtlab.errors import GuestStop
+from virtlab.guest_events import EventNames, vector_name
+from virtlab.memory import GuestMemoryFault, LinearView
+from virtlab.vmm.compressed import RingCompressedVmm
+
+from . import layout as L
+from .cache import TranslationCache, frames_of
+from .callouts import Callouts
+from .counters import BT
+from .translate import IDENT, Translator
+from .vcpu import PageVcpu
+
+# Adaptive translation: a store is found guilty after this many traced
+# page-table faults, and innocent again after this many callouts in a row
+# that found no page table (hysteresis, so that it does not flip-flop).
+GUILTY_AFTER = 4
+INNOCENT_AFTER = 64
+
+
+class Bt(RingCompressedVmm):
+    name = "bt"
+    summary = "binary translation: guest kernel run from a translation cache at ring 1"
+    counters = EXITS + REFLECTION + SHADOW + BT
+    emulate_sensitive = True            # sgdt, push cs, ...: the virtual answers
+    event_names = EventNames(irq="inject.irq", hlt="bt.callout.hlt",
+                             irq_exits=("exit.total", "exit.irq"))
+    profile = False                     # count executions of every unit (translate)
+
+    @property
+    def machine_memory(self):
+        return L.MACHINE_MEMORY
+
+    def new_vcpu(self):
+        return PageVcpu(self.machine.vmm)
+
+    def attach(self, machine):
+        super().attach(machine)
+        for window, off, size, writable in ((L.DATA_WINDOW, L.DATA_OFF, L.DATA_SIZE, True),
+                                            (L.TABLE_WINDOW, L.TABLE_OFF, L.TABLE_SIZE, False),
+                                            (L.PROFILE_WINDOW, L.PROFILE_OFF, L.PROFILE_SIZE, True),
+                                            (L.TC_WINDOW, L.TC_OFF, L.TC_SIZE, False)):
+            self.vmm.map_window(window, L.REGION + off, size, writable)
+        self.cache = TranslationCache(machine, self.paging)
+        self.cache.on_invalidate = self._invalidated
+        self.guilty = set()
+        self.translator = Translator(self.guilty)
+        self.callouts = Callouts(self)
+        self.trace_faults = {}              # guest EIP -> traced page-table faults
+        self.innocent = {}                  # guilty guest EIP -> callouts without a page table
+        self._retranslating = set()
+
+    # -- entering the guest -------------------------------------------------------
+    def boot(self):
+        super().boot()
+        st = self.machine.state
+        st.save()
+        self._resume()
+        st.load()
+
+    def _resume(self):
+        """The end of every VMM entry: if the guest is to run kernel code, run
+        its translation; and tell translated code whether an interrupt waits."""
+        m, st = self.machine, self.machine.state
+        if st.cpl == 1:
+            base = st.seg_base_of("cs")
+            pc = (base + st.eip) & 0xFFFFFFFF
+            if not L.TC <= pc < L.TC_END:
+                st.eip = (self.translation(pc) - base) & 0xFFFFFFFF
+        waiting = not self.vcpu.if_ and m.pending_irq() is not None
+        self.vcpu.set_word(L.PEND, x86.IF if waiting else 0)
+
+    def translation(self, guest):
+        """The TC address of a translation of the guest instruction at
+        `guest`, made now if there is none.  A fault while fetching the guest's
+        code is the guest's own #PF at that instruction: delivered, and the
+        handler it leads to is translated instead."""
+        st = self.machine.state
+        for _ in range(4):
+            try:
+                return self.unit(guest).tc
+            except GuestMemoryFault as fault:
+                st.eip = (guest - st.seg_base_of("cs")) & 0xFFFFFFFF
+                self.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+                guest = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        raise GuestStop(f"bt: cannot fetch the guest kernel's code at {guest:#010x}")
+
+    def unit(self, guest, transient=False, limit=None):
+        cache = self.cache
+        if not transient:
+            unit = cache.by_guest.get(guest)
+            if unit is not None:
+                return unit
+        if not cache.room():
+            cache.flush()
+        view = self.guest_view()
+        slot = cache.profile_slot() if self.profile and not transient else None
+        args = {} if limit is None else {"limit": limit}
+        unit = self.translator.translate(view.read, guest, cache.next, slot, **args)
+        unit.transient = transient
+        frames = frames_of(view, guest, unit.guest_end) if unit.guest_end > guest else \
+            frames_of(view, guest, guest + 1)
+        cache.install(unit, () if transient else frames)
+        c = self.machine.counters
+        c["bt.translate.units"] += 1
+        c["bt.translate.instructions"] += len(unit.sites)
+        c["bt.translate.bytes"] += len(unit.code)
+        return unit
+
+    def deliver_fault(self, event):
+        """An exception the VMM found on the guest's behalf (not a CPU exit):
+        delivered through the guest IDT, counted as a reflection only."""
+        c = self.machine.counters
+        c["reflect.total"] += 1
+        if event.vector == x86.PF:
+            c["reflect.pf"] += 1
+        else:
+            c["reflect.exception"] += 1
+            c["reflect.exception." + vector_name(event.vector)] += 1
+        self.events.deliver(event)
+
+    def invalid_opcode_event(self):
+        """#UD at the guest instruction, if the guest's IDT can take it."""
+        _, limit = self.vcpu.idtr
+        if x86.UD * 8 + 7 > limit:
+            return False
+        self.deliver_fault(Event(x86.UD))
+        return True
+
+    # -- exits --------------------------------------------------------------------
+    def exception(self, vector):
+        st = self.machine.state
+        pc = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        if L.TC <= pc < L.TC_END:
+            if st.is_software_int:
+                self.callouts.run(pc)
+            else:
+                self._tc_fault(vector, pc)
+        elif st.cpl == 1:
+            raise GuestStop(f"bt: guest kernel code ran outside the translation cache at "
+                            f"{self.machine.where()}")
+        else:
+            self._user_exit(vector)
+        self._resume()
+
+    def _user_exit(self, vector):
+        """An exit from guest user code, which runs directly: as under trap."""
+        st = self.machine.state
+        if st.is_software_int:
+            return self._reflect_software(vector)
+        if vector == x86.PF:
+            event = self.shadow_page_fault()
+            if event is not None:
+                self._reflect(event)
+            return
+        if vector == x86.GP and self._call_gate():
+            return
+        self._reflect(self.events.exception_event(vector))
+
+    def sysenter(self):
+        done = super().sysenter()
+        self._resume()
+        return done
+
+    def invalid_opcode(self):
+        st = self.machine.state
+        pc = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        if L.TC <= pc < L.TC_END:
+            raise GuestStop(f"bt: invalid opcode inside the translation cache at {pc:#010x}")
+        handled = super().invalid_opcode()
+        if handled:
+            self._resume()
+        return handled
+
+    # -- faults inside translated code ------------------------------------------------
+    def _tc_fault(self, vector, pc):
+        unit, site = self.cache.site_at(pc)
+        regs = site.faults.get(pc) if site is not None else None
+        if regs is None:
+            raise GuestStop(f"bt: exception {vector} at {pc:#010x} in the translation cache, "
+                            f"where no guest instruction can fault")
+        if vector == x86.PF:
+            return self._tc_page_fault(unit, site, pc, regs)
+        self.precise(site, pc, regs)
+        self._reflect(self.events.exception_event(vector))
+
+    def precise(self, site, pc, regs):
+        """Make the saved CPU the guest's at `site`'s instruction: the
+        registers a sequence parked come back from the vCPU page, and EIP is
+        the guest's.  An instruction that began (and was counted) but did not
+        complete is taken back from the instruction count."""
+        st = self.machine.state
+        for reg in regs:
+            st.set_reg(reg, self.vcpu.word(L.S_EAX if reg == "eax" else L.S_ECX))
+        st.eip = (site.guest - st.seg_base_of("cs")) & 0xFFFFFFFF
+        if pc != site.tc:
+            self.machine.emulated(-1)
+
+    def _tc_page_fault(self, unit, site, pc, regs):
+        st = self.machine.state
+        tc_eip, saved = st.eip, [(r, st.reg(r)) for r in regs]
+        for reg in regs:
+            st.set_reg(reg, self.vcpu.word(L.S_EAX if reg == "eax" else L.S_ECX))
+        guest_eip = st.eip = (site.guest - st.seg_base_of("cs")) & 0xFFFFFFFF
+        event = self.shadow_page_fault()
+        if event is not None:
+            if pc != site.tc:
+                self.machine.emulated(-1)
+            return self._reflect(event)
+        if st.eip == guest_eip:
+            if unit.dead:
+                # The write invalidated the unit it runs in: finish that one
+                # instruction from a translation of its own, then go on from
+                # whatever the guest's code now is.
+                if pc != site.tc:
+                    self.machine.emulated(-1)
+                st.eip = self.unit(site.guest, transient=True, limit=1).tc - st.seg_base_of("cs")
+                return
+            st.eip = tc_eip                  # a hidden fill: retry as it was
+            for reg, value in saved:
+                st.set_reg(reg, value)
+            return
+        # The shadow MMU performed a store to a traced page table.
+        self._note_trace(site.guest)
+        if site.kind == IDENT and not unit.dead:
+            st.eip = (site.tc_end - st.seg_base_of("cs")) & 0xFFFFFFFF
+
+    # -- adaptive translation -----------------------------------------------------------
+    def _note_trace(self, guest):
+        n = self.trace_faults.get(guest, 0) + 1
+        self.trace_faults[guest] = n
+        if n >= GUILTY_AFTER and guest not in self.guilty:
+            self.guilty.add(guest)
+            self._retranslate(guest)
+
+    def innocent_store(self, guest):
+        """A guilty store found no page table behind it this time."""
+        n = self.innocent.get(guest, 0) + 1
+        self.innocent[guest] = n
+        if n >= INNOCENT_AFTER:
+            self.guilty.discard(guest)
+            self.innocent.pop(guest, None)
+            self.trace_faults.pop(guest, None)
+            self._retranslate(guest)
+
+    def guilty_store(self, guest):
+        self.innocent.pop(guest, None)
+
+    def _retranslate(self, guest):
+        """Drop the translations holding `guest`; the next execution translates
+        it afresh, as a callout or as IDENT again (bt.retranslate)."""
+        self.machine.counters["bt.retranslate"] += 1
+        for unit in self.cache.units_covering(guest):
+            self.cache.invalidate(unit)
+
+    def _invalidated(self, unit):
+        pass
+
+    # -- port I/O --------------------------------------------------------------------------
+    def port_in(self, port, size):
+        self._count_port()
+        self.machine.clock.tick()
+        return self.machine.bus.read(port, size)
+
+    def port_out(self, port, size, value):
+        self._count_port()
+        self.machine.clock.tick()
+        self.machine.bus.write(port, size, value)
+
+    def _count_port(self):
+        """From translated kernel code a port access is a callout (the CPU's
+        port hook is how it reaches the VMM); from user code, an exit."""
+        c = self.machine.counters
+        if self.machine.live_cpl() == 1:
+            c["bt.callout"] += 1
+            c["bt.callout.io"] += 1
+        else:
+            self.count_exit("io")
+
+    # -- the machine's questions ---------------------------------------------------------
+    def guest_address(self, linear):
+        if L.TC <= linear < L.TC_END:
+            unit, site = self.cache.site_at(linear)
+            if site is not None:
+                return site.guest
+            if unit is not None:
+                return unit.guest
+        return linear
+
+    def code_view(self, linear, live=False):
+        if L.TC <= linear < L.TC_END:
+            return _TcView(self.machine.vmm)
+        return super().code_view(linear, live)
+
+    def is_guest_instruction(self, linear):
+        if not L.TC <= linear < L.TC_END:
+            return True
+        _, site = self.cache.site_at(linear)
+        return site is not None and site.tc == linear
+
+    def fold_counters(self):
+        c, v = self.machine.counters, self.vcpu
+        for name in L.IN_TC_EVENTS:
+            slot = L.count_slot(name)
+            n = v.word(slot)
+            if n:
+                c[name] += n
+                v.set_word(slot, 0)
+
+    def halted(self):
+        raise GuestStop("the CPU halted at real ring 0, which the guest never runs at")
+
+    def report(self):
+        cache = self.cache
+        return {"translation": {"units": len(cache.by_guest),
+                                "tc_bytes": cache.next - L.TC,
+                                "guilty_stores": len(self.guilty)}}
+
+
+class _TcView(LinearView):
+    """The TC as the CPU fetches it, for decoding at a TC address: window
+    addresses read straight from machine memory."""
+
+    def __init__(self, mem):
+        super().__init__(mem, 0, 0, 0)
+
+    def phys(self, linear, write=False, user=False):
+        return L.REGION + linear - L.DATA
+
+    def read(self, linear, n, user=False):
+        at = self.phys(linear)
+        return bytes(self.mem.view[at:at + n])

@@ -1,0 +1,265 @@
+"""Callouts: what the VMM does when translated code calls it.
+
+A callout is an `int CALLOUT` in the TC; the CPU stops just past it, and the
+address it stopped at names the callout (cache.callouts).  At every callout
+the guest's registers are its own (the sequences restore what they parked),
+so the VMM first sets EIP to the guest instruction the callout stands for and
+then acts exactly as it would for that instruction.  Where the guest goes on
+afterwards is a guest address again, unless the callout returns into the
+unit it came from (`resume`): `Bt._resume` finds its translation.
+
+Every callout counts `bt.callout` and one `bt.callout.<kind>`.
+"""
+from capstone import x86_const as C
+
+from virtlab import x86
+from virtlab.delivery import DeliveryFault, Event
+from virtlab.errors import GuestStop
+from virtlab.memory import GuestMemoryFault, walk
+from virtlab.vmm import gates
+from virtlab.vmm.emulate import NotPrivileged, Unsupported, effective_address, emulate_store
+
+from . import layout as L
+
+
+class Callouts:
+    def __init__(self, bt):
+        self.bt = bt
+        self.m = bt.machine
+        self.handlers = {"chain": self._chain, "miss": self._miss, "irq": self._irq,
+                         "emulate": self._emulate, "iret": self._return, "retf": self._return,
+                         "int": self._int, "far": self._far, "rdtsc": self._rdtsc,
+                         "ptwrite": self._ptwrite, "ud": self._ud, "sysenter": self._sysenter}
+
+    def run(self, pc):
+        c = self.bt.cache.callouts.get(pc)
+        if c is None:
+            raise GuestStop(f"bt: an int at {pc - 2:#010x} in the translation cache is no callout")
+        self.m.counters["bt.callout"] += 1
+        self.handlers[c.kind](c)
+
+    def _count(self, kind):
+        self.m.counters["bt.callout." + kind] += 1
+
+    def _at_guest(self, guest):
+        st = self.m.state
+        st.eip = (guest - st.seg_base_of("cs")) & 0xFFFFFFFF
+
+    def _continue(self, c):
+        """Go on in the TC just past the callout."""
+        st = self.m.state
+        st.eip = (c.resume - st.seg_base_of("cs")) & 0xFFFFFFFF
+
+    def _decoded(self, site):
+        d = self.m.decoder.at(self.bt.guest_view(), site.guest)
+        if d is None:
+            raise GuestStop(f"bt: the guest instruction at {site.guest:#010x} no longer decodes")
+        return d
+
+    # -- control flow -----------------------------------------------------------------
+    def _chain(self, c):
+        """An exit stub reached for the first time: translate its target and
+        patch the stub into a jump there."""
+        self._count("chain")
+        ex, bt = c.exit, self.bt
+        self._at_guest(ex.target)
+        source = bt.cache.unit_at(ex.at)
+        tc = bt.translation(ex.target)
+        unit = bt.cache.unit_at(tc)
+        if (self.m.state.eip + self.m.state.seg_base_of("cs")) & 0xFFFFFFFF != tc:
+            return                                 # the fetch faulted: in the guest's handler now
+        if source is not None and not source.transient and not unit.transient and not unit.dead:
+            bt.cache.chain(ex, unit)
+        self.m.state.eip = (tc - self.m.state.seg_base_of("cs")) & 0xFFFFFFFF
+
+    def _miss(self, c):
+        """An indirect branch whose target was not in the table."""
+        self._count("miss")
+        bt = self.bt
+        bt.machine.counters["bt.indirect.miss"] += 1
+        target = bt.vcpu.word(L.S_TARGET)
+        self._at_guest(target)
+        tc = bt.translation(target)
+        unit = bt.cache.unit_at(tc)
+        if unit is not None and unit.guest == target and not unit.transient:
+            bt.cache.fill_table(target, unit)
+
+    def _irq(self, c):
+        """sti or popf enabled interrupts with one waiting: take it after the
+        instruction, unless the next one is hlt, which takes it itself (sti's
+        one-instruction shadow is what makes `sti; hlt` safe)."""
+        self._count("irq")
+        bt = self.bt
+        nxt = c.site.guest + c.site.size
+        try:
+            halts = bt.guest_view().read(nxt, 1) == b"\xf4"
+        except GuestMemoryFault:
+            halts = False
+        if not bt.vcpu.if_ or halts or self.m.pending_irq() is None:
+            return self._continue(c)
+        self._at_guest(nxt)
+        bt.events.inject(exits=False)
+
+    def _return(self, c):
+        """iret or retf.  Back into the kernel (a frame with RPL 0, which the
+        CPU refuses at ring 1): emulated.  Out to user code: the CPU performs
+        it, from the copy of the instruction that follows the callout, once the
+        VMM has taken the virtual IOPL from the frame (the CPU loads IOPL
+        only at CPL 0)."""
+        bt, st = self.bt, self.m.state
+        self._count(c.kind)
+        self._at_guest(c.site.guest)
+        far_iret = c.kind == "iret"
+        at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
+        try:
+            cs = bt.guest_view().u32(at + 4) & 0xFFFF
+            eflags = bt.guest_view().u32(at + 8) if far_iret else None
+        except GuestMemoryFault as fault:
+            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+        if cs & 3 == 0:
+            extra = 0 if far_iret else self._decoded(c.site).insn.operands[0].imm \
+                if self._decoded(c.site).insn.operands else 0
+            try:
+                bt.emulate_return(far_iret, extra)
+            except NotPrivileged:
+                return bt.deliver_fault(Event(x86.GP, 0))
+            if bt.vcpu.if_ and self.m.pending_irq() is not None:
+                bt.events.inject(exits=False)
+            return
+        if far_iret:
+            bt.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
+        self._continue(c)
+
+    def _int(self, c):
+        """int n, int3, into in the kernel: the software interrupt delivered
+        through the guest IDT, as the CPU would (EIP past the instruction)."""
+        bt = self.bt
+        self._count("int")
+        insn = self._decoded(c.site).insn
+        op = bytes(insn.bytes)[-2:] if insn.id == C.X86_INS_INT else bytes(insn.bytes)[-1:]
+        vector = {b"\xcc": 3, b"\xce": 4, b"\xf1": 1}.get(op, op[-1])
+        self._at_guest(c.site.guest + c.site.size)
+        if vector == 4 and not self.m.state.eflags() & x86.OF:
+            return                                  # into without overflow: nothing
+        bt.events.deliver(Event(vector, software=insn.id in (C.X86_INS_INT, C.X86_INS_INT3,
+                                                              C.X86_INS_INTO)))
+
+    def _far(self, c):
+        """A far jmp or call: through a call gate (vmm/gates.py), or to a code
+        segment, loaded as the guest's descriptor says at ring 1."""
+        bt, st = self.bt, self.m.state
+        self._count("far")
+        self._at_guest(c.site.guest)
+        decoded = self._decoded(c.site)
+        view = bt.guest_view()
+        try:
+            if gates.through_call_gate(bt.view, st, view, decoded):
+                return
+            selector, offset = _far_pointer(decoded, st, view)
+            if decoded.insn.id == C.X86_INS_LCALL or decoded.insn.id == C.X86_INS_CALL:
+                esp = (st.reg("esp") - 8) & 0xFFFFFFFF
+                view.write((st.seg_base_of("ss") + esp) & 0xFFFFFFFF,
+                           (c.site.guest + c.site.size - st.seg_base_of("cs")).to_bytes(4, "little")
+                           + bt.view.selector("cs").to_bytes(4, "little"))
+                st.set_reg("esp", esp)
+        except DeliveryFault as fault:
+            return bt.deliver_fault(Event(fault.vector, fault.error_code))
+        except GuestMemoryFault as fault:
+            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+        bt._load_segment("cs", selector)
+        st.eip = offset
+
+    def _sysenter(self, c):
+        raise GuestStop(f"bt: sysenter from the guest kernel at {c.site.guest:#010x} is not supported")
+
+    def _ud(self, c):
+        self._count("ud")
+        self._at_guest(c.site.guest)
+        if not self.bt.invalid_opcode_event():
+            raise GuestStop(f"invalid opcode with no handler at {self.m.where()}")
+
+    # -- instructions the VMM performs ---------------------------------------------------
+    def _emulate(self, c):
+        """A privileged or sensitive instruction, performed on the virtual CPU by
+        the shared emulator (virtlab/vmm/emulate.py)."""
+        bt, st = self.bt, self.m.state
+        self._at_guest(c.site.guest)
+        decoded = self._decoded(c.site)
+        try:
+            name = bt.emulator.emulate(decoded)
+        except NotPrivileged:
+            self._count("gp")
+            return bt.deliver_fault(Event(x86.GP, 0))
+        except Unsupported as exc:
+            raise GuestStop(f"cannot emulate at {self.m.where()}: {exc}") from None
+        except GuestMemoryFault as fault:
+            self._count("fault")
+            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+        if name != "hlt":                    # a halt is counted by the wait (bt.callout.hlt)
+            self._count(name)
+        nxt = (c.site.guest + c.site.size - st.seg_base_of("cs")) & 0xFFFFFFFF
+        if st.eip == nxt and st.cpl == 1 and name != "hlt":
+            self._continue(c)
+
+    def _rdtsc(self, c):
+        st = self.m.state
+        self._count("rdtsc")
+        tsc = self.m.tsc.read()
+        st.set_reg("eax", tsc & 0xFFFFFFFF)
+        st.set_reg("edx", tsc >> 32)
+        self._continue(c)
+
+    def _ptwrite(self, c):
+        """A store that adaptive translation found guilty: if it hits a traced
+        page table, the VMM performs it and updates the shadows, with no fault;
+        otherwise it runs as it is, from a one-instruction translation."""
+        bt, m, st = self.bt, self.m, self.m.state
+        self._count("ptwrite")
+        self._at_guest(c.site.guest)
+        decoded = self._decoded(c.site)
+        gpa = self._store_target(decoded)
+        mmu = bt.paging.mmu
+        if gpa is not None and mmu.traced(gpa & x86.PAGE_MASK):
+            try:
+                size = emulate_store(decoded, st, m.mem, gpa)
+            except Unsupported:
+                gpa = None
+            else:
+                mmu.traced_write(gpa, size)
+                m.counters["shadow.trace"] += 1
+                bt.guilty_store(c.site.guest)
+                if st.cpl == 1:
+                    self._continue(c)
+                return
+        bt.innocent_store(c.site.guest)
+        st.eip = (bt.unit(c.site.guest, transient=True, limit=1).tc - st.seg_base_of("cs")) \
+            & 0xFFFFFFFF
+
+    def _store_target(self, decoded):
+        """The guest-physical address a store writes, if the guest's tables
+        allow it; None otherwise (the one-instruction translation then takes
+        the fault the CPU raises)."""
+        insn, st = decoded.insn, self.m.state
+        ops = insn.operands
+        if not ops or ops[0].type != C.X86_OP_MEM:
+            return None
+        linear = effective_address(insn, ops[0], st)
+        if (linear & 0xFFF) + ops[0].size > 0x1000:
+            return None
+        v = self.bt.vcpu
+        try:
+            if not v.paging:
+                return linear if linear + ops[0].size <= self.m.mem.size else None
+            return walk(self.m.mem, v.cr0, v.cr3, v.cr4, linear, True, False)
+        except GuestMemoryFault:
+            return None
+
+
+def _far_pointer(decoded, state, view):
+    """(selector, offset) of a direct or m16:32 far jmp/call."""
+    insn = decoded.insn
+    ops = insn.operands
+    if len(ops) == 2 and ops[0].type == C.X86_OP_IMM:
+        return ops[0].imm & 0xFFFF, ops[1].imm & 0xFFFFFFFF
+    ea = effective_address(insn, ops[0], state)
+    return int.from_bytes(view.read(ea + 4, 2), "little"), view.u32(ea)

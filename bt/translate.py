@@ -1,0 +1,316 @@
+"""The translator: guest kernel code into translation units.
+
+A translation unit is a guest basic block: it ends at the first control
+transfer, after 12 instructions, or at the end of the guest page (so that a
+unit depends on one guest frame, two only for an instruction that straddles
+a page boundary).  capstone decodes the guest bytes; each instruction is then
+one of
+
+  IDENT     copied byte for byte (docs/unicorn.md, item 16): most of them, and
+            port I/O, which reaches the VMM by itself on this CPU through its
+            port hook (docs/unicorn.md, item 5);
+  in-TC     a short sequence on the vCPU page instead (cli, sti, pushf, popf);
+  callout   `int CALLOUT`: the VMM performs it (privileged and sensitive
+            instructions, iret, int n, far transfers, hlt, rdtsc, and stores
+            that adaptive translation found to hit page tables);
+  branch    a direct jump, call or conditional branch: its targets become exit
+            stubs, callouts at first, patched into direct jumps (chaining);
+  indirect  ret, indirect jmp and call: a lookup in the indirect-branch table.
+
+The translation never shows through: a call pushes the guest's return
+address, never a TC address, so `call $+5; pop` yields the guest EIP and
+every return goes through the table; data accesses still address guest memory,
+so code that reads its own bytes reads the originals.
+"""
+import struct
+from dataclasses import dataclass, field
+
+from capstone import Cs, CS_ARCH_X86, CS_MODE_32
+
+from virtlab.decode import opcode
+from virtlab.memory import GuestMemoryFault
+
+from . import templates as T
+
+MAX_INSNS = 12
+MAX_UNIT_BYTES = 2048          # room the cache reserves for one unit
+
+IDENT, IN_TC, CALLOUT, BRANCH, INDIRECT = "ident", "in-TC", "callout", "branch", "indirect"
+
+
+@dataclass
+class Site:
+    """One guest instruction and what stands for it in the TC."""
+    guest: int
+    size: int
+    text: str
+    kind: str
+    reason: str
+    tc: int = 0                 # its first TC byte (where its execution begins)
+    tc_end: int = 0
+    faults: dict = field(default_factory=dict)     # TC address -> parked registers
+
+
+@dataclass
+class Exit:
+    """A way out of a unit to a known guest address: a callout until chained."""
+    at: int                     # TC address of the 5-byte stub
+    target: int                 # guest EIP it leads to
+    chained_to: object = None   # the Unit it jumps to once patched
+
+
+@dataclass
+class Callout:
+    """A callout site: the CPU stops just past its `int` (`resume`)."""
+    resume: int
+    kind: str                   # what the VMM does (callouts.py)
+    site: Site
+    exit: Exit = None           # for kind "chain"
+
+
+@dataclass
+class Unit:
+    guest: int                  # guest EIP of its first instruction
+    guest_end: int
+    tc: int
+    code: bytes
+    sites: list
+    exits: list
+    callouts: list
+    frames: tuple               # guest frames its bytes came from
+    transient: bool = False     # a one-off unit, never looked up again
+    dead: bool = False
+    incoming: list = field(default_factory=list)  # Exits chained to this unit
+    profile_slot: int = None
+
+    @property
+    def tc_end(self):
+        return self.tc + len(self.code)
+
+
+_CS = Cs(CS_ARCH_X86, CS_MODE_32)
+
+# One-byte opcodes by what the translator does with them.
+_JCC8 = range(0x70, 0x80)
+_LOOPS = (0xE0, 0xE1, 0xE2, 0xE3)            # loopne, loope, loop, jecxz
+_PORTS = (0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F)
+_SEG_PUSH = (b"\x0e", b"\x16", b"\x1e", b"\x06", b"\x0f\xa0", b"\x0f\xa8")
+# Callouts that end the unit: the VMM decides where execution goes next.
+_TRANSFER_CALLOUTS = {b"\xcf": "iret", b"\xcb": "retf", b"\xca": "retf", b"\xcd": "int",
+                      b"\xcc": "int", b"\xce": "int", b"\xf1": "int", b"\xea": "far",
+                      b"\x9a": "far", b"\xf4": "emulate", b"\x0f\x35": "emulate",
+                      b"\x0f\x34": "sysenter", b"\x0f\x0b": "ud"}
+# Privileged or sensitive two-byte opcodes: 0F 00 (sldt str lldt ltr verr
+# verw), 0F 01 (sgdt sidt lgdt lidt smsw lmsw invlpg), lar, lsl, clts, invd,
+# wbinvd, moves to and from control and debug registers, wrmsr, rdmsr, rdpmc.
+_EMULATED_0F = {b"\x0f\x00", b"\x0f\x01", b"\x0f\x02", b"\x0f\x03", b"\x0f\x06",
+                b"\x0f\x08", b"\x0f\x09", b"\x0f\x20", b"\x0f\x21", b"\x0f\x22",
+                b"\x0f\x23", b"\x0f\x30", b"\x0f\x32", b"\x0f\x33"}
+
+
+def classify(insn, guilty=False):
+    """(kind, reason, callout kind or None) for one decoded guest instruction."""
+    op, modrm = opcode(insn)
+    b0 = op[0]
+    prefixed16 = 0x66 in insn.bytes[:len(insn.bytes) - len(op)]
+    if op in _TRANSFER_CALLOUTS:
+        return CALLOUT, _REASONS.get(op, "performed by the VMM"), _TRANSFER_CALLOUTS[op]
+    if b0 in (0xFA, 0xFB) or (b0 in (0x9C, 0x9D) and not prefixed16):
+        return IN_TC, "on the virtual IF in the vCPU page, no exit", None
+    if op in _EMULATED_0F or op in _SEG_PUSH or b0 == 0x8C or (b0 == 0x8E and modrm is not None
+                                                               and (modrm >> 3) & 7 == 2):
+        return CALLOUT, "privileged or sensitive: the VMM gives the virtual answer", "emulate"
+    if op == b"\x0f\x31":
+        return CALLOUT, "rdtsc: the virtual time-stamp counter", "rdtsc"
+    if b0 in _PORTS:
+        return IDENT, "port I/O: the CPU enters the VMM through its port hook", None
+    if b0 in (0xEB, 0xE9) or b0 in _JCC8 or (len(op) == 2 and 0x80 <= op[1] <= 0x8F and b0 == 0x0F) \
+            or b0 in _LOOPS:
+        return BRANCH, "direct branch: exits chained to the target's translation", None
+    if b0 == 0xE8:
+        return BRANCH, "call: pushes the guest return address, chained to the callee", None
+    if b0 in (0xC3, 0xC2):
+        return INDIRECT, "ret: target looked up in the indirect-branch table", None
+    if b0 == 0xFF and modrm is not None and (modrm >> 3) & 7 in (2, 4):
+        return INDIRECT, "indirect branch: target looked up in the table", None
+    if b0 == 0xFF and modrm is not None and (modrm >> 3) & 7 in (3, 5):
+        return CALLOUT, "far transfer: performed by the VMM", "far"
+    if guilty:
+        return CALLOUT, "adaptive: this store kept hitting traced page tables", "ptwrite"
+    return IDENT, "innocuous: copied unchanged", None
+
+
+_REASONS = {b"\xcf": "iret: the VMM checks the frame (returns into the kernel are emulated)",
+            b"\xcd": "int n: reflected through the guest IDT by the VMM",
+            b"\xf4": "hlt: the virtual CPU sleeps until an interrupt"}
+
+
+class Translator:
+    def __init__(self, guilty=()):
+        self.guilty = guilty          # guest EIPs retranslated as ptwrite callouts
+
+    def decode(self, read, geip):
+        """Up to MAX_INSNS instructions from `geip`, not past the page end
+        except for a first instruction that straddles it.  `read(linear, n)`
+        raises GuestMemoryFault if the guest cannot fetch there."""
+        page_left = 0x1000 - (geip & 0xFFF)
+        code = read(geip, page_left)
+        insns = []
+        for insn in _CS.disasm(code, geip):
+            insns.append(insn)
+            if len(insns) == MAX_INSNS or _ends_unit(insn):
+                break
+        if not insns:
+            try:
+                code = read(geip, 15)
+            except GuestMemoryFault:
+                code = b""
+            first = next(_CS.disasm(code, geip, 1), None)
+            if first is not None:
+                insns = [first]
+        return insns
+
+    def translate(self, read, geip, at, profile_slot=None, limit=MAX_INSNS):
+        insns = self.decode(read, geip)[:limit]
+        out = _Emitter(at)
+        if profile_slot is not None:
+            out.raw(T.get("profile").emit(imm=profile_slot))
+        if not insns:                       # undecodable: #UD at this instruction
+            site = Site(geip, 0, "(undecodable)", CALLOUT, "invalid opcode: #UD", out.here)
+            out.callout_site(site, "ud")
+            insns_end = geip
+        else:
+            for insn in insns:
+                self._one(out, insn)
+            last = insns[-1]
+            insns_end = last.address + last.size
+            if not _ends_unit(last):
+                out.exit_to(insns_end)
+        return Unit(geip, insns_end, at, bytes(out.code), out.sites, out.exits,
+                    out.callouts, (), profile_slot=profile_slot)
+
+    def _one(self, out, insn):
+        kind, reason, callout = classify(insn, insn.address in self.guilty)
+        text = f"{insn.mnemonic} {insn.op_str}".strip()
+        site = Site(insn.address, insn.size, text, kind, reason, out.here)
+        out.sites.append(site)
+        nxt = insn.address + insn.size
+        if kind == IDENT:
+            site.faults[out.here] = ()
+            out.raw(bytes(insn.bytes))
+        elif kind == CALLOUT:
+            site.faults[out.here] = ()
+            out.callout(site, callout)
+            if callout in ("iret", "retf"):
+                out.raw(bytes(insn.bytes))   # performed by the CPU when it leaves the kernel
+        elif kind == IN_TC:
+            out.template(site, {0xFA: "cli", 0xFB: "sti", 0x9C: "pushf", 0x9D: "popf"}[opcode(insn)[0][0]],
+                         irq=True)
+        elif kind == BRANCH:
+            self._branch(out, site, insn, nxt)
+        else:
+            self._indirect(out, site, insn, nxt)
+        site.tc_end = out.here
+
+    def _branch(self, out, site, insn, nxt):
+        op, _ = opcode(insn)
+        b0 = op[0]
+        target = _branch_target(insn)
+        if b0 == 0xE8:
+            site.faults[out.here] = ()
+            out.raw(T.push_imm32(nxt))
+            out.exit_to(target)
+        elif b0 in (0xEB, 0xE9):
+            out.exit_to(target)
+        elif b0 in _LOOPS:
+            # [loop +2][jmp +5][exit: taken][exit: fall through]
+            prefixes = bytes(insn.bytes[:len(insn.bytes) - 2])
+            out.raw(prefixes + bytes((b0, 2)) + b"\xeb\x05")
+            out.exit_to(target)
+            out.exit_to(nxt)
+        else:
+            cc = (b0 - 0x70) if b0 != 0x0F else op[1] - 0x80
+            # [jcc rel32 -> taken][exit: fall through][exit: taken]
+            out.raw(bytes((0x0F, 0x80 + cc)) + struct.pack("<i", T.STUB_SIZE))
+            out.exit_to(nxt)
+            out.exit_to(target)
+
+    def _indirect(self, out, site, insn, nxt):
+        op, modrm = opcode(insn)
+        if op[0] in (0xC3, 0xC2):
+            imm = 4 + (struct.unpack_from("<H", bytes(insn.bytes), len(insn.bytes) - 2)[0]
+                       if op[0] == 0xC2 else 0)
+            out.template(site, "ret", imm=imm)
+        else:
+            out.template(site, "park")
+            site.faults[out.here] = ()
+            out.raw(_load_eax(insn))
+            if (modrm >> 3) & 7 == 2:
+                out.template(site, "push_ret", ret=nxt)
+        out.template(site, "lookup", kind="miss")
+
+
+def _ends_unit(insn):
+    kind, _, callout = classify(insn)
+    if kind in (BRANCH, INDIRECT):
+        return True
+    return kind == CALLOUT and callout not in ("emulate", "rdtsc", "ptwrite") \
+        or opcode(insn)[0] == b"\xf4"
+
+
+def _branch_target(insn):
+    """The target of a relative branch, from its last 1 or 4 bytes."""
+    raw = bytes(insn.bytes)
+    op, _ = opcode(insn)
+    if op[0] in (0xE9, 0xE8) or (op[0] == 0x0F):
+        rel = struct.unpack_from("<i", raw, len(raw) - 4)[0]
+    else:
+        rel = struct.unpack_from("<b", raw, len(raw) - 1)[0]
+    return (insn.address + insn.size + rel) & 0xFFFFFFFF
+
+
+def _load_eax(insn):
+    """`mov eax, r/m32` with the guest's own operand: FF /2 or FF /4 becomes
+    8B /0, prefixes (a segment override), SIB and displacement kept."""
+    raw = bytes(insn.bytes)
+    i = raw.index(0xFF)
+    return raw[:i] + b"\x8b" + bytes((raw[i + 1] & 0xC7,)) + raw[i + 2:]
+
+
+class _Emitter:
+    def __init__(self, at):
+        self.at = at
+        self.code = bytearray()
+        self.sites, self.exits, self.callouts = [], [], []
+
+    @property
+    def here(self):
+        return self.at + len(self.code)
+
+    def raw(self, data):
+        self.code += data
+
+    def template(self, site, name, irq=False, kind="irq", **values):
+        t = T.get(name)
+        base = self.here
+        for off, regs in t.faults.items():
+            site.faults[base + off] = regs
+        for off in t.callouts:
+            self.callouts.append(Callout(base + off, kind, site))
+        self.raw(t.emit(**values))
+
+    def callout(self, site, kind):
+        self.raw(T.callout())
+        self.callouts.append(Callout(self.here, kind, site))
+
+    def callout_site(self, site, kind):
+        self.sites.append(site)
+        site.faults[self.here] = ()
+        self.callout(site, kind)
+        site.tc_end = self.here
+
+    def exit_to(self, target):
+        ex = Exit(self.here, target)
+        self.exits.append(ex)
+        self.raw(T.exit_stub())
+        self.callouts.append(Callout(ex.at + 2, "chain", self.sites[-1] if self.sites else None, ex))

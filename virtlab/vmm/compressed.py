@@ -1,0 +1,208 @@
+"""A guest kernel compressed into ring 1: what every VMM that deprivileges it
+shares (trap-and-emulate and binary translation).
+
+The guest kernel believes it runs at ring 0; the CPU runs it at ring 1 on a
+shadow GDT (rings.py) and shadow page tables, and the VMM owns the real
+interrupt path.  Whatever the technique does about the kernel's own
+instructions, the rest is the same: the start state moved to ring 1, system
+calls and exceptions reflected through the guest's IDT with the virtual CPU's
+view (reflect.py), call gates and SYSENTER performed for the guest, returns
+into the kernel (whose frames name ring 0) emulated, and the descriptor-table
+registers kept in the virtual CPU.  `trap` lets the kernel's privileged
+instructions fault into this; `bt` reaches the same code by callouts from its
+translation cache.
+"""
+from virtlab import fastcall, x86
+from virtlab.backend import io_bitmap_allows
+from virtlab.delivery import DeliveryFault, Event
+from virtlab.errors import GuestStop
+from virtlab.guest_events import EventNames, GuestEvents, vector_name
+from virtlab.memory import GuestMemoryFault
+
+from . import gates, rings, memory as vmm_memory
+from .emulate import NotPrivileged
+from .monitor import Vmm
+from .reflect import VirtualCpuView
+
+
+class RingCompressedVmm(Vmm):
+    """The base of `trap` and `bt`: guest kernel at real ring 1, user code at
+    ring 3, shadow paging with the VMM window mapped in every shadow."""
+    window = True
+    kernel_ring = 1
+    event_names = EventNames(irq="inject.irq", hlt="exit.hlt",
+                             irq_exits=("exit.total", "exit.irq"))
+
+    def attach(self, machine):
+        super().attach(machine)
+        self.vmm = self.paging.vmm
+        self.gdt = rings.ShadowGdt(self.vmm)
+        self.view = VirtualCpuView(machine.state, self.vcpu)
+        self.events = GuestEvents(machine, self.view, self.event_names)
+
+    # -- entering the guest ---------------------------------------------------
+    def boot(self):
+        """The boot protocol's state, with the guest kernel moved to ring 1:
+        the shadow GDT in the VMM window, real paging on over the flat shadow."""
+        m = self.machine
+        self.paging.boot()
+        st = m.state
+        st.save()
+        st.set_table("idt", self.vmm.linear(vmm_memory.IDT_OFF), 0x7FF)
+        base, limit = self.gdt.sync(self.guest_view(), self.vcpu.gdtr)
+        self._set_real_gdtr(base, limit)
+        for name in ("cs", "ss", "ds", "es", "fs", "gs"):
+            self._load_segment(name, st.seg_selector(name))
+        st.set_eflags(x86.IF | 0x2)
+        st.load()
+
+    def _set_real_gdtr(self, base, limit):
+        self.machine.state.set_table("gdt", base, limit)
+
+    def _load_segment(self, name, selector):
+        d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
+        if d is None:
+            raise GuestStop(f"cannot load {name} with selector {selector:#x}")
+        ring = rings.guest_ring(self.machine.state.cpl) if name != "cs" else x86.seg_dpl(d[1])
+        self.machine.state.set_segment(name, *rings.segment_cache(selector, *d, ring))
+
+    # -- call gates ---------------------------------------------------------------
+    def _call_gate(self):
+        """A far call or jmp through one of the guest's call gates, which the
+        shadow GDT does not carry: performed by the VMM (vmm/gates.py says why
+        not by the CPU) into the guest kernel at real ring 1, as a reflected
+        system call.  False if the #GP had another cause."""
+        m = self.machine
+        decoded = self.decode_current()
+        if decoded is None:
+            return False
+        try:
+            if not gates.through_call_gate(self.view, m.state, self.guest_view(), decoded):
+                return False
+        except DeliveryFault as fault:
+            self._reflect(Event(fault.vector, fault.error_code))
+            return True
+        except GuestMemoryFault as fault:
+            self._reflect(Event(x86.PF, fault.error_code, cr2=fault.linear))
+            return True
+        self._count_syscall()
+        m.clock.tick()
+        m.emulated()
+        return True
+
+    def sysenter(self):
+        """SYSENTER from the guest (any ring): a system call reflected into the
+        guest kernel, whose ring 0 is the real ring 1 (the flat caches are
+        compressed like its descriptors).  The MSRs are the guest's, kept in
+        the vCPU by its emulated wrmsr; the virtual IF is cleared, the real
+        one stays set."""
+        m, st = self.machine, self.machine.state
+        if self.view.virtual_if() and self.events.interrupt_first(False, self):
+            return False
+        msrs = self.vcpu.msrs
+        cs = msrs.get(fastcall.SYSENTER_CS, 0) & 0xFFFF
+        if cs & 0xFFFC == 0:
+            self._reflect(Event(x86.GP, 0))
+            return False
+        self._count_syscall()
+        m.clock.tick()
+        fastcall.enter_kernel(st, self.view, cs, msrs.get(fastcall.SYSENTER_ESP, 0) & 0xFFFFFFFF,
+                              msrs.get(fastcall.SYSENTER_EIP, 0) & 0xFFFFFFFF)
+        self.vcpu.if_ = False
+        st.set_eflags((st.eflags() & ~(x86.VM | x86.RF)) | x86.IF)
+        return True
+
+    # -- reflection ---------------------------------------------------------------
+    def _reflect_software(self, vector):
+        if self.view.virtual_if() and self.events.interrupt_first(True, self):
+            return
+        self._count_syscall()
+        self.events.deliver(Event(vector, software=True))
+
+    def _count_syscall(self):
+        """One system call reflected into the guest kernel (int n, sysenter or
+        a call gate): one exit, one reflection."""
+        c = self.machine.counters
+        c["exit.total"] += 1
+        c["reflect.total"] += 1
+        c["reflect.syscall"] += 1
+
+    def _reflect(self, event):
+        if self.view.virtual_if() and self.events.interrupt_first(False, self):
+            return
+        c = self.machine.counters
+        c["reflect.total"] += 1
+        if event.vector == x86.PF:
+            self.count_exit("pf.true")
+            c["reflect.pf"] += 1
+        else:
+            c["exit.total"] += 1
+            c["reflect.exception"] += 1
+            c["reflect.exception." + vector_name(event.vector)] += 1
+        self.events.deliver(event)
+
+    def invalid_opcode(self):
+        base, limit = self.vcpu.idtr
+        if x86.UD * 8 + 7 > limit:
+            return False
+        self._reflect(Event(x86.UD))
+        return True
+
+    def io_permitted(self, port, size):
+        """Ring compression: the check is made against the guest's own view,
+        its virtual IOPL and the TSS its `ltr` named."""
+        if self.machine.state.cpl != 3 or self.vcpu.iopl == 3:
+            return True
+        sel, base, limit = self.vcpu.tr
+        return io_bitmap_allows(self.guest_view(), base, limit, port, size)
+
+    def halted(self):
+        raise GuestStop("the CPU halted at real ring 0, which the guest never runs at")
+
+    # -- effects of emulated instructions (called by the Emulator) ---------------
+    def halt(self):
+        self.events.halt(self.vcpu.if_, self.machine.state.eip - 1)
+
+    def load_table(self, which, base, limit):
+        if which == "gdt":
+            self.vcpu.gdtr = (base, limit)
+            self._set_real_gdtr(*self.gdt.sync(self.guest_view(), (base, limit)))
+        else:
+            self.vcpu.idtr = (base, limit)
+
+    def load_tr(self, selector):
+        d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
+        if d is None or (d[1] >> 8) & 0xF not in (0x9, 0xB):
+            raise GuestStop(f"ltr of a non-TSS selector {selector:#x} at {self.machine.where()}")
+        self.vcpu.tr = (selector, x86.seg_base(*d), x86.seg_limit(*d))
+        # As the CPU does: mark the TSS busy in the guest's own descriptor.
+        base, _ = self.vcpu.gdtr
+        self.guest_view().write(base + (selector & ~7) + 4, (d[1] | 0x200).to_bytes(4, "little"))
+
+    def load_ss(self, selector):
+        self._load_segment("ss", selector)
+
+    def emulate_return(self, far_iret, extra=0):
+        """IRETD or RETF back into the guest kernel: the frame holds CS with RPL
+        0, which the CPU refuses at ring 1.  Pop EIP and CS (and EFLAGS for
+        iret, restoring the virtual IF from it) and stay at ring 1."""
+        st = self.machine.state
+        esp = st.reg("esp")
+        view = self.guest_view()
+        ss_base = st.seg_base_of("ss")
+        words = 3 if far_iret else 2
+        try:
+            frame = [view.u32(ss_base + esp + 4 * i) for i in range(words)]
+        except GuestMemoryFault:
+            raise NotPrivileged() from None
+        eip, cs = frame[0], frame[1] & 0xFFFF
+        if cs & 3 != 0:
+            raise NotPrivileged()
+        self._load_segment("cs", cs)
+        st.eip = eip
+        st.set_reg("esp", esp + 4 * words + extra)
+        if far_iret:
+            eflags = frame[2]
+            self.vcpu.if_ = bool(eflags & x86.IF)
+            self.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT   # CPL 0 loads IOPL
+            st.set_eflags((eflags & ~(x86.IOPL_MASK | x86.VM | x86.RF)) | x86.IF)
