@@ -3,8 +3,10 @@
 When the guest kernel executes a privileged instruction the CPU refuses (ring
 compression) or the VMM intercepts it (VT-x style), the VMM decodes it with
 capstone and performs its effect on the VirtualCpu and the guest's memory, then
-resumes the guest after it.  One function per instruction family; each returns
-the name it is counted under (`exit.priv.<name>`).
+resumes the guest after it.  A binary translator also sends here the sensitive
+instructions that do *not* fault at ring 1 (sgdt, push cs, lar, ...), which
+would otherwise show the guest the real CPU.  One function per instruction
+family; each returns the name it is counted under (`exit.priv.<name>`).
 """
 import struct
 from typing import Protocol, runtime_checkable
@@ -12,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from capstone import x86_const as C
 
 from virtlab import fastcall, x86
+from virtlab.delivery import DeliveryFault, read_descriptor
 from virtlab.memory import LinearView
 
 from . import rings
@@ -22,6 +25,7 @@ _REG16 = {"ax": "eax", "cx": "ecx", "dx": "edx", "bx": "ebx", "sp": "esp",
           "bp": "ebp", "si": "esi", "di": "edi"}
 _REG8 = {"al": ("eax", 0), "cl": ("ecx", 0), "dl": ("edx", 0), "bl": ("ebx", 0),
          "ah": ("eax", 8), "ch": ("ecx", 8), "dh": ("edx", 8), "bh": ("ebx", 8)}
+_SREGS = {"cs", "ss", "ds", "es", "fs", "gs"}
 
 
 class Unsupported(Exception):
@@ -122,14 +126,20 @@ class Emulator:
     """The privileged-instruction emulator of one back end.  The host supplies
     the effects that differ by technique: what a CR3 load or INVLPG does to the
     MMU, what the real GDTR becomes, how HLT waits.  A ControlHost gets only
-    the control-register families; a KernelHost gets them all.  An instruction
-    outside the host's families is NotPrivileged: not this VMM's business."""
+    the control-register families; a KernelHost gets them all.  A host whose
+    class sets `emulate_sensitive` (one that sees the guest's sensitive but
+    unprivileged instructions, by translating them) also gets _SENSITIVE.  An
+    instruction outside the host's families is NotPrivileged: not this VMM's
+    business."""
 
     def __init__(self, host):
         self.be = host
         self.handlers = dict(_CONTROL)
         if isinstance(host, KernelHost):
             self.handlers.update(_KERNEL)
+        self.sensitive = bool(getattr(host, "emulate_sensitive", False))
+        if self.sensitive:
+            self.handlers.update(_SENSITIVE)
 
     def view(self):
         return LinearView(self.be.machine.mem, *self.be.vcpu.paging_regs())
@@ -176,6 +186,12 @@ class Emulator:
                 and isinstance(self.be, KernelHost)):
             self.be.load_ss(operand_value(insn, src, state, self.view()) & 0xFFFF)
             return "mov_ss"
+        if (self.sensitive and src.type == C.X86_OP_REG
+                and insn.reg_name(src.reg) in _SREGS):
+            # mov r/m, Sreg: the selector as the guest loaded it (not RPL 1).
+            sel = rings.guest_selector(state.seg_selector(insn.reg_name(src.reg)))
+            self._store_selector(insn, dst, state, sel)
+            return "mov_from_seg"
         raise NotPrivileged()
 
     def _table_load(self, insn, state):
@@ -237,7 +253,8 @@ class Emulator:
 
     def _smsw(self, insn, state):
         """SMSW: the machine status word (CR0's low bits).  Not privileged, so
-        only a VMM that intercepts it (a VT-x read shadow) comes here."""
+        only a VMM that intercepts it (a VT-x read shadow) or translates it
+        into a callout comes here; read_cr(0) is the guest's CR0 either way."""
         op = insn.operands[0]
         cr0 = self.be.read_cr(0)
         if op.type == C.X86_OP_REG:
@@ -245,6 +262,117 @@ class Emulator:
         else:
             self.view().write(effective_address(insn, op, state), (cr0 & 0xFFFF).to_bytes(2, "little"))
         return "smsw"
+
+    # -- sensitive, unprivileged: they run at ring 1 without faulting, so only
+    # a VMM that finds them in the code (a binary translator) can answer them.
+    def _table_store(self, insn, state):
+        """SGDT/SIDT: the 6-byte pseudo-descriptor (16-bit limit, then the
+        32-bit base; IA-32 stores the whole base for either operand size).
+        Run natively they show the VMM's own tables."""
+        op = insn.operands[0]
+        if op.type != C.X86_OP_MEM:
+            raise NotPrivileged()                   # a register operand is #UD
+        base, limit = self.be.vcpu.gdtr if insn.mnemonic == "sgdt" else self.be.vcpu.idtr
+        self.view().write(effective_address(insn, op, state),
+                          struct.pack("<HI", limit & 0xFFFF, base & 0xFFFFFFFF))
+        return insn.mnemonic
+
+    def _sldt(self, insn, state):
+        self._store_selector(insn, insn.operands[0], state, self.be.vcpu.ldtr)
+        return "sldt"
+
+    def _str(self, insn, state):
+        self._store_selector(insn, insn.operands[0], state, self.be.vcpu.tr[0])
+        return "str"
+
+    def _store_selector(self, insn, op, state, selector):
+        """A selector into r/m16 (sldt, str, mov from Sreg): memory gets 16
+        bits whatever the operand size; a 32-bit register gets it
+        zero-extended (P6 and later), a 16-bit one keeps its upper half."""
+        selector &= 0xFFFF
+        if op.type == C.X86_OP_REG:
+            reg_write(state, insn.reg_name(op.reg), selector)
+        else:
+            self.view().write(effective_address(insn, op, state), selector.to_bytes(2, "little"))
+
+    def _push_seg(self, insn, state):
+        """PUSH Sreg, with the selector the guest believes in: natively `push
+        cs` in its kernel shows RPL 1, the plainest sign of ring compression.
+        A 32-bit push stores the selector zero-extended (as QEMU does; some
+        CPUs write only its low word).  The stack is taken to be 32-bit.  The
+        store comes first, so a #PF on it leaves ESP as it was."""
+        op = insn.operands[0]
+        if op.type != C.X86_OP_REG or insn.reg_name(op.reg) not in _SREGS:
+            raise NotPrivileged()
+        name = insn.reg_name(op.reg)
+        size = 2 if insn.prefix[2] == 0x66 else 4   # an operand-size prefix: 16-bit push
+        esp = (state.reg("esp") - size) & 0xFFFFFFFF
+        sel = rings.guest_selector(state.seg_selector(name))
+        at = (state.seg_base_of("ss") + esp) & 0xFFFFFFFF
+        self.view().write(at, sel.to_bytes(size, "little"))
+        state.set_reg("esp", esp)
+        return "push_" + name
+
+    def _visible(self, state, selector, system_types):
+        """The guest's descriptor (lo, hi) for `selector` if LAR, LSL, VERR or
+        VERW may report on it from the guest's CPL, else None.  Natively they
+        would read the shadow GDT, where the kernel's DPL 0 has become 1.
+        Only the GDT is read: an LDT selector, like a null one or one past
+        the limit, is not valid.  A system descriptor must be of a type in
+        `system_types`; every descriptor but a conforming code segment must
+        have DPL >= max(CPL, RPL).  The present bit is not checked."""
+        try:
+            lo, hi = read_descriptor(self.view(), self.be.vcpu.gdtr, selector)
+        except DeliveryFault:
+            return None
+        if hi & x86.DESC_S:
+            if hi & x86.DESC_CODE and hi & x86.DESC_CONFORMING:
+                return lo, hi
+        elif (hi >> 8) & 0xF not in system_types:
+            return None
+        if x86.seg_dpl(hi) < max(rings.guest_ring(state.cpl), selector & 3):
+            return None
+        return lo, hi
+
+    def _selector_operand(self, insn, op, state):
+        return operand_value(insn, op, state, self.view()) & 0xFFFF
+
+    def _lar(self, insn, state):
+        """LAR: the descriptor's access rights (type, S, DPL, P and the G, D/B,
+        L, AVL nibble) and ZF=1, or ZF=0 and the destination unchanged."""
+        dst, src = insn.operands
+        d = self._visible(state, self._selector_operand(insn, src, state), _LAR_SYSTEM)
+        if d is not None:
+            reg_write(state, insn.reg_name(dst.reg), d[1] & 0x00F0FF00)
+        _set_zf(state, d is not None)
+        return "lar"
+
+    def _lsl(self, insn, state):
+        """LSL: the segment limit in bytes (scaled if G is set) and ZF=1."""
+        dst, src = insn.operands
+        d = self._visible(state, self._selector_operand(insn, src, state), _LSL_SYSTEM)
+        if d is not None:
+            reg_write(state, insn.reg_name(dst.reg), x86.seg_limit(*d))
+        _set_zf(state, d is not None)
+        return "lsl"
+
+    def _verify(self, insn, state):
+        """VERR/VERW: ZF=1 if the guest could read (write) the segment through
+        DS at its CPL.  Data is always readable, code only if its R bit is
+        set; only data with its W bit set is writable."""
+        d = self._visible(state, self._selector_operand(insn, insn.operands[0], state), ())
+        ok = False
+        if d is not None:
+            code, rw = bool(d[1] & x86.DESC_CODE), bool(d[1] & x86.DESC_RW)
+            ok = (not code or rw) if insn.mnemonic == "verr" else (not code and rw)
+        _set_zf(state, ok)
+        return insn.mnemonic
+
+
+def _set_zf(state, value):
+    """ZF as LAR, LSL, VERR and VERW report validity; no other flag moves."""
+    flags = state.eflags()
+    state.set_eflags(flags | x86.ZF if value else flags & ~x86.ZF)
 
 
 # The families: control-register work that a VT-x VMM intercepts ...
@@ -262,6 +390,18 @@ _KERNEL = {
     "retf": Emulator._retf, "lret": Emulator._retf,
     "sysexit": Emulator._sysexit,
 }
+# ... and, for a VMM that sees them, the sensitive instructions that do not
+# fault at ring 1.  (smsw is in _CONTROL; mov from Sreg is dispatched by _mov.)
+_SENSITIVE = {
+    "sgdt": Emulator._table_store, "sidt": Emulator._table_store,
+    "sldt": Emulator._sldt, "str": Emulator._str, "push": Emulator._push_seg,
+    "lar": Emulator._lar, "lsl": Emulator._lsl,
+    "verr": Emulator._verify, "verw": Emulator._verify,
+}
+# System-descriptor types LAR reports on (16- and 32-bit TSSs, the LDT, call
+# and task gates) and the ones with a limit for LSL (TSSs and the LDT).
+_LAR_SYSTEM = frozenset((0x1, 0x2, 0x3, 0x4, 0x5, 0x9, 0xB, 0xC))
+_LSL_SYSTEM = frozenset((0x1, 0x2, 0x3, 0x9, 0xB))
 
 
 # -- writes to traced page tables ---------------------------------------------

@@ -42,8 +42,7 @@ class VirtualCpuView:
 
     def selector(self, name):
         """The selector as the guest would have pushed it: its kernel's RPL is 0."""
-        sel = self.state.seg_selector(name)
-        return sel & ~3 if sel & 3 == 1 else sel
+        return rings.guest_selector(self.state.seg_selector(name))
 
     def virtual_if(self):
         """User code always runs with interrupts enabled (it cannot clear IF

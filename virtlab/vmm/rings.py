@@ -34,6 +34,12 @@ def guest_ring(real):
     return 0 if real == 1 else real
 
 
+def guest_selector(real):
+    """A selector the CPU holds, as the guest believes it: the RPL 1 its
+    kernel's segments really have is the RPL 0 it loaded."""
+    return real & ~3 if real & 3 == 1 else real
+
+
 def compress(lo, hi):
     """A guest code/data descriptor as the CPU gets it: DPL 0 -> 1, the limit
     truncated below the VMM window, the accessed bit preset (so the CPU never
