@@ -16,13 +16,18 @@
   - Stores that keep faulting on traced page tables are retranslated into
     callouts (adaptive translation, `_note_trace`).
 """
+from capstone import x86_const as C
+
 from virtlab import x86
 from virtlab.counters import EXITS, REFLECTION, SHADOW
 from virtlab.delivery import Event
 from virtlab.errors import GuestStop
+from virtlab.intercept import EMULATED
 from virtlab.guest_events import EventNames, vector_name
 from virtlab.memory import GuestMemoryFault, LinearView
+from virtlab.vmm import rings
 from virtlab.vmm.compressed import RingCompressedVmm
+from virtlab.vmm.emulate import NotPrivileged, Unsupported
 
 from . import layout as L
 from .cache import TranslationCache, frames_of
@@ -68,7 +73,7 @@ class Bt(RingCompressedVmm):
         self.callouts = Callouts(self)
         self.trace_faults = {}              # guest EIP -> traced page-table faults
         self.innocent = {}                  # guilty guest EIP -> callouts without a page table
-        self._retranslating = set()
+        machine.intercepts.watch(_select_user_sensitive, self._user_sensitive, exit=True)
 
     # -- entering the guest -------------------------------------------------------
     def boot(self):
@@ -77,6 +82,18 @@ class Bt(RingCompressedVmm):
         st.save()
         self._resume()
         st.load()
+
+    def _load_segment(self, name, selector):
+        """As ring compression loads it; but a data segment register keeps
+        the guest's own selector, RPL included (the CPU allows RPL 0 in DS at
+        ring 1 when the descriptor's DPL is 1), so that translated code may
+        read it back unchanged: only CS and SS must show the real ring."""
+        super()._load_segment(name, selector)
+        if name in ("ds", "es", "fs", "gs"):
+            st = self.machine.state
+            d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
+            _, base, limit, flags = rings.segment_cache(selector, *d, rings.guest_ring(st.cpl))
+            st.set_segment(name, selector, base, limit, flags)
 
     def _resume(self):
         """The end of every VMM entry: if the guest is to run kernel code, run
@@ -276,6 +293,21 @@ class Bt(RingCompressedVmm):
     def _invalidated(self, unit):
         pass
 
+    # -- user code's sensitive reads ----------------------------------------------------------
+    def _user_sensitive(self, decoded, kind):
+        """sgdt, sidt, sldt, str or smsw in directly executed user code.
+        VMware's VMM of 2006 let them run, and user code saw the VMM's tables
+        (the "red pill").  Here they exit, through a translation-time
+        intercept that changes no byte of the guest's code, and get the
+        virtual answers: bt is faithful, at the price of an exit each."""
+        try:
+            name = self.emulator.emulate(decoded)
+        except (NotPrivileged, Unsupported, GuestMemoryFault):
+            return None                         # left to the CPU, which faults as it would
+        self.count_exit("priv")
+        self.machine.counters["exit.priv." + name] += 1
+        return EMULATED
+
     # -- port I/O --------------------------------------------------------------------------
     def port_in(self, port, size):
         self._count_port()
@@ -335,6 +367,14 @@ class Bt(RingCompressedVmm):
         return {"translation": {"units": len(cache.by_guest),
                                 "tc_bytes": cache.next - L.TC,
                                 "guilty_stores": len(self.guilty)}}
+
+
+_USER_SENSITIVE = frozenset((C.X86_INS_SGDT, C.X86_INS_SIDT, C.X86_INS_SLDT, C.X86_INS_STR,
+                             C.X86_INS_SMSW))
+
+
+def _select_user_sensitive(insn, cpl):
+    return "sensitive" if cpl == 3 and insn.id in _USER_SENSITIVE else None
 
 
 class _TcView(LinearView):

@@ -63,11 +63,12 @@ class Callouts:
         self._count("chain")
         ex, bt = c.exit, self.bt
         self._at_guest(ex.target)
+        eip = self.m.state.eip
         source = bt.cache.unit_at(ex.at)
         tc = bt.translation(ex.target)
-        unit = bt.cache.unit_at(tc)
-        if (self.m.state.eip + self.m.state.seg_base_of("cs")) & 0xFFFFFFFF != tc:
+        if self.m.state.eip != eip:
             return                                 # the fetch faulted: in the guest's handler now
+        unit = bt.cache.unit_at(tc)
         if source is not None and not source.transient and not unit.transient and not unit.dead:
             bt.cache.chain(ex, unit)
         self.m.state.eip = (tc - self.m.state.seg_base_of("cs")) & 0xFFFFFFFF

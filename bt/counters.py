@@ -51,6 +51,9 @@ BT = (
     CounterSpec("bt.intc.popf", "a popf run in the TC (IF and IOPL taken into the vCPU page)",
                 kind="privileged",
                 cost=Cost(20, assumption="popfd plus about a dozen simple instructions")),
+    CounterSpec("bt.intc.movseg", "a mov from cs or ss run in the TC (the RPL the guest "
+                "expects)", kind="privileged",
+                cost=Cost(5, assumption="two simple instructions more than the move itself")),
     _free("bt.invalidate", "a translation dropped because the guest wrote its code page",
           "translation", "it happens inside the page fault that the write took "
                          "(exit.pf.hidden); its retranslation is bt.translate.instructions"),

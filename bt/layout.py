@@ -57,7 +57,7 @@ S_TARGET = 0x14    # the guest target of an indirect branch (for a miss)
 S_JMP = 0x18       # the TC address an indirect branch jumps through
 COUNTS = 0x40      # in-TC event counters, one dword each, in this order:
 IN_TC_EVENTS = ("bt.intc.cli", "bt.intc.sti", "bt.intc.pushf", "bt.intc.popf",
-                "bt.indirect.hit")
+                "bt.intc.movseg", "bt.indirect.hit")
 
 
 def count_slot(name):

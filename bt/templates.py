@@ -144,11 +144,16 @@ PARK = ("park", "mov dword ptr [{@S_ECX}], ecx; mov dword ptr [{@S_EAX}], eax", 
 # An indirect call pushes the guest's return address once the target is known.
 PUSH_RET = ("push_ret", "push {ret}", [(0, ("eax",))])
 
+# The counter of `mov r, cs` / `mov r, ss` done in the TC (movseg below).
+COUNT_MOVSEG = ("count_movseg", "mov dword ptr [{@S_EAX}], eax;" + _count("movseg")
+                + "mov eax, dword ptr [{@S_EAX}]", ())
+
 # A counter of unit executions, for `virtlab translate` (profiling runs only).
 PROFILE = ("profile", "mov dword ptr [{@S_EAX}], eax; mov eax, dword ptr [{imm}];"
            "lea eax, [eax + 1]; mov dword ptr [{imm}], eax; mov eax, dword ptr [{@S_EAX}]", ())
 
-_TEXTS = {t[0]: t for t in (CLI, STI, PUSHF, POPF, LOOKUP, RET, PARK, PUSH_RET, PROFILE)}
+_TEXTS = {t[0]: t for t in (CLI, STI, PUSHF, POPF, LOOKUP, RET, PARK, PUSH_RET, PROFILE,
+                            COUNT_MOVSEG)}
 _BUILT = {}
 
 
@@ -167,6 +172,16 @@ def jmp_rel32(at, target):
 
 def push_imm32(value):
     return b"\x68" + struct.pack("<I", value & 0xFFFFFFFF)
+
+
+def movseg(insn_bytes, reg, wide):
+    """`mov r, cs` or `mov r, ss` in the guest kernel: in the TC the CPL is
+    always 1, so the real selector's RPL is 1 where the guest's is 0; the
+    guest's value is the real one less one, which `lea r, [r - 1]` computes
+    without touching EFLAGS (16-bit with the operand-size prefix, as the
+    guest's own move, so that the upper half of the register is kept)."""
+    lea = bytes((0x8D, 0x40 | reg << 3 | reg, 0xFF))
+    return bytes(insn_bytes) + (lea if wide else b"\x66" + lea)
 
 
 def callout():

@@ -38,7 +38,7 @@ MAX_UNIT_BYTES = 2048          # room the cache reserves for one unit
 IDENT, IN_TC, CALLOUT, BRANCH, INDIRECT = "ident", "in-TC", "callout", "branch", "indirect"
 
 
-@dataclass
+@dataclass(eq=False)
 class Site:
     """One guest instruction and what stands for it in the TC."""
     guest: int
@@ -51,7 +51,7 @@ class Site:
     faults: dict = field(default_factory=dict)     # TC address -> parked registers
 
 
-@dataclass
+@dataclass(eq=False)
 class Exit:
     """A way out of a unit to a known guest address: a callout until chained."""
     at: int                     # TC address of the 5-byte stub
@@ -59,7 +59,7 @@ class Exit:
     chained_to: object = None   # the Unit it jumps to once patched
 
 
-@dataclass
+@dataclass(eq=False)
 class Callout:
     """A callout site: the CPU stops just past its `int` (`resume`)."""
     resume: int
@@ -68,7 +68,7 @@ class Callout:
     exit: Exit = None           # for kind "chain"
 
 
-@dataclass
+@dataclass(eq=False)
 class Unit:
     guest: int                  # guest EIP of its first instruction
     guest_end: int
@@ -94,7 +94,9 @@ _CS = Cs(CS_ARCH_X86, CS_MODE_32)
 _JCC8 = range(0x70, 0x80)
 _LOOPS = (0xE0, 0xE1, 0xE2, 0xE3)            # loopne, loope, loop, jecxz
 _PORTS = (0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F)
-_SEG_PUSH = (b"\x0e", b"\x16", b"\x1e", b"\x06", b"\x0f\xa0", b"\x0f\xa8")
+# push cs and push ss show the real RPL (1); the data segment registers hold
+# the guest's own selectors (Bt._load_segment), so pushing them is innocuous.
+_SEG_PUSH = (b"\x0e", b"\x16")
 # Callouts that end the unit: the VMM decides where execution goes next.
 _TRANSFER_CALLOUTS = {b"\xcf": "iret", b"\xcb": "retf", b"\xca": "retf", b"\xcd": "int",
                       b"\xcc": "int", b"\xce": "int", b"\xf1": "int", b"\xea": "far",
@@ -112,13 +114,15 @@ def classify(insn, guilty=False):
     """(kind, reason, callout kind or None) for one decoded guest instruction."""
     op, modrm = opcode(insn)
     b0 = op[0]
-    prefixed16 = 0x66 in insn.bytes[:len(insn.bytes) - len(op)]
+    wide = not prefixed16(insn)
     if op in _TRANSFER_CALLOUTS:
         return CALLOUT, _REASONS.get(op, "performed by the VMM"), _TRANSFER_CALLOUTS[op]
-    if b0 in (0xFA, 0xFB) or (b0 in (0x9C, 0x9D) and not prefixed16):
+    if b0 in (0xFA, 0xFB) or (b0 in (0x9C, 0x9D) and wide):
         return IN_TC, "on the virtual IF in the vCPU page, no exit", None
-    if op in _EMULATED_0F or op in _SEG_PUSH or b0 == 0x8C or (b0 == 0x8E and modrm is not None
-                                                               and (modrm >> 3) & 7 == 2):
+    sreg = (modrm >> 3) & 7 if modrm is not None else None
+    if b0 == 0x8C and sreg in (1, 2) and modrm >> 6 == 3 and modrm & 7 != 4:
+        return IN_TC, "mov from cs/ss: the real RPL (1) taken off in the TC", None
+    if op in _EMULATED_0F or op in _SEG_PUSH or (b0 in (0x8C, 0x8E) and sreg in (1, 2)):
         return CALLOUT, "privileged or sensitive: the VMM gives the virtual answer", "emulate"
     if op == b"\x0f\x31":
         return CALLOUT, "rdtsc: the virtual time-stamp counter", "rdtsc"
@@ -203,6 +207,10 @@ class Translator:
             out.callout(site, callout)
             if callout in ("iret", "retf"):
                 out.raw(bytes(insn.bytes))   # performed by the CPU when it leaves the kernel
+        elif kind == IN_TC and opcode(insn)[0] == b"\x8c":
+            _, modrm = opcode(insn)
+            out.raw(T.movseg(insn.bytes, modrm & 7, not prefixed16(insn)))
+            out.template(site, "count_movseg")
         elif kind == IN_TC:
             out.template(site, {0xFA: "cli", 0xFB: "sti", 0x9C: "pushf", 0x9D: "popf"}[opcode(insn)[0][0]],
                          irq=True)
@@ -248,6 +256,13 @@ class Translator:
             if (modrm >> 3) & 7 == 2:
                 out.template(site, "push_ret", ret=nxt)
         out.template(site, "lookup", kind="miss")
+
+
+def prefixed16(insn):
+    """An operand-size prefix (0x66) among the instruction's prefixes."""
+    op, _ = opcode(insn)
+    raw = bytes(insn.bytes)
+    return 0x66 in raw[:raw.index(op)]
 
 
 def _ends_unit(insn):

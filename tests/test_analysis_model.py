@@ -113,8 +113,8 @@ def test_inconsistent_family_counts(prof):
 
 
 def test_unknown_counter_and_backend(prof):
-    b = M.model({"bt.translate.instructions": 5}, 0, prof, "bt")
-    assert b.unknown == {"bt.translate.instructions": 5} and b.total == 0
+    b = M.model({"nobody.declares.this": 5}, 0, prof, "trap")
+    assert b.unknown == {"nobody.declares.this": 5} and b.total == 0
     with pytest.raises(ValueError, match="back end"):
         M.model({}, 0, prof, "nope")
 
