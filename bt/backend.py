@@ -118,7 +118,8 @@ class Bt(RingCompressedVmm):
                 return self.unit(guest).tc
             except GuestMemoryFault as fault:
                 st.eip = (guest - st.seg_base_of("cs")) & 0xFFFFFFFF
-                self.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+                self.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear),
+                                   in_entry=True)
                 guest = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
         raise GuestStop(f"bt: cannot fetch the guest kernel's code at {guest:#010x}")
 
@@ -144,12 +145,18 @@ class Bt(RingCompressedVmm):
         c["bt.translate.bytes"] += len(unit.code)
         return unit
 
-    def deliver_fault(self, event):
-        """An exception the VMM found on the guest's behalf (not a CPU exit):
-        delivered through the guest IDT, counted as a reflection only."""
+    def deliver_fault(self, event, in_entry=False):
+        """An exception (or `int n`) the VMM performs for the guest at a
+        callout, delivered through the guest IDT and counted as the callout's
+        kind (reflect.*).  `in_entry`: found while translating, within a VMM
+        entry already counted under another kind (bt.fetch_fault)."""
         c = self.machine.counters
         c["reflect.total"] += 1
-        if event.vector == x86.PF:
+        if in_entry:
+            c["bt.fetch_fault"] += 1
+        if event.software:
+            c["reflect.syscall"] += 1
+        elif event.vector == x86.PF:
             c["reflect.pf"] += 1
         else:
             c["reflect.exception"] += 1

@@ -8,7 +8,11 @@ then acts exactly as it would for that instruction.  Where the guest goes on
 afterwards is a guest address again, unless the callout returns into the
 unit it came from (`resume`): `Bt._resume` finds its translation.
 
-Every callout counts `bt.callout` and one `bt.callout.<kind>`.
+Every callout counts `bt.callout` and one kind: `bt.callout.<kind>` for what
+it did, or, if it ended by delivering an exception or system call into the
+guest kernel, the reflect.* counter of that delivery, as an exit that
+reflects is counted under trap.  An interrupt taken at a callout is its kind
+(bt.callout.irq, and inject.irq for the injection).
 """
 from capstone import x86_const as C
 
@@ -88,8 +92,8 @@ class Callouts:
     def _irq(self, c):
         """sti or popf enabled interrupts with one waiting: take it after the
         instruction, unless the next one is hlt, which takes it itself (sti's
-        one-instruction shadow is what makes `sti; hlt` safe)."""
-        self._count("irq")
+        one-instruction shadow is what makes `sti; hlt` safe), or it is no
+        longer waiting (bt.callout.irq_deferred)."""
         bt = self.bt
         nxt = c.site.guest + c.site.size
         try:
@@ -97,9 +101,24 @@ class Callouts:
         except GuestMemoryFault:
             halts = False
         if not bt.vcpu.if_ or halts or self.m.pending_irq() is None:
+            self._count("irq_deferred")
             return self._continue(c)
         self._at_guest(nxt)
-        bt.events.inject(exits=False)
+        self._interrupt()
+
+    def _interrupt(self):
+        """Take the waiting interrupt now, at the guest instruction EIP names."""
+        self._count("irq")
+        self.bt.events.inject(exits=False)
+
+    def _interrupt_first(self):
+        """At a callout for an instruction, with the guest's interrupts on: an
+        interrupt that waits is taken before the instruction, which runs
+        again after the handler returns (as interrupt_first does for an exit)."""
+        if self.bt.vcpu.if_ and self.m.pending_irq() is not None:
+            self._interrupt()
+            return True
+        return False
 
     def _return(self, c):
         """iret or retf.  Back into the kernel (a frame with RPL 0, which the
@@ -108,7 +127,6 @@ class Callouts:
         VMM has taken the virtual IOPL from the frame (the CPU loads IOPL
         only at CPL 0)."""
         bt, st = self.bt, self.m.state
-        self._count(c.kind)
         self._at_guest(c.site.guest)
         far_iret = c.kind == "iret"
         at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
@@ -124,9 +142,8 @@ class Callouts:
                 bt.emulate_return(far_iret, extra)
             except NotPrivileged:
                 return bt.deliver_fault(Event(x86.GP, 0))
-            if bt.vcpu.if_ and self.m.pending_irq() is not None:
-                bt.events.inject(exits=False)
-            return
+            return self._count(c.kind)
+        self._count(c.kind)
         if far_iret:
             bt.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
         self._continue(c)
@@ -135,26 +152,29 @@ class Callouts:
         """int n, int3, into in the kernel: the software interrupt delivered
         through the guest IDT, as the CPU would (EIP past the instruction)."""
         bt = self.bt
-        self._count("int")
+        self._at_guest(c.site.guest)
+        if self._interrupt_first():
+            return
         insn = self._decoded(c.site).insn
         op = bytes(insn.bytes)[-2:] if insn.id == C.X86_INS_INT else bytes(insn.bytes)[-1:]
         vector = {b"\xcc": 3, b"\xce": 4, b"\xf1": 1}.get(op, op[-1])
         self._at_guest(c.site.guest + c.site.size)
         if vector == 4 and not self.m.state.eflags() & x86.OF:
-            return                                  # into without overflow: nothing
-        bt.events.deliver(Event(vector, software=insn.id in (C.X86_INS_INT, C.X86_INS_INT3,
-                                                              C.X86_INS_INTO)))
+            return self._count("into")              # into without overflow: nothing
+        bt.deliver_fault(Event(vector, software=insn.id in (C.X86_INS_INT, C.X86_INS_INT3,
+                                                             C.X86_INS_INTO)))
 
     def _far(self, c):
         """A far jmp or call: through a call gate (vmm/gates.py), or to a code
         segment, loaded as the guest's descriptor says at ring 1."""
         bt, st = self.bt, self.m.state
-        self._count("far")
         self._at_guest(c.site.guest)
         decoded = self._decoded(c.site)
         view = bt.guest_view()
         try:
             if gates.through_call_gate(bt.view, st, view, decoded):
+                self.m.counters["reflect.total"] += 1
+                self.m.counters["reflect.syscall"] += 1
                 return
             selector, offset = _far_pointer(decoded, st, view)
             if decoded.insn.id == C.X86_INS_LCALL or decoded.insn.id == C.X86_INS_CALL:
@@ -169,12 +189,12 @@ class Callouts:
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
         bt._load_segment("cs", selector)
         st.eip = offset
+        self._count("far")
 
     def _sysenter(self, c):
         raise GuestStop(f"bt: sysenter from the guest kernel at {c.site.guest:#010x} is not supported")
 
     def _ud(self, c):
-        self._count("ud")
         self._at_guest(c.site.guest)
         if not self.bt.invalid_opcode_event():
             raise GuestStop(f"invalid opcode with no handler at {self.m.where()}")
@@ -189,12 +209,10 @@ class Callouts:
         try:
             name = bt.emulator.emulate(decoded)
         except NotPrivileged:
-            self._count("gp")
             return bt.deliver_fault(Event(x86.GP, 0))
         except Unsupported as exc:
             raise GuestStop(f"cannot emulate at {self.m.where()}: {exc}") from None
         except GuestMemoryFault as fault:
-            self._count("fault")
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
         if name != "hlt":                    # a halt is counted by the wait (bt.callout.hlt)
             self._count(name)
@@ -233,6 +251,7 @@ class Callouts:
                     self._continue(c)
                 return
         bt.innocent_store(c.site.guest)
+        m.emulated(-1)                   # counted at the callout, counted again where it runs
         st.eip = (bt.unit(c.site.guest, transient=True, limit=1).tc - st.seg_base_of("cs")) \
             & 0xFFFFFFFF
 

@@ -54,6 +54,9 @@ BT = (
     CounterSpec("bt.intc.movseg", "a mov from cs or ss run in the TC (the RPL the guest "
                 "expects)", kind="privileged",
                 cost=Cost(5, assumption="two simple instructions more than the move itself")),
+    _free("bt.fetch_fault", "a guest page fault found while fetching kernel code to translate, "
+          "delivered within a VMM entry counted under another kind", "paging",
+          "charged as the reflection it is (reflect.pf)"),
     _free("bt.invalidate", "a translation dropped because the guest wrote its code page",
           "translation", "it happens inside the page fault that the write took "
                          "(exit.pf.hidden); its retranslation is bt.translate.instructions"),
