@@ -31,6 +31,7 @@ class Catalog:
     specs: tuple[CounterSpec, ...]
     declared_by: dict[str, tuple[str, ...]]     # spec name -> back ends listing it
     backends: tuple[str, ...]                   # installed, sorted
+    priced_like: dict = None                    # back end -> the one whose costs it shares
 
     def spec(self, name: str) -> CounterSpec | None:
         """The declaration of a counter name: exact first, then a glob."""
@@ -83,12 +84,15 @@ def _installed(path: tuple[str, ...]) -> tuple[str, ...]:
 def _build(names: tuple[str, ...]) -> Catalog:
     specs: dict[str, CounterSpec] = {s.name: s for s in SHARED}
     by: dict[str, list[str]] = {}
+    like = {}
     for name in names:
+        if backends.load(name).priced_like:
+            like[name] = backends.load(name).priced_like
         for spec in backends.load(name).counters:
             _check(spec, name, specs.get(spec.name))
             specs[spec.name] = spec
             by.setdefault(spec.name, []).append(name)
-    return Catalog(tuple(specs.values()), {k: tuple(v) for k, v in by.items()}, names)
+    return Catalog(tuple(specs.values()), {k: tuple(v) for k, v in by.items()}, names, like)
 
 
 def _check(spec, backend, earlier):

@@ -29,7 +29,9 @@ analysis/counters.py) replaces the default for that back end only, event by even
 :meth:`Profile.cost` looks there first.  The bundled profiles use ``[events]`` for
 the native costs and the hardware-assisted (VT-x: ``hw``, ``hw-npt``) technique,
 and ``[backends.trap]`` for classic trap-and-emulate, which shares the exit
-counter names but not their cost.
+counter names but not their cost.  A back end that declares ``priced_like``
+(virtlab/backend.py; bt names trap) takes that back end's section where it
+has none of its own.
 
 A counter an installed back end introduces carries its own default cost
 (``CounterSpec.cost``, for this profile by name or for every profile); a profile
@@ -134,6 +136,9 @@ class Profile:
         own = self.backends.get(backend, {})
         if event in own:
             return own[event]
+        like = (catalog().priced_like or {}).get(backend)
+        if like is not None and event in self.backends.get(like, {}):
+            return self.backends[like][event]
         return self.events.get(event, self.declared.get(event))
 
 

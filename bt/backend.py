@@ -47,6 +47,9 @@ class Bt(RingCompressedVmm):
     name = "bt"
     summary = "binary translation: guest kernel run from a translation cache at ring 1"
     counters = EXITS + REFLECTION + SHADOW + BT
+    # Guest user code runs directly, as under trap, and its exits enter a
+    # software VMM the same way: the profiles' trap costs price them.
+    priced_like = "trap"
     emulate_sensitive = True            # sgdt, push cs, ...: the virtual answers
     event_names = EventNames(irq="inject.irq", hlt="bt.callout.hlt",
                              irq_exits=("exit.total", "exit.irq"))

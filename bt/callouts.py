@@ -73,7 +73,10 @@ class Callouts:
         if self.m.state.eip != eip:
             return                                 # the fetch faulted: in the guest's handler now
         unit = bt.cache.unit_at(tc)
-        if source is not None and not source.transient and not unit.transient and not unit.dead:
+        # (A flush while translating the target empties the TC under the
+        # source: its stub is gone, and its bytes may be a new unit's.)
+        if source is not None and not source.dead and not source.transient \
+                and not unit.transient and not unit.dead:
             bt.cache.chain(ex, unit)
         self.m.state.eip = (tc - self.m.state.seg_base_of("cs")) & 0xFFFFFFFF
 

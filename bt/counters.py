@@ -28,6 +28,16 @@ BT = (
                           "then emulated, 1254 cycles on the Pentium 4",
                           assumption="the same on every profile: a callout is software, "
                           "not a VM exit")),
+    CounterSpec("bt.callout.io", "a port access from translated code, through the CPU's port "
+                "hook to the device model", kind="io",
+                cost=Cost(1704, source=f"{_AA}: a callout, 1254 cycles (rdtsc by callout)",
+                          assumption="plus the software device model the trap and hw exits "
+                          "pay: 300 VMM instructions at CPI 1.5 = 450")),
+    CounterSpec("bt.callout.ptwrite", "a store to a traced page table performed by a "
+                "callout after adaptive retranslation, without a fault", kind="paging",
+                cost=Cost(2154, source=f"{_AA}: a callout, 1254 cycles (rdtsc by callout)",
+                          assumption="plus the shadow work of a traced write the #PF exits "
+                          "pay: 600 VMM instructions at CPI 1.5 = 900")),
     _free("bt.callout.*", "bt.callout by what was called out for (an instruction, io, "
           "chain, miss, irq, ptwrite)", "callouts", "a subset of bt.callout, charged there"),
     _free("bt.chain", "an exit stub patched into a direct jump to its target's translation",

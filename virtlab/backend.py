@@ -34,6 +34,11 @@ class Backend(ABC):
     # unfaithful: their output may differ from native, and the run must then
     # say so (matches_native False, and the cause in details).
     unfaithful = ()
+    # A back end that shares another's counter names *and* the nature of their
+    # cost (bt's exits and reflections are a software VMM's, as trap's are)
+    # names it here: a CPU profile's [backends.<that one>] costs then price
+    # this one's shared counters too, where the profile gives it none of its own.
+    priced_like = None
 
     @classmethod
     def documented_unfaithful(cls, workload):
