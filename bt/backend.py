@@ -103,6 +103,11 @@ class Bt(RingCompressedVmm):
         its translation; and tell translated code whether an interrupt waits."""
         m, st = self.machine, self.machine.state
         if st.cpl == 1:
+            if st.seg_base_of("ds"):
+                # The TC's sequences address the vCPU page absolutely, through DS.
+                raise GuestStop(f"bt: the guest kernel runs with a data segment based at "
+                                f"{st.seg_base_of('ds'):#x}; bt needs flat kernel data "
+                                f"segments (base 0), at {m.where()}")
             base = st.seg_base_of("cs")
             pc = (base + st.eip) & 0xFFFFFFFF
             if not L.TC <= pc < L.TC_END:

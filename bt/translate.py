@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 
-from virtlab.decode import opcode
+from virtlab.decode import opcode_of
 from virtlab.memory import GuestMemoryFault
 
 from . import templates as T
@@ -110,11 +110,22 @@ _EMULATED_0F = {b"\x0f\x00", b"\x0f\x01", b"\x0f\x02", b"\x0f\x03", b"\x0f\x06",
                 b"\x0f\x23", b"\x0f\x30", b"\x0f\x32", b"\x0f\x33"}
 
 
+class Insn:
+    """One decoded guest instruction: what the translator needs of it, taken
+    from its raw bytes once (capstone's own objects are slow to query)."""
+    __slots__ = ("address", "size", "raw", "text", "op", "modrm", "wide", "cls")
+
+    def __init__(self, address, size, mnemonic, op_str, raw):
+        self.address, self.size, self.raw = address, size, raw
+        self.text = f"{mnemonic} {op_str}".strip()
+        self.op, self.modrm = opcode_of(raw)
+        self.wide = 0x66 not in raw[:raw.index(self.op)]
+
+
 def classify(insn, guilty=False):
     """(kind, reason, callout kind or None) for one decoded guest instruction."""
-    op, modrm = opcode(insn)
+    op, modrm, wide = insn.op, insn.modrm, insn.wide
     b0 = op[0]
-    wide = not prefixed16(insn)
     if op in _TRANSFER_CALLOUTS:
         return CALLOUT, _REASONS.get(op, "performed by the VMM"), _TRANSFER_CALLOUTS[op]
     if b0 in (0xFA, 0xFB) or (b0 in (0x9C, 0x9D) and wide):
@@ -158,20 +169,25 @@ class Translator:
         except for a first instruction that straddles it.  `read(linear, n)`
         raises GuestMemoryFault if the guest cannot fetch there."""
         page_left = 0x1000 - (geip & 0xFFF)
-        code = read(geip, page_left)
+        code = read(geip, min(page_left, MAX_INSNS * 15))
         insns = []
-        for insn in _CS.disasm(code, geip):
+        # (A count for capstone: without one it decodes the whole buffer.)
+        for address, size, mnemonic, op_str in _CS.disasm_lite(code, geip, MAX_INSNS):
+            off = address - geip
+            insn = Insn(address, size, mnemonic, op_str, code[off:off + size])
+            insn.cls = classify(insn, address in self.guilty)
             insns.append(insn)
-            if len(insns) == MAX_INSNS or _ends_unit(insn):
+            if _ends_unit(insn):
                 break
         if not insns:
             try:
                 code = read(geip, 15)
             except GuestMemoryFault:
                 code = b""
-            first = next(_CS.disasm(code, geip, 1), None)
+            first = next(_CS.disasm_lite(code, geip, 1), None)
             if first is not None:
-                insns = [first]
+                insns = [Insn(*first, code[:first[1]])]
+                insns[0].cls = classify(insns[0], geip in self.guilty)
         return insns
 
     def translate(self, read, geip, at, profile_slot=None, limit=MAX_INSNS):
@@ -194,25 +210,23 @@ class Translator:
                     out.callouts, (), profile_slot=profile_slot)
 
     def _one(self, out, insn):
-        kind, reason, callout = classify(insn, insn.address in self.guilty)
-        text = f"{insn.mnemonic} {insn.op_str}".strip()
-        site = Site(insn.address, insn.size, text, kind, reason, out.here)
+        kind, reason, callout = insn.cls
+        site = Site(insn.address, insn.size, insn.text, kind, reason, out.here)
         out.sites.append(site)
         nxt = insn.address + insn.size
         if kind == IDENT:
             site.faults[out.here] = ()
-            out.raw(bytes(insn.bytes))
+            out.raw(insn.raw)
         elif kind == CALLOUT:
             site.faults[out.here] = ()
             out.callout(site, callout)
             if callout in ("iret", "retf"):
-                out.raw(bytes(insn.bytes))   # performed by the CPU when it leaves the kernel
-        elif kind == IN_TC and opcode(insn)[0] == b"\x8c":
-            _, modrm = opcode(insn)
-            out.raw(T.movseg(insn.bytes, modrm & 7, not prefixed16(insn)))
+                out.raw(insn.raw)            # performed by the CPU when it leaves the kernel
+        elif kind == IN_TC and insn.op == b"\x8c":
+            out.raw(T.movseg(insn.raw, insn.modrm & 7, insn.wide))
             out.template(site, "count_movseg")
         elif kind == IN_TC:
-            out.template(site, {0xFA: "cli", 0xFB: "sti", 0x9C: "pushf", 0x9D: "popf"}[opcode(insn)[0][0]],
+            out.template(site, {0xFA: "cli", 0xFB: "sti", 0x9C: "pushf", 0x9D: "popf"}[insn.op[0]],
                          irq=True)
         elif kind == BRANCH:
             self._branch(out, site, insn, nxt)
@@ -221,7 +235,7 @@ class Translator:
         site.tc_end = out.here
 
     def _branch(self, out, site, insn, nxt):
-        op, _ = opcode(insn)
+        op = insn.op
         b0 = op[0]
         target = _branch_target(insn)
         if b0 == 0xE8:
@@ -232,7 +246,7 @@ class Translator:
             out.exit_to(target)
         elif b0 in _LOOPS:
             # [loop +2][jmp +5][exit: taken][exit: fall through]
-            prefixes = bytes(insn.bytes[:len(insn.bytes) - 2])
+            prefixes = insn.raw[:-2]
             out.raw(prefixes + bytes((b0, 2)) + b"\xeb\x05")
             out.exit_to(target)
             out.exit_to(nxt)
@@ -244,9 +258,9 @@ class Translator:
             out.exit_to(target)
 
     def _indirect(self, out, site, insn, nxt):
-        op, modrm = opcode(insn)
+        op, modrm = insn.op, insn.modrm
         if op[0] in (0xC3, 0xC2):
-            imm = 4 + (struct.unpack_from("<H", bytes(insn.bytes), len(insn.bytes) - 2)[0]
+            imm = 4 + (struct.unpack_from("<H", insn.raw, insn.size - 2)[0]
                        if op[0] == 0xC2 else 0)
             out.template(site, "ret", imm=imm)
         else:
@@ -258,25 +272,17 @@ class Translator:
         out.template(site, "lookup", kind="miss")
 
 
-def prefixed16(insn):
-    """An operand-size prefix (0x66) among the instruction's prefixes."""
-    op, _ = opcode(insn)
-    raw = bytes(insn.bytes)
-    return 0x66 in raw[:raw.index(op)]
-
-
 def _ends_unit(insn):
-    kind, _, callout = classify(insn)
+    kind, _, callout = insn.cls
     if kind in (BRANCH, INDIRECT):
         return True
     return kind == CALLOUT and callout not in ("emulate", "rdtsc", "ptwrite") \
-        or opcode(insn)[0] == b"\xf4"
+        or insn.op == b"\xf4"
 
 
 def _branch_target(insn):
     """The target of a relative branch, from its last 1 or 4 bytes."""
-    raw = bytes(insn.bytes)
-    op, _ = opcode(insn)
+    raw, op = insn.raw, insn.op
     if op[0] in (0xE9, 0xE8) or (op[0] == 0x0F):
         rel = struct.unpack_from("<i", raw, len(raw) - 4)[0]
     else:
@@ -287,7 +293,7 @@ def _branch_target(insn):
 def _load_eax(insn):
     """`mov eax, r/m32` with the guest's own operand: FF /2 or FF /4 becomes
     8B /0, prefixes (a segment override), SIB and displacement kept."""
-    raw = bytes(insn.bytes)
+    raw = insn.raw
     i = raw.index(0xFF)
     return raw[:i] + b"\x8b" + bytes((raw[i + 1] & 0xC7,)) + raw[i + 2:]
 

@@ -24,7 +24,11 @@ def opcode(insn):
     the prefixes skipped, one opcode byte or two after 0x0F, then ModRM (None
     if there are no more bytes).  Needs no capstone detail mode, which
     triples the cost of decoding every block at translation time."""
-    raw = insn.bytes
+    return opcode_of(insn.bytes)
+
+
+def opcode_of(raw):
+    """opcode() of an instruction's raw bytes."""
     i = 0
     while i < len(raw) - 1 and raw[i] in _PREFIXES:
         i += 1
