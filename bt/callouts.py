@@ -232,27 +232,32 @@ class Callouts:
         self._continue(c)
 
     def _ptwrite(self, c):
-        """A store that adaptive translation found guilty: if it hits a traced
-        page table, the VMM performs it and updates the shadows, with no fault;
-        otherwise it runs as it is, from a one-instruction translation."""
+        """A store that adaptive translation found guilty: the VMM performs it,
+        with no fault, and if it hit a traced page table updates the shadows.
+        A store it cannot perform here (a frame holding translated code, an
+        access the guest's tables refuse, an instruction emulate_store does
+        not know) runs as it is, from a one-instruction translation."""
         bt, m, st = self.bt, self.m, self.m.state
         self._count("ptwrite")
         self._at_guest(c.site.guest)
         decoded = self._decoded(c.site)
         gpa = self._store_target(decoded)
         mmu = bt.paging.mmu
-        if gpa is not None and mmu.traced(gpa & x86.PAGE_MASK):
-            try:
-                size = emulate_store(decoded, st, m.mem, gpa)
-            except Unsupported:
-                gpa = None
-            else:
-                mmu.traced_write(gpa, size)
-                m.counters["shadow.trace"] += 1
-                bt.guilty_store(c.site.guest)
-                if st.cpl == 1:
-                    self._continue(c)
-                return
+        if gpa is not None:
+            traced = mmu.traced(gpa & x86.PAGE_MASK)
+            if traced or not mmu.protected(gpa & x86.PAGE_MASK):
+                try:
+                    size = emulate_store(decoded, st, m.mem, gpa)
+                except Unsupported:
+                    pass
+                else:
+                    if traced:
+                        mmu.traced_write(gpa, size)
+                        m.counters["shadow.trace"] += 1
+                        bt.guilty_store(c.site.guest)
+                    else:
+                        bt.innocent_store(c.site.guest)
+                    return self._continue(c)
         bt.innocent_store(c.site.guest)
         m.emulated(-1)                   # counted at the callout, counted again where it runs
         st.eip = (bt.unit(c.site.guest, transient=True, limit=1).tc - st.seg_base_of("cs")) \
