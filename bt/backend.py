@@ -377,6 +377,12 @@ class Bt(RingCompressedVmm):
     def halted(self):
         raise GuestStop("the CPU halted at real ring 0, which the guest never runs at")
 
+    def translation_listing(self):
+        """The translation cache as plain data, for `virtlab translate`
+        (listing.py); with `profile` set, how often each unit ran."""
+        from .listing import units
+        return units(self)
+
     def report(self):
         cache = self.cache
         return {"translation": {"units": len(cache.by_guest),

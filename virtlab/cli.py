@@ -66,6 +66,25 @@ def _parser():
     a.add_argument("--format", choices=("text", "json"), default="text")
     _budget_args(a)
 
+    tr = sub.add_parser("translate", help="the translation cache after a run: each unit's guest "
+                        "instructions beside the translated code for each",
+                        description="Run WORKLOAD under a translating back end with profiling "
+                        "on, then list its translation units, most executed first: every guest "
+                        "instruction with its kind (IDENT copied unchanged, in-TC sequence, "
+                        "callout to the VMM, a branch whose exit is 'chained' to its target's "
+                        "translation or still an 'exit', an 'indirect' table lookup), the "
+                        "translated code that stands for it, and why.  "
+                        "Example: virtlab translate nano.cli --limit 1 (the cli/sti loop)")
+    tr.add_argument("workload", nargs="?")
+    tr.add_argument("--backend", default="bt", help="a back end with a translation cache "
+                    "(default bt)")
+    tr.add_argument("--addr", type=_address,
+                    help="only the units whose guest range holds this address (hex or decimal)")
+    tr.add_argument("--limit", type=_positive, default=20, help="units to show (default 20)")
+    tr.add_argument("--scale", type=_positive)
+    tr.add_argument("--format", choices=("text", "json"), default="text")
+    _budget_args(tr)
+
     rep = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
     rep.add_argument("saved", help="a file written by 'virtlab bench --save'")
     rep.add_argument("--profile", default=None)
@@ -98,6 +117,16 @@ def _positive(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return v
+
+
+def _address(text):
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an address (hex 0x... or decimal), got '{text}'")
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"expected a 32-bit address, got '{text}'")
     return v
 
 
@@ -265,6 +294,84 @@ def cmd_audit(args, out):
     return 0 if result.ok else 1
 
 
+def cmd_translate(args, out):
+    from .harness import resolve, run_guest
+    if not args.workload:
+        raise UsageError("translate needs a WORKLOAD")
+    if args.backend not in backends.names():
+        raise UsageError(f"unknown back end '{args.backend}' (installed: {', '.join(backends.names())})")
+    cls = backends.load(args.backend)
+    if not callable(getattr(cls, "translation_listing", None)):
+        raise UsageError(f"back end '{args.backend}' runs no translated code: it has no "
+                         "translation cache to list")
+    kept = []
+
+    def configure(be):
+        be.profile = True                # set before boot: every unit gets its counter
+        kept.append(be)
+    guest = resolve(args.workload, None, args.scale, cls.image)
+    result = run_guest(guest, args.backend, timeout=args.timeout, max_exits=args.max_exits,
+                       configure=configure)
+    every = kept[0].translation_listing()
+    units = select_units(every, args.addr, args.limit)
+    rc = 0 if result.ok else 1
+    if args.format == "json":
+        json.dump({"workload": result.workload, "backend": result.backend, "scale": result.scale,
+                   "ok": result.ok, "reason": result.reason, "iterations": result.iterations,
+                   "addr": args.addr, "units_in_cache": len(every), "units": units}, out, indent=1)
+        out.write("\n")
+        return rc
+    which = f" holding {args.addr:#010x}" if args.addr is not None else ""
+    out.write(f"{result.workload} under {result.backend} (scale {result.scale}): "
+              f"{len(every)} units in the translation cache; {len(units)}{which} shown, "
+              f"most executed first\n")
+    if not units:
+        out.write(f"no unit{which}\n")
+    for u in units:
+        out.write("\n" + _unit_text(u))
+    if not result.ok:
+        out.write(f"\n(run failed: {result.reason})\n")
+    return rc
+
+
+def select_units(units, addr=None, limit=None):
+    """The units whose guest range holds `addr` (all for None), most
+    executed first (uncounted ones last), at most `limit` of them."""
+    chosen = [u for u in units if addr is None or u["guest"] <= addr < u["guest_end"]]
+    chosen.sort(key=lambda u: (u["executions"] is None, -(u["executions"] or 0),
+                               u["guest"], u["tc"]))
+    return chosen[:limit]
+
+
+def _unit_text(u):
+    ran = "not counted" if u["executions"] is None else \
+        f"ran {u['executions']} time" + ("" if u["executions"] == 1 else "s")
+    state = "dead" if u["dead"] else "transient" if u["transient"] else "live"
+    lines = [f"unit {u['guest']:#010x}..{u['guest_end']:#010x}  TC {u['tc']:#010x} "
+             f"({u['tc_end'] - u['tc']} bytes)  {ran}  {state}"]
+    if u["prologue"]:
+        lines.append(f"  {'':<10}  {'':<12} {'(execution counter)':<32} | "
+                     f"{len(u['prologue'])} instructions at {u['prologue'][0]['address']:#010x}")
+    for s in u["sites"]:
+        lines += _tc_rows(f"{s['guest']:#010x}", s["mark"], s["text"], s["code"], s["reason"])
+    if u["epilogue"]:                    # no branch at the end: an exit to what follows
+        start = u["epilogue"][0]["address"]
+        state = "/".join(e["state"] for e in u["exits"] if e["at"] >= start)
+        lines += _tc_rows("", state, f"(on to {u['guest_end']:#010x})", u["epilogue"],
+                          "the unit ends without a branch: an exit to the next instruction")
+    return "\n".join(lines) + "\n"
+
+
+def _tc_rows(guest, mark, text, code, reason):
+    """One row per TC instruction; the guest side and the reason on the first."""
+    rows = []
+    for i, c in enumerate(code or [{"address": 0, "text": "(no code)", "note": ""}]):
+        tc = f"{c['address']:#010x} {c['text']}" + (f"  ; {c['note']}" if c["note"] else "")
+        left = f"  {guest:<10}  {mark:<12} {text:<32}" if i == 0 else " " * 59
+        rows.append(f"{left} | {tc:<56} {reason if i == 0 else ''}".rstrip())
+    return rows
+
+
 def _check_writable(path):
     if path is None:
         return
@@ -364,7 +471,7 @@ def main(argv=None, out=None):
     try:
         args = _parser().parse_args(argv)
         commands = {"list": cmd_list, "run": cmd_run, "bench": cmd_bench, "trace": cmd_trace,
-                    "audit": cmd_audit,
+                    "audit": cmd_audit, "translate": cmd_translate,
                     "report": cmd_report, "sensitivity": cmd_sensitivity}
         return commands[args.command](args, out)
     except UsageError as exc:

@@ -59,13 +59,20 @@ def _scale(scale, default):
 
 
 def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=32,
-              on_machine=None):
+              on_machine=None, configure=None):
     """Run one guest under one back end on a fresh machine (`on_machine`, if
-    given, sees the machine before it runs: how `virtlab trace` attaches)."""
+    given, sees the machine before it runs: how `virtlab trace` attaches).
+    `configure`, if given, is called with the new back end before the machine
+    is built, so before the guest's first instruction: it may set options the
+    back end reads from then on, and keep the back end to look into it once
+    the run is over (how `virtlab translate` profiles and lists the
+    translation cache)."""
     try:
         be = backends.create(backend_name)
     except backends.UnknownBackend as exc:
         raise UsageError(exc.args[0]) from None
+    if configure is not None:
+        configure(be)
     image = guest.image_path.read_bytes()
     with Machine(be, ram_size=ram_mb * MiB, budget=Budget(timeout, max_exits)) as machine:
         try:
