@@ -38,14 +38,15 @@ _PLACEHOLDERS = {"imm": 0x5A5A5A01, "ret": 0x5A5A5A02}
 class Template:
     name: str
     code: bytes
-    slots: dict          # placeholder -> byte offset of its 32-bit value
+    slots: dict          # placeholder -> byte offsets of its 32-bit values
     faults: dict         # offset of an instruction that may fault -> parked registers
     callouts: tuple      # offsets just past each `int CALLOUT` (where the CPU stops)
 
     def emit(self, **values):
         out = bytearray(self.code)
         for name, value in values.items():
-            struct.pack_into("<I", out, self.slots[name], value & 0xFFFFFFFF)
+            for at in self.slots[name]:
+                struct.pack_into("<I", out, at, value & 0xFFFFFFFF)
         return bytes(out)
 
 
@@ -66,9 +67,10 @@ def _assemble(name, text, faults=()):
     code = bytes(encoding)
     slots = {}
     for key, value in _PLACEHOLDERS.items():
-        at = code.find(struct.pack("<I", value))
-        if at >= 0:
-            slots[key] = at
+        mark, at = struct.pack("<I", value), code.find(struct.pack("<I", value))
+        while at >= 0:                  # every use of it (profile: a load and a store)
+            slots.setdefault(key, []).append(at)
+            at = code.find(mark, at + 4)
     insns = list(Cs(CS_ARCH_X86, CS_MODE_32).disasm(code, 0))
     fault_at = {insns[i].address: tuple(regs) for i, regs in faults}
     callouts = tuple(i.address + i.size for i in insns
