@@ -36,5 +36,6 @@ def main(doc, benches, argv=None):
     if args.json:
         print(json.dumps(figures))
     else:
+        width = max(map(len, figures))
         for k, v in figures.items():
-            print(f"{k:<18} {v:>10}")
+            print(f"{k:<{width}} {v:>10}")

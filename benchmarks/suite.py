@@ -1,6 +1,6 @@
 """Host time of the whole workload suite under each back end, beside native.
 
-    python benchmarks/suite.py [--json] [--backends native,trap,hw,hw-npt] [--scale N]
+    python benchmarks/suite.py [--json] [--backends native,trap,hw,hw-npt,bt] [--scale N]
 
 Runs every catalog workload at its default scale (or --scale) under each back
 end and prints the total host seconds per back end and the ratio to native.
