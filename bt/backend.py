@@ -344,6 +344,22 @@ class Bt(RingCompressedVmm):
         else:
             self.count_exit("io")
 
+    def guest_view(self):
+        """The guest's view, telling the TC of the VMM's own writes through
+        it (a far call's push, an emulated store): translated code in the
+        frame written must go, as it does when the guest writes it."""
+        view = self.paging.guest_view()
+        view.on_write = self.on_guest_write
+        return view
+
+    def on_guest_write(self, pa, length):
+        frame = pa & x86.PAGE_MASK
+        if frame in self.cache.by_frame:
+            self.cache.written(frame)
+        last = (pa + length - 1) & x86.PAGE_MASK
+        if last != frame and last in self.cache.by_frame:
+            self.cache.written(last)
+
     # -- the machine's questions ---------------------------------------------------------
     def guest_address(self, linear):
         if L.TC <= linear < L.TC_END:

@@ -77,7 +77,7 @@ class TranslationCache:
         for frame in frames:
             users = self.by_frame.setdefault(frame, set())
             if not users:
-                self.paging.watch_writes(frame, self._written)
+                self.paging.watch_writes(frame, self.written)
             users.add(unit)
 
     def unit_at(self, tc):
@@ -121,7 +121,7 @@ class TranslationCache:
         self.machine.forget_code(tc, tc + len(data))
 
     # -- coherence -------------------------------------------------------------------
-    def _written(self, frame):
+    def written(self, frame):
         """The guest is about to write a frame holding translated code."""
         for unit in list(self.by_frame.pop(frame, ())):
             self.invalidate(unit)

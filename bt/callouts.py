@@ -220,7 +220,8 @@ class Callouts:
         if name != "hlt":                    # a halt is counted by the wait (bt.callout.hlt)
             self._count(name)
         nxt = (c.site.guest + c.site.size - st.seg_base_of("cs")) & 0xFFFFFFFF
-        if st.eip == nxt and st.cpl == 1 and name != "hlt":
+        unit = self.bt.cache.unit_at(c.resume)
+        if st.eip == nxt and st.cpl == 1 and name != "hlt" and not unit.dead:
             self._continue(c)
 
     def _rdtsc(self, c):

@@ -339,7 +339,11 @@ def test_exiting_loop_fails_on_the_exit_budget(tmp_path, backend, loop):
     """max_exits bounds VMM entries: port accesses under every back end, and
     intercepted instructions (a CR0 write exits under every VMM)."""
     path, _ = image_file(tmp_path, f"spin:\n{loop}\njmp spin\n", "spin" + str(len(loop)))
-    r = harness.run_guest(harness.resolve(image=str(path)), backend, timeout=1.0, max_exits=200)
+    # Where the loop exits, the exit budget must be what stops it however
+    # slow the host is today: the time budget is then far out of reach.
+    nothing_exits = "cr0" in loop and backend == "native"
+    r = harness.run_guest(harness.resolve(image=str(path)), backend,
+                          timeout=1.0 if nothing_exits else 120.0, max_exits=200)
     assert r.ok is False
     if "cr0" in loop and backend == "native":
         assert "host-time budget" in r.reason      # nothing exits natively

@@ -130,11 +130,15 @@ def _check(pde, pte, cr0, write, user, linear, err):
 class LinearView:
     """Guest-virtual memory as the CPU currently sees it (paging per CR0/CR3/CR4).
     With `log` set to a list, every paging entry and every byte range it reads is
-    recorded there as (physical address, expected value) pairs."""
+    recorded there as (physical address, expected value) pairs.  With
+    `on_write`, on_write(physical address, length) is told of every write the
+    VMM makes through the view, before it lands (a translator whose code it
+    may overwrite must hear of writes the CPU never makes)."""
 
-    def __init__(self, mem, cr0, cr3, cr4, log=None):
+    def __init__(self, mem, cr0, cr3, cr4, log=None, on_write=None):
         self.mem, self.cr0, self.cr3, self.cr4 = mem, cr0, cr3, cr4
         self.log = log
+        self.on_write = on_write
 
     def phys(self, linear, write=False, user=False):
         return walk(self.mem, self.cr0, self.cr3, self.cr4, linear, write, user, self.log)
@@ -159,6 +163,8 @@ class LinearView:
         while off < len(data):
             chunk = min(len(data) - off, x86.PAGE_SIZE - (linear & 0xFFF))
             pa = self.phys(linear, True, user)
+            if self.on_write is not None:
+                self.on_write(pa, chunk)
             self.mem.view[pa:pa + chunk] = data[off:off + chunk]
             linear = (linear + chunk) & 0xFFFFFFFF
             off += chunk

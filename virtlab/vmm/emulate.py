@@ -142,7 +142,8 @@ class Emulator:
             self.handlers.update(_SENSITIVE)
 
     def view(self):
-        return LinearView(self.be.machine.mem, *self.be.vcpu.paging_regs())
+        return LinearView(self.be.machine.mem, *self.be.vcpu.paging_regs(),
+                          on_write=getattr(self.be, "on_guest_write", None))
 
     def emulate(self, decoded):
         """Perform the instruction and advance EIP; returns its counter name."""

@@ -159,10 +159,10 @@ class ShadowMmu:
 
     def _fill(self, linear, gpa, rights, pde, write, large=None):
         frame = gpa & x86.PAGE_MASK
-        if write and self.traced(frame):
-            return TRACE, gpa
         if write and frame in self.watched and rights & x86.PTE_W:
             self.watched.pop(frame)(frame)         # before the write lands
+        if write and self.traced(frame):
+            return TRACE, gpa
         sh = self.current
         idx, pti = linear >> 22, (linear >> 12) & 0x3FF
         table = sh.tables.get(idx)
