@@ -86,8 +86,9 @@ def _build(names: tuple[str, ...]) -> Catalog:
     by: dict[str, list[str]] = {}
     like = {}
     for name in names:
-        if backends.load(name).priced_like:
-            like[name] = backends.load(name).priced_like
+        priced_like = getattr(backends.load(name), "priced_like", None)
+        if priced_like:
+            like[name] = priced_like
         for spec in backends.load(name).counters:
             _check(spec, name, specs.get(spec.name))
             specs[spec.name] = spec
