@@ -252,3 +252,17 @@ def test_empty_source(write):
     text = toml_for().replace('[events."exit.io"]\ncycles = 2000\nassumption = "test"',
                               '[events."exit.io"]\ncycles = 2000\nsource = ""')
     assert 'events."exit.io".source: must be a non-empty string' in err(write, text)
+
+
+def test_a_back_end_priced_like_another_takes_its_section():
+    """bt's exits are a software VMM's, as trap's are (Backend.priced_like):
+    the bundled profile's [backends.trap] figures price them, and a cost a
+    back end declares for its own counter still stands."""
+    from analysis.profile import load
+    p4 = load("p4-2006")
+    for event in ("exit.pf.hidden", "reflect.syscall", "exit.irq"):
+        assert p4.cost(event, "bt") == p4.cost(event, "trap") != p4.cost(event, "hw")
+    assert p4.cost("bt.callout", "bt").cycles == 1254
+    b = M.model({"exit.total": 1, "exit.pf.hidden": 1, "bt.callout": 2, "bt.callout.io": 1,
+                 "bt.callout.chain": 1}, 0, p4, "bt")
+    assert b.total == 2930 + 1704 + 1254
