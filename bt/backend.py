@@ -381,6 +381,13 @@ class Bt(RingCompressedVmm):
         _, site = self.cache.site_at(linear)
         return site is not None and site.tc == linear
 
+    def exit_cause(self, handler, args):
+        st = self.machine.state
+        if handler != "exception" or not st.is_software_int:
+            return None
+        c = self.cache.callouts.get((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
+        return None if c is None else f"callout {c.kind}"
+
     def fold_counters(self):
         c, v = self.machine.counters, self.vcpu
         for name in L.IN_TC_EVENTS:

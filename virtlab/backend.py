@@ -128,6 +128,12 @@ class Backend(ABC):
         (a translation)."""
         return True
 
+    def exit_cause(self, handler, args):
+        """How `virtlab trace` names an exit the back end made itself (a
+        callout from a translation cache), or None for the machine's own
+        name (the vector, the port)."""
+        return None
+
     def fold_counters(self):
         """Bring counts kept outside machine.counters (in guest-visible
         memory, counted by translated code) into it: called before the

@@ -44,9 +44,12 @@ class Tracer:
         if name == "intercept":
             return self._intercepted
         def traced(*args):
-            cause = _cause(name, args, self.machine.state)
+            own = self.machine.backend.exit_cause(name, args)
+            cause = own or _cause(name, args, self.machine.state)
+            # (A back end's own exit names its guest PC itself: guest_address.)
             before = self._begin(name != "exception" and name != "invalid_opcode",
-                                 name == "exception" and self.machine.state.is_software_int)
+                                 name == "exception" and self.machine.state.is_software_int
+                                 and own is None)
             result = handler(*args)
             self._end(before, cause)
             return result
