@@ -366,8 +366,9 @@ class Bt(RingCompressedVmm):
             unit, site = self.cache.site_at(linear)
             if site is not None:
                 return site.guest
-            if unit is not None:
-                return unit.guest
+            if unit is not None:               # an exit stub past the last instruction
+                return next((ex.target for ex in unit.exits
+                             if ex.at <= linear < ex.at + 5), unit.guest)
         return linear
 
     def code_view(self, linear, live=False):
