@@ -74,6 +74,7 @@ class Bt(RingCompressedVmm):
         self.guilty = set()
         self.translator = Translator(self.guilty)
         self.callouts = Callouts(self)
+        self._tc_chosen = False             # the VMM set EIP to a TC address this entry
         self.trace_faults = {}              # guest EIP -> traced page-table faults
         self.innocent = {}                  # guilty guest EIP -> callouts without a page table
         machine.intercepts.watch(_select_user_sensitive, self._user_sensitive, exit=True)
@@ -102,18 +103,26 @@ class Bt(RingCompressedVmm):
         """The end of every VMM entry: if the guest is to run kernel code, run
         its translation; and tell translated code whether an interrupt waits."""
         m, st = self.machine, self.machine.state
+        chosen, self._tc_chosen = self._tc_chosen, False
         if st.cpl == 1:
-            if st.seg_base_of("ds"):
+            if st.seg_base_of("ds") or st.seg_base_of("cs"):
                 # The TC's sequences address the vCPU page absolutely, through DS.
-                raise GuestStop(f"bt: the guest kernel runs with a data segment based at "
-                                f"{st.seg_base_of('ds'):#x}; bt needs flat kernel data "
-                                f"segments (base 0), at {m.where()}")
-            base = st.seg_base_of("cs")
-            pc = (base + st.eip) & 0xFFFFFFFF
-            if not L.TC <= pc < L.TC_END:
-                st.eip = (self.translation(pc) - base) & 0xFFFFFFFF
+                raise GuestStop(f"bt: the guest kernel runs with a code or data segment "
+                                f"not based at 0; bt needs flat kernel segments, at "
+                                f"{m.where()}")
+            pc = st.eip
+            # EIP is a TC address only if the VMM chose it this entry (run_tc):
+            # one the guest chose (an iret frame, a gate, a far jump) is a
+            # guest address like any other, and the guest may not run there.
+            if not (chosen and L.TC <= pc < L.TC_END):
+                st.eip = self.translation(pc)
         waiting = not self.vcpu.if_ and m.pending_irq() is not None
         self.vcpu.set_word(L.PEND, x86.IF if waiting else 0)
+
+    def run_tc(self, tc):
+        """Resume in the TC at `tc` (a continuation the VMM knows is valid)."""
+        self.machine.state.eip = tc
+        self._tc_chosen = True
 
     def translation(self, guest):
         """The TC address of a translation of the guest instruction at
@@ -218,7 +227,13 @@ class Bt(RingCompressedVmm):
         st = self.machine.state
         pc = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
         if L.TC <= pc < L.TC_END:
-            raise GuestStop(f"bt: invalid opcode inside the translation cache at {pc:#010x}")
+            # An opcode capstone decodes but the CPU refuses (ud0, ud1, ...),
+            # copied as IDENT: the guest's #UD, at its own instruction.
+            unit, site = self.cache.site_at(pc)
+            regs = site.faults.get(pc) if site is not None else None
+            if regs is None:
+                raise GuestStop(f"bt: invalid opcode inside the translation cache at {pc:#010x}")
+            self.precise(site, pc, regs)
         handled = super().invalid_opcode()
         if handled:
             self._resume()
@@ -228,6 +243,9 @@ class Bt(RingCompressedVmm):
     def _tc_fault(self, vector, pc):
         unit, site = self.cache.site_at(pc)
         regs = site.faults.get(pc) if site is not None else None
+        if regs is None and vector == x86.DB:
+            raise GuestStop(f"bt: single-stepping the guest kernel (EFLAGS.TF) is not "
+                            f"supported, at {self.machine.where()}")
         if regs is None:
             raise GuestStop(f"bt: exception {vector} at {pc:#010x} in the translation cache, "
                             f"where no guest instruction can fault")
@@ -266,16 +284,16 @@ class Bt(RingCompressedVmm):
                 # whatever the guest's code now is.
                 if pc != site.tc:
                     self.machine.emulated(-1)
-                st.eip = self.unit(site.guest, transient=True, limit=1).tc - st.seg_base_of("cs")
+                self.run_tc(self.unit(site.guest, transient=True, limit=1).tc)
                 return
-            st.eip = tc_eip                  # a hidden fill: retry as it was
+            self.run_tc(tc_eip)              # a hidden fill: retry as it was
             for reg, value in saved:
                 st.set_reg(reg, value)
             return
         # The shadow MMU performed a store to a traced page table.
         self._note_trace(site.guest)
         if site.kind == IDENT and not unit.dead:
-            st.eip = (site.tc_end - st.seg_base_of("cs")) & 0xFFFFFFFF
+            self.run_tc(site.tc_end)
 
     # -- adaptive translation -----------------------------------------------------------
     def _note_trace(self, guest):

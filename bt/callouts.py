@@ -21,7 +21,8 @@ from virtlab.delivery import DeliveryFault, Event
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
 from virtlab.vmm import gates
-from virtlab.vmm.emulate import NotPrivileged, Unsupported, effective_address, emulate_store
+from virtlab.vmm.emulate import (NotPrivileged, Unsupported, effective_address, emulate_store,
+                                 reg_write)
 
 from . import layout as L
 
@@ -33,7 +34,8 @@ class Callouts:
         self.handlers = {"chain": self._chain, "miss": self._miss, "irq": self._irq,
                          "emulate": self._emulate, "iret": self._return, "retf": self._return,
                          "int": self._int, "far": self._far, "rdtsc": self._rdtsc,
-                         "ptwrite": self._ptwrite, "ud": self._ud, "sysenter": self._sysenter}
+                         "ptwrite": self._ptwrite, "ud": self._ud, "sysenter": self._sysenter,
+                         "flags16": self._flags16, "pop_ss": self._pop_ss, "lss": self._lss}
 
     def run(self, pc):
         c = self.bt.cache.callouts.get(pc)
@@ -51,8 +53,7 @@ class Callouts:
 
     def _continue(self, c):
         """Go on in the TC just past the callout."""
-        st = self.m.state
-        st.eip = (c.resume - st.seg_base_of("cs")) & 0xFFFFFFFF
+        self.bt.run_tc(c.resume)
 
     def _decoded(self, site):
         d = self.m.decoder.at(self.bt.guest_view(), site.guest)
@@ -78,7 +79,7 @@ class Callouts:
         if source is not None and not source.dead and not source.transient \
                 and not unit.transient and not unit.dead:
             bt.cache.chain(ex, unit)
-        self.m.state.eip = (tc - self.m.state.seg_base_of("cs")) & 0xFFFFFFFF
+        self.bt.run_tc(tc)
 
     def _miss(self, c):
         """An indirect branch whose target was not in the table."""
@@ -224,6 +225,62 @@ class Callouts:
         if st.eip == nxt and st.cpl == 1 and name != "hlt" and not unit.dead:
             self._continue(c)
 
+    def _flags16(self, c):
+        """pushfw and popfw: 16-bit, so the in-TC sequences (32-bit) do not
+        apply; the VMM does them on the virtual IF and IOPL."""
+        bt, st = self.bt, self.m.state
+        self._at_guest(c.site.guest)
+        view, esp = bt.guest_view(), st.reg("esp")
+        ss = st.seg_base_of("ss")
+        try:
+            if self._decoded(c.site).insn.bytes[-1] == 0x9C:
+                word = st.eflags() & ~(x86.IF | x86.IOPL_MASK) & 0xFFFF
+                word |= (x86.IF if bt.vcpu.if_ else 0) | bt.vcpu.iopl << x86.IOPL_SHIFT
+                view.write((ss + esp - 2) & 0xFFFFFFFF, word.to_bytes(2, "little"))
+                st.set_reg("esp", esp - 2)
+            else:
+                word = int.from_bytes(view.read((ss + esp) & 0xFFFFFFFF, 2), "little")
+                bt.vcpu.if_ = bool(word & x86.IF)
+                bt.vcpu.iopl = (word & x86.IOPL_MASK) >> x86.IOPL_SHIFT
+                keep = st.eflags() & 0xFFFF0000
+                st.set_eflags(keep | (word & ~(x86.IF | x86.IOPL_MASK)) | x86.IF)
+                st.set_reg("esp", esp + 2)
+        except GuestMemoryFault as fault:
+            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+        self._count("flags16")
+        self._continue(c)
+
+    def _pop_ss(self, c):
+        """pop ss: the kernel's selector has RPL 0, which the CPU refuses at
+        ring 1; the VMM loads SS as ring compression does (as for mov ss)."""
+        bt, st = self.bt, self.m.state
+        self._at_guest(c.site.guest)
+        try:
+            selector = bt.guest_view().u32((st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF)
+        except GuestMemoryFault as fault:
+            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+        bt.load_ss(selector & 0xFFFF)
+        st.set_reg("esp", st.reg("esp") + 4)
+        self._count("pop_ss")
+        self._continue(c)
+
+    def _lss(self, c):
+        """lss r32, m16:32: SS as for pop ss, the offset into the register."""
+        bt, st = self.bt, self.m.state
+        self._at_guest(c.site.guest)
+        insn = self._decoded(c.site).insn
+        reg, mem = insn.operands
+        try:
+            ea = effective_address(insn, mem, st)
+            view = bt.guest_view()
+            offset, selector = view.u32(ea), int.from_bytes(view.read(ea + 4, 2), "little")
+        except GuestMemoryFault as fault:
+            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+        bt.load_ss(selector)
+        reg_write(st, insn.reg_name(reg.reg), offset)
+        self._count("lss")
+        self._continue(c)
+
     def _rdtsc(self, c):
         st = self.m.state
         self._count("rdtsc")
@@ -261,8 +318,7 @@ class Callouts:
                     return self._continue(c)
         bt.innocent_store(c.site.guest)
         m.emulated(-1)                   # counted at the callout, counted again where it runs
-        st.eip = (bt.unit(c.site.guest, transient=True, limit=1).tc - st.seg_base_of("cs")) \
-            & 0xFFFFFFFF
+        bt.run_tc(bt.unit(c.site.guest, transient=True, limit=1).tc)
 
     def _store_target(self, decoded):
         """The guest-physical address a store writes, if the guest's tables

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 
 from virtlab.decode import opcode_of
-from virtlab.memory import GuestMemoryFault
 
 from . import templates as T
 
@@ -130,6 +129,12 @@ def classify(insn, guilty=False):
         return CALLOUT, _REASONS.get(op, "performed by the VMM"), _TRANSFER_CALLOUTS[op]
     if b0 in (0xFA, 0xFB) or (b0 in (0x9C, 0x9D) and wide):
         return IN_TC, "on the virtual IF in the vCPU page, no exit", None
+    if b0 in (0x9C, 0x9D):
+        return CALLOUT, "16-bit pushf/popf: the VMM gives the virtual IF", "flags16"
+    if op == b"\x17":
+        return CALLOUT, "pop ss: the kernel's RPL-0 selector, loaded by the VMM", "pop_ss"
+    if op == b"\x0f\xb2":
+        return CALLOUT, "lss: the kernel's RPL-0 selector, loaded by the VMM", "lss"
     sreg = (modrm >> 3) & 7 if modrm is not None else None
     if b0 == 0x8C and sreg in (1, 2) and modrm >> 6 == 3 and modrm & 7 != 4:
         return IN_TC, "mov from cs/ss: the real RPL (1) taken off in the TC", None
@@ -180,10 +185,9 @@ class Translator:
             if _ends_unit(insn):
                 break
         if not insns:
-            try:
-                code = read(geip, 15)
-            except GuestMemoryFault:
-                code = b""
+            # Nothing decodes within the page: the first instruction may run on
+            # into the next, whose fetch fault (if it has one) is the guest's.
+            code = read(geip, 15) if page_left < 15 else code
             first = next(_CS.disasm_lite(code, geip, 1), None)
             if first is not None:
                 insns = [Insn(*first, code[:first[1]])]
@@ -276,8 +280,9 @@ def _ends_unit(insn):
     kind, _, callout = insn.cls
     if kind in (BRANCH, INDIRECT):
         return True
-    return kind == CALLOUT and callout not in ("emulate", "rdtsc", "ptwrite") \
-        or insn.op == b"\xf4"
+    return kind == CALLOUT and callout not in ("emulate", "rdtsc", "ptwrite", "flags16",
+                                               "pop_ss", "lss") \
+        or insn.op in (b"\xf4", b"\x0f\x35")
 
 
 def _branch_target(insn):

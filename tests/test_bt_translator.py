@@ -19,7 +19,7 @@ from capstone.x86_const import X86_OP_MEM
 from keystone import Ks, KS_ARCH_X86, KS_MODE_32
 
 from bt import layout as L, templates as T
-from bt.translate import (BRANCH, CALLOUT, IDENT, IN_TC, INDIRECT, MAX_INSNS, Translator,
+from bt.translate import (Insn, BRANCH, CALLOUT, IDENT, IN_TC, INDIRECT, MAX_INSNS, Translator,
                           classify)
 from virtlab.memmap import VMM_BASE_LINEAR
 from virtlab.memory import GuestMemoryFault
@@ -341,7 +341,9 @@ def test_a_guilty_store_becomes_a_ptwrite_callout():
     first, second = unit.sites[:2]
     assert first.kind == CALLOUT and callout_kinds(unit, first) == ["ptwrite"]
     assert second.kind == IDENT, "only the guilty EIP is retranslated"
-    assert classify(dis(code)[0]) == (IDENT, "innocuous: copied unchanged", None)
+    i = dis(code)[0]
+    assert classify(Insn(i.address, i.size, i.mnemonic, i.op_str, bytes(i.bytes))) == \
+        (IDENT, "innocuous: copied unchanged", None)
 
 
 def test_undecodable_bytes_are_a_ud_callout_at_their_address():
@@ -584,8 +586,9 @@ def test_template_placeholders_are_all_patched(name):
     an address the translated code really reads or writes)."""
     t = T.get(name)
     out = t.emit(**{slot: 0x0BADF00D for slot in t.slots})
-    for slot, at in t.slots.items():
-        assert struct.unpack_from("<I", out, at)[0] == 0x0BADF00D
+    for slot, offsets in t.slots.items():
+        for at in offsets:
+            assert struct.unpack_from("<I", out, at)[0] == 0x0BADF00D
     assert len(out) == len(t.code) and dis(out)[-1].address == dis(t.code)[-1].address
     for slot, value in T._PLACEHOLDERS.items():
         assert struct.pack("<I", value) not in out, \
