@@ -38,6 +38,11 @@ def _profile_section(profile):
     for backend, table in sorted(profile.backends.items()):
         for name, cost in sorted(table.items()):
             lines.append(f"| `{name}` ({backend}) | {cost.cycles:g} | {_why(cost)} |")
+    for backend, like in sorted((counters.catalog().priced_like or {}).items()):
+        if backend not in profile.backends:
+            lines += ["", f"`{backend}` has no section of its own: its shared counters take "
+                      f"the `{like}` costs above (the back end declares it is priced like "
+                      f"`{like}`)."]
     if profile.declared:
         # Kept apart from the profile's own table: these come from the back ends.
         lines += ["", "Default costs declared by installed back ends (the profile "
