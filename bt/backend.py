@@ -23,7 +23,7 @@ from virtlab.counters import EXITS, REFLECTION, SHADOW
 from virtlab.delivery import Event
 from virtlab.errors import GuestStop
 from virtlab.intercept import EMULATED
-from virtlab.guest_events import EventNames, vector_name
+from virtlab.guest_events import EventNames
 from virtlab.memory import GuestMemoryFault, LinearView
 from virtlab.vmm import rings
 from virtlab.vmm.compressed import RingCompressedVmm
@@ -167,23 +167,14 @@ class Bt(RingCompressedVmm):
         callout, delivered through the guest IDT and counted as the callout's
         kind (reflect.*).  `in_entry`: found while translating, within a VMM
         entry already counted under another kind (bt.fetch_fault)."""
-        c = self.machine.counters
-        c["reflect.total"] += 1
         if in_entry:
-            c["bt.fetch_fault"] += 1
-        if event.software:
-            c["reflect.syscall"] += 1
-        elif event.vector == x86.PF:
-            c["reflect.pf"] += 1
-        else:
-            c["reflect.exception"] += 1
-            c["reflect.exception." + vector_name(event.vector)] += 1
+            self.machine.counters["bt.fetch_fault"] += 1
+        self.count_reflection(event, exit=False)
         self.events.deliver(event)
 
     def invalid_opcode_event(self):
         """#UD at the guest instruction, if the guest's IDT can take it."""
-        _, limit = self.vcpu.idtr
-        if x86.UD * 8 + 7 > limit:
+        if not self.idt_has(x86.UD):
             return False
         self.deliver_fault(Event(x86.UD))
         return True
@@ -201,22 +192,8 @@ class Bt(RingCompressedVmm):
             raise GuestStop(f"bt: guest kernel code ran outside the translation cache at "
                             f"{self.machine.where()}")
         else:
-            self._user_exit(vector)
+            self.guest_exception(vector)     # from user code, which runs directly
         self._resume()
-
-    def _user_exit(self, vector):
-        """An exit from guest user code, which runs directly: as under trap."""
-        st = self.machine.state
-        if st.is_software_int:
-            return self._reflect_software(vector)
-        if vector == x86.PF:
-            event = self.shadow_page_fault()
-            if event is not None:
-                self._reflect(event)
-            return
-        if vector == x86.GP and self._call_gate():
-            return
-        self._reflect(self.events.exception_event(vector))
 
     def sysenter(self):
         done = super().sysenter()

@@ -46,22 +46,7 @@ class Trap(RingCompressedVmm):
 
     # -- exits ----------------------------------------------------------------
     def exception(self, vector):
-        st = self.machine.state
-        # An exit is counted once its kind is known: if a pending interrupt is
-        # taken first, the exit is the interrupt's (exit.irq), and the
-        # instruction exits again when it is retried.
-        if st.is_software_int:
-            return self._reflect_software(vector)
-        if vector == x86.PF:
-            event = self.shadow_page_fault()
-            if event is not None:
-                self._reflect(event)
-            return
-        if vector == x86.GP and self._call_gate():
-            return
-        if vector == x86.GP and st.cpl == 1 and self._privileged():
-            return
-        self._reflect(self.events.exception_event(vector))
+        self.guest_exception(vector, privileged=self._privileged)
 
     def _privileged(self):
         """Emulate the instruction that raised #GP in the guest kernel; False if

@@ -127,23 +127,61 @@ class RingCompressedVmm(Vmm):
         c["reflect.total"] += 1
         c["reflect.syscall"] += 1
 
+    def guest_exception(self, vector, privileged=None):
+        """An exception or `int n` the CPU raised while the guest ran: a system
+        call or exception to reflect, a page fault for the shadow MMU, a far
+        transfer through a call gate, or (`privileged`, tried for a #GP at
+        ring 1) an instruction the VMM emulates."""
+        st = self.machine.state
+        # An exit is counted once its kind is known: if a pending interrupt is
+        # taken first, the exit is the interrupt's (exit.irq), and the
+        # instruction exits again when it is retried.
+        if st.is_software_int:
+            return self._reflect_software(vector)
+        if vector == x86.PF:
+            event = self.shadow_page_fault()
+            if event is not None:
+                self._reflect(event)
+            return
+        if vector == x86.GP and self._call_gate():
+            return
+        if vector == x86.GP and privileged is not None and st.cpl == 1 and privileged():
+            return
+        self._reflect(self.events.exception_event(vector))
+
     def _reflect(self, event):
         if self.view.virtual_if() and self.events.interrupt_first(False, self):
             return
-        c = self.machine.counters
-        c["reflect.total"] += 1
-        if event.vector == x86.PF:
-            self.count_exit("pf.true")
-            c["reflect.pf"] += 1
-        else:
-            c["exit.total"] += 1
-            c["reflect.exception"] += 1
-            c["reflect.exception." + vector_name(event.vector)] += 1
+        self.count_reflection(event, exit=True)
         self.events.deliver(event)
 
+    def count_reflection(self, event, exit):
+        """One event delivered into the guest kernel.  `exit`: the VMM entry
+        that delivers it is a CPU exit, counted with it (exit.total, and
+        exit.pf.true for a page fault); otherwise the entry is counted
+        elsewhere (a translator's callout)."""
+        c = self.machine.counters
+        c["reflect.total"] += 1
+        if exit:
+            c["exit.total"] += 1
+        if event.software:
+            c["reflect.syscall"] += 1
+        elif event.vector == x86.PF:
+            if exit:
+                c["exit.pf.true"] += 1
+            c["reflect.pf"] += 1
+        else:
+            c["reflect.exception"] += 1
+            c["reflect.exception." + vector_name(event.vector)] += 1
+
+    def idt_has(self, vector):
+        """Whether the guest's IDT reaches `vector` (else its #UD, say, has
+        nowhere to go and the run ends)."""
+        _, limit = self.vcpu.idtr
+        return vector * 8 + 7 <= limit
+
     def invalid_opcode(self):
-        base, limit = self.vcpu.idtr
-        if x86.UD * 8 + 7 > limit:
+        if not self.idt_has(x86.UD):
             return False
         self._reflect(Event(x86.UD))
         return True
