@@ -16,6 +16,8 @@ import functools
 import struct
 
 import pytest
+
+from fakes import FakeState
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 
 from virtlab import asmguest as A, x86
@@ -415,29 +417,6 @@ def test_sensitive_instructions_show_the_real_cpu_under_trap():
 # -- unit: emulate_store ------------------------------------------------------------
 _CS = Cs(CS_ARCH_X86, CS_MODE_32)
 _CS.detail = True
-
-
-class FakeState:
-    def __init__(self, eip=0x100000, eflags=0x2, **regs):
-        self.regs = {r: 0 for r in ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")}
-        self.regs.update(regs)
-        self.eip = eip
-        self.flags = eflags
-
-    def reg(self, name):
-        return self.regs[name]
-
-    def set_reg(self, name, value):
-        self.regs[name] = value & 0xFFFFFFFF
-
-    def eflags(self):
-        return self.flags
-
-    def set_eflags(self, value):
-        self.flags = value
-
-    def seg_base_of(self, name):
-        return 0
 
 
 class FakeMem:

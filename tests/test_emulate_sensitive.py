@@ -19,6 +19,8 @@ from virtlab import x86
 from virtlab.decode import Decoded
 from virtlab.memory import GuestMemoryFault, PhysMem
 from virtlab.vmm.emulate import Emulator, NotPrivileged
+
+import fakes
 from virtlab.vmm.vcpu import VirtualCpu
 
 _CS = Cs(CS_ARCH_X86, CS_MODE_32)
@@ -48,34 +50,9 @@ def decoded(code):
 KERNEL_SEGS = {"cs": 0x09, "ss": 0x11, "ds": 0x10, "es": 0x11, "fs": 0x23, "gs": 0x00}
 
 
-class FakeState:
-    def __init__(self, cpl=1, eflags=0x2, segs=None, bases=None, **regs):
-        self.regs = {r: 0 for r in ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")}
-        self.regs.update(regs)
-        self.segs = dict(KERNEL_SEGS, **(segs or {}))
-        self.bases = dict.fromkeys(self.segs, 0)
-        self.bases.update(bases or {})
-        self.eip = EIP
-        self.cpl = cpl
-        self.flags = eflags
-
-    def reg(self, name):
-        return self.regs[name]
-
-    def set_reg(self, name, value):
-        self.regs[name] = value & 0xFFFFFFFF
-
-    def eflags(self):
-        return self.flags
-
-    def set_eflags(self, value):
-        self.flags = value
-
-    def seg_selector(self, name):
-        return self.segs[name]
-
-    def seg_base_of(self, name):
-        return self.bases[name]
+def FakeState(cpl=1, segs=None, **kw):
+    """A state area at the guest kernel's ring (real ring 1) with its segments."""
+    return fakes.FakeState(eip=EIP, cpl=cpl, segs=dict(KERNEL_SEGS, **(segs or {})), **kw)
 
 
 class ControlOnly:
