@@ -19,9 +19,9 @@ from virtlab import x86
 from virtlab.decode import Decoded
 from virtlab.memory import GuestMemoryFault, PhysMem
 from virtlab.vmm.emulate import Emulator, NotPrivileged
+from virtlab.vmm.vcpu import VirtualCpu
 
 import fakes
-from virtlab.vmm.vcpu import VirtualCpu
 
 _CS = Cs(CS_ARCH_X86, CS_MODE_32)
 _CS.detail = True
