@@ -154,7 +154,8 @@ def build(g):
 
     entry = _entry(g)
     if BASE + len(entry) > HANDLERS:
-        raise ValueError(f"guest body of {len(entry)} bytes runs into the handlers at {HANDLERS:#x}")
+        raise ValueError(f"guest body of {len(entry)} bytes runs into the handlers "
+                         f"at {HANDLERS:#x}")
     put(BASE, entry)
     for vec, text in g.handlers.items():
         code = _asm(text, HANDLERS + vec * 0x100)
