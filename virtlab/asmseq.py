@@ -1023,7 +1023,10 @@ class _Gen:
             msr = r.choice((0x174, 0x175, 0x176))
             out += [f"mov ecx, {msr:#x}", "rdmsr"]
             if r.random() < 0.5:
-                out += [f"mov eax, {self.imm():#x}", "xor edx, edx", "wrmsr",
+                # SYSENTER_CS holds a selector: what its upper bits keep is
+                # the model's own (the CPU model keeps none of them)
+                value = self.imm() & (0xFFFF if msr == 0x174 else 0xFFFFFFFF)
+                out += [f"mov eax, {value:#x}", "xor edx, edx", "wrmsr",
                         "xor eax, eax", "rdmsr"]
 
     def i_descriptor(self, ctx, out):
