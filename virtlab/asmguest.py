@@ -11,6 +11,8 @@ a few lines of assembly what it wants the CPU to do:
     0x140000  GDT   0x141000  IDT   0x142000  TSS
     0x143000  page directory, 0x144000.. page tables (identity map of the first
               8 MiB, 4 KiB pages, user and writable unless listed otherwise)
+    beyond    `data`: bytes the guest finds in memory at boot (the image grows
+              to hold them)
 
 Selectors: 0x08/0x10 ring-0 code/data, 0x19/0x21 ring-1 code/data,
 0x2B/0x33 ring-3 code/data, 0x38 the TSS.  Stacks: ring 0 tops at 0x90000,
@@ -41,6 +43,7 @@ class AsmGuest:
     paging: bool = False
     unmapped: tuple = ()                       # linear pages left not-present
     readonly: tuple = ()                       # linear pages mapped read-only
+    data: dict = field(default_factory=dict)   # address -> bytes, outside the sections above
 
 
 def iret_to(ring, eip, esp, eflags=0x202):
@@ -141,14 +144,19 @@ def _paging(g):
 
 def build(g):
     """The raw image for `g`, ready for --image or Machine.boot."""
-    img = bytearray(IMAGE_END - BASE)
+    end = max([IMAGE_END] + [addr + len(b) for addr, b in g.data.items()])
+    img = bytearray(end - BASE)
 
     def put(addr, data):
         if addr - BASE + len(data) > len(img):
             raise ValueError(f"guest section at {addr:#x} is too large")
         img[addr - BASE:addr - BASE + len(data)] = data
 
-    put(BASE, _entry(g))
+    entry = _entry(g)
+    if BASE + len(entry) > HANDLERS:
+        raise ValueError(f"guest body of {len(entry)} bytes runs into the handlers "
+                         f"at {HANDLERS:#x}")
+    put(BASE, entry)
     for vec, text in g.handlers.items():
         code = _asm(text, HANDLERS + vec * 0x100)
         if len(code) > 0x100:
@@ -165,6 +173,10 @@ def build(g):
     put(IDT + 0xF00, struct.pack("<HI", 256 * 8 - 1, IDT))
     put(TSS, _tss())
     put(PGDIR, _paging(g))
+    for addr, data in g.data.items():
+        if addr < IMAGE_END:
+            raise ValueError(f"guest data at {addr:#x} overlaps the sections below {IMAGE_END:#x}")
+        put(addr, data)
     return bytes(img)
 
 

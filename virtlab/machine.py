@@ -165,6 +165,7 @@ class Machine:
         self._hooks = []
         self._hook_error = None
         self._restart = []
+        self._restart_cr2 = 0
         self._started = False
         self._flush_on_entry = False
         self.intercepts = Intercepts(self)
@@ -373,7 +374,11 @@ class Machine:
 
     def request_restart(self, begin, end):
         """Stop the CPU, drop the translations of [begin, end) and go on from
-        the same EIP: how a hook added at translation time takes effect."""
+        the same EIP: how a hook added at translation time takes effect.
+        Stopping the CPU while it translates changes CR2 (docs/unicorn.md,
+        item 17), so run() puts back the value it had here."""
+        if not self._restart:
+            self._restart_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
         self._restart.append((begin, end))
         self.uc.emu_stop()
 
@@ -604,6 +609,7 @@ class Machine:
                 for begin, end in self._restart:
                     self.drop_translations(begin, end)
                 self._restart.clear()
+                uc.reg_write(X.UC_X86_REG_CR2, self._restart_cr2)
                 continue
             if time.perf_counter() >= deadline:
                 self._fail_budget()

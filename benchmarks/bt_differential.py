@@ -1,0 +1,129 @@
+"""Differential testing of bt at scale: generated guest-kernel sequences run
+natively and under bt (and any other back ends named), counted where they end
+differently.
+
+    python benchmarks/bt_differential.py [--sequences N] [--json] [--jobs J]
+    python benchmarks/bt_differential.py --seed S --index I [--shrink]
+    python benchmarks/bt_differential.py --without pushf16,popf16 ...
+
+The sequences are virtlab/asmseq.py's, --per-image to a guest image (seeds
+--first-seed, --first-seed + 1, ...; odd seeds with paging on), the same as
+tests/test_bt_differential.py runs for its first seeds.  --json prints one
+summary line: sequences run, mismatches (sequences whose end state differs
+from native under some back end), images whose run, console or GDT differ,
+and seconds of host time.  --show N prints the first N mismatches in full.
+
+--seed and --index reproduce one sequence alone (in its own image, at its
+own block); --shrink then drops its items while it still differs, to a
+minimal sequence.  --without leaves out features known to differ
+(asmseq.FEATURES), to look for other differences past them.
+"""
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from virtlab import asmseq as S                        # noqa: E402
+
+
+def check_image(seed, per_image, backends, without, show):
+    """Run one image under native and `backends`; what differed."""
+    seqs = S.batch(seed, per_image, without=without)
+    img = S.image(seqs)
+    ref = S.run("native", seqs, img)
+    bad, problems, reports = set(), [], []
+    for name in backends:
+        other = S.run(name, seqs, img)
+        problems += [f"seed {seed} {name}: {p}" for p in S.image_differences(ref, other)]
+        for m in S.compare(seqs, ref, other):
+            bad.add(m.sequence.index)
+            if len(reports) < show:
+                reports.append(m.report())
+    return {"seed": seed, "sequences": len(seqs), "mismatches": sorted(bad),
+            "problems": problems, "reports": reports, "native_ok": ref.ok}
+
+
+def one(args, backends, without):
+    """Reproduce (and with --shrink, minimise) one sequence."""
+    seq = S.generate(args.seed, args.index, bool(args.seed & 1), without)
+
+    def differs(s):
+        ref = S.run("native", [s])
+        return any(S.compare([s], ref, S.run(name, [s])) for name in backends)
+
+    if args.shrink and differs(seq):
+        seq = S.shrink(seq, differs)
+    ref = S.run("native", [seq])
+    print(seq.source())
+    print("native:\n  " + S.dump_text(ref.results[0]))
+    for name in backends:
+        other = S.run(name, [seq])
+        mismatch = S.compare([seq], ref, other)
+        print(f"{name}:\n  " + S.dump_text(other.results[0]))
+        for line in (S.differences(ref.results[0], other.results[0]) if mismatch else
+                     ["(the same as native)"]):
+            print("  " + line)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sequences", type=int, default=10_000)
+    p.add_argument("--per-image", type=int, default=100)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--backends", default="bt", help="compared with native (comma-separated)")
+    p.add_argument("--without", default="", help="features to leave out: "
+                   + ", ".join(sorted(S.FEATURES)))
+    p.add_argument("--jobs", type=int, default=1, help="images run in parallel processes")
+    p.add_argument("--show", type=int, default=0, help="mismatches to print in full")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--index", type=int)
+    p.add_argument("--shrink", action="store_true")
+    args = p.parse_args(argv)
+    backends = [b for b in args.backends.split(",") if b]
+    without = [w for w in args.without.split(",") if w]
+    if args.seed is not None or args.index is not None:
+        if args.seed is None or args.index is None:
+            p.error("--seed and --index go together")
+        return one(args, backends, without)
+    images = -(-args.sequences // args.per_image)
+    seeds = range(args.first_seed, args.first_seed + images)
+    jobs = [(seed, args.per_image, backends, without, args.show) for seed in seeds]
+    t0 = time.perf_counter()
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            done = list(pool.map(check_image, *zip(*jobs)))
+    else:
+        done = [check_image(*job) for job in jobs]
+    seconds = time.perf_counter() - t0
+    summary = {"sequences": sum(d["sequences"] for d in done),
+               "images": len(done),
+               "backends": backends,
+               "without": without,
+               "mismatches": sum(len(d["mismatches"]) for d in done),
+               "images_differing": sum(bool(d["problems"]) for d in done),
+               "native_failed": sum(not d["native_ok"] for d in done),
+               "seconds": round(seconds, 2)}
+    for d in done:
+        for r in d["reports"][:max(0, args.show)]:
+            print(r)
+        args.show -= len(d["reports"])
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for d in done:
+            if d["mismatches"] or d["problems"]:
+                print(f"seed {d['seed']}: sequences {d['mismatches']}")
+                for line in d["problems"]:
+                    print("  " + line)
+        for k, v in summary.items():
+            print(f"{k:<18} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
