@@ -87,12 +87,12 @@ class Bt(RingCompressedVmm):
         self._resume()
         st.load()
 
-    def _load_segment(self, name, selector):
+    def _load_segment(self, name, selector, accessed=True):
         """As ring compression loads it; but a data segment register keeps
         the guest's own selector, RPL included (the CPU allows RPL 0 in DS at
         ring 1 when the descriptor's DPL is 1), so that translated code may
         read it back unchanged: only CS and SS must show the real ring."""
-        super()._load_segment(name, selector)
+        super()._load_segment(name, selector, accessed)
         if name in ("ds", "es", "fs", "gs"):
             st = self.machine.state
             d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
@@ -218,6 +218,8 @@ class Bt(RingCompressedVmm):
 
     # -- faults inside translated code ------------------------------------------------
     def _tc_fault(self, vector, pc):
+        if vector == x86.NP and self.first_load():
+            return self.run_tc(pc)               # the load again, now present
         unit, site = self.cache.site_at(pc)
         regs = site.faults.get(pc) if site is not None else None
         if regs is None and vector == x86.DB:

@@ -133,6 +133,11 @@ class Callouts:
         bt, st = self.bt, self.m.state
         self._at_guest(c.site.guest)
         far_iret = c.kind == "iret"
+        if far_iret and st.eflags() & x86.NT:
+            try:
+                return bt.deliver_fault(gates.task_return(bt.guest_view(), bt.vcpu.tr[1]))
+            except Unsupported as exc:
+                raise GuestStop(f"bt: {exc} at {self.m.where()}: not supported") from None
         at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
         try:
             cs = bt.guest_view().u32(at + 4) & 0xFFFF

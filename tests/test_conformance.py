@@ -170,7 +170,7 @@ def test_an_exit_that_injects_an_interrupt_is_the_interrupts(backend):
     elif "exit.total" in c:
         assert c["exit.irq"] == ticks
         assert c["exit.total"] == c.get("reflect.syscall", 0) + ticks + c["exit.io"] \
-            + c.get("exit.priv", 0) + c.get("exit.pf.hidden", 0)
+            + c.get("exit.priv", 0) + c.get("exit.pf.hidden", 0) + c.get("exit.np.hidden", 0)
 
 
 def test_exact_counts():

@@ -29,9 +29,9 @@ from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
-from virtlab.intercept import EMULATED
+from virtlab.intercept import EMULATED, RAISED
 from virtlab.vmm.emulate import NotPrivileged, Unsupported
-from virtlab.vmm.gates import far_target, is_far_transfer
+from virtlab.vmm.gates import far_target, is_far_transfer, task_return
 from virtlab.vmm.monitor import Vmm
 from virtlab.vmm.paging import NestedPaging
 
@@ -177,6 +177,8 @@ class Hw(Vmm):
         m = self.machine
         if kind == "iret" and not m.state.eflags() & x86.NT:
             return None              # an ordinary iret: no task switch, no exit
+        if kind == "iret":
+            return self._task_return()
         if kind == "far_transfer":
             self._far_transfer(decoded)
             return None
@@ -202,6 +204,19 @@ class Hw(Vmm):
         """SYSENTER and SYSEXIT do not exit on VT-x: the guest kernel is at real
         ring 0 and the real MSRs hold its values (see _intercepted)."""
         return fastcall.native_sysenter(self, self.events)
+
+    def _task_return(self):
+        """iret with NT set: a task switch, on which VT-x exits."""
+        m, st = self.machine, self.machine.state
+        try:
+            event = task_return(self.guest_view(), st.seg_base_of("tr"))
+        except Unsupported as exc:
+            raise GuestStop(f"{exc} at {m.where()}: not supported by this VMM") from None
+        m.counters["exit.total"] += 1
+        m.counters["exit.priv"] += 1
+        m.counters["exit.priv.iret"] += 1
+        self._deliver(event, "native.exception", "native.exception." + vector_name(event.vector))
+        return RAISED
 
     def _far_transfer(self, decoded):
         """A far jmp/call through a TSS or task gate is a hardware task switch,

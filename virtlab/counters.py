@@ -152,6 +152,17 @@ EXITS = (
     CounterSpec("exit.pf.hidden", "a page fault the guest never sees: a shadow fill or "
                 "a traced page-table write", kind="paging"),
     CounterSpec("exit.pf.true", "a page fault that is the guest's own", kind="paging"),
+    CounterSpec("exit.np.hidden", "a segment-not-present fault the guest never sees: the "
+                "first load of a descriptor, whose accessed bit the VMM sets in the guest's "
+                "GDT (ring compression's shadow GDT)", kind="privileged",
+                # Priced here, not in every profile: it happens a few times a run
+                # (once per descriptor), and a user's own profile need not know it.
+                cost=(Cost(2030, source="Adams & Agesen 2006: a trap-and-emulate round trip "
+                           "(rdtsc) 2030 cycles on the P4; the VMM sets one bit",
+                           profile="p4-2006"),
+                      Cost(1205, assumption="a trap-and-emulate round trip on the Core "
+                           "family: the #DE delivery 445 + 760 VMM instructions at CPI 1.0, "
+                           "as the profiles price trap's exit.priv"))),
     CounterSpec("exit.hlt", "`hlt`: the virtual CPU sleeps until the next interrupt",
                 kind="privileged"),
     CounterSpec("exit.irq", "an external interrupt taken by the VMM for injection",

@@ -12,6 +12,8 @@ registers kept in the virtual CPU.  `trap` lets the kernel's privileged
 instructions fault into this; `bt` reaches the same code by callouts from its
 translation cache.
 """
+from capstone import x86_const as C
+
 from virtlab import fastcall, x86
 from virtlab.backend import io_bitmap_allows
 from virtlab.delivery import DeliveryFault, Event
@@ -52,14 +54,19 @@ class RingCompressedVmm(Vmm):
         base, limit = self.gdt.sync(self.guest_view(), self.vcpu.gdtr)
         self._set_real_gdtr(base, limit)
         for name in ("cs", "ss", "ds", "es", "fs", "gs"):
-            self._load_segment(name, st.seg_selector(name))
+            self._load_segment(name, st.seg_selector(name), accessed=False)
         st.set_eflags(x86.IF | 0x2)
         st.load()
 
     def _set_real_gdtr(self, base, limit):
         self.machine.state.set_table("gdt", base, limit)
 
-    def _load_segment(self, name, selector):
+    def _load_segment(self, name, selector, accessed=True):
+        """Load a segment register for the guest (as the CPU sets the
+        accessed bit on a load, unless `accessed` is False: the start state,
+        which the boot protocol lays out without a load)."""
+        if accessed:
+            self.gdt.mark_accessed(self.guest_view(), self.vcpu.gdtr, selector, name == "cs")
         d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
         if d is None:
             raise GuestStop(f"cannot load {name} with selector {selector:#x}")
@@ -145,9 +152,30 @@ class RingCompressedVmm(Vmm):
             return
         if vector == x86.GP and self._call_gate():
             return
+        if vector == x86.NP and self.first_load():
+            return
         if vector == x86.GP and privileged is not None and st.cpl == 1 and privileged():
             return
         self._reflect(self.events.exception_event(vector))
+
+    def first_load(self):
+        """A #NP that is the first load of a descriptor the guest never loaded
+        before (rings.shadow_descriptor): a hidden fault, absorbed, and the
+        load retried.  It is an exit of its own kind (exit.np.hidden), as a
+        shadow fill is for paging."""
+        st = self.machine.state
+        if st.error_code & 3:                      # an IDT or external event: not a load
+            return False
+        linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        decoded = self.machine.decoder.at(self.code_view(linear), linear)
+        into_cs = decoded is not None and (decoded.insn.id in _CS_LOADS
+                                           or gates.is_far_transfer(decoded.insn))
+        if not self.gdt.first_load(self.guest_view(), self.vcpu.gdtr, st.error_code, into_cs):
+            return False
+        c = self.machine.counters
+        c["exit.total"] += 1
+        c["exit.np.hidden"] += 1
+        return True
 
     def _reflect(self, event):
         if self.view.virtual_if() and self.events.interrupt_first(False, self):
@@ -244,3 +272,7 @@ class RingCompressedVmm(Vmm):
             self.vcpu.if_ = bool(eflags & x86.IF)
             self.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT   # CPL 0 loads IOPL
             st.set_eflags((eflags & ~(x86.IOPL_MASK | x86.VM | x86.RF)) | x86.IF)
+
+
+# Instructions that load CS (far transfers are recognised by gates.is_far_transfer).
+_CS_LOADS = frozenset((C.X86_INS_IRET, C.X86_INS_IRETD, C.X86_INS_RETF))

@@ -20,9 +20,9 @@ from capstone import x86_const as C
 
 from virtlab import x86
 from virtlab.decode import opcode
-from virtlab.delivery import DeliveryFault, _inner_stack, read_descriptor
+from virtlab.delivery import DeliveryFault, Event, _inner_stack, read_descriptor
 
-from .emulate import effective_address
+from .emulate import Unsupported, effective_address
 
 CALL_GATE32 = 0xC
 _CONFORMING = 1 << 10
@@ -112,3 +112,15 @@ def through_call_gate(cpu, state, view, decoded):
     state.set_segment("cs", *cpu.segment(cs, cs_lo, cs_hi, new_cpl))
     state.eip = offset
     return True
+
+
+def task_return(view, tss_base):
+    """IRET with EFLAGS.NT set is not a return but a task switch back to the
+    task named by the previous-task link of the current TSS (SDM vol. 3,
+    7.3).  No VMM here performs task switches: a null link (no task to
+    return to) is the #TS(0) the CPU raises, returned as the Event to
+    deliver; a real one ends the run."""
+    link = int.from_bytes(view.read(tss_base, 2), "little")
+    if link & 0xFFFC:
+        raise Unsupported(f"iret to the nested task {link:#x} (task switches)")
+    return Event(x86.TS, link & 0xFFFC)

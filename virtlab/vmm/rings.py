@@ -71,6 +71,26 @@ def _set_limit(lo, hi, limit):
     return lo, hi
 
 
+_ACCESSED = 1 << 8
+
+
+def _first_use(lo, hi):
+    return bool(hi & x86.DESC_S and hi & x86.DESC_P and not hi & _ACCESSED)
+
+
+def shadow_descriptor(lo, hi):
+    """The shadow GDT's entry: compressed, and not present while the guest's
+    descriptor has never been loaded.  The CPU sets a descriptor's accessed
+    bit on the first load into a segment register; it reads the shadow GDT,
+    whose entries have it preset (so that the CPU never writes there), so the
+    guest's copy would never show it.  A never-loaded descriptor therefore
+    faults (#NP) on its first load, and the VMM sets the bit in the guest's
+    GDT (ShadowGdt.first_load)."""
+    first = _first_use(lo, hi)
+    lo, hi = compress(lo, hi)
+    return (lo, hi & ~x86.DESC_P) if first else (lo, hi)
+
+
 def segment_cache(selector, lo, hi, ring):
     """(selector, base, limit, flags) for a real segment register holding the
     guest descriptor (lo, hi) while the guest runs at guest ring `ring`."""
@@ -96,10 +116,37 @@ class ShadowGdt:
         out = bytearray(pages * 4096)            # the rest of the last page is zero
         for i in range(8, len(raw) - 7, 8):
             lo, hi = struct.unpack_from("<II", raw, i)
-            struct.pack_into("<II", out, i, *compress(lo, hi))
+            struct.pack_into("<II", out, i, *shadow_descriptor(lo, hi))
         self.vmm.write(self.base_phys, bytes(out))
         self.vmm.map_gdt(len(raw))
         return self.base_linear, limit
+
+    def first_load(self, view, gdtr, selector, into_cs=False):
+        """A #NP on loading `selector`: if the guest's descriptor is present
+        but not yet accessed, this is the first load (shadow_descriptor): set
+        the accessed bit in the guest's GDT as the CPU would have, and make
+        the shadow entry present.  False if the #NP is the guest's own.
+        `into_cs`: a load of CS, for which the CPU model (the reference)
+        leaves the bit alone (measured: a far jump or iret does not set it;
+        a load of a readable code segment into DS does)."""
+        d = self.descriptor(view, gdtr, selector)
+        if d is None or not _first_use(*d):
+            return False
+        lo, hi = d[0], d[1] | _ACCESSED
+        if not into_cs:
+            base, _ = gdtr
+            view.write(base + (selector & ~7) + 4, hi.to_bytes(4, "little"))
+        self.vmm.write(self.base_phys + (selector & ~7), struct.pack("<II", *compress(lo, hi)))
+        return True
+
+    def mark_accessed(self, view, gdtr, selector, into_cs=False):
+        """The VMM loaded `selector` for the guest, as the CPU would have.  A
+        load of CS leaves everything as it is: the shadow entry stays not
+        present, so that a later load into a data segment register still
+        sets the bit."""
+        d = self.descriptor(view, gdtr, selector)
+        if d is not None and _first_use(*d) and not into_cs:
+            self.first_load(view, gdtr, selector)
 
     def descriptor(self, view, gdtr, selector):
         """The guest's own descriptor for `selector` (lo, hi), or None."""
