@@ -28,12 +28,6 @@ RUN_KEYS = {"workload", "backend", "scale", "ok", "exit_status", "console",
 MANY_OUTS = "mov ecx, 100\nagain: mov dx, 0x3f8\nmov al, 0x41\nout dx, al\nloop again\n"
 
 
-def _asm(text, base):
-    from keystone import Ks, KS_ARCH_X86, KS_MODE_32
-    code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(text, base)
-    return bytes(code or b"")
-
-
 def body_start():
     """Linear address where an AsmGuest's body begins (after its fixed prologue)."""
     empty = A.build(A.AsmGuest(body=""))
@@ -52,7 +46,7 @@ def images(tmp_path_factory):
         p.write_bytes(data)
         return str(p)
 
-    out_at = start + len(_asm("mov ecx, 100\nmov dx, 0x3f8\nmov al, 0x41", start))
+    out_at = start + len(A.assemble("mov ecx, 100\nmov dx, 0x3f8\nmov al, 0x41", start))
     many = A.build(A.AsmGuest(body=MANY_OUTS + A.exit_with(0)))
     assert many[out_at - A.BASE] == 0xEE                 # `out dx, al` is there
     return {

@@ -103,7 +103,7 @@ class OwnStart(Native):
 
 
 def test_a_back_end_lays_out_its_own_start_state():
-    code = A._asm("nop\n" * 16 + f"mov [{LOG:#x}], eax\n" + A.exit_with(0), A.BASE)
+    code = A.assemble("nop\n" * 16 + f"mov [{LOG:#x}], eax\n" + A.exit_with(0), A.BASE)
     m, out = boot(OwnStart(), code)
     assert out.ok, out.reason
     assert word(m) == 5              # entered after the 16 nops, with its own EAX
@@ -118,7 +118,7 @@ class Relocated(Native):
 
 
 def test_reasons_name_the_guest_pc_the_back_end_maps_back_to():
-    m, out = boot(Relocated(), A._asm("ud2\n", A.BASE))
+    m, out = boot(Relocated(), A.assemble("ud2\n", A.BASE))
     assert not out.ok
     assert "0x00800000" in out.reason
 

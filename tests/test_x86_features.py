@@ -59,7 +59,7 @@ def run(guest, backend, patch=()):
     """Run under `backend`, recording the lowest real CPL any guest block ran at."""
     img = bytearray(A.build(guest))
     for addr, text in patch:
-        code = A._asm(text, addr)
+        code = A.assemble(text, addr)
         img[addr - A.BASE:addr - A.BASE + len(code)] = code
     m = Machine(BACKENDS[backend]())
     probe = StateArea(m.uc, layout())
@@ -190,7 +190,7 @@ def test_far_call_through_a_call_gate_into_ring0(backend, params):
     assert out.ok, out.reason
     assert out.exit_status == 40 + ring_shown(backend)
     log = words(m, 12)
-    ret = A.RING3 + len(A._asm("".join(f"push {0x100 + i}\n" for i in range(params))
+    ret = A.RING3 + len(A.assemble("".join(f"push {0x100 + i}\n" for i in range(params))
                                + f"lcall {GATE_SEL:#x}:0\n", A.RING3))
     old_esp = A.STACK3 - 4 * params
     frame = [ret, A.UCODE] + [0x100 + params - 1 - i for i in range(params)] + [old_esp, A.UDATA]

@@ -53,7 +53,8 @@ def iret_to(ring, eip, esp, eflags=0x202):
             "iretd\n")
 
 
-def _asm(text, base):
+def assemble(text, base):
+    """Machine code for `text`, assembled at address `base` (keystone)."""
     from keystone import Ks, KS_ARCH_X86, KS_MODE_32
     code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(text, base)
     return bytes(code or b"")
@@ -90,14 +91,14 @@ def _entry(g):
     that is used: it is right by construction, whatever encodings keystone
     chooses, and the rest is assembled at the address it will run at."""
     far_text, rest = _prologue_parts(g)
-    far = bytearray(_asm("\n".join(far_text), BASE))
+    far = bytearray(assemble("\n".join(far_text), BASE))
     placeholder = b"\x68" + struct.pack("<I", _FAR_PLACEHOLDER)     # push imm32
     at = far.find(placeholder)
     if at < 0 or far[-1] != 0xCB:                                   # ... retf
         raise ValueError("asmguest: unexpected encoding of the far return")
     target = BASE + len(far)
     far[at + 1:at + 5] = struct.pack("<I", target)
-    return bytes(far) + _asm("\n".join(rest) + "\n" + g.body, target)
+    return bytes(far) + assemble("\n".join(rest) + "\n" + g.body, target)
 
 
 def _gdt():
@@ -158,14 +159,14 @@ def build(g):
                          f"at {HANDLERS:#x}")
     put(BASE, entry)
     for vec, text in g.handlers.items():
-        code = _asm(text, HANDLERS + vec * 0x100)
+        code = assemble(text, HANDLERS + vec * 0x100)
         if len(code) > 0x100:
             raise ValueError(f"handler for vector {vec:#x} exceeds its 256-byte slot")
         put(HANDLERS + vec * 0x100, code)
     if g.ring1:
-        put(RING1, _asm(g.ring1, RING1))
+        put(RING1, assemble(g.ring1, RING1))
     if g.ring3:
-        put(RING3, _asm(g.ring3, RING3))
+        put(RING3, assemble(g.ring3, RING3))
     gdt = _gdt()
     put(GDT, gdt)
     put(GDT + 0xF00, struct.pack("<HI", len(gdt) - 1, GDT))

@@ -48,6 +48,14 @@ class Backend(ABC):
     def attach(self, machine):
         self.machine = machine
 
+    def physical_memory(self, ram_size):
+        """Bytes of physical memory the machine maps from address 0 as one
+        range (machine.mem) for a guest of `ram_size` bytes of RAM: the RAM
+        itself, unless the back end places the guest's pages among frames of
+        its own (a PV domain's machine frames are not its pseudo-physical
+        ones)."""
+        return ram_size
+
     def start_state(self, spec):
         """Lay out the guest's memory and registers before its first
         instruction (a machine.BootSpec).  The default is the boot protocol

@@ -142,14 +142,19 @@ class Machine:
         self._res = _Resources(self.uc)
         # Registered first: whatever fails below, the engine is still released.
         self._finalizer = weakref.finalize(self, self._res.release)
-        self.mem = PhysMem.create(self.uc, ram_size)
+        # Physical memory: the guest's RAM, unless the back end lays out the
+        # machine's frames itself (a PV hypervisor gives its domain frames
+        # scattered over a larger machine: Backend.physical_memory).
+        self.ram_size = ram_size
+        physical = backend.physical_memory(ram_size)
+        self.mem = PhysMem.create(self.uc, physical)
         self._res.buffers.append(self.mem.buf)
         # Machine memory: the VMM's own pages, above guest RAM.  Only a back end
         # that needs some (shadow tables, a translation cache) gets any; the
         # back end then guarantees no guest-controlled mapping reaches it.
-        self.vmm_base = ram_size
+        self.vmm_base = physical
         self.vmm_size = backend.machine_memory
-        self.vmm = PhysMem.create(self.uc, self.vmm_size, ram_size) if self.vmm_size else None
+        self.vmm = PhysMem.create(self.uc, self.vmm_size, physical) if self.vmm_size else None
         if self.vmm is not None:
             self._res.buffers.append(self.vmm.buf)
         self.state = StateArea(self.uc, layout())

@@ -39,10 +39,16 @@ class Uart:
             self.divisor[reg] = value & 0xFF
             return
         if reg == 0:                                    # transmitter holding register
-            if len(self.output) < self.limit:
-                self.output.append(value & 0xFF)
+            self.emit(bytes((value & 0xFF,)))
             return
         self.regs[reg] = value & 0xFF
+
+    def emit(self, data):
+        """Bytes onto the console line (the transmitter, or a hypervisor's
+        console that writes a whole buffer at once), up to the limit."""
+        room = self.limit - len(self.output)
+        if room > 0:
+            self.output += data[:room]
 
     def text(self):
         return self.output.decode("latin-1")

@@ -1,0 +1,202 @@
+"""Event channels: a PV guest's interrupts.
+
+A paravirtualized kernel has no interrupt controller and never executes
+cli/sti.  The hypervisor tells it that something happened by setting a bit in
+the shared-info page, a page both can read and write:
+
+  - each event channel (a port) has a *pending* and a *mask* bit;
+  - signalling a port sets its pending bit; if the port is not masked and the
+    bit was clear, the hypervisor also sets the port's word in the vCPU's
+    `evtchn_pending_sel` and `evtchn_upcall_pending`;
+  - `evtchn_upcall_mask` is the virtual IF.  The guest's cli is a store of 1
+    into it, its sti a store of 0 and a test of `evtchn_upcall_pending`;
+  - whenever the hypervisor returns to the guest with an upcall pending and
+    not masked, it makes an *upcall*: it enters the guest's event callback as
+    if an interrupt had arrived, and masks events (traps.py does the entry).
+
+So masking interrupts costs a store, not a trap: the point Barham et al. make,
+and the reason nano.cli under pv makes no hypercall at all.
+"""
+from dataclasses import dataclass
+
+from . import abi
+
+
+@dataclass
+class Channel:
+    kind: str                  # "virq" (bound to a virtual interrupt), "unbound", "backend"
+    virq: int = None
+    backend: object = None     # for "backend": what EVTCHNOP_send notifies (blkback)
+
+
+class SharedInfo:
+    """The fields of the shared-info page (machine address `pa`) for vCPU 0."""
+
+    def __init__(self, mem, pa):
+        self.mem, self.pa = mem, pa
+        mem.view[pa:pa + 4096] = bytes(4096)
+
+    def masked(self):
+        return self.mem.view[self.pa + abi.UPCALL_MASK] != 0
+
+    def set_mask(self, masked):
+        self.mem.view[self.pa + abi.UPCALL_MASK] = int(bool(masked))
+
+    def upcall_pending(self):
+        return self.mem.view[self.pa + abi.UPCALL_PENDING] != 0
+
+    def upcall_due(self):
+        v = self.mem.view
+        return v[self.pa + abi.UPCALL_PENDING] != 0 and v[self.pa + abi.UPCALL_MASK] == 0
+
+    def set_cr2(self, linear):
+        self.mem.set_u32(self.pa + abi.ARCH_CR2, linear)
+
+    def set_time(self, ns):
+        """vcpu_time_info: version odd while updating, even after (a reader
+        retries while it sees odd or a change)."""
+        mem, pa = self.mem, self.pa
+        version = mem.u32(pa + abi.TIME_VERSION)
+        mem.set_u32(pa + abi.TIME_VERSION, (version + 1) | 1)
+        mem.view[pa + abi.TIME_SYSTEM:pa + abi.TIME_SYSTEM + 8] = ns.to_bytes(8, "little")
+        mem.set_u32(pa + abi.TIME_VERSION, ((version + 1) | 1) + 1)
+
+    def _bit(self, base, port):
+        return self.pa + base + 4 * (port // 32), 1 << (port % 32)
+
+    def test(self, base, port):
+        at, bit = self._bit(base, port)
+        return bool(self.mem.u32(at) & bit)
+
+    def set(self, base, port, value):
+        at, bit = self._bit(base, port)
+        word = self.mem.u32(at)
+        self.mem.set_u32(at, word | bit if value else word & ~bit)
+
+    def raise_upcall(self, port):
+        """The port's word in the selector, and the vCPU's pending flag."""
+        at = self.pa + abi.PENDING_SEL
+        self.mem.set_u32(at, self.mem.u32(at) | 1 << (port // 32))
+        self.mem.view[self.pa + abi.UPCALL_PENDING] = 1
+
+
+class EventChannels:
+    def __init__(self, shared, counters):
+        self.shared = shared
+        self.counters = counters
+        self.ports = {}                # port -> Channel
+        self.virqs = {}                # virq -> port
+
+    def _free_port(self):
+        for port in range(1, abi.NR_EVENT_CHANNELS):
+            if port not in self.ports:
+                return port
+        raise LookupError
+
+    def _bound(self, port):
+        if not isinstance(port, int) or port not in self.ports:
+            return None
+        return self.ports[port]
+
+    # -- what the hypervisor does ------------------------------------------------------
+    def bind_backend(self, backend):
+        """A port whose other end is a back end in the hypervisor (the
+        domain builder's block device)."""
+        port = self._free_port()
+        self.ports[port] = Channel("backend", backend=backend)
+        return port
+
+    def signal(self, port):
+        """Mark the port pending; an edge on an unmasked port raises the upcall."""
+        sh = self.shared
+        if sh.test(abi.EVTCHN_PENDING, port):
+            return
+        sh.set(abi.EVTCHN_PENDING, port, True)
+        if not sh.test(abi.EVTCHN_MASK, port):
+            sh.raise_upcall(port)
+
+    def virq(self, virq):
+        port = self.virqs.get(virq)
+        if port is not None:
+            self.signal(port)
+
+    # -- what the guest asks (event_channel_op) ----------------------------------------
+    def bind_virq(self, virq, vcpu):
+        if virq != abi.VIRQ_TIMER or vcpu != 0:
+            return -abi.EINVAL
+        if virq in self.virqs:
+            return -abi.EEXIST
+        try:
+            port = self._free_port()
+        except LookupError:
+            return -abi.ENOSPC
+        self.ports[port] = Channel("virq", virq=virq)
+        self.virqs[virq] = port
+        return port
+
+    def alloc_unbound(self, dom, remote):
+        if dom != abi.DOMID_SELF:
+            return -abi.ESRCH
+        try:
+            port = self._free_port()
+        except LookupError:
+            return -abi.ENOSPC
+        self.ports[port] = Channel("unbound")
+        return port
+
+    def close(self, port):
+        ch = self._bound(port)
+        if ch is None or ch.kind == "backend":
+            return -abi.EINVAL
+        if ch.kind == "virq":
+            del self.virqs[ch.virq]
+        del self.ports[port]
+        self.shared.set(abi.EVTCHN_PENDING, port, False)
+        return 0
+
+    def send(self, port):
+        ch = self._bound(port)
+        if ch is None:
+            return -abi.EINVAL
+        self.counters["evtchn.send"] += 1
+        if ch.kind == "backend":
+            ch.backend.notify(port)
+        return 0
+
+    def unmask(self, port):
+        """Clear the mask; a port that became pending while masked raises the
+        upcall now (its edge was not lost, only held)."""
+        if self._bound(port) is None:
+            return -abi.EINVAL
+        sh = self.shared
+        sh.set(abi.EVTCHN_MASK, port, False)
+        if sh.test(abi.EVTCHN_PENDING, port):
+            sh.raise_upcall(port)
+        return 0
+
+
+class VirtualTimer:
+    """set_timer_op's one-shot deadline, in ns of system time (the machine's
+    virtual clock), raising VIRQ_TIMER.  It is one of the clock's deadlines, so
+    a blocked domain sleeps exactly until it."""
+
+    def __init__(self, clock, channels, counters):
+        self.clock = clock
+        self.channels = channels
+        self.counters = counters
+        self.deadline = None
+        clock.deadlines.append(self)
+
+    def set(self, deadline_ns):
+        self.deadline = deadline_ns or None
+
+    def next_deadline(self):
+        return self.deadline
+
+    def check(self):
+        """Fire if the deadline has passed: called whenever the hypervisor
+        has control."""
+        if self.deadline is not None and self.clock.now_ns >= self.deadline:
+            self.deadline = None
+            self.counters["pv.virq.timer"] += 1
+            self.channels.virq(abi.VIRQ_TIMER)
