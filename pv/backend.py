@@ -114,8 +114,7 @@ class Pv(Backend):
         self.shared.set_mask(True)
 
     def _flat(self, name, selector):
-        lo, hi = x86.split_descriptor(self.machine.mem.read(self.space.gdt_page
-                                                            + (selector & 0xFF8) - 0xE000, 8))
+        lo, hi = self.space.descriptor(selector)
         self.machine.state.set_segment(name, selector, x86.seg_base(lo, hi),
                                        x86.seg_limit(lo, hi), hi)
 

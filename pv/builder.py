@@ -72,6 +72,32 @@ def parse_header(image, nr_pages):
     return h
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """The pseudo-physical pages of the bootstrap region (docs/pv-abi.md, 3)."""
+    mfn_list: int
+    start_info: int
+    ring: int
+    pt_base: int             # the page directory; its n_l1 page tables follow
+    n_l1: int
+    stack: int
+
+
+def bootstrap(h, nr_pages):
+    """Where the builder puts the bootstrap region for an image with header h
+    in a domain of nr_pages: a pure function, so that a test guest can know
+    its own page tables' frames before it runs."""
+    pfn = (h.virt_end - h.virt_base + L.PAGE - 1) // L.PAGE
+    list_pages = (nr_pages * 4 + L.PAGE - 1) // L.PAGE
+    ring = pfn + list_pages + 1
+    n_l1 = (nr_pages + 1023) // 1024
+    b = Bootstrap(pfn, pfn + list_pages, ring, ring + 1, n_l1, ring + 2 + n_l1)
+    if b.stack >= nr_pages:
+        raise ValueError(f"a domain of {nr_pages} pages has no room for this image and "
+                         "its bootstrap region")
+    return b
+
+
 class DomainBuilder:
     def __init__(self, mem, space, frames, nr_pages):
         self.mem = mem
@@ -88,17 +114,12 @@ class DomainBuilder:
         """Lay out the domain for `image`; `attach_ring(mfn)` connects the
         block back end to its ring frame and returns the event-channel port."""
         h = parse_header(image, self.nr)
+        b = bootstrap(h, self.nr)
+        mfn_list, start_info, ring, pt_base, n_l1, stack = (
+            b.mfn_list, b.start_info, b.ring, b.pt_base, b.n_l1, b.stack)
         for pfn, mfn in enumerate(self.p2m):
             self.space.m2p_set(mfn, pfn)
         self._load(image)
-        pfn = (h.virt_end - h.virt_base + L.PAGE - 1) // L.PAGE
-        list_pages = (self.nr * 4 + L.PAGE - 1) // L.PAGE
-        mfn_list, start_info, ring = pfn, pfn + list_pages, pfn + list_pages + 1
-        pt_base, n_l1 = ring + 1, (self.nr + 1023) // 1024
-        stack = pt_base + 1 + n_l1
-        if stack >= self.nr:
-            raise ValueError(f"a domain of {self.nr} pages has no room for this image and "
-                             "its bootstrap region")
         self._write(mfn_list, b"".join(abi.U32.pack(m) for m in self.p2m))
         self._page_tables(h.virt_base, pt_base, n_l1)
         self.frames.pin(self.p2m[pt_base], L2)

@@ -52,14 +52,21 @@ class HyperSpace:
         page = self.gdt_page = last << 12
         for selector, access in ((abi.FLAT_KERNEL_CS, 0xBB), (abi.FLAT_KERNEL_DS, 0xB3),
                                  (abi.FLAT_USER_CS, 0xFB), (abi.FLAT_USER_DS, 0xF3)):
-            self.mem.write(page + (selector & 0xFF8) - 0xE000,
+            self.mem.write(self._slot(selector),
                            x86.make_segment(0, 0xFFFFF, access))
-        self.tss_descriptor_at = page + (L.TSS_SELECTOR & 0xFF8) - 0xE000
 
     def finish_tss(self):
         """The TSS descriptor (busy, as after ltr), once the TSS frame exists."""
-        self.mem.write(self.tss_descriptor_at,
+        self.mem.write(self._slot(L.TSS_SELECTOR),
                        x86.make_segment(L.TSS_LINEAR, L.TSS_LIMIT, 0x8B, 0))
+
+    def _slot(self, selector):
+        """Machine address of a descriptor of the GDT's last page."""
+        return self.gdt_page + (selector & ~7) - L.PAGE * (L.GDT_PAGES - 1)
+
+    def descriptor(self, selector):
+        """(low, high) of one of the hypervisor's descriptors."""
+        return x86.split_descriptor(self.mem.read(self._slot(selector), 8))
 
     # -- the machine-to-physical table ----------------------------------------------
     def m2p_set(self, mfn, pfn):

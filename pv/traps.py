@@ -131,15 +131,24 @@ class Traps:
 
     # -- into the guest --------------------------------------------------------------------
     def bounce(self, event):
-        """An exception or software interrupt, bounced to the guest kernel."""
+        """An exception or software interrupt, bounced to the guest kernel.
+        An `int n` the table does not allow is the #GP the gate check raises,
+        with EIP at the `int`, delivered in its place."""
         m = self.machine
-        if event.vector not in self.handlers:
+        if event.software and not self._may_int(event.vector) and self.back_to_int():
+            event = Event(x86.GP, event.vector * 8 + 2)     # the gate check fails at the int
+        if not event.software and event.vector not in self.handlers:
             raise GuestStop(f"pv: {_name(event)} at {m.where()}, and the guest kernel "
                             "registered no handler for it (set_trap_table)")
         c = m.counters
         c["pv.bounce"] += 1
         c["pv.bounce." + ("syscall" if event.software else vector_name(event.vector))] += 1
         self._deliver(self.bounce_path, event)
+
+    def _may_int(self, vector):
+        """May the current ring `int` to this vector (the entry's ring field)?"""
+        entry = self.handlers.get(vector)
+        return entry is not None and entry[0] & abi.TI_DPL_MASK >= self.machine.state.cpl
 
     def fast_syscall(self):
         """The CPU delivers `int 0x80` through the real IDT's trap gate."""
