@@ -10,6 +10,7 @@ struct trapframe;
 struct mm;
 
 /* main.c */
+#define BOOT_MAGIC  0x42414C56      /* "VLAB" */
 struct bootinfo {
     uint magic;             /* 0x42414C56 "VLAB" */
     uint version;
@@ -57,11 +58,11 @@ void pic_enable(int irq);
 void pic_eoi(int irq);
 void timer_init(void);
 
-/* ide.c */
-void ide_init(uint nsectors);
-int ide_read(uint lba, void *buf);
-int ide_write(uint lba, const void *buf);
-uint ide_nsectors(void);
+/* ide.c, or pv/blkfront.c in a paravirtual kernel: the disk */
+void disk_init(uint nsectors);
+int disk_read(uint lba, void *buf);
+int disk_write(uint lba, const void *buf);
+uint disk_nsectors(void);
 
 /* kalloc.c */
 void *early_alloc(void);

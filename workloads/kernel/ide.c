@@ -12,6 +12,9 @@
  * A READ SECTORS command: wait until not busy, write the LBA and count,
  * write the command, wait for DRQ (data ready), read 256 words.  WRITE
  * SECTORS is the same with the data going out, then wait until not busy.
+ *
+ * The rest of the kernel knows this as "the disk" (disk_read, ...): a
+ * paravirtual kernel has Xen's block front end, pv/blkfront.c, instead.
  */
 #include "defs.h"
 #include "priv.h"
@@ -55,14 +58,14 @@ static int ide_wait(int want_drq)
     return -1;
 }
 
-void ide_init(uint nsectors)
+void disk_init(uint nsectors)
 {
     disk_sectors = nsectors;
     if (nsectors)
         outb(IDE_CTRL, 0x02);       /* nIEN: no interrupts, we poll */
 }
 
-uint ide_nsectors(void)
+uint disk_nsectors(void)
 {
     return disk_sectors;
 }
@@ -80,7 +83,7 @@ static int ide_command(uint lba, uchar cmd)
     return 0;
 }
 
-int ide_read(uint lba, void *buf)
+int disk_read(uint lba, void *buf)
 {
     if (ide_command(lba, CMD_READ) < 0 || ide_wait(1) < 0)
         return -1;
@@ -88,7 +91,7 @@ int ide_read(uint lba, void *buf)
     return 0;
 }
 
-int ide_write(uint lba, const void *buf)
+int disk_write(uint lba, const void *buf)
 {
     if (ide_command(lba, CMD_WRITE) < 0 || ide_wait(1) < 0)
         return -1;

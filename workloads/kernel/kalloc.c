@@ -11,11 +11,22 @@
  *
  * During boot, before the free list exists, early_alloc() hands out pages
  * from the end of the kernel image with a simple bump pointer (they are
- * never freed): the kernel page tables and the reference-count array.
+ * never freed): the kernel page tables and the reference-count array.  (A
+ * paravirtual kernel starts after the pages Xen's domain builder left there.)
  */
 #include "defs.h"
 
 extern char end[];          /* first address after the kernel image (kernel.ld) */
+
+#ifdef PARAVIRT
+/* Xen's domain builder puts its start-of-day pages (page-frame list,
+ * start_info, block ring, bootstrap page tables and stack) right after the
+ * image, and starts us with ESP at their end (pv/entry.S saved it). */
+extern uint bootstrap_end;
+#define EARLY_START PGROUNDUP(bootstrap_end)
+#else
+#define EARLY_START PGROUNDUP((uint)end)
+#endif
 
 struct run { struct run *next; };
 
@@ -30,7 +41,7 @@ static ushort *refcnt;      /* one count per physical page */
 void *early_alloc(void)
 {
     if (!bump)
-        bump = PGROUNDUP((uint)end);
+        bump = EARLY_START;
     void *p = (void *)bump;
     bump += PGSIZE;
     if (V2P(bump) > 8 * 1024 * 1024)

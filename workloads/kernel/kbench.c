@@ -95,12 +95,12 @@ int kbench(int op, int n)
         /* Map the scratch page and touch it once, so its page table is one the
          * MMU has really used (under shadow paging: shadowed and traced), as a
          * kernel's live page tables are.  The loop then measures the store. */
-        pte_write(pte, scratch_frame[1] | PTE_P | PTE_W);
+        pte_write(pte, pte_mk(scratch_frame[1], PTE_P | PTE_W));
         pt_sync();
         tlb_flush_page(KSCRATCH);
         (void)*(volatile uint *)KSCRATCH;
         for (int i = 0; i < n; i++) {
-            pte_write(pte, scratch_frame[i & 1] | PTE_P | PTE_W);
+            pte_write(pte, pte_mk(scratch_frame[i & 1], PTE_P | PTE_W));
             pt_sync();
             tlb_flush_page(KSCRATCH);
             outb(PORT_ITER, 0);

@@ -6,17 +6,17 @@
  * disk size, workload name), set up the CPU tables, memory, devices, then
  * start the program named after the workload ("nano.syscall" runs the
  * program "nano_syscall") with main(scale), and become the scheduler.
+ * A paravirtual kernel (pv/entry.S) reads the same facts from Xen's
+ * start_info page instead (pv/start.c) and has no PIC to program.
  */
 #include "defs.h"
 #include "priv.h"
 
-#define BOOT_MAGIC     0x42414C56       /* "VLAB" */
 #define DEFAULT_RAM    (32 * 1024 * 1024)
 #define MIN_RAM        (8 * 1024 * 1024)
 #define PORT_EXIT      0x500
 #define DEFAULT_PROG   "hello"          /* for a boot block without a workload name */
 
-extern uint boot_info_pa;
 struct bootinfo bootinfo;
 
 /* End the run: the platform port 0x500 takes the exit status. */
@@ -25,6 +25,9 @@ void platform_exit(int status)
     outb(PORT_EXIT, (uchar)status);
     halt_forever();
 }
+
+#ifndef PARAVIRT
+extern uint boot_info_pa;
 
 static void read_bootinfo(void)
 {
@@ -39,6 +42,7 @@ static void read_bootinfo(void)
         bootinfo.ram_size = MAXRAM;
     bootinfo.ram_size = PGROUNDDOWN(bootinfo.ram_size);
 }
+#endif
 
 /* "family.op" -> "family_op"; no name -> DEFAULT_PROG. */
 static void program_name(char *out, uint size)
@@ -54,7 +58,11 @@ void kmain(void)
 {
     char name[64];
 
+#ifdef PARAVIRT
+    read_start_info();                  /* Xen's start_info instead of the boot block */
+#else
     read_bootinfo();
+#endif
     console_init();
     gdt_init();
     idt_init();
@@ -62,9 +70,11 @@ void kmain(void)
         panic("need at least 8 MiB of RAM");
     kvm_init(bootinfo.ram_size);        /* from here on, no identity map */
     kalloc_init(bootinfo.ram_size);
-    pic_init();
+#ifndef PARAVIRT
+    pic_init();                         /* under Xen: no PIC, only event channels */
+#endif
     timer_init();
-    ide_init(bootinfo.disk_sectors);
+    disk_init(bootinfo.disk_sectors);
 
     program_name(name, sizeof(name));
     user_init(name, (int)bootinfo.scale);

@@ -46,6 +46,7 @@
 /* Control registers. */
 #define CR0_PE      0x00000001      /* protected mode */
 #define CR0_MP      0x00000002
+#define CR0_TS      0x00000008      /* task switched: the next FPU instruction traps */
 #define CR0_ET      0x00000010
 #define CR0_NE      0x00000020
 #define CR0_WP      0x00010000      /* write-protect honoured in ring 0 too (COW) */
@@ -66,8 +67,15 @@
 #define NSEGS       6
 #define KCODE_SEL   (SEG_KCODE << 3)         /* 0x08 */
 #define KDATA_SEL   (SEG_KDATA << 3)         /* 0x10 */
+#ifdef PARAVIRT
+/* A paravirtual kernel has no GDT of its own: user code runs on the flat
+ * ring-3 segments of the hypervisor's GDT (FLAT_USER_CS/DS in pv/xen.h). */
+#define UCODE_SEL   0xE02B
+#define UDATA_SEL   0xE033
+#else
 #define UCODE_SEL   ((SEG_UCODE << 3) | 3)   /* 0x1b */
 #define UDATA_SEL   ((SEG_UDATA << 3) | 3)   /* 0x23 */
+#endif
 #define TSS_SEL     (SEG_TSS << 3)           /* 0x28 */
 
 /* Interrupt vectors. */
@@ -91,6 +99,7 @@
 #define T_SIMDERR   19
 #define T_IRQ0      32              /* the PIC is remapped here */
 #define T_SYSCALL   0x80
+#define T_EVTCHN    0x81            /* paravirtual only: the event upcall (no gate) */
 
 #define IRQ_TIMER   0
 #define IRQ_IDE     14

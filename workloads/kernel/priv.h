@@ -15,13 +15,23 @@
  * paravirtualized kernel (built with -DPARAVIRT, as Xen's guests are) replaces
  * exactly this file with hypercalls and shared-memory operations -- as Linux
  * does with its pv_ops table.  Keeping the interface narrow keeps that
- * replacement small.
+ * replacement small: priv_pv.h supplies the paravirtual versions of
+ * everything between "#ifdef PARAVIRT" and its "#endif" below; port I/O and
+ * the raw fidelity probes at the end are the same in both builds.
+ *
+ * A few operations exist only because a paravirtual kernel needs them
+ * (pte_mk, pte_pa, pte_read, pte_update, pt_page_protect, pgdir_pin,
+ * switch_done, ...).  Natively they are the identity or empty, so they cost
+ * the native kernel not a single instruction.
  */
 #ifndef PRIV_H
 #define PRIV_H
 
 #include "types.h"
 #include "mmu.h"
+
+/* The operand of lgdt/lidt/sgdt/sidt: a 16-bit limit and a 32-bit base. */
+struct dtr { ushort limit; uint base; } __attribute__((packed));
 
 #ifdef PARAVIRT
 #include "priv_pv.h"
@@ -76,6 +86,20 @@ static inline void load_pgdir_pa(uint pa) { __asm__ volatile("movl %0,%%cr3" :: 
 
 /* ---- page tables and the TLB ------------------------------------------ */
 
+/* Some of the hooks below are macros, not inline functions: they must leave
+ * the native code byte for byte as it was without them, and even an inline
+ * function that compiles to nothing can change GCC's choices elsewhere. */
+
+/* An entry holds the address of a page and permission bits.  Natively that
+ * address is the physical one; a paravirtual kernel's entries hold MACHINE
+ * addresses, so it translates on the way in (pte_mk) and out (pte_pa). */
+#define pte_mk(pa, flags)   ((pa) | (flags))
+static inline uint pte_pa(pte_t pte) { return PTE_ADDR(pte); }
+
+/* Read an entry of a live page table.  Natively a plain load; a
+ * paravirtual kernel may still hold an update of it in its queue. */
+static inline pte_t pte_read(pte_t *p) { return *p; }
+
 /* Store one page-table (or page-directory) entry of a LIVE page table.
  * Natively a plain store; a paravirtual kernel queues an mmu_update, a
  * shadow-paging VMM sees the store as a write to a write-protected page. */
@@ -89,9 +113,28 @@ static inline void pt_sync(void) { }
 static inline void tlb_flush_page(uint va) { __asm__ volatile("invlpg (%0)" :: "r"(va) : "memory"); }
 static inline void tlb_flush_all(void) { load_pgdir_pa(read_cr3()); }
 
-/* ---- descriptor tables ------------------------------------------------ */
+/* Change the entry p that maps va; active: its address space is the one in
+ * CR3, so the TLB may hold the old entry. */
+#define pte_update(p, v, va, active) \
+    do { pte_write(p, v); if (active) tlb_flush_page(va); } while (0)
 
-struct dtr { ushort limit; uint base; } __attribute__((packed));
+/* A page about to become a page table, and one that has stopped being one.
+ * Natively nothing to do; under Xen a page table must never be writable
+ * through any mapping, the kernel's own direct map included. */
+#define pt_page_protect(kva)    ((void)0)
+#define pt_page_unprotect(kva)  ((void)0)
+
+/* A new page directory is complete / one is about to be freed.  Natively
+ * nothing to do; Xen validates ("pins") a directory before it may be used. */
+#define pgdir_pin(pgdir)    ((void)0)
+#define pgdir_unpin(pgdir)  ((void)0)
+
+/* Directory slots from KERNBASE up to here are the kernel's, the same in
+ * every address space.  Natively all of them (nothing is mapped from
+ * 0xFC000000 up anyway); under Xen the top slots are the hypervisor's. */
+#define KERNEL_PDE_END  NPDENTRIES
+
+/* ---- descriptor tables ------------------------------------------------ */
 
 static inline void load_gdt(void *base, uint size)
 {
@@ -136,6 +179,44 @@ struct tss;
 void tss_set_esp0(uint esp0);
 static inline void set_kernel_stack(uint esp0) { tss_set_esp0(esp0); }
 
+/* The scheduler has switched kernel stack and address space.  Natively
+ * both took effect at once; a paravirtual kernel batches the two requests
+ * into one hypercall and here issues whatever is still waiting. */
+static inline void switch_done(void) { }
+
+/* ---- fidelity probes ------------------------------------------------------
+ * These run the SENSITIVE BUT UNPRIVILEGED instructions raw, on purpose:
+ * they never trap, so a classic trap-and-emulate VMM cannot see them and
+ * they reveal the real machine state (Robin & Irvine's list for the Pentium).
+ * kprobe() returns what they say.  Each must be called with IF = 0. */
+
+/* Enable interrupts, popf a copy of EFLAGS with IF clear, read IF back.
+ * At ring 0 popf clears IF (returns 0); deprivileged it silently does not. */
+static inline uint probe_popf_if(void)
+{
+    uint f;
+    __asm__ volatile(
+        "sti\n\t"
+        "pushfl\n\t"
+        "andl $~0x200, (%%esp)\n\t"
+        "popfl\n\t"
+        "pushfl\n\t"
+        "popl %0\n\t"
+        "cli"
+        : "=r"(f) :: "memory", "cc");
+    return (f >> 9) & 1;
+}
+
+/* cli, then look at IF with pushf: a virtualized cli leaves the real IF set. */
+static inline uint probe_pushf_if(void)
+{
+    uint f;
+    __asm__ volatile("cli; pushfl; popl %0" : "=r"(f) :: "memory");
+    return (f >> 9) & 1;
+}
+
+#endif /* PARAVIRT */
+
 /* ---- port I/O ----------------------------------------------------------- */
 
 static inline uchar inb(ushort port)
@@ -170,36 +251,9 @@ static inline void outsw(ushort port, const void *addr, uint cnt)
     __asm__ volatile("cld; rep outsw" : "+S"(addr), "+c"(cnt) : "d"(port) : "cc");
 }
 
-/* ---- fidelity probes ------------------------------------------------------
- * These run the SENSITIVE BUT UNPRIVILEGED instructions raw, on purpose:
- * they never trap, so a classic trap-and-emulate VMM cannot see them and
- * they reveal the real machine state (Robin & Irvine's list for the Pentium).
- * kprobe() returns what they say.  Each must be called with IF = 0. */
-
-/* Enable interrupts, popf a copy of EFLAGS with IF clear, read IF back.
- * At ring 0 popf clears IF (returns 0); deprivileged it silently does not. */
-static inline uint probe_popf_if(void)
-{
-    uint f;
-    __asm__ volatile(
-        "sti\n\t"
-        "pushfl\n\t"
-        "andl $~0x200, (%%esp)\n\t"
-        "popfl\n\t"
-        "pushfl\n\t"
-        "popl %0\n\t"
-        "cli"
-        : "=r"(f) :: "memory", "cc");
-    return (f >> 9) & 1;
-}
-
-/* cli, then look at IF with pushf: a virtualized cli leaves the real IF set. */
-static inline uint probe_pushf_if(void)
-{
-    uint f;
-    __asm__ volatile("cli; pushfl; popl %0" : "=r"(f) :: "memory");
-    return (f >> 9) & 1;
-}
+/* The raw probes (see above), the same in both builds: a paravirtual
+ * kernel at ring 1 sees what its ring and the hypervisor's tables make the
+ * CPU answer, and that is the point of asking. */
 
 static inline uint probe_sidt(void)
 {
@@ -239,5 +293,4 @@ static inline uint probe_str(void)
     return v & 0xFFFF;
 }
 
-#endif /* PARAVIRT */
 #endif

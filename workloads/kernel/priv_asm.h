@@ -26,6 +26,11 @@
 /* Return from a trap: pops EIP, CS, EFLAGS (and ESP, SS when going back to
  * a less privileged ring: the way into user mode). */
 #define IRET_TO_USER  iret
+
+/* The first instructions of the system-call entry (vector 0x80).  Natively
+ * none: the gate is an interrupt gate, the CPU itself clears IF.  (Under Xen
+ * the system call is a trap gate that leaves events on: see priv_pv_asm.h.) */
+#define SYSCALL_ENTRY_MASK
 #endif
 
 #endif

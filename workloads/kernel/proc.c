@@ -123,6 +123,7 @@ void scheduler(void)
         p->state = RUNNING;
         set_kernel_stack((uint)p->kstack + PGSIZE);
         mm_activate(&p->mm);
+        switch_done();
         swtch(&sched_context, p->context);
         current = 0;
     }

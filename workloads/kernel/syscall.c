@@ -58,17 +58,17 @@ static int sys_read(int fd, uint buf, int n)
 
 static int sys_disk(int write, uint lba, uint buf, uint nsect)
 {
-    uint disk = ide_nsectors();
+    uint disk = disk_nsectors();
     if (nsect == 0 || nsect > MAX_DISK_SECTORS || lba >= disk || nsect > disk - lba)
         return -1;
     struct mm *mm = &myproc()->mm;
     for (uint i = 0; i < nsect; i++) {
         uint ubuf = buf + i * 512;
         if (write) {
-            if (copyin(mm, iobuf, ubuf, 512) < 0 || ide_write(lba + i, iobuf) < 0)
+            if (copyin(mm, iobuf, ubuf, 512) < 0 || disk_write(lba + i, iobuf) < 0)
                 return -1;
         } else {
-            if (ide_read(lba + i, iobuf) < 0 || copyout(mm, ubuf, iobuf, 512) < 0)
+            if (disk_read(lba + i, iobuf) < 0 || copyout(mm, ubuf, iobuf, 512) < 0)
                 return -1;
         }
     }

@@ -111,6 +111,14 @@ void trap(struct trapframe *tf)
         return;
     }
 
+#ifdef PARAVIRT
+    /* Under Xen there are no device interrupts, only event upcalls: one
+     * entry for all of them, with the pending ports in the shared page. */
+    if (tf->trapno == T_EVTCHN) {
+        evtchn_do_upcall(tf);
+        return;
+    }
+#else
     if (tf->trapno >= T_IRQ0 && tf->trapno < T_IRQ0 + 16) {
         int irq = tf->trapno - T_IRQ0;
         if (irq == 7 || irq == 15) {
@@ -128,6 +136,7 @@ void trap(struct trapframe *tf)
             yield();
         return;
     }
+#endif
 
     /* An exception.  Read CR2 first, before anything else can fault. */
     uint cr2 = tf->trapno == T_PGFLT ? read_cr2() : 0;

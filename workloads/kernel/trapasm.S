@@ -11,6 +11,9 @@
  * Each vector stub below pushes a dummy error code where the CPU pushes
  * none (so every frame looks alike) and its vector number, then joins
  * alltraps, which saves the rest and calls trap(struct trapframe *).
+ * (A paravirtual kernel enters here too: the hypervisor builds the same
+ * frames, its event upcall joins alltraps as pseudo vector T_EVTCHN, and
+ * the system-call stub starts by masking events, SYSCALL_ENTRY_MASK.)
  */
 #include "mmu.h"
 #include "priv_asm.h"
@@ -21,6 +24,9 @@
 .macro VEC n
 .globl vector\n
 vector\n:
+.if \n == T_SYSCALL
+    SYSCALL_ENTRY_MASK
+.endif
 .if (\n == 8) || (\n == 10) || (\n == 11) || (\n == 12) || (\n == 13) || (\n == 14) || (\n == 17)
     pushl   $\n
 .else

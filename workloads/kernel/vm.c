@@ -22,7 +22,12 @@
  *    user and simply gets write permission back.
  *
  * Every store into a live page table goes through pte_write() (priv.h), and
- * every TLB flush through tlb_flush_page()/tlb_flush_all().
+ * every TLB flush through tlb_flush_page()/tlb_flush_all().  Entries are
+ * built with pte_mk() and taken apart with pte_pa(): a paravirtual kernel's
+ * entries hold machine, not physical, addresses.  A page that becomes a page
+ * table is announced with pt_page_protect() (and pt_page_unprotect() when
+ * it stops being one), a finished page directory with pgdir_pin().  Natively
+ * all of these are plain stores, the identity, or nothing.
  */
 #include "defs.h"
 #include "priv.h"
@@ -38,16 +43,17 @@ static pte_t *scratch_pt;   /* page table of the KSCRATCH window */
 static pte_t *walk(pde_t *pgdir, uint va, int alloc)
 {
     pde_t *pde = &pgdir[PDX(va)];
-    if (*pde & PTE_P)
-        return (pte_t *)P2V(PTE_ADDR(*pde)) + PTX(va);
+    if (pte_read(pde) & PTE_P)
+        return (pte_t *)P2V(pte_pa(pte_read(pde))) + PTX(va);
     if (!alloc)
         return 0;
     pte_t *pt = kalloc();
     if (!pt)
         return 0;
     memset(pt, 0, PGSIZE);
+    pt_page_protect(pt);
     /* User bit set at the directory level: the page-table entries decide. */
-    pte_write(pde, V2P(pt) | PTE_P | PTE_W | PTE_U);
+    pte_write(pde, pte_mk(V2P(pt), PTE_P | PTE_W | PTE_U));
     return pt + PTX(va);
 }
 
@@ -59,13 +65,32 @@ static int is_active(struct mm *mm)
 /* Change one entry; flush its TLB entry if the address space is live. */
 static void pte_set(struct mm *mm, pte_t *pte, pte_t val, uint va)
 {
-    pte_write(pte, val);
-    if (is_active(mm))
-        tlb_flush_page(va);
+    pte_update(pte, val, va, is_active(mm));
 }
 
 /* ---- the kernel's mappings -------------------------------------------- */
 
+#ifdef PARAVIRT
+/* The kernel page directory is the one Xen's domain builder made: its
+ * directory (start_info's pt_base) maps all RAM at KERNBASE, and it is
+ * validated, pinned and loaded.  We adopt it, add the scratch window, and
+ * map the shared-info page (the hypervisor's half of the virtual CPU) into
+ * the window's last page, where every address space will see it.  (In a
+ * domain larger than MAXRAM the builder's map reaches into the window's
+ * slot; we replace that entry, and the kernel ignores memory beyond
+ * MAXRAM, as the native kernel does.) */
+void kvm_init(uint ram)
+{
+    (void)ram;
+    kpgdir = (pde_t *)xen_start_info->pt_base;
+    scratch_pt = early_alloc();
+    pt_page_protect(scratch_pt);
+    pte_write(&kpgdir[PDX(KSCRATCH)], pte_mk(V2P(scratch_pt), PTE_P | PTE_W));
+    pt_sync();
+    map_shared_info(KSHARED_INFO);
+    active_pa = V2P(kpgdir);
+}
+#else
 /* Build the kernel page directory: all RAM at KERNBASE, read/write,
  * supervisor only; plus the (empty) page table of the scratch window.
  * Page tables come from early_alloc, so every process's directory can
@@ -77,15 +102,16 @@ void kvm_init(uint ram)
         uint va = KERNBASE + pa;
         pde_t *pde = &kpgdir[PDX(va)];
         if (!(*pde & PTE_P))
-            pte_write(pde, V2P(early_alloc()) | PTE_P | PTE_W);
-        pte_t *pt = P2V(PTE_ADDR(*pde));
-        pte_write(&pt[PTX(va)], pa | PTE_P | PTE_W);
+            pte_write(pde, pte_mk(V2P(early_alloc()), PTE_P | PTE_W));
+        pte_t *pt = P2V(pte_pa(*pde));
+        pte_write(&pt[PTX(va)], pte_mk(pa, PTE_P | PTE_W));
     }
     scratch_pt = early_alloc();
-    pte_write(&kpgdir[PDX(KSCRATCH)], V2P(scratch_pt) | PTE_P | PTE_W);
+    pte_write(&kpgdir[PDX(KSCRATCH)], pte_mk(V2P(scratch_pt), PTE_P | PTE_W));
     pt_sync();
     kernel_pgdir_activate();
 }
+#endif
 
 pte_t *kscratch_pte(void)
 {
@@ -115,28 +141,32 @@ int mm_create(struct mm *mm)
     if (!mm->pgdir)
         return -1;
     memset(mm->pgdir, 0, PGSIZE);
-    for (uint i = PDX(KERNBASE); i < NPDENTRIES; i++)
+    for (uint i = PDX(KERNBASE); i < KERNEL_PDE_END; i++)
         if (kpgdir[i])
             pte_write(&mm->pgdir[i], kpgdir[i]);
     pt_sync();
+    pgdir_pin(mm->pgdir);
     return 0;
 }
 
 /* Free all user pages, the page tables and the directory.  The address
- * space must not be the one in CR3. */
+ * space must not be the one in CR3, and the directory must be unpinned
+ * before its page tables can become ordinary pages again. */
 void mm_destroy(struct mm *mm)
 {
     if (!mm->pgdir)
         return;
     if (is_active(mm))
         kernel_pgdir_activate();
+    pgdir_unpin(mm->pgdir);
     for (uint i = 0; i < PDX(USER_TOP); i++) {
         if (!(mm->pgdir[i] & PTE_P))
             continue;
-        pte_t *pt = P2V(PTE_ADDR(mm->pgdir[i]));
+        pte_t *pt = P2V(pte_pa(mm->pgdir[i]));
         for (int j = 0; j < NPTENTRIES; j++)
             if (pt[j] & PTE_P)
-                page_decref(PTE_ADDR(pt[j]));
+                page_decref(pte_pa(pt[j]));
+        pt_page_unprotect(pt);
         page_decref(V2P(pt));
     }
     page_decref(V2P(mm->pgdir));
@@ -155,7 +185,7 @@ int mm_copy(struct mm *dst, struct mm *src)
     for (uint i = 0; i < PDX(USER_TOP); i++) {
         if (!(src->pgdir[i] & PTE_P))
             continue;
-        pte_t *spt = P2V(PTE_ADDR(src->pgdir[i]));
+        pte_t *spt = P2V(pte_pa(src->pgdir[i]));
         for (uint j = 0; j < NPTENTRIES; j++) {
             pte_t pte = spt[j];
             if (!(pte & PTE_P))
@@ -175,7 +205,7 @@ int mm_copy(struct mm *dst, struct mm *src)
                 changed = 1;
             }
             pte_write(dpte, pte);
-            page_incref(PTE_ADDR(pte));
+            page_incref(pte_pa(pte));
         }
     }
     pt_sync();
@@ -253,8 +283,8 @@ int map_new_page(struct mm *mm, uint va, uint perm, void **kva)
         return -1;
     memset(page, 0, PGSIZE);
     if (*pte & PTE_P)
-        page_decref(PTE_ADDR(*pte));
-    pte_set(mm, pte, V2P(page) | PTE_P | PTE_U | perm, PGROUNDDOWN(va));
+        page_decref(pte_pa(*pte));
+    pte_set(mm, pte, pte_mk(V2P(page), PTE_P | PTE_U | perm), PGROUNDDOWN(va));
     pt_sync();
     if (kva)
         *kva = page;
@@ -281,7 +311,7 @@ int vm_fault(struct mm *mm, uint va, int write)
         return map_new_page(mm, page_va, perm, 0);
 
     if (write && !(*pte & PTE_W)) {                 /* copy-on-write */
-        uint old = PTE_ADDR(*pte);
+        uint old = pte_pa(*pte);
         if (page_refs(old) == 1) {
             pte_set(mm, pte, *pte | PTE_W, page_va);    /* last user: keep it */
         } else {
@@ -289,7 +319,7 @@ int vm_fault(struct mm *mm, uint va, int write)
             if (!copy)
                 return -1;
             memcpy(copy, P2V(old), PGSIZE);
-            pte_set(mm, pte, V2P(copy) | PTE_P | PTE_U | PTE_W, page_va);
+            pte_set(mm, pte, pte_mk(V2P(copy), PTE_P | PTE_U | PTE_W), page_va);
             page_decref(old);
         }
         pt_sync();
@@ -320,7 +350,7 @@ static void *user_page(struct mm *mm, uint va, int write)
         if (!pte || (*pte & need) != need)
             return 0;
     }
-    return (char *)P2V(PTE_ADDR(*pte)) + (va & (PGSIZE - 1));
+    return (char *)P2V(pte_pa(*pte)) + (va & (PGSIZE - 1));
 }
 
 int copyout(struct mm *mm, uint uva, const void *src, uint n)
@@ -419,7 +449,7 @@ int sys_munmap_impl(struct mm *mm, uint addr, uint len)
     for (uint va = addr; va < end; va += PGSIZE) {
         pte_t *pte = walk(mm->pgdir, va, 0);
         if (pte && (*pte & PTE_P)) {
-            uint pa = PTE_ADDR(*pte);
+            uint pa = pte_pa(*pte);
             pte_set(mm, pte, 0, va);
             page_decref(pa);
         }
@@ -457,7 +487,7 @@ int sys_mprotect_impl(struct mm *mm, uint addr, uint len, int writable)
         if (!pte || !(*pte & PTE_P))
             continue;
         pte_t val = *pte & ~PTE_W;
-        if (writable && page_refs(PTE_ADDR(*pte)) == 1)
+        if (writable && page_refs(pte_pa(*pte)) == 1)
             val |= PTE_W;
         if (val != *pte)
             pte_set(mm, pte, val, va);
