@@ -101,6 +101,7 @@ class Pv(Backend):
         self.frames.get_type(s.pt_base_mfn, L2)         # CR3's reference
         self.mmu.baseptr = s.pt_base_mfn
         st.save()
+        m.write_control_register(4, 0)     # as after reset: no PSE, no TSD (Unicorn sets some)
         st.set_table("gdt", L.GDT_LINEAR, L.GDT_LIMIT)
         st.set_table("idt", L.IDT_LINEAR, L.IDT_LIMIT)
         st.set_segment("tr", L.TSS_SELECTOR, L.TSS_LINEAR, L.TSS_LIMIT, 0x8B00)

@@ -44,7 +44,7 @@ def test_every_backend_executes_the_same_guest_instructions(name):
     assert len(set(counts.values())) == 1, counts
 
 
-@pytest.mark.parametrize("backend", B.names())
+@pytest.mark.parametrize("backend", [b for b in B.names() if B.load(b).image == "native"])
 def test_roi_counts_exactly_the_instructions_between_its_marks(backend):
     """The ROI's count runs from just past the begin mark's `out` through the
     end mark's `out`, wherever the translation blocks end (both marks and

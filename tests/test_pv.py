@@ -341,3 +341,104 @@ def test_a_kernel_port_access_needs_io_privilege():
     assert out.ok and out.exit_status == 0x60, out.reason            # the UART's LSR
     assert counts(m, "pv.emulate") == {"pv.emulate": 2, "pv.emulate.io": 2}
     assert not counts(m, "exit.")
+
+
+# -- what the conformance suite asks of every back end, with PV guests -----------------------
+# (tests/test_conformance.py runs its native-protocol assembly guests under the
+# back ends that boot the native image; these are the same demands on pv.)
+def test_the_roi_counts_exactly_the_instructions_between_its_marks():
+    body = ("mov dx, 0x501\nout dx, al\n" + "nop\n" * 10 + "mov dx, 0x502\nout dx, al\n"
+            + "nop\n" * 3 + "mov al, 0\n" + EXIT)
+    k = K.Kernel(body=body, nr_pages=NR)
+    with Machine(Pv(), ram_size=RAM, count_instructions=True) as m:
+        m.boot(BootSpec(k.build()))
+        assert m.run().ok
+    assert m.roi.instructions == 10 + 2
+
+
+def test_a_crashing_kernel_fails_with_a_reason_naming_its_address():
+    body = "nop\nud2\n"
+    out, _ = run(K.Kernel(body=body))
+    assert not out.ok and "no handler" in out.reason
+    image = K.Kernel(body=body, nr_pages=NR).build()
+    at = K.IMAGE + image.index(bytes.fromhex("900f0b")) + 1
+    assert f"{at:#010x}" in out.reason, out.reason
+
+
+def test_a_hanging_kernel_fails_on_the_time_budget():
+    from virtlab.machine import Budget
+    with Machine(Pv(), ram_size=RAM, budget=Budget(0.3, 10**9)) as m:
+        m.boot(BootSpec(K.Kernel(body="hang:\njmp hang\n", nr_pages=NR).build()))
+        out = m.run()
+    assert not out.ok and "host-time budget of 0.3 s exceeded at 0x" in out.reason
+
+
+def test_a_hypercall_loop_fails_on_the_exit_budget():
+    from virtlab.machine import Budget
+    body = "spin:\n" + hyper(abi.XEN_VERSION, 0) + "jmp spin\n"
+    with Machine(Pv(), ram_size=RAM, budget=Budget(120, 200)) as m:
+        m.boot(BootSpec(K.Kernel(body=body, nr_pages=NR).build()))
+        out = m.run()
+    assert not out.ok and "exit budget of 200 exceeded" in out.reason
+
+
+@pytest.mark.parametrize("access, status", [
+    ("mov dword ptr [0xFC000000], 1", x86.PF),     # the M2P table is read-only
+    ("mov eax, [0xFFFFF000]", x86.PF),             # nothing of the hypervisor's is mapped there
+    ("mov eax, [0xFC400000]", x86.PF + 1),         # the GDT: readable by the kernel, as on Xen
+    ("mov eax, [0xFC000000]", x86.PF + 1),         # the M2P table: readable, that is its point
+])
+def test_the_hypervisors_range_is_read_only_to_the_kernel(access, status):
+    handler = f"mov al, {x86.PF}\n" + EXIT
+    out, m = run(K.Kernel(body=access + f"\nmov al, {x86.PF + 1}\n" + EXIT,
+                          handlers={x86.PF: (abi.TI_SET_IF, handler)}))
+    assert out.ok and out.exit_status == status, out.reason
+    assert invariants.check(m.backend) == []
+
+
+def test_user_code_cannot_read_the_hypervisors_range():
+    handler = f"mov al, {x86.PF}\n" + EXIT
+    out, _ = run(K.Kernel(body=K.to_user(), user="mov eax, [0xFC000000]\nmov al, 1\n" + EXIT,
+                          handlers={x86.PF: (abi.TI_SET_IF, handler)}))
+    assert out.ok and out.exit_status == x86.PF, out.reason
+
+
+def test_rdtsc_reads_the_virtual_clock():
+    at = K.Kernel.data_address()
+    body = (f"rdtsc\nmov [{at:#x}], eax\n" + hyper(abi.XEN_VERSION, 0)
+            + f"rdtsc\nsub eax, [{at:#x}]\ncmp eax, 1001\nsete al\n" + EXIT)
+    out, _ = run(K.Kernel(body=body))
+    assert out.ok and out.exit_status == 1          # one hypercall: 1 us, plus one read
+
+
+def test_nothing_after_the_end_of_run_write_is_counted():
+    body = "mov al, 0\n" + EXIT + hyper(abi.XEN_VERSION, 0) + "ud2\nint 0x80\n"
+    out, m = run(K.Kernel(body=body))
+    _, plain = run(K.Kernel(body="mov al, 0\n" + EXIT))
+    assert out.ok and m.counters.snapshot() == plain.counters.snapshot()
+
+
+def test_an_event_due_at_a_system_call_is_delivered_first():
+    """3000 system calls with a 100 us timer: at the calls where the timer is
+    due, the upcall is made first and the `int 0x80` runs again after it.
+    Exactly 3000 system calls and as many upcalls as the callback counted."""
+    at = K.Kernel.data_address()
+    ticks, deadline = at + 12, at + 16
+    callback = (
+        f"push eax\npush ebx\npush ecx\ninc dword ptr [{ticks:#x}]\n"
+        f"add dword ptr [{deadline:#x}], 100000\nmov ebx, [{deadline:#x}]\nxor ecx, ecx\n"
+        f"mov eax, {abi.SET_TIMER_OP}\nint 0x82\n"
+        f"mov byte ptr [{SHARED:#x}], 0\nmov dword ptr [{SHARED + abi.PENDING_SEL:#x}], 0\n"
+        f"mov dword ptr [{SHARED + abi.EVTCHN_PENDING:#x}], 0\n"
+        f"pop ecx\npop ebx\npop eax\nmov byte ptr [{SHARED + abi.UPCALL_MASK:#x}], 0\niretd\n")
+    body = (hyper(abi.EVENT_CHANNEL_OP, abi.EVTCHNOP_BIND_VIRQ, at)
+            + f"mov dword ptr [{deadline:#x}], 100000\n"
+            + hyper(abi.SET_TIMER_OP, 100000, 0) + K.to_user())
+    user = "mov ecx, 3000\nlp:\nint 0x80\ndec ecx\njnz lp\nmov al, 0\n" + EXIT
+    out, m = run(K.Kernel(body=body, user=user, callback=callback,
+                          handlers={0x80: (3, "iretd\n")}, data=bytes(20)))
+    assert out.ok, out.reason
+    n = guest_u32(m, ticks)
+    assert n >= 2
+    assert m.counters["pv.fast_syscall"] == 3000
+    assert m.counters["evtchn.upcall"] == n == m.counters["pv.virq.timer"]

@@ -78,6 +78,12 @@ class Intercepts:
         self._exits = {}                     # on_hit -> select, for exit clients
         self.observer = None                 # trace.Tracer, when a run is traced
         self.last = None                    # address of the last hooked instruction
+        # Unicorn reports a new block only once some block has run to its end
+        # (its `last_tb`, never reset afterwards, is the edge's source).  A
+        # guest whose every block so far ended in an exception (a PV kernel
+        # making hypercall after hypercall at boot) gets no edges: until the
+        # first one arrives, the block an exit returns to is examined then.
+        self.edges = False
 
     def watch(self, select, on_hit, on_retry=None, exit=False):
         self.clients.append((select, on_hit))
@@ -94,6 +100,7 @@ class Intercepts:
 
     def _on_generated(self, _uc, cur, _prev, _user):
         m = self.machine
+        self.edges = True
         try:
             tb = cur.contents
             try:
@@ -142,6 +149,20 @@ class Intercepts:
             return
         if self._hook_selected(code, linear, self._live_cpl(), one_block=True):
             self.machine.drop_translations(linear, end)
+
+    def resume(self, linear, cpl):
+        """An exit returns to `linear` (the CPU saved): before Unicorn reports
+        edges at all, hook the block there now and drop any translation of
+        it made without the hooks."""
+        if self.edges or not self.clients:
+            return
+        end = (linear | 0xFFF) + 1
+        try:
+            code = self.machine.backend.code_view(linear).read(linear, end - linear)
+        except GuestMemoryFault:
+            return
+        if self._hook_selected(code, linear, cpl, one_block=True):
+            self.machine.forget_code(linear, end)
 
     def faulted_at(self, linear):
         """An exception at `linear`: if that is the instruction just hooked, it

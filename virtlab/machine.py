@@ -284,6 +284,8 @@ class Machine:
         the CPU.  QEMU's exception-in-flight is cleared first (docs/unicorn.md, item 2),
         and a flush asked for during the exit happens after the load."""
         st = self.state
+        if not self.intercepts.edges:
+            self.intercepts.resume((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF, st.cpl)
         st.clear_exception_in_flight()
         st.load()
         if self._flush_on_entry:

@@ -144,8 +144,7 @@ int mm_create(struct mm *mm)
     for (uint i = PDX(KERNBASE); i < KERNEL_PDE_END; i++)
         if (kpgdir[i])
             pte_write(&mm->pgdir[i], kpgdir[i]);
-    pt_sync();
-    pgdir_pin(mm->pgdir);
+    pgdir_pin(mm->pgdir);           /* issues the entries too (pt_sync) */
     return 0;
 }
 

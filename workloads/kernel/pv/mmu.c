@@ -99,15 +99,25 @@ void tlb_flush_all(void)
     mmuext(MMUEXT_TLB_FLUSH_LOCAL, 0);
 }
 
+/* The entry of the kernel's direct map that maps kva (its page tables are
+ * shared by every address space). */
+static pte_t *direct_map_pte(void *kva)
+{
+    pte_t *pt = P2V(pte_pa(kpgdir[PDX(kva)]));
+    return &pt[PTX(kva)];
+}
+
 /* The kernel maps all RAM at KERNBASE, read/write.  A page becoming a page
  * table must first lose the W bit there (the hypervisor would refuse to
  * make a writable page a page table), and a page that stopped being one
- * gets it back.  The direct map's page tables are shared by every address
- * space, so one update_va_mapping in the loaded one does it for all. */
+ * gets it back.  Losing it is one more request in the queue, ahead of the
+ * directory entry that will make the page a table: the hypervisor takes the
+ * requests in order, so fork's new page tables cost no hypercall of their
+ * own.  (No TLB flush is asked for: the kernel never writes the page again,
+ * and the hypervisor flushes whenever a page becomes a table.) */
 void pt_page_protect(void *kva)
 {
-    pt_sync();
-    update_va((uint)kva, pte_mk(V2P(kva), PTE_P));
+    pte_write(direct_map_pte(kva), pte_mk(V2P(kva), PTE_P));
 }
 
 void pt_page_unprotect(void *kva)
@@ -122,6 +132,7 @@ void pt_page_unprotect(void *kva)
 void pgdir_pin(pde_t *pgdir)
 {
     pt_page_protect(pgdir);
+    pt_sync();
     mmuext(MMUEXT_PIN_L2_TABLE, pfn_to_mfn(V2P(pgdir) >> PGSHIFT));
 }
 

@@ -1,0 +1,1343 @@
+"""The hypercall fuzzer: a hostile PV guest against the `pv` hypervisor.
+
+    python -m pv.fuzz --count N --seed S [--json]
+
+A PV hypervisor trusts nothing its guest passes: "nothing a guest passes can
+make the hypervisor fail" (docs/pv-abi.md, section 4).  This program tests
+that claim the way an attacker would, from inside a domain.  A guest at ring
+1 issues N hypercalls through `int 0x82` aimed at what the hypervisor must
+protect:
+
+  - numbers it does not implement (negative and huge EAX too), unknown
+    commands, other domains, counts far too large;
+  - pointers into the hypervisor's range (0xFC000000 up), unmapped, read-only
+    where the hypervisor must write, misaligned, straddling a page into an
+    unmapped or read-only one, arrays that run off their end;
+  - machine frames the domain does not own: the hypervisor's, below the
+    domain's first frame, and frames past the end of the machine;
+  - the one rule paging rests on, that no page table is ever writable:
+    writable mappings of the bootstrap page tables and of frames just pinned
+    as tables, pins of frames still mapped writable, 4 MiB pages, reserved
+    bits, the hypervisor's slots of a page directory;
+  - the block device's shared ring, which the guest fills as it likes.
+
+Random calls alone rarely get past a hypercall's first check, so part of
+them follow a model of the domain and make progress the way a kernel does:
+take a free page, make it read-only in the direct map, pin it as a page
+table, install it in the page directory, map frames through it, unpin it,
+make it writable again -- with the hostile step mixed in at the moment it
+matters.  Event channels are bound, signalled and closed; multicalls carry
+all of this.  The calls are generated before they run, so the model is a
+guess: it steers the fuzzer, it does not judge the hypervisor.
+
+What judges is the hypervisor's own state.  After every hypercall, and after
+every entry of a multicall, pv.invariants.check() recomputes the page types
+from the page tables.  The fuzzer also checks what the ABI promises on every
+return: the registers other than EAX are preserved, EAX is what the
+hypercall returned, an unknown number gives -ENOSYS, an error is one of
+Xen's errnos.  A broken invariant, a broken promise, or a Python exception
+escaping the hypervisor is a *hypervisor error*.  A crashed domain is not
+(a guest may kill itself), but this guest never tries to: it keeps its own
+image, stack and data mapped, never issues SCHEDOP_block, SCHEDOP_shutdown
+(except with a reason it cannot read) or the iret hypercall (except inside
+a multicall, where it is refused), never loads another page directory, and
+lets the hypervisor write only into its scratch space.  So a crash means the
+fuzzer damaged itself; it is counted and reported.
+
+How it runs: the calls are generated in Python from random.Random, one
+stream per chunk of CHUNK calls, with the domain's layout known in advance
+(the domain builder is deterministic).  Each chunk is one guest image whose
+data area holds a table of register sets and each call's structures; the
+guest's code walks the table, does `int 0x82` and stores the registers it
+gets back.  Each chunk runs in a fresh, small domain, where checking the
+invariants takes about a millisecond.
+"""
+import argparse
+import json
+import random
+import sys
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+
+from virtlab.errors import UsageError
+from virtlab.machine import BootSpec, Budget, Machine
+
+from . import abi, invariants, layout
+from .asmguest import CODE, DATA, VIRT_BASE, build
+from .backend import Pv
+from .builder import Header, bootstrap
+from .hypercalls import NO_RETURN
+
+RAM = 2 << 20                    # 512 pages: the invariants are quick to recompute
+NR = RAM // layout.PAGE
+CHUNK = 500                      # calls per domain
+PAGE = layout.PAGE
+IMAGE = VIRT_BASE + abi.IMAGE_LOAD
+END = IMAGE + 0x80000            # fixed: the bootstrap region is always at the same pfns
+
+# The guest's data area.  Three special pages first, then the call table and
+# the heap of the calls' structures:
+EDGE = DATA                      # scratch: a structure is copied here before its call
+RO = DATA + 0x1000               # zeroes, made read-only by the first call
+HOLE = DATA + 0x2000             # unmapped by the second call
+TABLE = DATA + 0x3000            # u32: the end of the records
+RECORD = 64                      # in: EAX..EDI, copy (from, to, length); out: ESP, EAX..EDI
+RECORDS = TABLE + RECORD         # aligned: a record never crosses a page
+_OUT = 36
+HEAP = (RECORDS + CHUNK * RECORD + 0xFFF) & ~0xFFF
+
+P, W, U, PWT, PCD, A, D, PS, G = 1, 2, 4, 8, 0x10, 0x20, 0x40, 0x80, 0x100
+AVAIL = 0xE00
+HYP_SLOT = abi.FIRST_HYPERVISOR_SLOT
+FUZZ_SLOTS = (770, 771, 1000, 1007)      # directory slots the fuzzer fills
+SPARE_L1 = range(512, 1024)              # bootstrap-table entries past the direct map
+# Guest virtual addresses that can be mapped: the direct map (slots 768-769)
+# and the fuzzer's slots.  Junk never points there.
+_MAPPABLE = {768, 769, *FUZZ_SLOTS}
+_FAULT, _UPCALL = 0xEE, 0xEC             # exit statuses of the trap handler and the callback
+
+_GUEST = """
+jmp main
+fault:
+mov al, {fault}
+mov dx, 0x500
+out dx, al
+callback:
+mov al, {upcall}
+mov dx, 0x500
+out dx, al
+main:
+mov ebp, {records}
+next:
+cmp ebp, [{table}]
+jae done
+mov ecx, [ebp + 32]
+jecxz nocopy
+mov esi, [ebp + 24]
+mov edi, [ebp + 28]
+cld
+rep movsb
+nocopy:
+mov eax, [ebp]
+mov ebx, [ebp + 4]
+mov ecx, [ebp + 8]
+mov edx, [ebp + 12]
+mov esi, [ebp + 16]
+mov edi, [ebp + 20]
+int 0x82
+mov [ebp + 36], esp
+mov [ebp + 40], eax
+mov [ebp + 44], ebx
+mov [ebp + 48], ecx
+mov [ebp + 52], edx
+mov [ebp + 56], esi
+mov [ebp + 60], edi
+add ebp, {record}
+jmp next
+done:
+mov al, 0
+mov dx, 0x500
+out dx, al
+""".format(fault=_FAULT, upcall=_UPCALL, records=RECORDS, table=TABLE, record=RECORD)
+
+NAMES = {abi.SET_TRAP_TABLE: "set_trap_table", abi.MMU_UPDATE: "mmu_update",
+         abi.STACK_SWITCH: "stack_switch", abi.SET_CALLBACKS: "set_callbacks",
+         abi.FPU_TASKSWITCH: "fpu_taskswitch", abi.MULTICALL: "multicall",
+         abi.UPDATE_VA_MAPPING: "update_va_mapping", abi.SET_TIMER_OP: "set_timer_op",
+         abi.XEN_VERSION: "xen_version", abi.CONSOLE_IO: "console_io", abi.IRET: "iret",
+         abi.MMUEXT_OP: "mmuext_op", abi.SCHED_OP: "sched_op",
+         abi.EVENT_CHANNEL_OP: "event_channel_op", abi.PHYSDEV_OP: "physdev_op"}
+
+
+def name_of(number):
+    return NAMES.get(number, "unknown")
+
+
+_handlers = None
+
+
+def handlers():
+    """The addresses of the guest's trap handler and event callback, which
+    end the run (the fuzzer counts either as a crash: neither should run)."""
+    global _handlers
+    if _handlers is None:
+        from virtlab.asmguest import assemble
+        code = assemble(_GUEST, CODE)
+        fault = assemble(f"mov al, {_FAULT}\nmov dx, 0x500\nout dx, al\n", 0)
+        upcall = assemble(f"mov al, {_UPCALL}\nmov dx, 0x500\nout dx, al\n", 0)
+        _handlers = (CODE + code.index(fault), CODE + code.index(upcall))
+    return _handlers
+
+
+@dataclass
+class Call:
+    number: int
+    args: list                   # EBX ECX EDX ESI EDI
+    kind: str                    # what the generator meant, for the report
+    copy: tuple = None           # (from, to, length): copied into EDGE before the call
+
+
+# -- the domain, as the fuzzer knows it ------------------------------------------------------
+@dataclass
+class Cand:
+    """A page the fuzzer plays page-table games with, and its guessed state."""
+    pfn: int
+    mfn: int
+    va: int                      # in the direct map
+    direct: str = "rw"           # its direct-map entry: rw, ro or none
+    pinned: str = None           # "l1" or "l2"
+    refs: set = field(default_factory=set)       # (directory, slot) naming it as L1
+    entries: dict = field(default_factory=dict)  # index -> the value written there
+
+
+class Domain:
+    """The domain's layout, known before it boots (the builder is a pure
+    function of the image's header and the domain's size), and the model of
+    the state the fuzzer drives it into."""
+
+    def __init__(self, rng, hv):
+        self.rng = rng
+        self.p2m = layout.scramble(NR)
+        self.boot = b = bootstrap(Header(VIRT_BASE, CODE, END, abi.XEN_VERSION_NUMBER), NR)
+        self.pd, self.l1 = self.p2m[b.pt_base], self.p2m[b.pt_base + 1]
+        self.first = hv.frames.first
+        s = hv.space
+        self.shared = s.shared_info
+        self.hyp_slots = dict(s.slots)
+        self.hyp_frames = sorted({0, s.shared_info, s.m2p >> 12, s.gdt_page >> 12, s.idt >> 12,
+                                  s.tss >> 12, NR - 1, *(v >> 12 for v in s.slots.values())})
+        self.beyond = [2 * NR, 2 * NR + 1, 0x80000, 0xFFFFF]
+        self.protected = set(range((IMAGE - VIRT_BASE) // PAGE, (END - VIRT_BASE) // PAGE))
+        self.protected.add(b.stack)
+        self.boot_pages = [b.mfn_list, b.start_info, b.ring]
+        free = [p for p in range(NR) if p not in self.protected and p not in self.boot_pages
+                and p not in (b.pt_base, b.pt_base + 1)]
+        picks = rng.sample(free, 6) + [p for p, odds in ((b.ring, .3), (b.mfn_list, .15))
+                                       if rng.random() < odds]
+        self.cands = [Cand(p, self.p2m[p], VIRT_BASE + p * PAGE) for p in picks]
+        if b.mfn_list in picks:          # the page-frame list, read as page-table entries
+            self.cands[-1].entries = dict(enumerate(self.p2m))
+        self.by_mfn = {c.mfn: c for c in self.cands}
+        self.by_pfn = {c.pfn: c for c in self.cands}
+        self.free = [p for p in free if p not in picks]
+        self.walias = {}         # (table, index) -> candidate it maps writable
+        self.blk_port = 1        # the builder binds the block device first
+        self.virq_port = None
+        self.ports = []          # ports the guest allocated
+
+    def mfn(self, pfn):
+        return self.p2m[pfn]
+
+    def owns(self, mfn):
+        return self.first <= mfn < self.first + NR
+
+    def foreign(self):
+        return self.rng.choice(self.hyp_frames + self.beyond)
+
+    def protected_mfn(self):
+        return self.p2m[self.rng.choice(sorted(self.protected))]
+
+    # -- what the model believes -----------------------------------------------------
+    def kind(self, c):
+        if c.pinned:
+            return c.pinned
+        return "l1" if any(self._live_dir(d) for d, _ in c.refs) else None
+
+    def _live_dir(self, d):
+        c = self.by_mfn.get(d)
+        return d == self.pd or (c is not None and c.pinned == "l2")
+
+    def live_l1(self, mfn):
+        c = self.by_mfn.get(mfn)
+        return mfn == self.l1 or (c is not None and self.kind(c) == "l1")
+
+    def is_table(self, mfn):
+        c = self.by_mfn.get(mfn)
+        return mfn in (self.pd, self.l1) or (c is not None and self.kind(c) is not None)
+
+    def writable(self, c):
+        return c.direct == "rw" or any(t == c.mfn and self.live_l1(k[0])
+                                       for k, t in self.walias.items())
+
+    def l1_ok(self, v, table):
+        """Would frames.py accept v in L1 table `table`?"""
+        if not v & P:
+            return True
+        f = v >> 12
+        if v & 0xFFF & ~(0x7F | AVAIL) or not (f == self.shared or self.owns(f)):
+            return False
+        return not (v & W and (f == table or self.is_table(f)))
+
+    def l2_ok(self, v, directory):
+        if not v & P:
+            return True
+        c = self.by_mfn.get(v >> 12)
+        if v & 0xFFF & ~(0x7F & ~PS | AVAIL):
+            return False
+        return v >> 12 == self.l1 or (c is not None and c.mfn != directory
+                                      and self.can_type(c, "l1"))
+
+    def can_type(self, c, kind):
+        k = self.kind(c)
+        if k is not None or self.writable(c):
+            return k == kind
+        if kind == "l1":
+            return all(self.l1_ok(v, c.mfn) for v in c.entries.values())
+        return all(self.l2_ok(v, c.mfn) for i, v in c.entries.items() if i < HYP_SLOT)
+
+    # -- what the model records ---------------------------------------------------------
+    def wrote(self, table, index, value):
+        """The entry `index` of frame `table` now holds `value`."""
+        c = self.by_mfn.get(table)
+        if c is not None:
+            c.entries[index] = value
+        if table == self.l1 and index in self.by_pfn:
+            self.by_pfn[index].direct = ("rw" if value & (P | W) == P | W and
+                                         value >> 12 == self.p2m[index] else
+                                         "ro" if value & P else "none")
+        if table == self.pd or (c is not None and c.pinned == "l2"):
+            for x in self.cands:
+                x.refs.discard((table, index))
+            if value & P and value >> 12 in self.by_mfn:
+                self.by_mfn[value >> 12].refs.add((table, index))
+        if value & (P | W) == P | W and value >> 12 in self.by_mfn:
+            self.walias[(table, index)] = value >> 12
+        else:
+            self.walias.pop((table, index), None)
+
+    def pinned_l2(self, c):
+        c.pinned = "l2"
+        c.entries.update(self.hyp_slots)
+        for i, v in c.entries.items():
+            if i < HYP_SLOT and v & P and v >> 12 in self.by_mfn:
+                self.by_mfn[v >> 12].refs.add((c.mfn, i))
+
+    def next_port(self):
+        used = {self.blk_port, self.virq_port, *self.ports}
+        return next((p for p in range(1, abi.NR_EVENT_CHANNELS) if p not in used), None)
+
+
+# -- the guest's data area -------------------------------------------------------------------
+class Data:
+    """The data area's bytes, and a bump allocator for the calls' structures."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        self.bytes = bytearray(END - DATA)
+        self.top = HEAP
+
+    def room(self):
+        return END - self.top
+
+    def put(self, raw, misalign=True):
+        """raw at a fresh heap address (now and then misaligned, or across a
+        page boundary, whose two pages are never neighbouring frames)."""
+        at = (self.top + 3) & ~3
+        if misalign and self.rng.random() < 0.12:
+            at += self.rng.randrange(1, 4)
+        if misalign and self.rng.random() < 0.05 and len(raw) > 1:
+            at = max(at, (at | 0xFFF) + 1 - self.rng.randrange(1, len(raw)))
+        if at + len(raw) > END:
+            raise MemoryError("the chunk's heap is full")
+        self.bytes[at - DATA:at - DATA + len(raw)] = raw
+        self.top = at + len(raw)
+        return at
+
+    def scratch(self, n):
+        """n bytes the hypervisor may write (an out parameter)."""
+        return self.put(bytes(self.rng.randrange(256) for _ in range(n)))
+
+    def record(self, i, call):
+        src, dst, n = call.copy or (0, 0, 0)
+        words = (call.number, *call.args, src, dst, n)
+        at = RECORDS - DATA + RECORD * i
+        self.bytes[at:at + 36] = b"".join(abi.U32.pack(v & 0xFFFFFFFF) for v in words)
+
+
+# -- the generator -------------------------------------------------------------------------------
+class Gen:
+    """The calls of one chunk: hostile ones and, steered by the model,
+    sequences that change the hypervisor's state."""
+
+    def __init__(self, rng, dom, data):
+        self.rng, self.dom, self.data = rng, dom, data
+        self.fault_handler, self.callback = handlers()
+        self.edge_free = True
+        self.families = [
+            (self.progress, 30), (self.mmu_hostile, 9), (self.mmuext_hostile, 7),
+            (self.uvm_hostile, 6), (self.multicall, 8), (self.evtchn, 9), (self.blk, 4),
+            (self.traps, 6), (self.misc, 8), (self.unknown, 6), (self.garbage, 3)]
+        # What a multicall carries; a hostile multicall (which may do none of
+        # it) carries only what the model does not follow.
+        self.entry_families = [
+            (self.progress, 30), (self.mmu_hostile, 5), (self.evtchn, 8), (self.blk, 2)]
+        self.stateless = [
+            (self.mmuext_hostile, 4), (self.uvm_hostile, 4), (self.traps, 4), (self.misc, 6),
+            (self.unknown, 4), (self.forbidden_in_multicall, 3)]
+
+    # -- helpers ------------------------------------------------------------------------
+    def sometimes(self, p):
+        return self.rng.random() < p
+
+    def pick(self, weighted):
+        x = self.rng.random() * sum(w for _, w in weighted)
+        for item, w in weighted:
+            x -= w
+            if x < 0:
+                return item
+        return weighted[-1][0]
+
+    def junk(self):
+        """A value for a register the call does not read, or reads as junk:
+        never an address that can be mapped, since a junk pointer the
+        hypervisor writes through must not land in the guest's own pages."""
+        r = self.rng
+        v = r.choice((0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, r.getrandbits(32),
+                      r.getrandbits(8), abi.HYPERVISOR_VIRT_START))
+        return v ^ 0x40000000 if v >> 22 in _MAPPABLE else v
+
+    def call(self, number, args, kind, copy=None):
+        args = list(args) + [self.junk() for _ in range(5 - len(args))]
+        return Call(number, args, kind, copy)
+
+    def bad_ptr(self, write=False):
+        """A pointer the hypervisor must refuse: its own range, unmapped,
+        straddling into either, or (to write) read-only."""
+        r = self.rng
+        choices = (0, 4, 0xFFF, 0x1000, 0x00400000, 0x7FFFFFFF, 0x80000000, 0xBFFFFFFC,
+                   0xC0400000, 0xC0400FFE, 0xFBFFFFFD, 0xFBFFFFFF, 0xFC000000, 0xFC000FFC,
+                   0xFC400000, 0xFC410000, 0xFC413000, 0xFFFFF000, 0xFFFFFFFC, 0xFFFFFFFF,
+                   HOLE, HOLE + 0x7FF, HOLE + 0xFFC, HOLE - 2)
+        return r.choice((RO, RO + 0x10, RO + 0xFFC)) if write and self.sometimes(0.3) \
+            else r.choice(choices)
+
+    def place(self, raw, write=False, hostile=0.1, straddle=True):
+        """Where a structure goes: mostly the heap; sometimes copied into the
+        scratch page, maybe running into the read-only page (its tail reads
+        as zeroes, and writes there fail); sometimes a pointer that must
+        fault.  (address, copy, how many of raw's bytes the hypervisor reads)."""
+        x = self.rng.random()
+        if x < hostile:
+            return self.bad_ptr(write), None, 0
+        if x < hostile + 0.08 and self.edge_free:
+            self.edge_free = False
+            keep = len(raw)
+            at = EDGE + self.rng.randrange(PAGE - len(raw) + 1)
+            if straddle and self.sometimes(0.5) and len(raw) > 1:
+                keep = self.rng.randrange(1, len(raw))
+                at = RO - keep
+            return at, (self.data.put(raw[:keep], misalign=False), at, keep), keep
+        return self.data.put(raw), None, len(raw)
+
+    def with_struct(self, number, first, raw, kind, write=False, hostile=0.1):
+        """A call whose second argument points at raw."""
+        at, copy, _ = self.place(raw, write, hostile)
+        return self.call(number, [first, at], kind, copy)
+
+    # -- page-table entries ------------------------------------------------------------------
+    def flags(self, writable):
+        f = P | (W if writable else 0)
+        if self.sometimes(0.3):
+            f |= self.rng.choice((U, A, D, A | D, PWT, PCD, 0x200, AVAIL))
+        return f
+
+    def l1_value(self, table):
+        """A new entry for L1 table `table`: frames the fuzzer plays with,
+        and ones it must not get, or not writable."""
+        d, r = self.dom, self.rng
+        c = r.choice(d.cands).mfn
+        return self.pick([
+            (lambda: c << 12 | self.flags(self.sometimes(0.6)), 45),
+            (lambda: r.choice([d.pd, d.l1, table] + [x.mfn for x in d.cands if d.kind(x)])
+             << 12 | self.flags(True), 10),                     # a page table, writable
+            (lambda: r.choice((d.pd, d.l1, table)) << 12 | self.flags(False), 7),
+            (lambda: d.shared << 12 | self.flags(self.sometimes(0.7)), 6),
+            (lambda: d.foreign() << 12 | self.flags(self.sometimes(0.5)), 8),
+            (lambda: d.mfn(r.choice(d.boot_pages)) << 12 | self.flags(self.sometimes(0.5)), 6),
+            (lambda: c << 12 | P | r.choice((PS, G, PS | G)), 6),   # PAT, G: reserved
+            (lambda: r.choice((0, 2, 4, 0x10, 0x20, r.getrandbits(32) & ~P)), 12),
+        ])()
+
+    def l2_value(self, directory):
+        d, r = self.dom, self.rng
+        return self.pick([
+            (lambda: r.choice(d.cands).mfn << 12 | P | W | (U if self.sometimes(0.3) else 0), 55),
+            (lambda: d.l1 << 12 | P | W, 10),                  # an alias of the direct map
+            (lambda: r.choice(d.cands).mfn << 12 | P | W | PS, 4),      # a 4 MiB page
+            (lambda: r.choice((d.pd, directory)) << 12 | P | W, 6),     # a directory
+            (lambda: d.foreign() << 12 | P | W, 10),
+            (lambda: 0, 15),
+        ])()
+
+    def index(self):
+        """An entry index, often among the first few (where the block ring's
+        header and first requests are, should the ring be a table)."""
+        return self.rng.randrange(48) if self.sometimes(0.4) else self.rng.randrange(1024)
+
+    # -- mmu_update, mmuext_op, update_va_mapping ---------------------------------------------
+    def mmu_update(self, reqs, kind, hostile=0.0, follow=False):
+        """mmu_update carrying reqs; with `follow`, the model takes the
+        requests as done as far as it believes they are accepted."""
+        raw = b"".join(abi.MMU_UPDATE_REQ.pack(p, v) for p, v in reqs)
+        done = self.data.scratch(4) if self.sometimes(0.5) else 0
+        at, copy, intact = self.place(raw, hostile=hostile, straddle=hostile > 0)
+        if follow:
+            self.follow(reqs[:intact // abi.MMU_UPDATE_REQ.size])
+        return self.call(abi.MMU_UPDATE, [at, len(reqs), done, abi.DOMID_SELF], kind, copy)
+
+    def mmuext(self, ops, kind, hostile=0.0):
+        raw = b"".join(abi.MMUEXT_REQ.pack(*op) for op in ops)
+        done = self.data.scratch(4) if self.sometimes(0.5) else 0
+        at, copy, _ = self.place(raw, hostile=hostile, straddle=hostile > 0)
+        return self.call(abi.MMUEXT_OP, [at, len(ops), done, abi.DOMID_SELF], kind, copy)
+
+    def uvm(self, va, value, kind, flags=None):
+        flags = self.rng.choice((0, 1, 2, 2)) if flags is None else flags
+        return self.call(abi.UPDATE_VA_MAPPING, [va, value, flags], kind)
+
+    # -- progress: a page's life as a page table ---------------------------------------------
+    def progress(self):
+        d = self.dom
+        c = self.rng.choice(d.cands)
+        k = d.kind(c)
+        bad = k is None and not all(d.l1_ok(v, c.mfn) for v in c.entries.values())
+        if k is None and c.direct == "rw":
+            steps = [(self.pt_readonly, 5), (self.pt_store, 2), (self.pt_pin_writable, 1),
+                     (self.pt_clean, 3 * bad)]
+        elif k is None:
+            steps = [(self.pt_pin, 4), (self.pt_install, 3), (self.pt_pin_l2, 1),
+                     (self.pt_writable, 2), (self.pt_store, 1), (self.pt_clean, 4 * bad)]
+        elif k == "l1":
+            steps = [(self.pt_store, 6), (self.pt_map_va, 3), (self.pt_table_writable, 1.5),
+                     (self.pt_install, 1), (self.pt_pin, 0.5 if c.pinned else 1),
+                     (self.pt_unpin, 2 if c.pinned else 0.2),
+                     (self.pt_uninstall, 2 if c.refs else 0.2), (self.pt_writable, 0.3)]
+        else:
+            steps = [(self.pt_l2_entry, 2), (self.pt_table_writable, 1), (self.pt_unpin, 2)]
+        return self.pick(steps)(c)
+
+    def direct(self, c, value, kind):
+        """Rewrite the candidate's direct-map entry, either way a guest can."""
+        if self.sometimes(0.6):
+            return self.uvm(c.va, value, kind)
+        return self.mmu_update([((self.dom.l1 << 12) + 4 * c.pfn, value)], kind)
+
+    def pt_readonly(self, c):
+        value = c.mfn << 12 | self.flags(False) if self.sometimes(0.85) else 0
+        self.dom.wrote(self.dom.l1, c.pfn, value)
+        return self.direct(c, value, "pt.readonly")
+
+    def pt_writable(self, c):
+        """Writable again: allowed only once the page is no table."""
+        value = c.mfn << 12 | self.flags(True)
+        if self.dom.kind(c) is None:
+            self.dom.wrote(self.dom.l1, c.pfn, value)
+            return self.direct(c, value, "pt.writable")
+        return self.direct(c, value, "pt.table_writable")
+
+    def pt_table_writable(self, c):
+        """The attack itself: map a page table writable -- this one, or the
+        bootstrap directory or table -- through the direct map or any live
+        table."""
+        d, r = self.dom, self.rng
+        t = r.choice((c.mfn, c.mfn, d.pd, d.l1))
+        value = t << 12 | self.flags(True)
+        how = r.random()
+        if how < 0.35 and t == c.mfn:
+            return self.direct(c, value, "pt.table_writable")
+        if how < 0.5 and t != c.mfn:              # the bootstrap tables' own entries
+            va = VIRT_BASE + PAGE * (d.boot.pt_base + (t == d.l1))
+            return self.uvm(va, value, "pt.table_writable")
+        table = r.choice([d.l1] + [x.mfn for x in d.cands if d.kind(x) == "l1"])
+        index = r.choice(SPARE_L1) if table == d.l1 else r.randrange(1024)
+        return self.mmu_update([((table << 12) + 4 * index, value)], "pt.table_writable")
+
+    def pt_pin_writable(self, c):
+        """Pin a frame still mapped writable."""
+        d, r = self.dom, self.rng
+        mfn = r.choice((c.mfn, c.mfn, d.protected_mfn(), d.mfn(r.choice(d.boot_pages))))
+        cmd = r.choice((abi.MMUEXT_PIN_L1_TABLE, abi.MMUEXT_PIN_L2_TABLE))
+        return self.mmuext([(cmd, mfn, self.junk())], "pt.pin_writable")
+
+    def pt_pin(self, c):
+        if c.pinned is None and self.dom.can_type(c, "l1"):
+            c.pinned = "l1"
+            return self.mmuext([(abi.MMUEXT_PIN_L1_TABLE, c.mfn, 0)], "pt.pin")
+        return self.mmuext([(abi.MMUEXT_PIN_L1_TABLE, c.mfn, 0)], "pt.pin_refused")
+
+    def pt_pin_l2(self, c):
+        if c.pinned is None and self.dom.can_type(c, "l2"):
+            self.dom.pinned_l2(c)
+            return self.mmuext([(abi.MMUEXT_PIN_L2_TABLE, c.mfn, 0)], "pt.pin_l2")
+        return self.mmuext([(abi.MMUEXT_PIN_L2_TABLE, c.mfn, 0)], "pt.pin_refused")
+
+    def pt_unpin(self, c):
+        kind = "pt.unpin" if c.pinned else "pt.unpin_refused"
+        c.pinned = None
+        return self.mmuext([(abi.MMUEXT_UNPIN_TABLE, c.mfn, 0)], kind)
+
+    def pt_install(self, c):
+        d = self.dom
+        slot = self.rng.choice(FUZZ_SLOTS)
+        value = c.mfn << 12 | P | W | self.rng.choice((0, 0, U, A, U | A))
+        ok = d.can_type(c, "l1")
+        if ok:
+            d.wrote(d.pd, slot, value)
+        return self.mmu_update([((d.pd << 12) + 4 * slot, value)],
+                               "pt.install" if ok else "pt.install_refused")
+
+    def pt_uninstall(self, c):
+        d = self.dom
+        slot = self.rng.choice([s for t, s in c.refs if t == d.pd] or FUZZ_SLOTS)
+        value = self.rng.choice((0, 0, 2, c.mfn << 12))             # not present
+        d.wrote(d.pd, slot, value)
+        return self.mmu_update([((d.pd << 12) + 4 * slot, value)], "pt.uninstall")
+
+    def pt_store(self, c):
+        """Write the page's words with mmu_update: plain stores while it is
+        no table, validated entries once it is.  A batch stops at its first
+        refused request, and so does this one."""
+        d = self.dom
+        table = d.kind(c) == "l1"
+        reqs = []
+        for _ in range(self.rng.choice((1, 1, 2, 4, 8))):
+            index, value = self.index(), self.l1_value(c.mfn)
+            reqs.append(((c.mfn << 12) + 4 * index, value))
+            if table and not d.l1_ok(value, c.mfn):
+                return self.mmu_update(reqs, "pt.map_refused")
+            d.wrote(c.mfn, index, value)
+        return self.mmu_update(reqs, "pt.map" if table else "pt.store")
+
+    def pt_clean(self, c):
+        """Zero the entries that would stop the page from being a table, as
+        a kernel clears a page before it uses it as one."""
+        d = self.dom
+        bad = [i for i, v in sorted(c.entries.items()) if not d.l1_ok(v, c.mfn)][:64]
+        for i in bad:
+            d.wrote(c.mfn, i, 0)
+        return self.mmu_update([((c.mfn << 12) + 4 * i, 0) for i in bad], "pt.clean")
+
+    def pt_map_va(self, c):
+        """update_va_mapping through the candidate where it is installed, or
+        through the bootstrap table's entries past the direct map."""
+        d, r = self.dom, self.rng
+        slots = [s for t, s in c.refs if t == d.pd]
+        if slots and self.sometimes(0.7):
+            table, index = c.mfn, self.index()
+            va = r.choice(slots) << 22 | index << 12
+        else:
+            table, index = d.l1, r.choice(SPARE_L1)
+            va = VIRT_BASE + index * PAGE
+        value = self.l1_value(table)
+        ok = d.l1_ok(value, table)
+        if ok:
+            d.wrote(table, index, value)
+        va |= r.randrange(PAGE) if self.sometimes(0.2) else 0
+        return self.uvm(va, value, "pt.map_va" if ok else "pt.map_refused")
+
+    def pt_l2_entry(self, c):
+        """A slot of a candidate pinned as a page directory: guest slots are
+        validated, the hypervisor's refused."""
+        d, r = self.dom, self.rng
+        slot = r.randrange(HYP_SLOT, 1024) if self.sometimes(0.3) else r.choice(
+            FUZZ_SLOTS + (r.randrange(HYP_SLOT),))
+        value = self.l2_value(c.mfn)
+        if slot < HYP_SLOT and d.l2_ok(value, c.mfn):
+            d.wrote(c.mfn, slot, value)
+        return self.mmu_update([((c.mfn << 12) + 4 * slot, value)], "pt.l2_entry")
+
+    # -- hostile memory calls ---------------------------------------------------------------
+    def entry_target(self):
+        """The machine address of an entry to aim at, never one mapping the
+        guest's own image or stack: the bootstrap tables, the candidates,
+        the hypervisor's slots, other bootstrap pages, foreign frames."""
+        d, r = self.dom, self.rng
+        x = r.random()
+        if x < 0.25:
+            return (d.l1 << 12) + 4 * r.choice([*SPARE_L1[:64], d.boot.pt_base,
+                                                d.boot.pt_base + 1, *d.boot_pages,
+                                                *r.sample(d.free, 4)])
+        if x < 0.45:
+            return (d.pd << 12) + 4 * r.choice(FUZZ_SLOTS + tuple(range(HYP_SLOT, 1024)))
+        if x < 0.7:
+            return (r.choice(d.cands).mfn << 12) + 4 * self.index()
+        if x < 0.8:
+            return (d.mfn(r.choice(d.boot_pages)) << 12) + 4 * r.randrange(1024)
+        return (d.foreign() << 12) + 4 * r.randrange(1024)
+
+    def mmu_request(self):
+        d, r = self.dom, self.rng
+        x = r.random()
+        if x < 0.6:
+            ptr = self.entry_target()
+            return ptr, (self.l1_value(ptr >> 12) if self.sometimes(0.7)
+                         else self.l2_value(d.pd))
+        if x < 0.75:                          # machine-to-physical updates
+            frame = r.choice((r.choice(d.cands).mfn, d.foreign(), d.pd))
+            return frame << 12 | abi.MMU_MACHPHYS_UPDATE, r.choice(
+                (r.randrange(NR), NR, abi.INVALID_M2P))
+        if x < 0.85:                          # commands that do not exist
+            return self.entry_target() | r.choice((2, 3)), 0
+        # more than 32 bits: a PAE entry, or a pointer past 4 GiB
+        if self.sometimes(0.5):
+            return self.entry_target() | (r.getrandbits(32) | 1) << 32, 0
+        return self.entry_target(), (r.getrandbits(32) | 1) << 32 | P
+
+    def follow(self, reqs):
+        """Requests the model did not choose may still change entries it
+        tracks: up to the first it believes refused, take them as done."""
+        d = self.dom
+        for ptr, value in reqs:
+            table, index = ptr >> 12, (ptr & 0xFFF) >> 2
+            if ptr >> 32 or value >> 32 or ptr & 3 > abi.MMU_MACHPHYS_UPDATE \
+                    or not d.owns(table):
+                return
+            if ptr & 3 == abi.MMU_MACHPHYS_UPDATE:
+                if value >= NR:
+                    return
+                continue
+            c = d.by_mfn.get(table)
+            if table == d.pd or (c is not None and d.kind(c) == "l2"):
+                if index >= HYP_SLOT or not d.l2_ok(value, table):
+                    return
+            elif d.live_l1(table) and not d.l1_ok(value, table):
+                return
+            d.wrote(table, index, value)
+
+    def mmu_hostile(self):
+        r = self.rng
+        reqs = [self.mmu_request() for _ in range(r.choice((1, 1, 2, 3, 6)))]
+        x = r.random()
+        if x < 0.1:                           # counts far too large
+            call = self.mmu_update(reqs, "mmu.count")
+            call.args[1] = r.choice((4097, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF))
+            return call
+        if x < 0.2:                           # zeroes (refused), then the hole
+            return self.call(abi.MMU_UPDATE, [HOLE - 16 * r.randrange(3),
+                                              r.choice((1, 3, 300, 4096)), 0, abi.DOMID_SELF],
+                             "mmu.overrun")
+        if x < 0.3:
+            call = self.mmu_update(reqs, "mmu.domain")
+            call.args[3] = r.choice((0, 1, 0x7FF1, 0xFFFF, 0xFFFFFFFF))
+            return call
+        if x < 0.4:                           # all done, but the count cannot be written
+            call = self.mmu_update(reqs, "mmu.done_fault", follow=True)
+            call.args[2] = self.bad_ptr(write=True)
+            return call
+        return self.mmu_update(reqs, "mmu.random", hostile=0.15, follow=True)
+
+    def mmuext_hostile(self):
+        """mmuext_op with frames that are no candidate for anything: a new
+        base pointer only ever the current directory or a frame that cannot
+        become one (another would take the guest's own mappings away)."""
+        d, r = self.dom, self.rng
+        ops = []
+        for _ in range(r.choice((1, 1, 2, 4))):
+            cmd = r.choice((0, 1, 4, 5, 5, 6, 7, 2, 3, 8, 9, 19, 0xFFFFFFFF))
+            if cmd == abi.MMUEXT_NEW_BASEPTR:
+                arg = r.choice((d.pd, d.pd, d.l1, d.foreign(), d.protected_mfn()))
+            elif cmd == abi.MMUEXT_INVLPG_LOCAL:
+                arg = self.junk()
+            else:
+                arg = r.choice((d.pd, d.l1, d.foreign(), d.protected_mfn(),
+                                d.mfn(r.choice(d.boot_pages)), r.getrandbits(8)))
+            ops.append((cmd, arg, self.junk()))
+        x = r.random()
+        if x < 0.1:
+            call = self.mmuext(ops, "mmuext.count")
+            call.args[1] = r.choice((4097, 0x80000000, 0xFFFFFFFF))
+            return call
+        if x < 0.2:
+            call = self.mmuext(ops, "mmuext.domain")
+            call.args[3] = r.choice((0, 0x7FF2, 0xFFFFFFFF))
+            return call
+        if x < 0.3:
+            return self.call(abi.MMUEXT_OP, [HOLE - 12 * r.randrange(3), r.choice((2, 341, 400)),
+                                             0, abi.DOMID_SELF], "mmuext.overrun")
+        return self.mmuext(ops, "mmuext.random", hostile=0.15)
+
+    def uvm_hostile(self):
+        """update_va_mapping where it must refuse: the hypervisor's range,
+        addresses with no validated table, bad flags, bad entries."""
+        d, r = self.dom, self.rng
+        c = r.choice(d.cands).mfn
+        x = r.random()
+        if x < 0.3:
+            va = r.choice((0xFC000000, 0xFC400000, 0xFC413000, 0xFFFFF000, 0xFFFFFFFF))
+            return self.uvm(va, c << 12 | P, "uvm.hyperspace")
+        if x < 0.5:
+            va = r.choice((0, 0x1000, 0x00400000, 0x80000000, 0xBFFFF000, 0xC0400000))
+            return self.uvm(va, c << 12 | P, "uvm.no_table")
+        if x < 0.6:                           # 3 is a flush type the ABI allows
+            flags = r.choice((3, 4, 0xFF, 0x80000000, 0xFFFFFFFF))
+            victim = r.choice(d.cands)
+            if flags == 3:
+                d.wrote(d.l1, victim.pfn, 0)
+            return self.uvm(victim.va, 0, "uvm.flags", flags=flags)
+        value = r.choice((d.foreign() << 12 | P, d.pd << 12 | P | W, d.l1 << 12 | P | W,
+                          c << 12 | P | G, c << 12 | P | PS))
+        return self.uvm(VIRT_BASE + PAGE * r.choice(SPARE_L1), value, "uvm.bad_entry")
+
+    # -- multicall ------------------------------------------------------------------------------
+    def multicall(self):
+        """A batch of calls.  The good ones carry progress; the hostile ones
+        (too many, an unreadable array, one that runs into the read-only
+        page) carry only what the model does not follow."""
+        r = self.rng
+        x = r.random()
+        families = self.entry_families + self.stateless if x < 0.75 else self.stateless
+        edge, self.edge_free = self.edge_free, False     # entries get no copies
+        entries = [self.pick(families)() for _ in range(r.choice((1, 2, 3, 4, 6, 8)))]
+        self.edge_free = edge
+        raw = b"".join(abi.MULTICALL_ENTRY.pack(e.number, self.junk(),
+                                                *(a & 0xFFFFFFFF for a in e.args), 0)
+                       for e in entries)
+        n = len(entries)
+        if x < 0.75:
+            return self.call(abi.MULTICALL, [self.data.put(raw), n], "multicall")
+        if x < 0.82:
+            return self.call(abi.MULTICALL, [self.data.put(raw),
+                                             r.choice((65, 0x1000, 0x80000000, 0xFFFFFFFF))],
+                             "multicall.count")
+        if x < 0.9 or not self.edge_free:
+            return self.call(abi.MULTICALL, [self.bad_ptr(write=self.sometimes(0.5)), n],
+                             "multicall.fault")
+        # the entries end the scratch page, the next ones are zeroes in the
+        # read-only page, whose result cannot be written
+        self.edge_free = False
+        at = RO - len(raw)
+        return self.call(abi.MULTICALL, [at, n + r.choice((1, 2, 64 - n))], "multicall.straddle",
+                         (self.data.put(raw, misalign=False), at, len(raw)))
+
+    def forbidden_in_multicall(self):
+        if self.sometimes(0.5):
+            return self.call(abi.IRET, [], "multicall.iret")
+        return self.call(abi.MULTICALL, [self.data.put(bytes(32)), 1], "multicall.nested")
+
+    def exhaust_ports(self):
+        """Multicalls of 64 EVTCHNOP_alloc_unbound: after 16 of them the
+        hypervisor has no port left (-ENOSPC)."""
+        d = self.dom
+        raw = b""
+        for _ in range(abi.MULTICALL_MAX):
+            arg = self.data.put(abi.ALLOC_UNBOUND.pack(abi.DOMID_SELF, 0, 0))
+            raw += abi.MULTICALL_ENTRY.pack(abi.EVENT_CHANNEL_OP, 0, abi.EVTCHNOP_ALLOC_UNBOUND,
+                                            arg, 0, 0, 0, 0)
+            port = d.next_port()
+            if port is not None:
+                d.ports.append(port)
+        return self.call(abi.MULTICALL, [self.data.put(raw), abi.MULTICALL_MAX],
+                         "evtchn.exhaust")
+
+    # -- event channels and the block device -------------------------------------------------
+    def port(self):
+        d, r = self.dom, self.rng
+        x = r.random()
+        if x < 0.5 and d.ports:
+            return r.choice(d.ports)
+        if x < 0.65:
+            return d.blk_port
+        if x < 0.75 and d.virq_port:
+            return d.virq_port
+        return r.choice((0, 1023, 1024, 0xFFFF, 0x80000000, 0xFFFFFFFF, r.randrange(1, 64)))
+
+    def evtchn(self):
+        d, r = self.dom, self.rng
+        op = abi.EVENT_CHANNEL_OP
+        x = r.random()
+        if x < 0.2:
+            virq, vcpu = (0, 0) if self.sometimes(0.7) else (r.choice((1, 2, 0xFFFFFFFF)),
+                                                              r.choice((0, 1)))
+            call = self.with_struct(op, abi.EVTCHNOP_BIND_VIRQ, abi.BIND_VIRQ.pack(virq, vcpu, 7),
+                                    "evtchn.bind_virq", write=True)
+            if (virq, vcpu) == (0, 0) and d.virq_port is None:
+                d.virq_port = d.next_port()
+            return call
+        if x < 0.4:
+            dom = abi.DOMID_SELF if self.sometimes(0.8) else r.choice((0, 1, 0xFFFF))
+            call = self.with_struct(op, abi.EVTCHNOP_ALLOC_UNBOUND,
+                                    abi.ALLOC_UNBOUND.pack(dom, r.getrandbits(16), 7),
+                                    "evtchn.alloc_unbound", write=True)
+            if dom == abi.DOMID_SELF and d.next_port() is not None:
+                d.ports.append(d.next_port())
+            return call
+        port = self.port()
+        if x < 0.55:
+            if port in d.ports:
+                d.ports.remove(port)
+            elif port == d.virq_port:
+                d.virq_port = None
+            return self.with_struct(op, abi.EVTCHNOP_CLOSE, abi.U32.pack(port), "evtchn.close")
+        if x < 0.7:
+            return self.with_struct(op, abi.EVTCHNOP_UNMASK, abi.U32.pack(port), "evtchn.unmask")
+        if x < 0.88:
+            return self.with_struct(op, abi.EVTCHNOP_SEND, abi.U32.pack(port), "evtchn.send")
+        return self.with_struct(op, r.choice((0, 2, 5, 7, 8, 10, 0xFFFFFFFF)), bytes(12),
+                                "evtchn.unknown")
+
+    def blk(self):
+        """Fill the block ring with mmu_update (a plain store while the ring
+        is no table), then notify the back end."""
+        d, r = self.dom, self.rng
+        if self.sometimes(0.4):
+            return self.with_struct(abi.EVENT_CHANNEL_OP, abi.EVTCHNOP_SEND,
+                                    abi.U32.pack(d.blk_port), "blk.send", hostile=0.02)
+        words = []
+        if self.sometimes(0.6):                                  # req_prod
+            words.append((0, r.choice((0, 1, 2, 3, 4, 32, 33, 0xFFFFFFFF, r.randrange(64)))))
+        for _ in range(r.randrange(1, 4)):
+            slot = r.randrange(abi.RING_SIZE) if self.sometimes(0.5) else r.randrange(4)
+            words += self.blk_request(abi.RING_HEADER + abi.RING_SLOT * slot)
+        if self.sometimes(0.2):                                  # rsp_prod
+            words.append((8, r.choice((0, 1, 2, 0xFFFFFFFF))))
+        ring = d.mfn(d.boot.ring) << 12
+        return self.mmu_update([(ring + off, value) for off, value in words], "blk.ring",
+                               follow=True)
+
+    def blk_request(self, at):
+        """The words of one request at ring offset `at`: operations, segment
+        counts, sectors and frames, good and bad."""
+        r = self.rng
+        op = r.choice((abi.BLKIF_OP_READ, abi.BLKIF_OP_READ, abi.BLKIF_OP_WRITE, 2, 0xFF))
+        nseg = r.choice((1, 1, 2, 11, 0, 12, 0xFF))
+        words = [(at, op | nseg << 8), (at + 4, r.getrandbits(32)), (at + 8, r.getrandbits(32)),
+                 (at + 12, r.choice((0, 1, 8, 24, 31, 32, 0xFFFFFFFF, r.randrange(32)))),
+                 (at + 16, r.choice((0, 0, 0, 1, 0xFFFFFFFF)))]
+        for i in range(min(nseg, abi.BLKIF_MAX_SEGMENTS) if self.sometimes(0.8) else 1):
+            frame = self.blk_frame()
+            first = r.choice((0, 0, 1, 7, 8))
+            last = r.choice((first, 7, 0, 9, 0xFF))
+            words += [(at + 20 + 8 * i, frame), (at + 24 + 8 * i, first | last << 8)]
+        return words
+
+    def blk_frame(self):
+        d, r = self.dom, self.rng
+        return r.choice((r.choice(d.cands).mfn, r.choice(d.cands).mfn, d.pd, d.l1,
+                         d.foreign(), d.shared, d.mfn(r.choice(d.boot_pages))))
+
+    # -- traps and callbacks ---------------------------------------------------------------------
+    def traps(self):
+        r = self.rng
+        x = r.random()
+        if x < 0.5:
+            return self.trap_table()
+        if x < 0.75:
+            ss = abi.FLAT_KERNEL_SS if self.sometimes(0.7) else r.choice(
+                (0, abi.FLAT_USER_DS, abi.FLAT_KERNEL_CS, 0xFFFFFFFF))
+            return self.call(abi.STACK_SWITCH, [ss, r.choice((END, 0, 0xFC000000, self.junk()))],
+                             "traps.stack_switch")
+        cs = [abi.FLAT_KERNEL_CS if self.sometimes(0.75) else
+              r.choice((0, abi.FLAT_USER_CS, 0xFFFFFFFF)) for _ in range(2)]
+        eips = [r.choice((self.callback, self.callback, 0, 0xFC000000, self.junk()))
+                for _ in range(2)]
+        return self.call(abi.SET_CALLBACKS, [cs[0], eips[0], cs[1], eips[1]],
+                         "traps.set_callbacks")
+
+    def trap_table(self):
+        """Handlers that end the run (none should ever be needed), junk
+        addresses, wrong code selectors, tables with no end."""
+        r = self.rng
+        n = r.choice((0, 1, 2, 4, 8))
+        if n == 0 and self.sometimes(0.5):
+            return self.call(abi.SET_TRAP_TABLE, [0], "traps.clear")
+        raw = b""
+        for _ in range(n):
+            cs = abi.FLAT_KERNEL_CS if self.sometimes(0.85) else r.choice(
+                (0, abi.FLAT_USER_CS, abi.FLAT_KERNEL_DS, 0xE018, 0x08, 0xFFFF))
+            address = self.fault_handler if self.sometimes(0.6) else r.choice(
+                (self.callback, 0xFC000000, 0x1000, r.getrandbits(32) | 1))
+            raw += abi.TRAP_INFO.pack(r.randrange(256), r.randrange(256), cs, address)
+        if self.sometimes(0.9):
+            raw += bytes(abi.TRAP_INFO.size)
+        at, copy, _ = self.place(raw or bytes(8))
+        return self.call(abi.SET_TRAP_TABLE, [at], "traps.set_trap_table", copy)
+
+    # -- the simple hypercalls ----------------------------------------------------------------
+    def misc(self):
+        return self.pick([(self.timer, 2), (self.version, 1), (self.console, 2),
+                          (self.fpu, 1), (self.sched, 2), (self.physdev, 2)])()
+
+    def timer(self):
+        r = self.rng
+        ns = r.choice((0, 1, 10_000, 10 ** 9, 1 << 63, (1 << 64) - 1, r.getrandbits(64)))
+        return self.call(abi.SET_TIMER_OP, [ns & 0xFFFFFFFF, ns >> 32], "misc.timer")
+
+    def version(self):
+        cmd = abi.XENVER_VERSION if self.sometimes(0.6) else self.junk()
+        return self.call(abi.XEN_VERSION, [cmd], "misc.xen_version")
+
+    def console(self):
+        r = self.rng
+        cmd = r.choice((abi.CONSOLEIO_WRITE,) * 6 + (abi.CONSOLEIO_READ, 2, 0xFFFFFFFF))
+        if self.sometimes(0.5):
+            text = b"fuzz %d\n" % r.randrange(10 ** 6)
+            at, copy, _ = self.place(text)
+            return self.call(abi.CONSOLE_IO, [cmd, len(text), at], "misc.console", copy)
+        count = r.choice((0, 1, 64, 4096, 4097, 0x10000, 0xFFFFFFFF))
+        buf = r.choice((CODE, RECORDS, RO, self.bad_ptr(), 0xFBFFFFF0))
+        return self.call(abi.CONSOLE_IO, [cmd, count, buf], "misc.console_raw")
+
+    def fpu(self):
+        return self.call(abi.FPU_TASKSWITCH, [self.rng.choice((0, 1, 0xFFFFFFFF))], "misc.fpu")
+
+    def sched(self):
+        """Yield, unknown commands, and shutdowns whose reason cannot be read
+        (-EFAULT: a readable one would end the run)."""
+        r = self.rng
+        x = r.random()
+        if x < 0.4:
+            return self.call(abi.SCHED_OP, [abi.SCHEDOP_YIELD], "misc.yield")
+        if x < 0.7:
+            return self.call(abi.SCHED_OP, [r.choice((3, 4, 5, 0x80000000, 0xFFFFFFFF))],
+                             "misc.sched_unknown")
+        return self.call(abi.SCHED_OP, [abi.SCHEDOP_SHUTDOWN, r.choice(
+            (0xFBFFFFFD, 0xFC000000, 0xFC000FFC, 0xFFFFFFFF, HOLE))], "misc.shutdown_fault")
+
+    def physdev(self):
+        r = self.rng
+        x = r.random()
+        if x < 0.45:
+            return self.with_struct(abi.PHYSDEV_OP, abi.PHYSDEVOP_SET_IOPL,
+                                    abi.U32.pack(r.choice((0, 1, 2, 3, 4, 0xFFFFFFFF))),
+                                    "misc.set_iopl")
+        if x < 0.85:
+            raw = abi.IOBITMAP.pack(r.choice((0, RO, 0xFC000000, self.junk())),
+                                    r.choice((0, 1024, 65536, 65537, 0xFFFFFFFF)))
+            return self.with_struct(abi.PHYSDEV_OP, abi.PHYSDEVOP_SET_IOBITMAP, raw,
+                                    "misc.set_iobitmap")
+        return self.with_struct(abi.PHYSDEV_OP, r.choice((0, 1, 5, 8, 0xFFFFFFFF)), bytes(8),
+                                "misc.physdev_unknown")
+
+    # -- unknown numbers and garbage -----------------------------------------------------------
+    def unknown(self):
+        r = self.rng
+        number = r.choice((2, 6, 7, 8, 9, 10, 11, 12, 16, 19, 20, 21, 22, 24, 25, 27, 28, 30,
+                           31, 34, 35, 40, 48, 63, 64, 255, 256, 0x7FFFFFFF, 0x80000000,
+                           0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFF1, 0xFFFF0001, r.getrandbits(32)))
+        return self.call(number if number not in NAMES else 0xFFFFFFFF, [], "unknown")
+
+    def garbage(self):
+        """A known number with junk and hostile pointers for arguments."""
+        r = self.rng
+        number = r.choice((abi.SET_TRAP_TABLE, abi.MMU_UPDATE, abi.MMUEXT_OP, abi.MULTICALL,
+                           abi.CONSOLE_IO, abi.EVENT_CHANNEL_OP, abi.PHYSDEV_OP))
+        args = [self.bad_ptr(write=True) if self.sometimes(0.5) else self.junk()
+                for _ in range(5)]
+        args[1 if number in (abi.EVENT_CHANNEL_OP, abi.PHYSDEV_OP) else 0] = self.bad_ptr()
+        return self.call(number, args, "garbage")
+
+    # -- a chunk --------------------------------------------------------------------------------
+    def setup(self):
+        """The first calls of every chunk: the read-only page and the hole."""
+        ro = self.dom.mfn((RO - VIRT_BASE) // PAGE) << 12 | P
+        return [self.call(abi.UPDATE_VA_MAPPING, [RO, ro, abi.UVMF_INVLPG], "setup"),
+                self.call(abi.UPDATE_VA_MAPPING, [HOLE, 0, abi.UVMF_INVLPG], "setup")]
+
+    def next_call(self):
+        self.edge_free = True
+        return self.pick(self.families)()
+
+
+def generate(rng, hv, count):
+    """The domain's model and the calls of one chunk (at most count; fewer
+    if the heap fills up)."""
+    dom, data = Domain(rng, hv), Data(rng)
+    gen = Gen(rng, dom, data)
+    calls = gen.setup()[:count]
+    burst = rng.randrange(count) if rng.random() < 0.05 else -1
+    while len(calls) < count and data.room() > 32768:
+        if len(calls) == burst:
+            calls += [gen.exhaust_ports() for _ in range(min(17, count - len(calls)))]
+            continue
+        calls.append(gen.next_call())
+    for i, call in enumerate(calls):
+        data.record(i, call)
+    abi.U32.pack_into(data.bytes, TABLE - DATA, RECORDS + RECORD * len(calls))
+    return dom, calls, build(_GUEST, bytes(data.bytes), bss=0)
+
+
+def disk_image():
+    """The block device: zeroes, then sectors of entries that map the
+    hypervisor's first frames writable (a page read from them cannot be a
+    page table)."""
+    disk = bytearray(32 * abi.SECTOR)
+    for at in range(len(disk) // 2, len(disk), 4):
+        abi.U32.pack_into(disk, at, (at // 4 % 7) << 12 | P | W)
+    return disk
+
+
+# -- running a chunk -----------------------------------------------------------------------------
+class Broken(Exception):
+    """The hypervisor's invariants do not hold (raised in a hook, re-raised
+    by Machine.run)."""
+
+
+class Monitor:
+    """Watches the hypervisor of one chunk: each hypercall and multicall
+    entry, its result, and the invariants after it."""
+
+    def __init__(self, hv):
+        self.hv = hv
+        self.issued = 0            # hypercalls the guest made
+        self.returned = False      # ... the last of which returned to it
+        self.top = []              # (number, result) of each one that finished
+        self.nested = []           # (number, result) of each multicall entry
+        self.entry = None          # the entry of the current multicall being run
+        plain = hv.hypercall       # before Machine() binds int 0x82 to it
+
+        def hypercall():
+            self.issued += 1
+            self.returned, self.entry = False, None
+            plain()
+            self.entry = None
+            self.check()
+            self.returned = True
+        hv.hypercall = hypercall
+
+    def attach(self):
+        """After Machine(): see each call of the hypercall table, the entries
+        of a multicall too."""
+        table = self.hv.hypercalls
+        plain = table.call
+
+        def call(number, args):
+            top = table.depth == 0
+            if not top:
+                self.entry = 0 if self.entry is None else self.entry + 1
+            result = plain(number, args)
+            value = None if result is NO_RETURN else result
+            (self.top if top else self.nested).append((number, value))
+            if not top:
+                self.check()
+            return result
+        table.call = call
+
+    def check(self):
+        errors = invariants.check(self.hv)
+        if errors:
+            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+            raise Broken("; ".join(errors[:3]) + more)
+
+
+def run_chunk(index, seed, count, report):
+    """Generate, run and judge one chunk; the number of calls it had."""
+    rng = random.Random(f"pv.fuzz:{seed}:{index}")
+    hv = Pv()
+    mon = Monitor(hv)
+    with Machine(hv, ram_size=RAM, budget=Budget(host_seconds=900.0)) as m:
+        mon.attach()
+        dom, calls, image = generate(rng, hv, count)
+        m.boot(BootSpec(image, "pv.fuzz", 0, disk_image()))
+        _check_layout(dom, hv)
+        outcome, error = None, None
+        try:
+            outcome = m.run()
+        except Broken as b:
+            error = f"invariant broken: {b}"
+        except Exception as exc:                      # escaped from the hypervisor
+            error = f"{type(exc).__name__}: {exc}{_origin(exc)}"
+        done = mon.issued if mon.returned else mon.issued - 1
+        report.chunk(index, mon, calls, _outputs(m, hv, done), hv.start.stack_end)
+        if error is not None:
+            report.hypervisor_error(index, mon, calls, error)
+        elif not outcome.ok or outcome.exit_status != 0:
+            report.crash(index, mon, calls, _crash_reason(outcome))
+    return len(calls)
+
+
+def _check_layout(dom, hv):
+    st = hv.start
+    if (st.p2m, st.pt_base_mfn, st.blk_ring_pfn, st.blk_port) != (
+            dom.p2m, dom.pd, dom.boot.ring, dom.blk_port):
+        raise RuntimeError("pv.fuzz: the domain is not laid out as predicted "
+                           "(did pv/builder.py change?)")
+
+
+def _origin(exc):
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {'/'.join(f.filename.split('/')[-2:])}:{f.lineno} in {f.name})"
+
+
+def _crash_reason(outcome):
+    if outcome.ok and outcome.exit_status == _FAULT:
+        return "the guest took an exception (one of its trap handlers ran)"
+    if outcome.ok and outcome.exit_status == _UPCALL:
+        return "an event upcall reached the guest"
+    if outcome.ok:
+        return f"the guest ended with status {outcome.exit_status}"
+    return outcome.reason
+
+
+def _outputs(m, hv, n):
+    """ESP EAX EBX ECX EDX ESI EDI after each of the first n calls, as the
+    guest stored them."""
+    out = []
+    for i in range(n):
+        va = RECORDS + RECORD * i + _OUT
+        raw = m.mem.read(hv.start.p2m[(va - VIRT_BASE) // PAGE] << 12 | va & 0xFFF, 28)
+        out.append(tuple(int.from_bytes(raw[j:j + 4], "little") for j in range(0, 28, 4)))
+    return out
+
+
+# -- the report ----------------------------------------------------------------------------------
+class Report:
+    KEEP = 10                      # descriptions kept of errors, and of crashes
+
+    def __init__(self, seed, count):
+        self.seed, self.count = seed, count
+        self.chunks = self.hypercalls = self.errors_returned = 0
+        self.calls, self.entries, self.results = Counter(), Counter(), Counter()
+        self.kinds = {}
+        self.errors, self.crashes = [], []
+        self.n_errors = self.n_crashes = 0
+
+    def chunk(self, index, mon, calls, outputs, esp):
+        self.chunks += 1
+        self.hypercalls += mon.issued
+        for call in calls[:mon.issued]:
+            self.calls[name_of(call.number)] += 1
+            self.kinds.setdefault(call.kind, [0, 0])[0] += 1
+        for i, (number, result) in enumerate(mon.top):
+            self.results[_result_name(result)] += 1
+            self.errors_returned += result is not None and result < 0
+            self.kinds[calls[i].kind][1] += result is not None and result >= 0
+            if i < len(outputs):
+                self._promises(index, i, calls[i], result, outputs[i], esp)
+        for number, result in mon.nested:
+            self.entries[name_of(number)] += 1
+
+    def _promises(self, index, i, call, result, out, esp):
+        """What the ABI promises on every return from a hypercall."""
+        if result is None:
+            return
+        if out[0] != esp or list(out[2:]) != [a & 0xFFFFFFFF for a in call.args]:
+            self._error(index, i, call, "registers not preserved: ESP EBX..EDI came back as "
+                        + " ".join(f"{v:#x}" for v in (out[0], *out[2:])))
+        elif out[1] != result & 0xFFFFFFFF:
+            self._error(index, i, call, f"EAX {out[1]:#x} is not the result {result}")
+        elif call.number not in NAMES and result != -abi.ENOSYS:
+            self._error(index, i, call, f"an unknown hypercall returned {result}, not -ENOSYS")
+        elif result < 0 and result not in abi.ERROR_NAMES:
+            self._error(index, i, call, f"returned {result}, which is not a Xen errno")
+
+    def hypervisor_error(self, index, mon, calls, error):
+        i = mon.issued - 1
+        if mon.entry is not None:
+            error += f" (in entry {mon.entry} of the multicall)"
+        self._error(index, i, calls[i] if 0 <= i < len(calls) else None, error)
+
+    def _error(self, index, i, call, what):
+        self.n_errors += 1
+        if len(self.errors) < self.KEEP:
+            self.errors.append(_describe(index, i, call) | {"error": what})
+
+    def crash(self, index, mon, calls, reason):
+        self.n_crashes += 1
+        if len(self.crashes) < self.KEEP:
+            i = mon.issued - 1
+            self.crashes.append(_describe(index, i, calls[i] if 0 <= i < len(calls) else None)
+                                | {"reason": reason})
+
+    def as_dict(self, seconds):
+        return {
+            "seed": self.seed, "count": self.count, "chunks": self.chunks,
+            "hypercalls": self.hypercalls, "errors_returned": self.errors_returned,
+            "succeeded": sum(n for r, n in self.results.items() if not r.startswith("-")),
+            "hypervisor_errors": self.n_errors, "domains_crashed": self.n_crashes,
+            "ok": self.n_errors == 0,
+            "calls": dict(sorted(self.calls.items())),
+            "multicall_entries": dict(sorted(self.entries.items())),
+            "results": dict(sorted(self.results.items())),
+            "kinds": {k: {"issued": v[0], "succeeded": v[1]} for k, v in sorted(self.kinds.items())},
+            "errors": self.errors, "crashes": self.crashes,
+            "seconds": round(seconds, 3),
+        }
+
+
+def _result_name(result):
+    if result is None:
+        return "no return"
+    if result < 0:
+        return abi.ERROR_NAMES.get(result, str(result))
+    return "0" if result == 0 else "positive"
+
+
+def _describe(index, i, call):
+    d = {"chunk": index, "call": i}
+    if call is not None:
+        d |= {"hypercall": name_of(call.number), "kind": call.kind,
+              "regs": [f"{v & 0xFFFFFFFF:#x}" for v in (call.number, *call.args)]}
+    return d
+
+
+def fuzz(count, seed):
+    """Issue `count` hypercalls generated from `seed`; the report as a dict."""
+    started = time.perf_counter()
+    report = Report(seed, count)
+    chunk = done = 0
+    while done < count:
+        done += run_chunk(chunk, seed, min(CHUNK, count - done), report)
+        chunk += 1
+    return report.as_dict(time.perf_counter() - started)
+
+
+# -- the command line --------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _number(low, what):
+    def parse(text):
+        try:
+            v = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
+        return v
+    return parse
+
+
+def _parser():
+    p = _Parser(prog="python -m pv.fuzz",
+                description="Fuzz the pv hypervisor's hypercalls from a hostile PV guest.")
+    p.add_argument("--count", type=_number(1, "a positive number of hypercalls"), required=True)
+    p.add_argument("--seed", type=_number(0, "a seed of 0 or more"), default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def summary(r):
+    lines = [f"pv.fuzz: {r['hypercalls']} hypercalls, seed {r['seed']}, {r['seconds']:.1f} s: "
+             f"{r['succeeded']} succeeded, {r['errors_returned']} refused",
+             f"hypervisor errors: {r['hypervisor_errors']}; domains crashed: "
+             f"{r['domains_crashed']}"]
+    for e in r["errors"]:
+        lines.append(f"  error in chunk {e['chunk']}, call {e['call']} "
+                     f"({e.get('kind', '?')}): {e['error']}")
+    for c in r["crashes"]:
+        lines.append(f"  crash in chunk {c['chunk']} at call {c['call']}: {c['reason']}")
+    lines.append("ok" if r["ok"] else "FAILED")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None, out=None):
+    out = out or sys.stdout
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"pv.fuzz: error: {exc}\n")
+        return 2
+    r = fuzz(args.count, args.seed)
+    out.write(json.dumps(r) + "\n" if args.json else summary(r))
+    return 0 if r["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
