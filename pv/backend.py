@@ -34,7 +34,7 @@ from virtlab.vmm.sensitive import SensitiveAudit
 from . import abi, layout as L
 from .blkback import BlockBackend
 from .builder import DomainBuilder
-from .counters import PV
+from .counters import HYPERCALL_NAMES, PV
 from .events import EventChannels, SharedInfo, VirtualTimer
 from .frames import L2, FrameTable, Refused
 from .guest_memory import GuestMemory
@@ -221,6 +221,19 @@ class Pv(Backend):
         except Refused:
             return False
         return not int.from_bytes(raw, "little") & (((1 << size) - 1) << (port % 8))
+
+    def exit_cause(self, handler, args):
+        """`virtlab trace` names a hypercall by its name, and the direct
+        system call as what it is: the CPU's own delivery."""
+        st = self.machine.state
+        if handler != "exception" or not st.is_software_int:
+            return None
+        if args and args[0] == abi.HYPERCALL_VECTOR and st.cpl == 1:
+            number = st.reg("eax")
+            return "hypercall " + HYPERCALL_NAMES.get(number, f"{number:#x} (unknown)")
+        if args and args[0] == SYSCALL_VECTOR and st.cpl == 3 and self.traps.direct_int80:
+            return "int 0x80: direct trap"
+        return None
 
     def halted(self):
         raise GuestStop("pv: the CPU halted at real ring 0, which the guest never runs at")

@@ -46,10 +46,11 @@ class Tracer:
         def traced(*args):
             own = self.machine.backend.exit_cause(name, args)
             cause = own or _cause(name, args, self.machine.state)
-            # (A back end's own exit names its guest PC itself: guest_address.)
+            # (A back end that runs code of its own names the guest PC of its
+            # exits itself, through guest_address: bt's callouts.)
             before = self._begin(name != "exception" and name != "invalid_opcode",
                                  name == "exception" and self.machine.state.is_software_int
-                                 and own is None)
+                                 and (own is None or self.machine._pc_map is None))
             result = handler(*args)
             self._end(before, cause)
             return result
