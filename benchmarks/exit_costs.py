@@ -26,6 +26,15 @@ nanoseconds).  Units: microseconds of host time per exit.
                       the indirect-branch table without leaving the TC (loop included)
   bt.pf_trace_us      a store to a traced page table: after bt.backend.GUILTY_AFTER
                       faults, adaptive translation makes it a callout (ptwrite)
+  pv.hypercall_us     `xen_version` from the PV guest kernel: `int 0x82` into the
+                      hypervisor, dispatch, back (the floor of every hypercall)
+  pv.mmu_update_us    an `mmu_update` of one entry, validated against the page types
+  pv.bounce_us        a #DE in the PV guest kernel, bounced to its handler, which
+                      returns past the `div` with `iretd`
+  pv.upcall_us        `set_timer_op` with a deadline already past, and the upcall
+                      it causes on the way out (a hypercall and an event delivered)
+  pv.fast_syscall_us  `int 0x80` from user code through the direct trap gate and
+                      back with `iretd`: the CPU's delivery, no hypervisor entry
 """
 from guestbench import main as bench_main, timed_run
 
@@ -132,6 +141,63 @@ def bt_pf_trace():
     return _per(Bt, _trace_guest(), "shadow.trace")
 
 
+PV_RAM = 4 << 20
+
+
+def _pv(kernel, counter, n=N):
+    from pv.backend import Pv
+    kernel.nr_pages = PV_RAM >> 12
+    dt, m = timed_run(Pv(), kernel.build(), PV_RAM)
+    if m.counters[counter] < n:
+        raise SystemExit(f"expected {n} x {counter}, saw {m.counters[counter]}")
+    return dt / n * 1e6
+
+
+def pv_hypercall():
+    from pv import abi, asmkernel as K
+    from pv.asmguest import hypercall
+    return _pv(K.Kernel(body=_loop(hypercall(abi.XEN_VERSION, 0))), "hypercall.xen_version")
+
+
+def pv_mmu_update():
+    from pv import abi, asmkernel as K
+    from pv.asmguest import hypercall
+    k = K.Kernel(body="")
+    k.nr_pages = PV_RAM >> 12
+    p2m, page = k.frames(), K.free_page(0, PV_RAM >> 12)
+    table = p2m[K.pfn_of(K.USER_L1_KVA)]                  # the user page table, slot 5
+    req = abi.MMU_UPDATE_REQ.pack(table << 12 | 20, p2m[K.pfn_of(page)] << 12 | 5)
+    k.body = _loop("push ecx\n" + hypercall(abi.MMU_UPDATE, K.Kernel.data_address(), 1, 0,
+                                            abi.DOMID_SELF) + "pop ecx")
+    k.data = req
+    return _pv(k, "hypercall.mmu_update")
+
+
+def pv_bounce():
+    from pv import abi, asmkernel as K
+    return _pv(K.Kernel(body=_loop("push ecx\nxor ecx, ecx\ndiv ecx\npop ecx"),
+                        handlers={0: (abi.TI_SET_IF, "add dword ptr [esp], 2\niretd\n")}),
+               "pv.bounce.de")
+
+
+def pv_upcall():
+    from pv import abi, asmkernel as K
+    from pv.asmguest import hypercall
+    shared = K.SHARED_INFO
+    callback = (f"mov byte ptr [{shared:#x}], 0\nmov dword ptr [{shared + 2048:#x}], 0\n"
+                f"mov byte ptr [{shared + 1:#x}], 0\niretd\n")
+    body = (hypercall(abi.EVENT_CHANNEL_OP, abi.EVTCHNOP_BIND_VIRQ, K.Kernel.data_address())
+            + f"mov byte ptr [{shared + 1:#x}], 0\n"
+            + _loop("push ecx\n" + hypercall(abi.SET_TIMER_OP, 1, 0) + "pop ecx"))
+    return _pv(K.Kernel(body=body, callback=callback, data=bytes(12)), "evtchn.upcall")
+
+
+def pv_fast_syscall():
+    from pv import asmkernel as K
+    return _pv(K.Kernel(body=K.to_user(), user=_loop("int 0x80"),
+                        handlers={0x80: (3, "iretd\n")}), "pv.fast_syscall")
+
+
 BENCHES = {
     "trap.priv_us": trap_priv, "trap.io_us": trap_io, "trap.syscall_us": trap_syscall,
     "trap.pf_fill_us": trap_pf_fill, "trap.pf_trace_us": trap_pf_trace,
@@ -139,6 +205,8 @@ BENCHES = {
     "bt.callout_us": bt_callout, "bt.rdtsc_us": bt_rdtsc, "bt.io_us": bt_io,
     "bt.syscall_us": bt_syscall, "bt.indirect_hit_us": bt_indirect_hit,
     "bt.pf_trace_us": bt_pf_trace,
+    "pv.hypercall_us": pv_hypercall, "pv.mmu_update_us": pv_mmu_update,
+    "pv.bounce_us": pv_bounce, "pv.upcall_us": pv_upcall, "pv.fast_syscall_us": pv_fast_syscall,
 }
 
 

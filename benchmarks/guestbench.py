@@ -13,10 +13,12 @@ from virtlab import asmguest as A                       # noqa: E402
 from virtlab.machine import BootSpec, Machine           # noqa: E402
 
 
-def timed_run(backend, guest):
-    """(host seconds of the run, the machine) for an AsmGuest under a back end."""
-    with Machine(backend) as m:
-        m.boot(BootSpec(A.build(guest)))
+def timed_run(backend, guest, ram_size=32 << 20):
+    """(host seconds of the run, the machine) for an AsmGuest (or an image
+    already built, such as a PV guest's) under a back end."""
+    image = guest if isinstance(guest, bytes) else A.build(guest)
+    with Machine(backend, ram_size=ram_size) as m:
+        m.boot(BootSpec(image))
         t0 = time.perf_counter()
         out = m.run()
         dt = time.perf_counter() - t0
