@@ -30,7 +30,10 @@ class BlockBackend:
         self.cons = 0                    # the next request to take
 
     def attach(self, ring_mfn):
-        """Share the ring frame with the frontend; the event-channel port."""
+        """Share the ring frame with the frontend; the event-channel port.
+        The back end writes the ring, so it holds it writable: the guest can
+        never make it a page table and have the back end write entries."""
+        self.frames.hold_writable(ring_mfn)
         self.ring = ring_mfn << 12
         return self.channels.bind_backend(self)
 

@@ -69,6 +69,7 @@ class FrameTable:
         self.shared_info = shared_info
         self.hypervisor_slots = hypervisor_slots
         self.new_tables = False        # a frame became a page table: flush the TLB
+        self.held = {}                 # mfn -> writable references the hypervisor holds
 
     # -- ownership -------------------------------------------------------------
     def owns(self, mfn):
@@ -208,6 +209,14 @@ class FrameTable:
         self.mem.set_u32(ptr & ~3, new)
         if old & x86.PTE_P:
             put(old)
+
+    def hold_writable(self, mfn):
+        """The hypervisor maps a frame of the domain writable for itself (the
+        block ring, as a Xen back end maps its granted ring): that is a
+        writable reference like any page-table entry's, so the frame can
+        never become a page table while it is held."""
+        self.get_type(mfn, WRITABLE)
+        self.held[mfn] = self.held.get(mfn, 0) + 1
 
     # -- pins --------------------------------------------------------------------------
     def pin(self, mfn, kind):

@@ -11,7 +11,8 @@ workloads.  It reads only; it changes nothing.
      guest slots point only at validated page tables of the domain.
   3. Every entry of a validated page table maps a frame of the domain (or its
      shared-info page), and no writable entry maps a page table.
-  4. Every type count equals the references that the tables and pins hold.
+  4. Every type count equals the references that the tables, pins and the
+     hypervisor's own writable mappings (the block ring) hold.
 """
 from collections import Counter
 
@@ -36,6 +37,8 @@ def check(hv):
     for kind in (L1, L2):
         for mfn in tables[kind]:
             expected[mfn] += frames.frame(mfn).pinned
+    for mfn, n in frames.held.items():            # the hypervisor's own writable mappings
+        expected[mfn] += n
     for l2 in tables[L2]:
         _directory(frames, mem, l2, expected, errors)
     for l1 in tables[L1]:
