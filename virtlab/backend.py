@@ -160,6 +160,12 @@ def names():
     return sorted(_entry_points())
 
 
+def bundled():
+    """The back ends that come with virtlab itself (not a third party's)."""
+    return sorted(name for name, ep in _entry_points().items()
+                  if ep.dist is not None and ep.dist.name == "virtlab")
+
+
 def load(name):
     """The back-end class registered under `name`."""
     eps = _entry_points()

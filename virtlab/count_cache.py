@@ -1,17 +1,27 @@
-"""The on-disk cache of exact instruction counts.
+"""The caches of exact instruction counts.
 
 Counting a run's guest instructions is a separate, slower pass (icount.py), and
-its result depends only on the image, the workload, its scale and the back end:
-so it is kept on disk, under $VIRTLAB_CACHE (or ~/.cache/virtlab), one small
-file per key.  Several virtlab processes may count at once (bench --jobs, two
-users of one home directory): no file is ever read, modified and written back,
-and each is written whole under a temporary name and renamed into place, so a
-reader sees no file or a complete one.
+its result depends only on the image, the workload, its scale and the back end
+(all in the key, the image by its digest).  So it is counted once and kept:
+
+  - in the user's cache on disk, under $VIRTLAB_CACHE (or ~/.cache/virtlab),
+    one small file per key.  Several virtlab processes may count at once
+    (bench --jobs, two users of one home directory): no file is ever read,
+    modified and written back, and each is written whole under a temporary
+    name and renamed into place, so a reader sees no file or a complete one;
+  - in the bundle shipped beside the images (workloads/images/counts.json):
+    the counts of every catalog workload at its default scale under every
+    bundled back end, so that the first `virtlab bench` on a new machine
+    counts nothing.  Its keys hold the images' digests, so an entry of an
+    image that has changed is simply never found; tests/test_count_bundle.py
+    checks that it covers the committed images and that sampled entries are
+    what counting gives.  `python -m virtlab.count_cache --bundle` rebuilds it.
 """
 import hashlib
 import json
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -28,8 +38,33 @@ def _key_file(key):
 
 
 def lookup(key):
-    """The cached (instructions, roi_instructions) for `key`, or None.  An
-    entry is one small file written whole (see store), so a reader
+    """The cached (instructions, roi_instructions) for `key`, or None: the
+    bundle's entry, else the user's."""
+    bundled = _bundle().get(key)
+    if bundled is not None:
+        return tuple(bundled)
+    return _lookup_user(key)
+
+
+BUNDLE = Path(__file__).resolve().parents[1] / "workloads" / "images" / "counts.json"
+
+
+@lru_cache(maxsize=1)
+def _bundle():
+    """The shipped counts (key -> [instructions, roi_instructions]); empty if
+    absent or unreadable, or if VIRTLAB_NO_BUNDLED_COUNTS is set (to measure
+    a truly cold bench)."""
+    if os.environ.get("VIRTLAB_NO_BUNDLED_COUNTS"):
+        return {}
+    try:
+        entries = json.loads(BUNDLE.read_text()).get("entries", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in entries.items() if isinstance(v, list) and len(v) == 2}
+
+
+def _lookup_user(key):
+    """An entry is one small file written whole (see store), so a reader
     sees either no file or a complete one; anything else counts as a miss."""
     try:
         entry = json.loads(_key_file(key).read_text())
@@ -64,3 +99,26 @@ def store(key, result):
             raise
     except OSError:
         pass                      # a read-only cache: count again next time
+
+
+def write_bundle(entries, path=BUNDLE):
+    """Write the bundle (sorted, so that rebuilding it gives the same bytes)."""
+    text = json.dumps({"entries": dict(sorted(entries.items()))}, indent=1, sort_keys=True)
+    Path(path).write_text(text + "\n")
+    _bundle.cache_clear()
+
+
+def _main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m virtlab.count_cache",
+                                description="rebuild the bundled instruction counts")
+    p.add_argument("--bundle", action="store_true", required=True,
+                   help="count every catalog workload at its default scale under every "
+                        "installed back end and write workloads/images/counts.json")
+    p.parse_args(argv)
+    from .harness import bundle_counts
+    write_bundle(bundle_counts(progress=print))
+
+
+if __name__ == "__main__":
+    _main()

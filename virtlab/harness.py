@@ -103,20 +103,47 @@ def count_instructions(guest, backend_name, ram_mb=32, timeout=600.0):
     """(instructions, roi_instructions) of the guest under the back end: a
     separate, slower run with the instruction counter on, cached on disk by
     image content, workload, scale and back end (icount.py)."""
-    key = "|".join([image_digest(guest.image_path), guest.workload, str(guest.scale),
-                    backend_name, str(ram_mb), ICOUNT_VERSION])
+    key = count_key(guest, backend_name, ram_mb)
     cached = count_cache.lookup(key)
     if cached is not None:
         return cached
+    result, ok = _count(guest, backend_name, ram_mb, timeout)
+    if ok:
+        count_cache.store(key, result)
+    return result
+
+
+def _count(guest, backend_name, ram_mb, timeout):
+    """((instructions, roi_instructions), ok) of one counting run."""
     with Machine(backends.create(backend_name), ram_size=ram_mb * MiB,
                  budget=Budget(timeout, 50_000_000), count_instructions=True) as machine:
         machine.boot(BootSpec(guest.image_path.read_bytes(), guest.workload, guest.scale,
                               bytearray(DISK_BYTES)))
         outcome = machine.run()
-        result = (machine.icount.total, machine.roi.instructions)
-    if outcome.ok:
-        count_cache.store(key, result)
-    return result
+        return (machine.icount.total, machine.roi.instructions), outcome.ok
+
+
+def count_key(guest, backend_name, ram_mb=32):
+    """The key of a guest's count in the caches (count_cache.py)."""
+    return "|".join([image_digest(guest.image_path), guest.workload, str(guest.scale),
+                     backend_name, str(ram_mb), ICOUNT_VERSION])
+
+
+def bundle_counts(progress=None):
+    """Count every catalog workload at its default scale under every
+    back end virtlab itself installs, counting afresh (the bundle is what is being made):
+    the entries of workloads/images/counts.json."""
+    entries = {}
+    for name in catalog().CATALOG:
+        for b in backends.bundled():
+            guest = resolve(name, kind=backends.load(b).image)
+            result, ok = _count(guest, b, 32, 600.0)
+            if not ok:
+                raise RuntimeError(f"{name} under {b} failed: nothing to bundle")
+            entries[count_key(guest, b)] = list(result)
+            if progress is not None:
+                progress(f"{name} {b}: {result}")
+    return entries
 
 
 ICOUNT_VERSION = "3"               # bumped when counting changes: older cached counts are stale
