@@ -57,7 +57,9 @@ def region_host_seconds(result):
 
 
 def overhead(result, native, profile):
-    """(modeled overhead, host overhead) of `result` relative to `native`."""
+    """(modeled overhead, host overhead) of `result` relative to `native`, both
+    over the measured region; the host one is the ratio of the two runs'
+    median host times there (their repetitions: analysis/hosttime.py)."""
     if not (result.ok and native.ok):
         return None, None
     a, b = evaluate(result, profile), evaluate(native, profile)

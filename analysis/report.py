@@ -1,11 +1,12 @@
-"""A comparison report: one markdown file with the tables, the figures (PNG files
-written beside it and linked from it), the profile used with the source of every
-cost, and host-measured and modeled overheads side by side."""
+"""A comparison report: one markdown file with the tables, the figures (files
+written beside it and linked from it, PNG, SVG or PDF), the profile used with
+the source of every cost, host-measured and modeled overheads side by side, and
+an explanation of every row the model finds faster than native (explain.py)."""
 from pathlib import Path
 
 import pandas as pd
 
-from . import counters, plots, sensitivity
+from . import counters, explain, plots, sensitivity
 from .table import breakdown, frame
 
 DEFAULT_SWEEP = ("exit.priv", "hw", "0:6000:25")
@@ -59,25 +60,43 @@ def _why(cost):
     return cost.basis.replace("|", "/").replace("\n", " ")
 
 
-def write(results, profile, out, sweep=DEFAULT_SWEEP):
-    """Write the report to `out` (markdown) and its figures beside it."""
+def _figure(name, figs):
+    """The link to a figure, or nothing when it had no data to show."""
+    path = figs.get(name)
+    if path is None:
+        return ""
+    if path.suffix == ".pdf":                # markdown viewers show no PDF inline
+        return f"Figure: [{name}]({path.name})"
+    return f"![{name}]({path.name})"
+
+
+def _faster_note(summary):
+    """A line under the summary when a family's mean is below native."""
+    if not len(summary):
+        return ""
+    low = summary[pd.to_numeric(summary["modeled_overhead"], errors="coerce") < 1]
+    if not len(low):
+        return ""
+    pairs = ", ".join(f"`{r.backend}` on {r.family}" for r in low.itertuples())
+    return (f"Modeled overhead below 1.00 ({pairs}): the model finds some rows faster "
+            "than native; *Why some rows are faster than native* below says why.")
+
+
+def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png"):
+    """Write the report to `out` (markdown) and its figures beside it, in
+    format `figures` (plots.FORMATS)."""
     out = Path(out)
     stem = out.with_suffix("")
     df = frame(results, profile)
     bd = breakdown(results, profile)
-    figs = {k: Path(f"{stem}-{k}.png") for k in ("overhead", "nano", "breakdown", "sensitivity")}
-    plots.single("overhead", figs["overhead"], df)
-    plots.single("nano", figs["nano"], df)
-    fig_bd = plots.plt.figure(figsize=(11, 4.2 * max(1, bd["backend"].nunique())))
-    axes = fig_bd.subplots(max(1, bd["backend"].nunique()), 1, squeeze=False)[:, 0]
-    plots.breakdown(axes, bd)
-    plots.save(fig_bd, figs["breakdown"])
+    figs = plots.bench_figures(df, bd, f"{stem}.{figures}")
     event, backend, rng = sweep
     sw = sensitivity.sweep(results, profile, event, sensitivity.parse_range(rng), backend)
     cross = sensitivity.crossovers(sw)
-    fig, ax = plots.plt.subplots(figsize=(11, 4.5))
-    plots.sensitivity(ax, sw, cross, f"{event} ({backend})" if backend else event)
-    plots.save(fig, figs["sensitivity"])
+    fig = plots.sensitivity_figure(sw, cross, f"{event} ({backend})" if backend else event)
+    if fig is not None:
+        figs["sensitivity"] = Path(f"{stem}-sensitivity.{figures}")
+        plots.save(fig, figs["sensitivity"])
 
     side = df[["workload", "backend", "iterations", "modeled_overhead", "host_overhead",
                "matches_native", "ok"]]
@@ -87,6 +106,7 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP):
                  if len(bd) else bd)
     failed = df[~df["ok"]][["workload", "backend", "reason"]]
     summary = _summary(df)
+    faster = explain.faster_than_native(results, profile)
     text = [
         f"# virtlab comparison report (profile `{profile.name}`)", "",
         "Modeled overhead: the runs' recorded events priced with the profile below, "
@@ -96,18 +116,21 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP):
         "first estimates the technique on the reference machine, the second is what "
         "this tool cost here.", "",
         "## Summary: geometric-mean overhead by family", "", _md(summary), "",
-        "## Overhead relative to native", "", _md(side), "",
-        f"![overhead]({figs['overhead'].name})", "",
+        _faster_note(summary), "",
+        "## Overhead relative to native", "",
+        "Rows whose modeled overhead is below 1.00 are explained after the table." if faster
+        else "", "", _md(side), "", explain.markdown(faster), "",
+        _figure("overhead", figs), "",
         "## Nano and micro benchmarks: cost per operation", "", _md(nano, ".1f"), "",
-        f"![nano]({figs['nano'].name})", "",
+        _figure("nano", figs), "",
         "## Where the overhead comes from (cycles over native, by event)", "",
-        _md(per_event, ".0f"), "", f"![breakdown]({figs['breakdown'].name})", "",
+        _md(per_event, ".0f"), "", _figure("breakdown", figs), "",
         f"## Sensitivity to `{event}`" + (f" ({backend})" if backend else ""), "",
         _md(sw, ".3f"), "",
         ("Crossovers: " + "; ".join(f"{c['faster']} overtakes {c['slower']} at "
                                     f"{c['cost']:.0f} cycles" for c in cross)
          if cross else "No crossover in this range."), "",
-        f"![sensitivity]({figs['sensitivity'].name})", "",
+        _figure("sensitivity", figs), "",
     ]
     if len(failed):
         text += ["## Failed runs", "", _md(failed), ""]

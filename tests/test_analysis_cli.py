@@ -15,6 +15,7 @@ import csv
 import fnmatch
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -24,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-import virtlab.bench
 import virtlab.harness
 import virtlab.machine
+import virtlab.matrix
 from analysis import model as M
 from analysis import profile as P
 from analysis import table as T
@@ -39,9 +40,13 @@ P4_TOML = ROOT / "analysis" / "profiles" / "p4-2006.toml"
 # The bench columns, spelled out here (not imported) because they are a contract.
 HEADER = ["workload", "backend", "profile", "iterations", "modeled_cycles",
           "modeled_cycles_per_iteration", "modeled_us_per_iteration", "modeled_overhead",
-          "host_seconds", "host_overhead", "matches_native", "ok", "reason"]
+          "repetitions", "roi_host_seconds", "roi_host_seconds_min", "roi_host_seconds_iqr",
+          "host_overhead", "matches_native", "ok", "reason"]
 FLOAT_COLS = ["modeled_cycles", "modeled_cycles_per_iteration", "modeled_us_per_iteration",
-              "modeled_overhead", "host_seconds", "host_overhead"]
+              "modeled_overhead", "roi_host_seconds", "roi_host_seconds_min",
+              "roi_host_seconds_iqr", "host_overhead"]
+HOST_COLS = ["roi_host_seconds", "roi_host_seconds_min", "roi_host_seconds_iqr",
+             "host_overhead"]
 # Columns that do not depend on host timing: equal between two runs of the same bench.
 DETERMINISTIC = ["workload", "backend", "profile", "iterations", "modeled_cycles",
                  "modeled_cycles_per_iteration", "modeled_us_per_iteration",
@@ -110,6 +115,7 @@ def typed(row):
     """A CSV row with its numbers and booleans parsed."""
     out = dict(row)
     out["iterations"] = int(row["iterations"])
+    out["repetitions"] = int(row["repetitions"])
     for c in FLOAT_COLS:
         out[c] = float(row[c]) if row[c] != "" else None
     for c in ("matches_native", "ok"):
@@ -189,7 +195,7 @@ def fake_matrix(bench, monkeypatch):
     def fake(workloads, names, scale=None, jobs=1, progress=False, **opts):
         calls.append((list(workloads), list(names), scale))
         return copy.deepcopy(bench["results"])
-    monkeypatch.setattr(virtlab.bench, "run_matrix", fake)
+    monkeypatch.setattr(virtlab.matrix, "run_matrix", fake)
     return calls
 
 
@@ -208,8 +214,8 @@ def test_bench_one_row_per_workload_and_backend(bench):
         assert r["profile"] == "p4-2006"
         assert r["iterations"] == SCALE            # nano workloads: one iteration per unit
         assert r["ok"] is True and r["matches_native"] is True and r["reason"] == ""
-        assert r["modeled_cycles"] > 0 and r["host_seconds"] > 0
-    assert not bench["stderr"].strip()             # no progress bar when not on a terminal
+        assert r["modeled_cycles"] > 0 and r["roi_host_seconds"] > 0
+        assert r["repetitions"] == 3                 # the default, for the host figures
 
 
 def test_bench_native_rows_are_the_baseline(bench):
@@ -254,7 +260,10 @@ def test_bench_usage_errors(cache_dir, tmp_path, args, mention):
 # == 2. the modeled numbers trace back to the saved counters ============================
 
 def test_saved_results_are_the_bench(bench):
-    assert bench["meta"] == {"profile": "p4-2006", "scale": SCALE}
+    meta = bench["meta"]
+    assert (meta["profile"], meta["scale"], meta["repeat"]) == ("p4-2006", SCALE, 3)
+    assert meta["provenance"]["command"] == "virtlab " + " ".join(
+        [*BENCH, "--format", "csv", "--save", str(bench["saved"])])
     assert [(r.workload, r.backend) for r in bench["results"]] == \
         [(w, b) for w in WORKLOADS for b in BACKENDS]
     for r in bench["results"]:
@@ -320,10 +329,20 @@ def _parse_latex(text):
 
 
 def _shown(value, col):
-    """How markdown and LaTeX (3 decimals) show a CSV value."""
+    """How markdown and LaTeX show a CSV value: cycles as whole numbers with
+    thousands separators, other numbers to three significant digits (spelled
+    out here, not imported: it is what a reader sees)."""
+    if value is None:
+        return "-"
+    if col in ("modeled_cycles", "modeled_cycles_per_iteration"):
+        return f"{round(value):,}"
     if col in FLOAT_COLS:
-        return f"{value:.3f}"
+        return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}" if value else "0"
     return str(value)
+
+
+def _label(col):
+    return f"{col} (emulator)" if col in HOST_COLS else col
 
 
 def test_formats_render_the_same_results_identically(bench, fake_matrix, capsys, tmp_path):
@@ -352,7 +371,8 @@ def test_formats_render_the_same_results_identically(bench, fake_matrix, capsys,
 
     for fmt, (hdr, cells) in (("markdown", md_tables(outs["markdown"])[0]),
                               ("latex", _parse_latex(outs["latex"]))):
-        assert hdr == HEADER, fmt
+        assert hdr == [_label(c).replace("_", "\\_" if fmt == "latex" else "_")
+                       for c in HEADER], fmt
         assert len(cells) == len(csv_typed), fmt
         for cell_row, c in zip(cells, csv_typed):
             assert cell_row == [_shown(c[col], col) for col in HEADER], fmt
@@ -379,7 +399,7 @@ def bench_json_png(cache_dir, work):
     """A second bench run, as JSON, with a PNG figure."""
     p = vl(cache_dir, *BENCH, "--format", "json", "--plot", "fig.png", cwd=work)
     assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout), work / "fig.png"
+    return json.loads(p.stdout), work
 
 
 def test_bench_json_subprocess_matches_csv(bench, bench_json_png):
@@ -394,23 +414,31 @@ def test_bench_json_subprocess_matches_csv(bench, bench_json_png):
                 assert d[col] == pytest.approx(c[col], rel=1e-9, abs=JSON_ABS), col
             else:
                 assert d[col] == c[col], col
-        assert d["host_seconds"] > 0
+        assert d["roi_host_seconds"] > 0
         if d["backend"] == "native":
             assert d["host_overhead"] == 1.0 and d["modeled_overhead"] == 1.0
 
 
 # == 4. plots ============================================================================
 
+# One file per figure beside the name given (tests/test_figures.py tests the
+# figures themselves on hand-made results).
+BENCH_FIGURES = ("overhead", "nano", "breakdown")
+
+
 def test_bench_plot_png(bench_json_png):
-    _, png = bench_json_png
-    check_png(png, min_bytes=20_000)
+    _, where = bench_json_png
+    for name in BENCH_FIGURES:
+        check_png(where / f"fig-{name}.png", min_bytes=20_000)
+    assert not (where / "fig.png").exists()
 
 
 def test_bench_plot_svg(cache_dir, tmp_path):
     p = vl(cache_dir, *BENCH, "--format", "csv", "--plot", "fig.svg", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[0] == ",".join(HEADER)
-    check_svg(tmp_path / "fig.svg", min_bytes=20_000)
+    for name in BENCH_FIGURES:
+        check_svg(tmp_path / f"fig-{name}.svg", min_bytes=20_000)
 
 
 def test_bench_plot_bad_suffix_runs_no_guest(fake_matrix, capsys, tmp_path):
@@ -429,7 +457,7 @@ def report(cache_dir, bench, work):
     p = vl(cache_dir, "report", bench["saved"], "--profile", "core2-2006", "--out", out,
            cwd=work)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == f"wrote {out}"
+    assert p.stdout.startswith(f"wrote {out}\n")
     return out, out.read_text()
 
 

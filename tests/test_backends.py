@@ -56,7 +56,7 @@ FIDELITY_MUST_DIFFER_UNDER_TRAP = ("fidelity.popf", "fidelity.pushf", "fidelity.
 @lru_cache(maxsize=None)
 def run(name, backend, scale=N):
     """One run per (workload, back end, scale), shared by all tests in this file."""
-    return virtlab.run(name, backend, scale=scale)
+    return virtlab.run(name, backend, scale=scale, model=False)
 
 
 def why(r):
@@ -501,9 +501,9 @@ def test_halt_exits_are_counted_once(halting_image, backend):
     """Five `sti; hlt` with a timer: natively native.hlt 5, native.irq 5.  Under a VMM
     each hlt is one exit (exit.hlt 5) and each tick one injection (exit.irq 5), and
     exit.total obeys the identity above."""
-    native = virtlab.run(image=str(halting_image), backend="native")
+    native = virtlab.run(image=str(halting_image), backend="native", model=False)
     assert native.ok and native.counters["native.hlt"] == HALTS
-    r = virtlab.run(image=str(halting_image), backend=backend)
+    r = virtlab.run(image=str(halting_image), backend=backend, model=False)
     assert r.ok and r.exit_status == 0, r.reason
     assert r.counters["exit.irq"] == r.counters["inject.irq"] == HALTS
     assert r.counters["exit.hlt"] == HALTS, r.counters
@@ -513,7 +513,7 @@ def test_halt_exits_are_counted_once(halting_image, backend):
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_invalid_opcode_is_counted_as_an_exception(ud_image, backend):
     """Two `ud2` handled by the guest: two #UD through the guest IDT."""
-    r = virtlab.run(image=str(ud_image), backend=backend)
+    r = virtlab.run(image=str(ud_image), backend=backend, model=False)
     assert r.ok and r.exit_status == 0, r.reason
     c = r.counters
     if backend == "trap":
@@ -534,7 +534,7 @@ def test_invalid_opcode_is_counted_as_an_exception(ud_image, backend):
 @pytest.mark.parametrize("name", list(CATALOG))
 def test_deterministic(name, backend):
     a = run(name, backend)
-    b = virtlab.run(name, backend, scale=N)
+    b = virtlab.run(name, backend, scale=N, model=False)
     assert a.ok and b.ok
     assert a.console == b.console
     assert a.counters == b.counters

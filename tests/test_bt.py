@@ -99,7 +99,7 @@ def run(name, scale):
     """One bt run per (workload, scale) in this process."""
     key = (name, scale)
     if key not in _runs:
-        _runs[key] = virtlab.run(name, "bt", scale=scale)
+        _runs[key] = virtlab.run(name, "bt", scale=scale, model=False)
     return _runs[key]
 
 
@@ -178,8 +178,8 @@ def assert_identities(c, what):
 
 
 def test_two_runs_give_identical_counters():
-    a = virtlab.run("micro.exec", "bt", scale=1)
-    b = virtlab.run("micro.exec", "bt", scale=1)
+    a = virtlab.run("micro.exec", "bt", scale=1, model=False)
+    b = virtlab.run("micro.exec", "bt", scale=1, model=False)
     assert a.ok and b.ok
     assert a.counters == b.counters
     assert a.roi_counters == b.roi_counters
@@ -603,7 +603,7 @@ def test_a_small_tc_is_flushed_and_the_guest_does_not_notice(monkeypatch):
     whole.  With room for a couple of units at a time, micro.fork flushes
     many times and still matches native."""
     monkeypatch.setattr(L, "TC_END", L.TC + 0x1000)
-    r = virtlab.run("micro.fork", "bt", scale=2)
+    r = virtlab.run("micro.fork", "bt", scale=2, model=False)
     assert r.ok and r.matches_native, r.reason
     assert r.counters["bt.tc.flush"] > 10
     assert_identities(r.counters, "micro.fork, small TC")

@@ -44,7 +44,7 @@ WORKLOADS = {
 
 @lru_cache(maxsize=None)
 def result(workload, backend):
-    return virtlab.run(workload, backend, scale=WORKLOADS[workload])
+    return virtlab.run(workload, backend, scale=WORKLOADS[workload], model=False)
 
 
 # -- output ---------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_guest_cannot_touch_the_vmm_range(backend, access):
                                       "fidelity.sidt"])
 def test_runs_are_deterministic(workload, backend):
     a = result(workload, backend)
-    b = virtlab.run(workload, backend, scale=WORKLOADS[workload])
+    b = virtlab.run(workload, backend, scale=WORKLOADS[workload], model=False)
     assert (a.counters, a.roi_counters, a.console, a.exit_status, a.iterations, a.vmm_entries) == \
         (b.counters, b.roi_counters, b.console, b.exit_status, b.iterations, b.vmm_entries)
 
@@ -294,15 +294,15 @@ def _rdtsc_native(img):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_input_raises_usage_error(backend):
     with pytest.raises(UsageError):
-        virtlab.run("no.such.workload", backend)
+        virtlab.run("no.such.workload", backend, model=False)
     for scale in (0, -1, "3", 10**9):
         with pytest.raises(UsageError):
-            virtlab.run("nano.syscall", backend, scale=scale)
+            virtlab.run("nano.syscall", backend, scale=scale, model=False)
 
 
 def test_unknown_backend_raises_usage_error():
     with pytest.raises(UsageError):
-        virtlab.run("nano.syscall", "no-such-backend")
+        virtlab.run("nano.syscall", "no-such-backend", model=False)
 
 
 def image_file(tmp_path, body, name, **kw):
@@ -330,7 +330,7 @@ def test_crashing_guest_fails_with_a_reason_naming_its_address(tmp_path, backend
         "divide-no-idt": (NO_IDT + "xor ecx, ecx\ndiv ecx\n", b"\x31\xc9\xf7\xf1"),
     }[crash]
     path, img = image_file(tmp_path, body + A.exit_with(0), crash)
-    r = virtlab.run(image=str(path), backend=backend, timeout=20)
+    r = virtlab.run(image=str(path), backend=backend, timeout=20, model=False)
     assert r.ok is False and r.exit_status is None
     where = address_of(img, marker) + (1 if marker.startswith(b"\x90") else 2)
     assert f"{where:#010x}" in r.reason, r.reason

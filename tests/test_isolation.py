@@ -272,6 +272,6 @@ def test_next_run_is_unaffected_by_a_hostile_one(backend):
     cls = BACKENDS[backend]
     for case in ("pte-beyond-ram-read", "cr3-beyond-ram", "window-store", "task-switch-jmp-tss"):
         boot_and_run(cls, CASES[case]())
-    r = virtlab.run("nano.syscall", backend, scale=20)
+    r = virtlab.run("nano.syscall", backend, scale=20, model=False)
     assert r.ok, r.reason
     assert_normal_run_works(cls)

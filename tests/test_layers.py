@@ -64,13 +64,13 @@ def test_the_core_never_names_a_technique_or_the_analysis():
         assert not bad, f"{rel(path)} imports {bad}"
 
 
-def test_the_harness_does_not_import_the_bench():
-    assert not names_module(imported(ROOT / "virtlab/harness.py"), "virtlab.bench")
+def test_the_harness_does_not_import_the_bench_matrix():
+    assert not names_module(imported(ROOT / "virtlab/harness.py"), "virtlab.matrix")
 
 
 def test_the_machine_imports_no_back_end():
     names = imported(ROOT / "virtlab/machine.py")
-    for module in ("virtlab.native", "virtlab.vmm", "virtlab.harness", "virtlab.bench"):
+    for module in ("virtlab.native", "virtlab.vmm", "virtlab.harness", "virtlab.matrix"):
         assert not names_module(names, module), module
 
 

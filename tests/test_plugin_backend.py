@@ -125,8 +125,10 @@ def test_colour_and_kind(vl):
 from analysis import plots
 from analysis.counters import catalog
 print(plots.color("paranoid"), plots.color("trap"), catalog().kind("paranoid.port"),
-      plots.kind_color("paranoia", ["paranoia"]) not in plots.KIND_COLORS.values())
+      plots.kind_color("paranoia") not in plots.KIND_COLORS.values(),
+      plots.kind_color("paranoia") == plots.KIND_PALETTE[0])
 """
-    colour, trap, kind, fresh = vl(code=code).split()
+    colour, trap, kind, fresh, first = vl(code=code).split()
     assert colour in plots.PALETTE
     assert trap == "#d95f02" and kind == "paranoia" and fresh == "True"
+    assert first == "True"     # the only installed kind without a colour of its own

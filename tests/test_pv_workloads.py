@@ -46,7 +46,7 @@ PER_ITERATION = {
 
 
 def per_iteration(name):
-    small, large = (virtlab.run(name, "pv", scale=s) for s in (SMALL, LARGE))
+    small, large = (virtlab.run(name, "pv", scale=s, model=False) for s in (SMALL, LARGE))
     assert small.ok and large.ok, (small.reason, large.reason)
     got = {}
     for k in set(small.roi_counters) | set(large.roi_counters):
@@ -70,7 +70,7 @@ def test_fork_sends_its_page_table_updates_in_batches():
 
 @pytest.mark.parametrize("name", sorted(CATALOG))
 def test_every_workload_runs_and_takes_no_exit(name):
-    r = virtlab.run(name, "pv", scale=3)
+    r = virtlab.run(name, "pv", scale=3, model=False)
     assert r.ok, r.reason
     assert not [k for k in r.counters if k.startswith(("exit.", "native.", "reflect."))]
     assert r.matches_native or Pv.documented_unfaithful(name), r.console
@@ -93,7 +93,7 @@ def test_the_invariants_hold_after_a_workload(name):
 
 def test_the_unfaithful_workloads_report_what_they_saw():
     for name in ("fidelity.sidt", "fidelity.pushcs"):
-        r = virtlab.run(name, "pv", scale=2)
+        r = virtlab.run(name, "pv", scale=2, model=False)
         assert r.ok and not r.matches_native
         seen = r.details["sensitive"]
         assert ("sidt" in seen and "sgdt" in seen) if name == "fidelity.sidt" else "push cs" in seen

@@ -1,6 +1,8 @@
-"""`virtlab trace`: the teaching view of exits."""
+"""`virtlab trace`: the teaching view of the events of a run, exits among them."""
 import io
 import json
+
+import pytest
 
 from virtlab.cli import main
 
@@ -69,3 +71,46 @@ def test_audit_text_and_errors():
     assert rc == 0 and "privileged" in text and "cli" in text and "Popek-Goldberg" in text
     assert audit()[0] == 2
     assert audit("no.such")[0] == 2
+
+
+# -- what the trace calls its events ------------------------------------------------------
+
+def test_native_has_events_and_no_exits():
+    rc, text = trace("nano.syscall", "--backend", "native", "--limit", "3")
+    assert rc == 0
+    lines = text.splitlines()
+    assert lines[0] == "nano.syscall under native (scale 3): events 1..3 in the region of interest"
+    assert "(native has no VMM: none of these events is an exit)" in lines
+    assert "(trace stopped after 3 events)" in lines
+    assert "exits" not in text
+
+
+def test_pv_direct_system_calls_are_events_not_exits():
+    rc, text = trace("nano.syscall", "--backend", "pv", "--format", "json", "--limit", "3")
+    data = json.loads(text)
+    assert data["scale"] == 3
+    assert [(e["cause"], e["exit"]) for e in data["events"]] == [("int 0x80: direct trap",
+                                                                   False)] * 3
+    rc, text = trace("nano.syscall", "--backend", "pv", "--limit", "3")
+    assert "(none of these 3 events is an exit (exit.total)" in text
+
+
+def test_trap_exits_are_counted_as_exits():
+    rc, text = trace("nano.cli", "--backend", "trap", "--format", "json", "--limit", "6")
+    events = json.loads(text)["events"]
+    assert all(e["exit"] == ("exit.priv" in e["effects"] or "reflect.syscall" in e["effects"]
+                             or "exit.pf.hidden" in e["effects"]) for e in events)
+    assert any(e["exit"] for e in events)
+    rc, text = trace("nano.cli", "--backend", "hw", "--limit", "2")
+    # VT-x lets the guest take its own system call: an event, not an exit
+    assert "int 0x80       native.syscall" in text
+    assert "(1 of these 2 events are exits, counted in exit.total;" in text
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["trace", "--help"], out=io.StringIO())
+    help_text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default trap)", "(default 3:", "(default 60)", "(default 0)"):
+        assert default in help_text, default
+    assert "Not every event is an exit" in help_text

@@ -52,7 +52,7 @@ def run_native(name, scale):
     def go(attempt):
         key = (name, scale, attempt)
         if key not in _runs:
-            _runs[key] = virtlab.run(name, "native", scale=scale)
+            _runs[key] = virtlab.run(name, "native", scale=scale, model=False)
         return _runs[key]
     return go
 
@@ -136,8 +136,8 @@ def test_deterministic(name):
 
 def test_scale_changes_the_work():
     """The scale really is the iteration count (checked on a cheap workload)."""
-    small = virtlab.run("nano.syscall", "native", scale=20)
-    large = virtlab.run("nano.syscall", "native", scale=40)
+    small = virtlab.run("nano.syscall", "native", scale=20, model=False)
+    large = virtlab.run("nano.syscall", "native", scale=40, model=False)
     assert small.ok and large.ok
     assert (small.iterations, large.iterations) == (20, 40)
     assert "syscall: 40 getpid calls, 0 mismatches" in large.console
@@ -146,7 +146,7 @@ def test_scale_changes_the_work():
 def test_disk_area_wraps_around():
     """Past 256 blocks macro.disk overwrites its area; the reference models that too."""
     scale = 260
-    r = virtlab.run("macro.disk", "native", scale=scale)
+    r = virtlab.run("macro.disk", "native", scale=scale, model=False)
     assert r.ok and r.exit_status == 0 and r.iterations == scale, r.console
     assert_lines_in_order(r.console, reference.expected_lines("macro.disk", scale))
 
@@ -171,7 +171,7 @@ def test_default_scales_are_correct():
     """The whole suite at its default scales: correct output.  (How long it
     takes is not asserted: host time depends on the machine's load.)"""
     for name, w in CATALOG.items():
-        r = virtlab.run(name, "native")
+        r = virtlab.run(name, "native", model=False)
         assert r.ok and r.exit_status == 0, f"{name}: {r.reason}\n{r.console}"
         assert r.scale == w.default_scale and r.iterations == w.default_scale, name
         expected = reference.expected_lines(name, w.default_scale)
@@ -192,7 +192,7 @@ def test_fidelity_programs_expose_classic_trap_and_emulate(name):
     """What the fidelity programs exist for: ring compression is visible in their output."""
     from virtlab import backend
     assert "trap" in backend.names(), "the classic trap-and-emulate back end is not registered"
-    r = virtlab.run(name, "trap", scale=5)
+    r = virtlab.run(name, "trap", scale=5, model=False)
     assert r.ok and r.exit_status == 0, r.reason
     assert r.matches_native is False
     assert FIDELITY_UNDER_TRAP[name] in lines(r.console), r.console

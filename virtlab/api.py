@@ -10,9 +10,10 @@ import dataclasses
 from functools import lru_cache
 
 from . import backend as backends
-from .bench import run_matrix, select_backends, select_workloads
 from .errors import UsageError
 from .harness import compare_with_native, count_instructions, image_digest, resolve, run_guest
+from .matrix import run_matrix, select_backends, select_workloads
+from .repeat import repeated
 
 
 def load_profile(name=None):
@@ -45,16 +46,21 @@ def native_reference(guest, **opts):
 
 
 def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
-        max_exits=50_000_000, ram_mb=32, profile=None):
+        max_exits=50_000_000, ram_mb=32, profile=None, model=True, repeat=1):
     """Run one workload (or a raw image) under one back end: the Python API.
-    With `profile` (a profile name or file, see analysis/), the guest's
-    instructions are also counted (a separate pass, cached) and the modeled
-    fields are filled in."""
-    prof = load_profile(profile) if profile is not None else None
+
+    Like `virtlab run`, the result is priced under `profile` (a profile name or
+    TOML file; None is the default profile, analysis/): the guest's
+    instructions are counted in a separate pass (cached) and the modeled
+    fields filled in.  `model=False` skips both.  The guest runs `repeat`
+    times (once by default: a script wants the record; `virtlab run` repeats
+    3 times for its host figures); host_seconds and roi_host_seconds are the
+    medians, host_samples and roi_host_samples every sample (repeat.py)."""
+    prof = load_profile(profile) if model else None
     kind = backends.load(backend).image if backend in backends.names() else "native"
     guest = resolve(workload, image, scale, kind)
     opts = dict(timeout=timeout, max_exits=max_exits, ram_mb=ram_mb)
-    result = run_guest(guest, backend, **opts)
+    result = repeated(lambda: run_guest(guest, backend, **opts), _repetitions(repeat))
     # The reference is the workload's native image under native, even when
     # this back end runs another build of the kernel (pv); a raw image is
     # its own reference.
@@ -68,10 +74,18 @@ def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
 
 
 def bench(workloads="*", backend_names=None, scale=None, jobs=1, progress=False,
-          profile=None, **opts):
-    """The bench as a pandas DataFrame (the Python API)."""
+          profile=None, repeat=3, **opts):
+    """The bench as a pandas DataFrame (the Python API).  Workloads and back
+    ends are each a list of names or a comma-separated string (workloads
+    may be glob patterns); native is always included."""
     from analysis.table import frame
     prof = load_profile(profile)
     results = run_matrix(select_workloads(workloads), select_backends(backend_names),
-                         scale, jobs, progress, **opts)
+                         scale, jobs, progress, repeat=_repetitions(repeat), **opts)
     return frame(results, prof)
+
+
+def _repetitions(repeat):
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise UsageError(f"repeat must be a positive integer, not {repeat!r}")
+    return repeat

@@ -17,9 +17,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _ShowVersion(Exception):
+    """--version: main prints it to the command's output, as every other answer."""
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0,
+                         help="print the version, commit and libraries, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise _ShowVersion()
+
+
 def _parser():
     p = _Parser(prog="virtlab", description="Compare x86 virtualization techniques "
                 "by running one real guest OS under each.")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ls = sub.add_parser("list", help="back ends and workloads")
@@ -33,27 +47,50 @@ def _parser():
     r.add_argument("--format", choices=("text", "json"), default="text")
     r.add_argument("--profile", default=None,
                    help="CPU profile for the modeled cycles (a name or a TOML file)")
+    _repeat_arg(r, "default 3")
     _budget_args(r)
 
     b = sub.add_parser("bench", help="every workload under every back end, against native")
-    b.add_argument("--workloads", default="*", help="comma-separated names or glob patterns")
+    b.add_argument("--workloads", default="*",
+                   help="comma-separated names or glob patterns (default: all)")
     b.add_argument("--backends", help="comma-separated back ends (default: all installed)")
     b.add_argument("--scale", type=_positive)
-    b.add_argument("--format", choices=("markdown", "csv", "json", "latex"), default="markdown")
+    b.add_argument("--format", choices=("compact", "markdown", "csv", "json", "latex"),
+                   help="compact: workloads x back ends, one overhead a cell (the default on "
+                   "a terminal); the others give the full table (markdown is the default "
+                   "otherwise)")
+    b.add_argument("--host", action="store_true",
+                   help="compact view: add the host overhead (emulator) table")
+    _repeat_arg(b, "default 3 when host figures are shown or saved: a full table, --host or "
+                "--save; 1 for the compact view alone, whose modeled figures repetitions "
+                "cannot change")
     b.add_argument("--out", help="write the table to FILE instead of stdout")
     b.add_argument("--jobs", type=_positive, default=1)
     b.add_argument("--profile", default=None, help="CPU profile (a name or a TOML file)")
-    b.add_argument("--plot", help="write the figures to FILE (.png or .svg)")
+    b.add_argument("--plot", metavar="FILE", help="write each figure to its own file beside "
+                   "FILE: out.png gives out-overhead.png, out-nano.png, out-breakdown.png "
+                   "(those with data); .png, .svg or .pdf")
     b.add_argument("--save", help="save the raw results to FILE (JSON) for 'virtlab report'")
     _budget_args(b)
 
-    t = sub.add_parser("trace", help="every exit of a run: address, instruction, cause, what was done")
+    t = sub.add_parser("trace", help="every event of a run where the platform or the VMM got "
+                       "control: address, instruction, cause, what was done",
+                       description="Run a guest and list each event that handed control to "
+                       "virtlab (the platform, the VMM, the hypervisor): the guest address, "
+                       "the instruction, the cause and what was done, read off the counters "
+                       "it changed.  Not every event is an exit: under native there is no "
+                       "VMM at all, and a system call that pv's direct trap gate or VT-x "
+                       "lets through never enters the VMM; the exits are the events that "
+                       "changed exit.total.")
     t.add_argument("workload", nargs="?")
-    t.add_argument("--backend", default="trap")
+    t.add_argument("--backend", default="trap", help="the back end (default trap)")
     t.add_argument("--image", help="a raw flat binary to boot instead of a workload")
-    t.add_argument("--scale", type=_positive, default=3)
-    t.add_argument("--limit", type=_positive, default=60, help="exits to show (the run stops there)")
-    t.add_argument("--skip", type=int, default=0, help="exits to pass over first")
+    t.add_argument("--scale", type=_positive, default=3,
+                   help="the workload's scale (default 3: a few iterations show the "
+                   "pattern)")
+    t.add_argument("--limit", type=_positive, default=60,
+                   help="events to show; the run stops there (default 60)")
+    t.add_argument("--skip", type=int, default=0, help="events to pass over first (default 0)")
     t.add_argument("--all", action="store_true",
                    help="trace from boot (default for a workload: its region of interest only)")
     t.add_argument("--format", choices=("text", "json"), default="text")
@@ -89,8 +126,11 @@ def _parser():
     rep.add_argument("saved", help="a file written by 'virtlab bench --save'")
     rep.add_argument("--profile", default=None)
     rep.add_argument("--out", required=True, help="the markdown report to write")
-    rep.add_argument("--sweep", default="exit.priv@hw=0:6000:25",
-                     help="sensitivity sweep EVENT[@BACKEND]=LO:HI[:STEPS]")
+    rep.add_argument("--sweep", help="sensitivity sweep EVENT[@BACKEND]=LO:HI[:STEPS] "
+                     f"(default {DEFAULT_SWEEP}, over every saved back end if hw is not saved)")
+    from analysis.figfmt import FORMATS
+    rep.add_argument("--figures", choices=FORMATS, default="png",
+                     help="format of the figure files written beside the report (default png)")
 
     sen = sub.add_parser("sensitivity", help="vary one event cost over a saved bench")
     sen.add_argument("saved")
@@ -99,8 +139,15 @@ def _parser():
     sen.add_argument("--range", required=True, help="LO:HI[:STEPS] in cycles")
     sen.add_argument("--profile", default=None)
     sen.add_argument("--format", choices=("markdown", "csv", "json", "latex"), default="markdown")
-    sen.add_argument("--plot", help="write the crossover plot to FILE")
+    sen.add_argument("--plot", metavar="FILE",
+                     help="write the crossover plot to FILE (.png, .svg or .pdf)")
     return p
+
+
+def _repeat_arg(p, default):
+    p.add_argument("--repeat", type=_positive, metavar="N",
+                   help="run each guest N times for the host figures: median, minimum, "
+                   f"interquartile range ({default})")
 
 
 def _budget_args(p):
@@ -175,7 +222,7 @@ def cmd_run(args, out):
     load_profile(args.profile or DEFAULT)            # refuse a bad profile before running
     result = run(args.workload, args.backend, scale=args.scale, image=args.image,
                  timeout=args.timeout, max_exits=args.max_exits,
-                 profile=args.profile or DEFAULT)
+                 profile=args.profile or DEFAULT, repeat=args.repeat or HOST_REPEAT)
     if args.format == "json":
         out.write(result.to_json(indent=2) + "\n")
     else:
@@ -184,13 +231,12 @@ def cmd_run(args, out):
 
 
 def _run_text(r):
-    lines = [f"{r.workload} under {r.backend} (scale {r.scale}): "
-             + ("ok" if r.ok else "FAILED") + f", exit status {r.exit_status}"]
+    status = f"ok, exit status {r.exit_status}" if r.ok else "FAILED"
+    lines = [f"{r.workload} under {r.backend} (scale {r.scale}): {status}"]
     if r.reason:
         lines.append(f"reason: {r.reason}")
-    lines.append(f"matches native: {r.matches_native}   iterations: {r.iterations}   "
-                 f"host: {r.host_seconds:.3f} s"
-                 + (f" (ROI {r.roi_host_seconds:.3f} s)" if r.roi_host_seconds is not None else ""))
+    lines.append(f"matches native: {r.matches_native}   iterations: {r.iterations}")
+    lines.append(_host_text(r))
     if r.modeled_cycles is not None:
         per = (f", {r.modeled_cycles_per_iteration:,.0f} per iteration"
                if r.modeled_cycles_per_iteration is not None else "")
@@ -205,28 +251,101 @@ def _run_text(r):
     return "\n".join(lines) + "\n"
 
 
+def _host_text(r):
+    """The host figures of a run: its medians, and the spread of the measured
+    region's samples (analysis/hosttime.py)."""
+    from analysis.hosttime import host_time
+    from analysis.numbers import significant as sig
+    h = host_time(r)
+    region = "ROI" if r.roi_host_seconds is not None else "run"
+    spread = f", {region} min {sig(h.minimum)} s, IQR {sig(h.iqr)} s" if h.samples > 1 else ""
+    roi = f", ROI {sig(r.roi_host_seconds)} s" if r.roi_host_seconds is not None else ""
+    runs = f"median of {h.samples} runs" if h.samples > 1 else "one run"
+    return f"host time (emulator): {sig(r.host_seconds)} s{roi} ({runs}{spread})"
+
+
 def cmd_bench(args, out):
     from .api import load_profile
-    from .bench import run_matrix, select_backends, select_workloads
-    from .result import save_results
-    from analysis.table import breakdown, frame, render
-    names = args.backends.split(",") if args.backends else None
+    from .matrix import Interrupted, run_matrix, select_backends, select_workloads
+    from analysis.table import breakdown, frame
     prof = load_profile(args.profile)
+    workloads = select_workloads(args.workloads)
+    names = select_backends(args.backends)
     for path in (args.out, args.plot, args.save):
         _check_writable(path)
-    if args.plot and not args.plot.lower().endswith((".png", ".svg")):
-        raise UsageError(f"--plot needs a .png or .svg file name, not '{args.plot}'")
-    results = run_matrix(select_workloads(args.workloads), select_backends(names), args.scale,
-                         args.jobs, sys.stderr.isatty(), timeout=args.timeout,
-                         max_exits=args.max_exits)
+    _check_figure(args.plot)
+    fmt = _bench_format(args, out)
+    args.repeat = args.repeat or _default_repeat(args, fmt)
+    meta = _bench_meta(args, prof)
+    try:
+        results = run_matrix(workloads, names, args.scale, args.jobs, progress=True,
+                             repeat=args.repeat, timeout=args.timeout,
+                             max_exits=args.max_exits)
+    except Interrupted as stop:
+        _keep_interrupted(args.save, stop.results, meta)
+        raise
     if args.save:
-        save_results(args.save, results, {"profile": prof.name, "scale": args.scale})
+        _save(args.save, results, meta)
     df = frame(results, prof)
     if args.plot:
-        from analysis.plots import bench_figure
-        bench_figure(df, breakdown(results, prof), args.plot)
-    _emit(render(df, args.format), args.out, out)
+        from analysis.plots import bench_figures
+        drawn = bench_figures(df, breakdown(results, prof), args.plot)
+        sys.stderr.write("figures: " + (", ".join(map(str, drawn.values())) or
+                                        "none (no successful run to draw)") + "\n")
+    _emit(_bench_table(df, fmt, args.host), args.out, out)
+    if not any(r.ok for r in results):
+        sys.stderr.write("virtlab: every run of the bench failed\n")
+        return 1
     return 0
+
+
+# Repetitions for host figures: three give a median that one disturbed run
+# cannot move, at three times the guest time.
+HOST_REPEAT = 3
+
+
+def _bench_format(args, out):
+    """The compact view on a terminal (or when asked for), else the full table."""
+    from .progress import isatty
+    return args.format or ("compact" if not args.out and isatty(out) else "markdown")
+
+
+def _default_repeat(args, fmt):
+    """Repetitions serve the host figures alone: the modeled ones are the same
+    every run.  So a bench that shows or keeps none runs each guest once."""
+    shows_host = fmt != "compact" or args.host or args.save
+    return HOST_REPEAT if shows_host else 1
+
+
+def _bench_table(df, fmt, host):
+    from analysis import compact
+    from analysis.table import render
+    return compact.render(df, host=host) if fmt == "compact" else render(df, fmt)
+
+
+def _bench_meta(args, prof):
+    from .provenance import collect
+    return {"profile": prof.name, "scale": args.scale, "repeat": args.repeat,
+            "provenance": collect(sys.argv[1:] if args.argv is None else args.argv,
+                                  profile=prof.name, scale=args.scale, repeat=args.repeat,
+                                  jobs=args.jobs)}
+
+
+def _save(path, results, meta):
+    from .result import save_results
+    try:
+        save_results(path, results, meta)
+    except OSError as exc:
+        raise UsageError(f"cannot write '{path}': {exc.strerror}") from None
+
+
+def _keep_interrupted(path, results, meta):
+    """Ctrl-C: what was measured is kept, marked as a partial bench."""
+    if not path or not results:
+        return
+    _save(path, results, {**meta, "provenance": {**meta["provenance"], "interrupted": True}})
+    sys.stderr.write(f"virtlab: kept the {len(results)} finished row"
+                     f"{'s' if len(results) != 1 else ''} in {path}\n")
 
 
 def cmd_trace(args, out):
@@ -247,22 +366,38 @@ def cmd_trace(args, out):
     events = tracers[0].events
     if args.format == "json":
         json.dump({"workload": result.workload, "backend": result.backend,
-                   "events": [asdict(e) for e in events], "ok": result.ok,
-                   "reason": result.reason}, out, indent=1)
+                   "scale": result.scale, "events": [asdict(e) for e in events],
+                   "ok": result.ok, "reason": result.reason}, out, indent=1)
         out.write("\n")
         return 0
     where = "from boot" if args.all or not args.workload else "in the region of interest"
+    title = f"{result.workload} under {result.backend} (scale {result.scale})"
     if not events:
-        out.write(f"{result.workload} under {result.backend}: no exits {where}"
+        out.write(f"{title}: no events {where}"
                   + (f" after the first {args.skip}" if args.skip else "") + "\n")
         return 0
-    out.write(f"{result.workload} under {result.backend}: exits {events[0].n}..{events[-1].n} {where}\n")
+    out.write(f"{title}: events {events[0].n}..{events[-1].n} {where}\n")
     out.write(f"{'#':>6}  {'guest EIP':<10}  {'instruction':<34} {'cause':<14} what was done\n")
     for e in events:
         out.write(e.text() + "\n")
+    out.write(_exits_text(result.backend, events) + "\n")
     if result.reason:
         out.write(f"({result.reason})\n")
     return 0
+
+
+def _exits_text(backend, events):
+    """Which of the events were exits (virtlab/trace.py says why not all are)."""
+    if backend == "native":
+        return "(native has no VMM: none of these events is an exit)"
+    exits, n = sum(e.exit for e in events), len(events)
+    if exits == n:
+        return f"(all {n} events are exits, counted in exit.total)"
+    if exits == 0:
+        return (f"(none of these {n} events is an exit (exit.total): 'what was done' "
+                "tells what each was)")
+    return (f"({exits} of these {n} events are exits, counted in exit.total; "
+            "'what was done' tells what the others were)")
 
 
 def cmd_audit(args, out):
@@ -285,10 +420,15 @@ def cmd_audit(args, out):
     for r in rows:
         out.write(f"{r['class']:<26} {r['instruction']:<28} {r['ring']:<7} {r['executions']:>10}\n")
     bad = sum(r["executions"] for r in rows if r["class"].startswith("sensitive"))
-    out.write(f"\n{bad} executions of sensitive, unprivileged instructions: "
-              + ("under classic trap-and-emulate these run without trapping and see the real CPU "
-                 "(Popek-Goldberg's condition fails)\n" if bad else
-                 "this guest run is classically virtualizable\n"))
+    out.write(f"\n{bad} executions of sensitive, unprivileged instructions: ")
+    if bad:
+        out.write("under classic trap-and-emulate these run without trapping and see the "
+                  "real CPU (Popek-Goldberg's condition fails)\n")
+    elif result.ok:
+        out.write("this guest run is classically virtualizable\n")
+    else:
+        # A run cut short says nothing about what it would have executed next.
+        out.write("no verdict, the run did not complete\n")
     if not result.ok:
         out.write(f"(run failed: {result.reason})\n")
     return 0 if result.ok else 1
@@ -372,9 +512,24 @@ def _tc_rows(guest, mark, text, code, reason):
     return rows
 
 
+def _check_figure(path):
+    """A figure file name every drawing command accepts (analysis/figfmt.py),
+    checked before any work; and somewhere it can be written."""
+    from analysis.figfmt import figure_format
+    if path is None:
+        return
+    try:
+        figure_format(path)
+    except ValueError as exc:
+        raise UsageError(f"--plot: {exc}") from None
+    _check_writable(path)
+
+
 def _check_writable(path):
     if path is None:
         return
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        raise UsageError(f"cannot write '{path}': that names a directory, not a file")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise UsageError(f"cannot write '{path}': no such writable directory")
@@ -392,48 +547,73 @@ def _emit(text, path, out):
 
 
 def _saved(path):
+    return _load_saved(path)[0]
+
+
+def _load_saved(path):
+    """(results, meta) of a saved bench, or a UsageError."""
     from .result import SavedResultsError, load_results
     try:
-        results = load_results(path)[0]
+        results, meta = load_results(path)
     except SavedResultsError as exc:
         raise UsageError(str(exc)) from None
     if not any(r.backend == "native" for r in results):
         raise UsageError(f"'{path}' has no native runs to compare with")
-    return results
+    return results, meta if isinstance(meta, dict) else {}
+
+
+DEFAULT_SWEEP = "exit.priv@hw=0:6000:25"
 
 
 def cmd_report(args, out):
     from .api import load_profile
+    from .provenance import describe
     from analysis import report
     prof = load_profile(args.profile)
-    results = _saved(args.saved)
+    results, meta = _load_saved(args.saved)
     _check_writable(args.out)
-    event, backend, rng = _parse_sweep(args.sweep)
-    from analysis import sensitivity
-    try:
-        sensitivity.check_target(results, prof, event, backend)
-    except ValueError as exc:
-        backend = None                     # a sweep over whatever back ends were saved
-        if not sensitivity_ok(event):
-            raise UsageError(f"--sweep: {exc}") from None
-    report.write(results, prof, args.out, (event, backend, rng))
+    sweep = _report_sweep(args.sweep, results, prof)
+    report.write(results, prof, args.out, sweep, figures=args.figures)
+    provenance = describe(meta.get("provenance"))
+    _append_provenance(args.out, args.saved, provenance)
     out.write(f"wrote {args.out}\n")
+    out.write(f"results analysed ({args.saved}):\n" + "".join(f"  {ln}\n" for ln in provenance))
     return 0
 
 
-def sensitivity_ok(event):
-    from analysis.profile import is_costable
-    return is_costable(event)
+def _append_provenance(path, saved, lines):
+    """Where the analysed results came from, as the report's last section:
+    the saved file's, which only the command has read (the report itself is
+    laid out by analysis/report.py from results and a profile)."""
+    with open(path, "a") as f:
+        f.write(f"\n## Provenance of the results\n\n`{saved}`:\n\n"
+                + "".join(f"- {ln}\n" for ln in lines))
+
+
+def _report_sweep(text, results, prof):
+    """The report's sweep: the one asked for, checked against the results, or
+    the default, over every saved back end when these results lack hw."""
+    from analysis import sensitivity
+    event, backend, rng = _parse_sweep(text or DEFAULT_SWEEP)
+    try:
+        sensitivity.check_target(results, prof, event, backend)
+    except ValueError as exc:
+        if text is not None:
+            raise UsageError(f"--sweep: {exc}") from None
+        backend = None
+    return event, backend, rng
 
 
 def _parse_sweep(text):
     from analysis.sensitivity import parse_range
+    target, eq, rng = text.partition("=")
+    event, at, backend = target.partition("@")
+    if not eq or not event or (at and not backend):
+        raise UsageError(f"--sweep must be EVENT[@BACKEND]=LO:HI[:STEPS], got '{text}'")
     try:
-        target, rng = text.split("=", 1)
-        event, _, backend = target.partition("@")
         parse_range(rng)
     except ValueError as exc:
-        raise UsageError(f"--sweep must be EVENT[@BACKEND]=LO:HI[:STEPS] ({exc})") from None
+        raise UsageError(f"--sweep: {exc}") from None
     return event, backend or None, rng
 
 
@@ -451,13 +631,14 @@ def cmd_sensitivity(args, out):
         sensitivity.check_target(results, prof, args.event, args.backend)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _check_figure(args.plot)
     df = sensitivity.sweep(results, prof, args.event, costs, args.backend)
     cross = sensitivity.crossovers(df)
     if args.plot:
-        _check_writable(args.plot)
-        fig, ax = plots.plt.subplots(figsize=(10, 4.5))
-        plots.sensitivity(ax, df, cross, args.event + (f" ({args.backend})" if args.backend else ""))
-        plots.save(fig, args.plot)
+        fig = plots.sensitivity_figure(df, cross, args.event
+                                       + (f" ({args.backend})" if args.backend else ""))
+        if fig is not None:
+            plots.save(fig, args.plot)
     out.write(render(df, args.format))
     if args.format in ("markdown", "latex"):
         for c in cross:
@@ -467,16 +648,25 @@ def cmd_sensitivity(args, out):
 
 
 def main(argv=None, out=None):
+    from .repeat import NondeterministicRun
     out = out or sys.stdout
     try:
         args = _parser().parse_args(argv)
+        args.argv = argv                       # for the provenance of what --save keeps
         commands = {"list": cmd_list, "run": cmd_run, "bench": cmd_bench, "trace": cmd_trace,
                     "audit": cmd_audit, "translate": cmd_translate,
                     "report": cmd_report, "sensitivity": cmd_sensitivity}
         return commands[args.command](args, out)
+    except _ShowVersion:
+        from .provenance import version_text
+        out.write(version_text())
+        return 0
     except UsageError as exc:
         sys.stderr.write(f"virtlab: error: {exc}\n")
         return 2
+    except NondeterministicRun as exc:         # a bug, not the user's: said plainly
+        sys.stderr.write(f"virtlab: error: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("virtlab: interrupted\n")
         return 130

@@ -36,10 +36,7 @@ def catalog():
 def resolve(workload=None, image=None, scale=None, kind="native"):
     """Turn user input into a Guest, or raise UsageError."""
     if image is not None:
-        path = Path(image)
-        if not path.is_file() or not os.access(path, os.R_OK):
-            raise UsageError(f"cannot read image file '{image}'")
-        return Guest(workload or path.name, path, workload or "", _scale(scale, 0))
+        return _image_guest(Path(image), workload, scale)
     cat = catalog()
     if workload not in cat.CATALOG:
         raise UsageError(f"unknown workload '{workload}' (see 'virtlab list')")
@@ -48,6 +45,22 @@ def resolve(workload=None, image=None, scale=None, kind="native"):
     if not path.is_file():
         raise UsageError(f"guest image {path} is missing; rebuild with 'make -C workloads'")
     return Guest(workload, path, workload, _scale(scale, entry.default_scale))
+
+
+def _image_guest(path, workload, scale):
+    """A raw image, with the boot block's workload name if one is given.  The
+    result is named after the image too: it is this image's run, not the
+    catalog's (a rebuilt kernel, or any guest told which workload to run)."""
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise UsageError(f"cannot read image file '{path}'")
+    if path.stat().st_size == 0:
+        # Zeroed memory decodes as `add [eax], al`: it would run, and mean nothing.
+        raise UsageError(f"image file '{path}' is empty")
+    if not workload:
+        return Guest(path.name, path, "", _scale(scale, 0))
+    entry = catalog().CATALOG.get(workload)
+    return Guest(f"{path.name}:{workload}", path, workload,
+                 _scale(scale, entry.default_scale if entry else 0))
 
 
 def _scale(scale, default):

@@ -1,6 +1,7 @@
 """The record of one run, as the harness returns it and JSON carries it."""
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 
 
@@ -17,8 +18,14 @@ class RunResult:
     matches_native: bool = None
     counters: dict = field(default_factory=dict)
     roi_counters: dict = field(default_factory=dict)
+    # Host time of this tool on the emulated CPU (what the implementation costs
+    # here, not what the technique costs): the whole run and its region of
+    # interest, each the median over the repetitions (virtlab/repeat.py) ...
     host_seconds: float = 0.0
     roi_host_seconds: float = None
+    # ... and every repetition's sample, in the order they ran.
+    host_samples: list = field(default_factory=list)
+    roi_host_samples: list = field(default_factory=list)
     iterations: int = 0
     vmm_entries: int = 0              # times the platform got control (not exit.total: docs/counters.md)
     instructions: int = None          # guest instructions (counting pass; None if not counted)
@@ -57,8 +64,12 @@ def save_results(path, results, meta=None):
     counts), enough to analyse them again under any profile."""
     doc = {"format": SAVED_FORMAT, "meta": meta or {},
            "results": [r.to_dict() for r in results]}
-    with open(path, "w") as f:
+    # Written beside and renamed over: a second Ctrl-C while saving the rows
+    # an interrupted bench finished leaves the old file or the new, never half.
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
 
 
 def load_results(path):
@@ -86,7 +97,7 @@ def load_results(path):
 _TYPES = {"workload": str, "backend": str, "ok": bool, "iterations": int,
           "host_seconds": (int, float), "counters": dict, "roi_counters": dict}
 _OPTIONAL = {"instructions": int, "roi_instructions": int, "roi_host_seconds": (int, float),
-             "scale": int, "exit_status": int}
+             "scale": int, "exit_status": int, "host_samples": list, "roi_host_samples": list}
 
 
 def _record_problem(d):
@@ -103,4 +114,8 @@ def _record_problem(d):
         for name, n in d[key].items():
             if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                 return f"{key}['{name}'] is not a count"
+    for key in ("host_samples", "roi_host_samples"):
+        for t in d.get(key) or ():
+            if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
+                return f"{key} holds {t!r}, not a number of seconds"
     return None

@@ -1,12 +1,19 @@
-"""`virtlab trace`: every exit of a run, as a teacher would narrate it.
+"""`virtlab trace`: every event of a run, as a teacher would narrate it.
 
-For each time the VMM (or, under `native`, the platform) gets control: the
+An event is each time the CPU model hands control to virtlab: to the VMM, or,
+under `native`, to the platform doing what the hardware would.  For each: the
 guest address, the instruction there, the cause (an exception vector, a port, a
 halt, an intercepted instruction) and what was done about it, read off the
-counters the exit changed ("exit.priv.cli" = emulated, "reflect.syscall" =
+counters the event changed ("exit.priv.cli" = emulated, "reflect.syscall" =
 reflected into the guest kernel, "shadow.fill" = a hidden page fault, ...).
 
-Tracing observes the exits of one machine only (Machine.observe), so the hot
+Not every event is an exit, and the trace does not call it one: native has no
+VMM; a system call through pv's direct trap gate, or one VT-x lets the guest
+take itself (`native.syscall` under hw), never enters the VMM; a bt callout or
+a pv hypercall enters it on purpose.  An event is an exit exactly when it
+counted one (`exit.total`, docs/counters.md).
+
+Tracing observes the events of one machine only (Machine.observe), so the hot
 paths of ordinary runs carry no trace code.
 """
 from dataclasses import dataclass
@@ -25,6 +32,7 @@ class TraceEvent:
     instruction: str
     cause: str
     effects: dict
+    exit: bool                   # it counted an exit (exit.total)
 
     def text(self):
         done = " ".join(f"{k}" + (f"x{v}" if v != 1 else "") for k, v in self.effects.items())
@@ -76,6 +84,7 @@ class Tracer:
         m = self.machine
         effects = {k: v - counters.get(k, 0) for k, v in m.counters.items()
                    if v != counters.get(k, 0) and k not in TOTALS}
+        exited = m.counters.get("exit.total", 0) != counters.get("exit.total", 0)
         if not effects:
             return                     # e.g. an intercept that found nothing to do
         if self.roi_only and not (m.roi.begun and not m.roi.ended):
@@ -84,9 +93,10 @@ class Tracer:
         if self.seen <= self.skip:
             return
         d = m.decoder.at(m.backend.guest_view(), linear) if _mapped(m, linear) else None
-        self.events.append(TraceEvent(self.seen, linear, d.text() if d else "?", cause, effects))
+        self.events.append(TraceEvent(self.seen, linear, d.text() if d else "?", cause, effects,
+                                      exited))
         if len(self.events) >= self.limit:
-            m.outcome = m.outcome or Outcome(True, None, f"trace stopped after {self.limit} exits")
+            m.outcome = m.outcome or Outcome(True, None, f"trace stopped after {self.limit} events")
             m.uc.emu_stop()
 
 

@@ -1,0 +1,219 @@
+"""Command-line defects a new user met (one test or more each): every one is now
+one clear line on stderr and exit status 2 (or 1 where a run failed), never a
+traceback, and what a failed command keeps or prints is right.
+
+As a user sees them: through a separate process where the exit status and
+stderr matter, in-process (`virtlab.cli.main`) where a test must reach inside
+(Ctrl-C from a patched runner).
+"""
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import virtlab.matrix
+from virtlab import asmguest as A
+from virtlab.cli import main
+from virtlab.result import load_results
+
+SCALE = 3
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("virtlab-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(cache_dir, monkeypatch):
+    monkeypatch.setenv("VIRTLAB_CACHE", str(cache_dir))
+
+
+def vl(cache_dir, *args, cwd=None):
+    env = {**os.environ, "VIRTLAB_CACHE": str(cache_dir)}
+    return subprocess.run([sys.executable, "-m", "virtlab", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def one_line_error(p, status=2, *mentions):
+    assert "Traceback" not in p.stderr + p.stdout, p.stderr
+    assert p.returncode == status, (p.returncode, p.stderr)
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("virtlab: error: "), p.stderr
+    for m in mentions:
+        assert m in lines[0], (m, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def saved(cache_dir, tmp_path_factory):
+    """A small saved bench (native and trap) for report and sensitivity."""
+    path = tmp_path_factory.mktemp("saved") / "bench.json"
+    p = vl(cache_dir, "bench", "--workloads", "nano.cli", "--backends", "trap", "--scale",
+           SCALE, "--repeat", 1, "--format", "csv", "--save", path)
+    assert p.returncode == 0, p.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("images")
+    (d / "empty.img").write_bytes(b"")
+    (d / "hi.img").write_bytes(A.build(A.AsmGuest(body=A.putc("h") + A.putc("i")
+                                                  + A.exit_with(0))))
+    (d / "hlt.img").write_bytes(A.build(A.AsmGuest(body="cli\nhlt\n")))
+    return d
+
+
+# -- tracebacks -----------------------------------------------------------------------------
+
+def test_sensitivity_plot_with_a_wrong_extension(cache_dir, saved, tmp_path):
+    p = vl(cache_dir, "sensitivity", saved, "--event", "exit.priv", "--range", "0:10:3",
+           "--plot", tmp_path / "x.txt")
+    one_line_error(p, 2, "x.txt")
+    assert not (tmp_path / "x.txt").exists()
+
+
+@pytest.mark.parametrize("where", ["existing", "slash"])
+def test_report_out_names_a_directory(cache_dir, saved, tmp_path, where):
+    out = tmp_path if where == "existing" else f"{tmp_path}/new/"
+    one_line_error(vl(cache_dir, "report", saved, "--out", out), 2, "directory")
+
+
+# -- images ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["run", "trace", "audit"])
+def test_an_empty_image_is_refused(cache_dir, images, command):
+    one_line_error(vl(cache_dir, command, "--image", images / "empty.img"), 2,
+                   "empty.img", "empty")
+
+
+def test_an_image_run_with_a_workload_name_is_labelled_as_the_image(cache_dir, images):
+    p = vl(cache_dir, "run", "nano.syscall", "--image", images / "hi.img", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["workload"] == "hi.img:nano.syscall" and d["console"] == "hi"
+    assert d["scale"] == 10000                 # the workload's own default, told to the image
+    text = vl(cache_dir, "run", "nano.syscall", "--image", images / "hi.img").stdout
+    assert text.startswith("hi.img:nano.syscall under native (scale 10000): ok")
+
+
+def test_a_failed_run_prints_no_exit_status(cache_dir, images):
+    p = vl(cache_dir, "run", "--image", images / "hlt.img")
+    assert p.returncode == 1
+    first = p.stdout.splitlines()[0]
+    assert first == "hlt.img under native (scale 0): FAILED", first
+    assert "None" not in p.stdout
+
+
+def test_audit_of_a_failing_image_gives_no_verdict(cache_dir, images):
+    p = vl(cache_dir, "audit", "--image", images / "hlt.img")
+    assert p.returncode == 1
+    assert "virtualizable" not in p.stdout
+    assert "no verdict" in p.stdout and "run failed" in p.stdout
+
+
+# -- bench selections -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, mention", [
+    ("--workloads", "", "no workload"), ("--workloads", " , ", "no workload"),
+    ("--backends", "", "no back end"), ("--backends", ",", "no back end"),
+])
+def test_bench_refuses_an_empty_selection(cache_dir, option, value, mention):
+    start = time.monotonic()
+    one_line_error(vl(cache_dir, "bench", option, value), 2, mention)
+    assert time.monotonic() - start < 60          # refused, not run: the full bench is minutes
+
+
+def test_a_bench_whose_runs_all_fail_exits_1(cache_dir):
+    p = vl(cache_dir, "bench", "--workloads", "nano.cli", "--backends", "trap", "--scale",
+           SCALE, "--max-exits", 1, "--repeat", 1, "--format", "csv")
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.splitlines()[-1] == "virtlab: every run of the bench failed"
+    assert p.stdout.count(",False,") == 2         # the table still says what happened
+
+
+# -- report and sensitivity arguments -------------------------------------------------------
+
+@pytest.mark.parametrize("sweep, mentions", [
+    ("exit.priv@vmware=0:10:3", ["vmware"]),
+    ("exit.priv", ["EVENT[@BACKEND]=LO:HI", "exit.priv"]),
+    ("exit.priv@=0:10", ["EVENT[@BACKEND]=LO:HI"]),
+    ("exit.priv@trap=0:10:100000", ["100000"]),
+])
+def test_report_sweep_errors(cache_dir, saved, tmp_path, sweep, mentions):
+    line = one_line_error(vl(cache_dir, "report", saved, "--out", tmp_path / "r.md",
+                             "--sweep", sweep), 2, *mentions)
+    assert "unpack" not in line
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_report_default_sweep_falls_back_when_hw_was_not_saved(cache_dir, saved, tmp_path):
+    p = vl(cache_dir, "report", saved, "--out", tmp_path / "r.md")
+    assert p.returncode == 0, p.stderr
+
+
+def test_sensitivity_range_has_an_upper_bound(cache_dir, saved):
+    start = time.monotonic()
+    one_line_error(vl(cache_dir, "sensitivity", saved, "--event", "exit.priv", "--range",
+                      "1:10:100000"), 2, "1:10:100000", "200")
+    assert time.monotonic() - start < 60
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------
+
+BENCH = ["bench", "--workloads", "nano.syscall,nano.cli", "--backends", "trap", "--scale",
+         SCALE, "--repeat", 1, "--format", "csv"]
+
+
+@pytest.fixture
+def interrupt_third_row(monkeypatch):
+    """The bench's row runner, with Ctrl-C arriving during the third row."""
+    real, rows = virtlab.matrix.run_row, []
+
+    def runner(task):
+        rows.append(task)
+        if len(rows) == 3:
+            raise KeyboardInterrupt
+        return real(task)
+    monkeypatch.setattr(virtlab.matrix, "run_row", runner)
+    return rows
+
+
+def test_ctrl_c_keeps_the_finished_rows_in_save(interrupt_third_row, tmp_path, capsys):
+    dest = tmp_path / "partial.json"
+    out = io.StringIO()
+    status = main([*map(str, BENCH), "--save", str(dest)], out=out)
+    err = capsys.readouterr().err
+    assert status == 130 and out.getvalue() == ""
+    assert f"kept the 2 finished rows in {dest}" in err and "Traceback" not in err
+    results, meta = load_results(dest)
+    assert [(r.workload, r.backend) for r in results] == [("nano.syscall", "native"),
+                                                          ("nano.syscall", "trap")]
+    assert all(r.ok and r.instructions for r in results)
+    assert results[1].matches_native is True
+    assert meta["provenance"]["interrupted"] is True
+    # what was kept can be analysed
+    status = main(["report", str(dest), "--out", str(tmp_path / "r.md")], out=io.StringIO())
+    assert status == 0, capsys.readouterr().err
+    assert "interrupted" in (tmp_path / "r.md").read_text()
+
+
+def test_ctrl_c_without_save_just_stops(interrupt_third_row, capsys):
+    status = main(list(map(str, BENCH)), out=io.StringIO())
+    assert status == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "virtlab: interrupted"
+
+
+def test_ctrl_c_before_any_row_finished_writes_nothing(monkeypatch, tmp_path, capsys):
+    def runner(task):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(virtlab.matrix, "run_row", runner)
+    dest = tmp_path / "none.json"
+    assert main([*map(str, BENCH), "--save", str(dest)], out=io.StringIO()) == 130
+    assert not dest.exists()
