@@ -202,7 +202,10 @@ def overhead_figure(df):
     names = backend_order(rows["backend"])
     fams = families(dict.fromkeys(rows["workload"]))
     value = {(r.workload, r.backend): r.modeled_overhead for r in rows.itertuples()}
-    per_row = max(13, *(len(ws) for ws in fams.values()))
+    # Rows of up to 13 workloads; a small bench fills one row of its own size
+    # rather than the left of an empty one.
+    total = sum(len(ws) for ws in fams.values())
+    per_row = max(min(13, total), *(len(ws) for ws in fams.values()))
     fig, panels = _panels(fams, per_row, (len(names) + 1) * 0.12, 4.0)
     for ax, fam, ws, first in panels:
         _from_baseline(ax, ws, names, value)
@@ -263,7 +266,8 @@ def nano_figure(df):
     fig.legend([Patch(color=color(b)) for b in names], labels, loc="outside lower center",
                ncol=len(names), fontsize=9, frameon=False)
     fig.suptitle(f"Nanobenchmarks: modeled cycles per operation (profile "
-                 f"{df['profile'].iloc[0]}; cf. Adams & Agesen 2006, Fig. 4)", fontsize=11)
+                 f"{df['profile'].iloc[0]}; cf. Adams & Agesen 2006, Fig. 4)", fontsize=11,
+                 wrap=True)           # a few operations make a figure narrower than this
     return fig
 
 
@@ -339,7 +343,11 @@ def breakdown_figure(df, bd):
                 shown |= _share_bar(ax, i * slot + j, state.get((wl, b)),
                                     *parts.get((wl, b), ({}, {})), native.get(wl))
         _share_axes(ax, fam, ws, names, first)
-    fig.legend(*_breakdown_legend(shown), loc="outside lower center", ncol=8, fontsize=9,
+    handles, labels = _breakdown_legend(shown)
+    # As many columns as the figure is wide: a narrow one (a small bench)
+    # would otherwise cut the legend off at its edges.
+    ncol = max(2, min(len(labels), int(fig.get_figwidth() / 1.9)))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=9,
                frameon=False)
     fig.suptitle(f"Where the modeled cycles per iteration differ from native, by event kind "
                  f"(profile {df['profile'].iloc[0]})", fontsize=11)

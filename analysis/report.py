@@ -1,22 +1,57 @@
 """A comparison report: one markdown file with the tables, the figures (files
 written beside it and linked from it, PNG, SVG or PDF), the profile used with
 the source of every cost, host-measured and modeled overheads side by side, and
-an explanation of every row the model finds faster than native (explain.py)."""
+an explanation of every row the model finds faster than native (explain.py).
+
+Asked for a name ending in .html, the same report becomes one self-contained
+page instead (htmlpage.py): the markdown and its figures are made in a
+temporary directory and the page is made from them, so both formats always
+carry the same content."""
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from . import counters, explain, plots, sensitivity
+from . import counters, explain, htmlpage, numbers, plots, sensitivity
 from .table import breakdown, frame
 
 DEFAULT_SWEEP = ("exit.priv", "hw", "0:6000:25")
+HTML = (".html", ".htm")
 
 
-def _md(df, floatfmt=".2f"):
-    return df.to_markdown(index=False, floatfmt=floatfmt) if len(df) else "(no rows)"
+def is_html(path):
+    return Path(path).suffix.lower() in HTML
 
 
-def _summary(df):
+def check_format(out, figures):
+    """Refuse, before any work, figures an HTML page cannot show inline."""
+    if is_html(out) and f".{figures}" not in htmlpage.IMAGE_TYPES:
+        raise ValueError(f"an HTML report shows its figures inline, as "
+                         f"{' or '.join(t[1:] for t in htmlpage.IMAGE_TYPES)}, not {figures}")
+
+
+def _md(df):
+    """A table in markdown, its numbers shown as in every other human-readable
+    table (numbers.py): cycle counts whole, the rest to three significant
+    digits, a missing one as "-"."""
+    if not len(df):
+        return "(no rows)"
+    # A "|" inside a cell (a failure's reason) would split it in two.
+    shown = df.astype(object).copy()
+    align = []
+    for col in df.columns:
+        if df[col].dtype.kind in "fiu":
+            fmt = numbers.cycles if "cycles" in col else numbers.significant
+            shown[col] = [fmt(v) if df[col].dtype.kind == "f" else f"{v}" for v in df[col]]
+            align.append("right")
+        else:
+            shown[col] = [v.replace("|", "/") if isinstance(v, str) else
+                          (numbers.MISSING if numbers.missing(v) else v) for v in df[col]]
+            align.append("left")
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def summary(df):
     """Geometric-mean modeled and host overhead per back end and workload family."""
     ok = df[df["ok"] & (df["backend"] != "native")].copy()
     ok["family"] = ok["workload"].str.split(".").str[0]
@@ -82,10 +117,25 @@ def _faster_note(summary):
             "than native; *Why some rows are faster than native* below says why.")
 
 
-def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png"):
-    """Write the report to `out` (markdown) and its figures beside it, in
-    format `figures` (plots.FORMATS)."""
+def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png", provenance=None):
+    """Write the report to `out`: markdown with its figures beside it, in
+    format `figures` (plots.FORMATS), or for a name ending in .html one page
+    with the figures inline.  `provenance`, (saved file, lines of text), ends
+    it with where the results came from."""
     out = Path(out)
+    if not is_html(out):
+        out.write_text(_markdown(results, profile, out, sweep, figures, provenance))
+        return out
+    check_format(out, figures)
+    with tempfile.TemporaryDirectory(prefix="virtlab-report-") as tmp:
+        md = Path(tmp) / out.with_suffix(".md").name
+        out.write_text(htmlpage.page(_markdown(results, profile, md, sweep, figures,
+                                               provenance), tmp))
+    return out
+
+
+def _markdown(results, profile, out, sweep, figures, provenance):
+    """The markdown report's text, its figures written beside `out`."""
     stem = out.with_suffix("")
     df = frame(results, profile)
     bd = breakdown(results, profile)
@@ -105,7 +155,7 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png"):
     per_event = (bd.groupby(["backend", "event"], sort=False)["cycles"].sum().reset_index()
                  if len(bd) else bd)
     failed = df[~df["ok"]][["workload", "backend", "reason"]]
-    summary = _summary(df)
+    means = summary(df)
     faster = explain.faster_than_native(results, profile)
     text = [
         f"# virtlab comparison report (profile `{profile.name}`)", "",
@@ -115,18 +165,18 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png"):
         "emulated CPU, relative to native. They answer different questions: the "
         "first estimates the technique on the reference machine, the second is what "
         "this tool cost here.", "",
-        "## Summary: geometric-mean overhead by family", "", _md(summary), "",
-        _faster_note(summary), "",
+        "## Summary: geometric-mean overhead by family", "", _md(means), "",
+        _faster_note(means), "",
         "## Overhead relative to native", "",
         "Rows whose modeled overhead is below 1.00 are explained after the table." if faster
         else "", "", _md(side), "", explain.markdown(faster), "",
         _figure("overhead", figs), "",
-        "## Nano and micro benchmarks: cost per operation", "", _md(nano, ".1f"), "",
+        "## Nano and micro benchmarks: cost per operation", "", _md(nano), "",
         _figure("nano", figs), "",
         "## Where the overhead comes from (cycles over native, by event)", "",
-        _md(per_event, ".0f"), "", _figure("breakdown", figs), "",
+        _md(per_event), "", _figure("breakdown", figs), "",
         f"## Sensitivity to `{event}`" + (f" ({backend})" if backend else ""), "",
-        _md(sw, ".3f"), "",
+        _md(sw), "",
         ("Crossovers: " + "; ".join(f"{c['faster']} overtakes {c['slower']} at "
                                     f"{c['cost']:.0f} cycles" for c in cross)
          if cross else "No crossover in this range."), "",
@@ -137,5 +187,11 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png"):
     text += [_profile_section(profile), "",
              "## Counters", "", "Every counter the core and the installed back ends "
              "declare (docs/counters.md).", "", counters.markdown(), ""]
-    out.write_text("\n".join(text))
-    return out
+    return "\n".join(text) + (_provenance(*provenance) if provenance else "")
+
+
+def _provenance(saved, lines):
+    """Where the analysed results came from (the saved file's record, which
+    only the command line has read), as the report's last section."""
+    return (f"\n## Provenance of the results\n\n`{saved}`:\n\n"
+            + "".join(f"- {ln}\n" for ln in lines))

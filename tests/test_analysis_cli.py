@@ -29,6 +29,7 @@ import virtlab.harness
 import virtlab.machine
 import virtlab.matrix
 from analysis import model as M
+from analysis import numbers as N
 from analysis import profile as P
 from analysis import table as T
 from virtlab.cli import main
@@ -484,8 +485,8 @@ def test_report_overhead_table_matches_reanalysis(report, bench):
     for cells in rows:
         e = expect[(cells[0], cells[1])]
         assert cells[2] == str(e.iterations)
-        assert cells[3] == f"{e.modeled_overhead:.2f}"
-        assert cells[4] == f"{e.host_overhead:.2f}"
+        assert cells[3] == N.ratio(e.modeled_overhead)
+        assert cells[4] == N.ratio(e.host_overhead)
         assert cells[5] == str(e.matches_native) and cells[6] == str(e.ok)
     # the nano table: cycles and microseconds per operation under core2
     hdr, rows = md_tables(section(text, "## Nano and micro benchmarks"))[0]
@@ -493,8 +494,8 @@ def test_report_overhead_table_matches_reanalysis(report, bench):
                    "modeled_us_per_iteration"]
     for cells in rows:
         e = expect[(cells[0], cells[1])]
-        assert cells[2] == f"{e.modeled_cycles_per_iteration:.1f}"
-        assert cells[3] == f"{e.modeled_us_per_iteration:.1f}"
+        assert cells[2] == N.cycles(e.modeled_cycles_per_iteration)
+        assert cells[3] == N.significant(e.modeled_us_per_iteration)
     # core2 is not p4: the re-analysis really used the other profile's costs
     p4_df = T.frame(load_results(bench["saved"])[0], P.load("p4-2006"))
     assert list(df["modeled_cycles"]) != list(p4_df["modeled_cycles"])
@@ -518,7 +519,7 @@ def test_report_agrees_with_a_fresh_bench_under_that_profile(report, bench, cach
     _, text = report
     hdr, rows = md_tables(section(text, "## Overhead relative to native"))[0]
     for cells, d in zip(rows, fresh):
-        assert cells[3] == f"{d['modeled_overhead']:.2f}"
+        assert cells[3] == N.ratio(d["modeled_overhead"])
 
 
 def test_report_names_the_profile_and_every_cost_basis(report):

@@ -16,3 +16,11 @@ def bench(workloads="*", backends=None, **options):
     options: scale, profile, repeat (3), jobs, progress, timeout, max_exits."""
     from .api import bench as _bench
     return _bench(workloads, backends, **options)
+
+
+def bench_runs(workloads="*", backends=None, **options):
+    """The bench's runs (a list of RunResults) rather than its table: what
+    analysis.table.frame, .breakdown and analysis.sensitivity.sweep price
+    under any profile.  Options as for bench, less profile."""
+    from .api import bench_runs as _runs
+    return _runs(workloads, backends, **options)

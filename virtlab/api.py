@@ -79,10 +79,19 @@ def bench(workloads="*", backend_names=None, scale=None, jobs=1, progress=False,
     ends are each a list of names or a comma-separated string (workloads
     may be glob patterns); native is always included."""
     from analysis.table import frame
-    prof = load_profile(profile)
-    results = run_matrix(select_workloads(workloads), select_backends(backend_names),
-                         scale, jobs, progress, repeat=_repetitions(repeat), **opts)
-    return frame(results, prof)
+    prof = load_profile(profile)           # a bad profile is refused before any run
+    return frame(bench_runs(workloads, backend_names, scale, jobs, progress, repeat, **opts),
+                 prof)
+
+
+def bench_runs(workloads="*", backend_names=None, scale=None, jobs=1, progress=False,
+               repeat=3, **opts):
+    """The bench's runs themselves, a list of RunResults: what `bench`
+    tabulates.  Their counters are what the analysis prices, so a breakdown
+    or a sensitivity sweep (analysis/) re-prices them under any profile
+    without running a guest again."""
+    return run_matrix(select_workloads(workloads), select_backends(backend_names),
+                      scale, jobs, progress, repeat=_repetitions(repeat), **opts)
 
 
 def _repetitions(repeat):

@@ -125,12 +125,15 @@ def _parser():
     rep = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
     rep.add_argument("saved", help="a file written by 'virtlab bench --save'")
     rep.add_argument("--profile", default=None)
-    rep.add_argument("--out", required=True, help="the markdown report to write")
+    rep.add_argument("--out", required=True, help="the report to write, in the format of "
+                     "its extension: REPORT.md (markdown, figure files beside it) or "
+                     "REPORT.html (one self-contained page, figures inline)")
     rep.add_argument("--sweep", help="sensitivity sweep EVENT[@BACKEND]=LO:HI[:STEPS] "
                      f"(default {DEFAULT_SWEEP}, over every saved back end if hw is not saved)")
     from analysis.figfmt import FORMATS
     rep.add_argument("--figures", choices=FORMATS, default="png",
-                     help="format of the figure files written beside the report (default png)")
+                     help="format of the figures, written beside a markdown report or "
+                     "inlined in an HTML one (png or svg there; default png)")
 
     sen = sub.add_parser("sensitivity", help="vary one event cost over a saved bench")
     sen.add_argument("saved")
@@ -141,6 +144,14 @@ def _parser():
     sen.add_argument("--format", choices=("markdown", "csv", "json", "latex"), default="markdown")
     sen.add_argument("--plot", metavar="FILE",
                      help="write the crossover plot to FILE (.png, .svg or .pdf)")
+
+    dm = sub.add_parser("demo", help="a short lesson: real runs, and only what they showed",
+                        description="Run a lesson (virtlab/demos/): real guests under the "
+                        "back ends that matter for it, then each claim the runs earned, with "
+                        "its evidence, and what was observed for any they did not.  Without "
+                        "NAME, list the lessons.")
+    dm.add_argument("name", nargs="?")
+    dm.add_argument("--format", choices=("text", "json"), default="text")
     return p
 
 
@@ -569,25 +580,21 @@ def cmd_report(args, out):
     from .api import load_profile
     from .provenance import describe
     from analysis import report
+    try:
+        report.check_format(args.out, args.figures)     # .md or .html, by the extension
+    except ValueError as exc:
+        raise UsageError(f"--figures: {exc}") from None
     prof = load_profile(args.profile)
     results, meta = _load_saved(args.saved)
     _check_writable(args.out)
     sweep = _report_sweep(args.sweep, results, prof)
-    report.write(results, prof, args.out, sweep, figures=args.figures)
+    # The saved file's provenance, which only the command has read, ends the report.
     provenance = describe(meta.get("provenance"))
-    _append_provenance(args.out, args.saved, provenance)
+    report.write(results, prof, args.out, sweep, figures=args.figures,
+                 provenance=(args.saved, provenance))
     out.write(f"wrote {args.out}\n")
     out.write(f"results analysed ({args.saved}):\n" + "".join(f"  {ln}\n" for ln in provenance))
     return 0
-
-
-def _append_provenance(path, saved, lines):
-    """Where the analysed results came from, as the report's last section:
-    the saved file's, which only the command has read (the report itself is
-    laid out by analysis/report.py from results and a profile)."""
-    with open(path, "a") as f:
-        f.write(f"\n## Provenance of the results\n\n`{saved}`:\n\n"
-                + "".join(f"- {ln}\n" for ln in lines))
 
 
 def _report_sweep(text, results, prof):
@@ -647,6 +654,21 @@ def cmd_sensitivity(args, out):
     return 0
 
 
+def cmd_demo(args, out):
+    """A lesson by name, or the list of them; 1 if one of its guests failed."""
+    from . import demos
+    from .demos import render
+    if args.name is None:
+        for name in demos.names():
+            out.write(f"{name:<18} {demos.summary(name)}\n")
+        return 0
+    if args.name not in demos.names():
+        raise UsageError(f"unknown demo '{args.name}' (demos: {', '.join(demos.names())})")
+    lesson = demos.lesson(args.name)
+    out.write(render.as_json(lesson) if args.format == "json" else render.text(lesson))
+    return 0 if lesson.ok else 1
+
+
 def main(argv=None, out=None):
     from .repeat import NondeterministicRun
     out = out or sys.stdout
@@ -655,7 +677,8 @@ def main(argv=None, out=None):
         args.argv = argv                       # for the provenance of what --save keeps
         commands = {"list": cmd_list, "run": cmd_run, "bench": cmd_bench, "trace": cmd_trace,
                     "audit": cmd_audit, "translate": cmd_translate,
-                    "report": cmd_report, "sensitivity": cmd_sensitivity}
+                    "report": cmd_report, "sensitivity": cmd_sensitivity,
+                    "demo": cmd_demo}
         return commands[args.command](args, out)
     except _ShowVersion:
         from .provenance import version_text
