@@ -1,10 +1,12 @@
 """Host cost of each exit kind, per back end.
 
-    python benchmarks/exit_costs.py [--json] [--repeat N]
+    python benchmarks/exit_costs.py [--json] [--repeat N] [--only NAMES] [--profile NAME]
 
 Each figure is the median over --repeat runs of a small assembly guest that
 causes one kind of exit N times in a loop, divided by N (the loop itself costs
-nanoseconds).  Units: microseconds of host time per exit.
+nanoseconds).  Units: microseconds of host time per exit, and the same as a
+ratio to the CPU model's floor measured in the same run (floor_exit_us, a bare
+`int` into an empty Python hook: guestbench.py).
 
   trap.priv_us        #GP from `cli` in the guest kernel, decoded and emulated
   trap.io_us          `out` to a port (every port access exits)
@@ -211,4 +213,4 @@ BENCHES = {
 
 
 if __name__ == "__main__":
-    bench_main(__doc__, BENCHES)
+    bench_main(__doc__, BENCHES, floor=True)

@@ -55,10 +55,10 @@ class PvCpuView(RealCpuView):
         eflags &= ~(x86.IF | x86.IOPL_MASK)
         return eflags if self.shared.masked() else eflags | x86.IF
 
-    def enter(self, eflags, kept):
+    def entry_flags(self, eflags, kept):
         if not kept & x86.IF:
             self.shared.set_mask(True)
-        self.state.set_eflags((eflags & kept & ~x86.IOPL_MASK) | x86.IF)
+        return (eflags & kept & ~x86.IOPL_MASK) | x86.IF
 
     def set_cr2(self, value):
         self.shared.set_cr2(value)

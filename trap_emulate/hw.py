@@ -46,8 +46,9 @@ class ShadowPagingView(RealCpuView):
         super().__init__(state)
         self.vcpu = vcpu
 
-    def tables(self):
-        return self.state.tables(), self.vcpu.cr3
+    def route_inputs(self):
+        paging = self.vcpu.paging_regs()
+        return self.state.cpl, (paging, self.state.table_regs()), paging
 
     def paging(self):
         return self.vcpu.paging_regs()

@@ -19,6 +19,8 @@ sidt, sldt, smsw, str, push cs/ss, mov from a segment register, lar, lsl, verr
 and verw are sensitive but do not trap at ring 1, so they run unmodified and
 tell the guest the truth about the real CPU (sensitive.py counts them).
 """
+import struct
+
 from capstone import x86_const as C
 
 from virtlab import x86
@@ -29,6 +31,9 @@ from virtlab.memory import GuestMemoryFault
 from virtlab.vmm.compressed import RingCompressedVmm
 from virtlab.vmm.emulate import NotPrivileged, Unsupported
 from virtlab.vmm.sensitive import SensitiveAudit
+
+
+_CS_EFLAGS = struct.Struct("<II")          # CS and EFLAGS of an iret frame, after EIP
 
 
 class Trap(RingCompressedVmm):
@@ -48,11 +53,11 @@ class Trap(RingCompressedVmm):
     def exception(self, vector):
         self.guest_exception(vector, privileged=self._privileged)
 
-    def _privileged(self):
-        """Emulate the instruction that raised #GP in the guest kernel; False if
-        it is not one the VMM virtualizes (the #GP is then the guest's own)."""
+    def _privileged(self, decoded):
+        """Emulate the instruction that raised #GP in the guest kernel (as
+        decoded at EIP); False if it is not one the VMM virtualizes (the #GP
+        is then the guest's own)."""
         m = self.machine
-        decoded = self.decode_current()
         if decoded is None:
             return False
         try:
@@ -76,15 +81,17 @@ class Trap(RingCompressedVmm):
         see it either, so it is an observer, not an exit): the iret then runs
         natively."""
         st = self.machine.state
-        st.save()
+        if not st.live:
+            st.save()
         try:
             view = self.guest_view()
             if view.read(address, 1) != b"\xcf":
                 return                       # other code now lives at this address
-            at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
-            cs, eflags = view.u32(at + 4) & 0xFFFF, view.u32(at + 8)
+            esp, _, _, _, ss_base = st.frame_regs()
+            cs, eflags = _CS_EFLAGS.unpack(view.read(((ss_base + esp) & 0xFFFFFFFF) + 4, 8))
         except GuestMemoryFault:
             return                           # the iret faults; nothing changes
+        cs &= 0xFFFF
         if cs & 3 > 1:
             self.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
 

@@ -7,7 +7,7 @@ instructions are cached by linear address.  A cached entry is trusted only while
 the same physical bytes are still there: the guest may have remapped the page or
 rewritten its code, and on real hardware that would change what executes.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 
@@ -37,11 +37,55 @@ def opcode_of(raw):
     return op, raw[i + n] if i + n < len(raw) else None
 
 
+class Insn:
+    """A capstone instruction with what the VMM asks of it read once.
+
+    Every attribute of a capstone instruction is a property that converts
+    from C on each access (a mnemonic is decoded from bytes again, a register
+    name costs a library call), and the same instruction exits over and over:
+    its decoding is cached (Decoder), so its answers are too.  They cannot
+    change: they are functions of the instruction's bytes, which the
+    decoder's cache checks before it hands the instruction out again.
+    Anything not kept here is read from the capstone instruction."""
+    __slots__ = ("_insn", "id", "address", "size", "mnemonic", "op_str", "bytes",
+                 "operands", "_names", "memo")
+
+    def __init__(self, insn):
+        self._insn = insn
+        self.id = insn.id
+        self.address = insn.address
+        self.size = insn.size
+        self.mnemonic = insn.mnemonic
+        self.op_str = insn.op_str
+        self.bytes = bytes(insn.bytes)
+        self.operands = insn.operands
+        self._names = {}
+        self.memo = {}          # what the emulator works out from the operands, once
+
+    def reg_name(self, reg_id, default=None):
+        name = self._names.get(reg_id)
+        if name is None:
+            name = self._insn.reg_name(reg_id)
+            if name is None:
+                return default
+            self._names[reg_id] = name
+        return name
+
+    def __getattr__(self, name):
+        return getattr(self._insn, name)
+
+    def __repr__(self):
+        return repr(self._insn)
+
+
 @dataclass(frozen=True)
 class Decoded:
     phys: int
     raw: bytes
-    insn: object          # capstone CsInsn (with operand details)
+    insn: object          # Insn, or a capstone CsInsn (with operand details)
+    # Answers that depend on the instruction alone (intercept clients'
+    # select), kept with the decoding they were computed from.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self):
@@ -78,7 +122,7 @@ class Decoder:
         insn = next(self._cs.disasm(code, linear, 1), None)
         if insn is None:
             return None
-        entry = Decoded(phys, bytes(insn.bytes), insn)
+        entry = Decoded(phys, bytes(insn.bytes), Insn(insn))
         self._cache[linear] = entry
         return entry
 

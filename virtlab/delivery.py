@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 
 from . import x86
-from .memory import Dependencies, GuestMemoryFault, LinearView, walk
+from .memory import Dependencies, GuestMemoryFault, LinearView, tlb_entry, walk
 
 _STACK = struct.Struct("<I")
 
@@ -52,6 +52,16 @@ class Event:
         self.cr2 = cr2                    # #PF: the faulting linear address
 
 
+# The Event of each `int n`, made once: Events are never changed after they
+# are made, and a system call is the commonest event of all.
+_SOFTWARE = tuple(Event(vector, software=True) for vector in range(256))
+
+
+def software_interrupt(vector):
+    """The Event of `int vector`."""
+    return _SOFTWARE[vector]
+
+
 def linear_view(state, mem):
     return LinearView(mem, state.cr(0), state.cr(3), state.cr(4))
 
@@ -62,14 +72,26 @@ class RealCpuView:
     virtualizing back end supplies another view in which the descriptor tables,
     control registers, IF and the kernel's ring are the virtual CPU's."""
 
+    # Selectors in a frame are pushed as the CPU holds them; under ring
+    # compression (vmm/reflect.py) those with RPL `compressed_ring` show the
+    # RPL 0 the guest loaded.
+    compressed_ring = None
+
     def __init__(self, state):
         self.state = state
 
     def cpl(self):
         return self.state.cpl
 
-    def tables(self):
-        return self.state.tables()
+    def route_inputs(self):
+        """(CPL, registers, paging): everything of the CPU a route through
+        the IDT is resolved from.  `registers` (hashable) holds the paging
+        registers, the descriptor-table registers and TR (here with all of
+        QEMU's hflags, whose low bits are the CPL); `paging` is (CR0, CR3,
+        CR4).  Two events with the same inputs, vector and kind lead the
+        same way for as long as the memory the route read holds."""
+        regs = self.state.route_regs()
+        return regs[0] & 3, regs, regs[-3:]
 
     def idtr(self):
         return self.state.table("idt")
@@ -91,11 +113,13 @@ class RealCpuView:
     def selector(self, name):
         return self.state.seg_selector(name)
 
-    def flags_for_frame(self, eflags):
-        return eflags
+    # EFLAGS in the frame: the real ones (None: as they are).
+    flags_for_frame = None
 
-    def enter(self, eflags, kept):
-        self.state.set_eflags(eflags & kept)
+    # EFLAGS in the handler: the real ones less the bits the gate clears
+    # (None: eflags & kept).  A view that keeps IF elsewhere computes them
+    # in entry_flags(eflags, kept), after flags_for_frame.
+    entry_flags = None
 
     def set_cr2(self, value):
         self.state.set_cr(2, value)
@@ -133,72 +157,125 @@ class InterruptPath:
         self.mem = mem
         self.cpu = cpu                 # the guest's view of the CPU (RealCpuView)
         self.routes = {}
-        self.stack = StackWriter(mem)
+        # The last stack page written, (page, paging registers), and its
+        # translation with the check of the paging entries it came from
+        # (memory.tlb_entry): an exception frame goes to the same kernel
+        # stack page time after time.
+        self._stack = (None, tuple, None, 0)
 
-    def deliver(self, state, event, eflags=None):
-        """Deliver one event.  A fault while delivering it is delivered in its
-        place, except that a fault while delivering a contributory exception or a
-        page fault is a double fault (SDM vol. 3, table 6-5); a fault while
-        delivering the double fault raises TripleFault."""
-        chain = [event]
-        while True:
-            try:
-                return self._deliver_once(state, chain[-1], eflags)
-            except (DeliveryFault, GuestMemoryFault) as fault:
-                ev = chain[-1]
-                if ev.vector == x86.DF_VEC and not ev.software:
-                    raise TripleFault(_chain_text(chain, fault) + "; "
-                                      + _cpu_text(self.cpu, state)) from None
-                if not ev.software and (ev.vector in x86.CONTRIBUTORY or ev.vector == x86.PF):
-                    chain.append(Event(x86.DF_VEC, 0))
-                else:
-                    if ev.software:           # a fault of the `int` itself: EIP at it
-                        back = int_length(LinearView(self.mem, *self.cpu.paging()), state)
-                        state.eip = state.eip - (back or 0)
-                    chain.append(_as_event(fault))
+    def deliver(self, state, ev, eflags=None, _chain=None):
+        """Deliver one event (`eflags`: the architectural EFLAGS, if the
+        caller has them).  A fault while delivering it is delivered in its
+        place, except that a fault while delivering a contributory exception
+        or a page fault is a double fault (SDM vol. 3, table 6-5); a fault
+        while delivering the double fault raises TripleFault."""
+        try:
+            cpu = self.cpu
+            cpl, regs, paging = cpu.route_inputs()
+            r = self.routes.get((ev.vector, ev.software, cpl, regs))     # route(), inline
+            if r is None or r.check() != r.expected:
+                r = self.route(ev.vector, ev.software, cpl, regs, state)
+            if eflags is None:
+                eflags = state.eflags()
+            pushed = cpu.flags_for_frame(eflags) if cpu.flags_for_frame else eflags
+            esp, eip, cs, ss, ss_base = state.frame_regs()
+            cs &= 0xFFFF
+            ss &= 0xFFFF
+            ring = cpu.compressed_ring
+            if ring:                       # the selectors the guest believes in
+                if cs & 3 == ring:
+                    cs &= ~3
+                if ss & 3 == ring:
+                    ss &= ~3
+            inner = r.new_cpl < cpl
+            # The frame lowest address first (the last push first): [error
+            # code,] EIP, CS, EFLAGS [, ESP, SS of the interrupted ring].
+            if inner:
+                frame = (eip, cs, pushed, esp, ss)
+                esp = self.mem.words[r.esp_pa >> 2]
+                ss_base = r.ss_cache[1]
+            else:
+                frame = (eip, cs, pushed)
+            if ev.error_code is not None:
+                frame = (ev.error_code,) + frame
+            esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
+            self._push(paging, (ss_base + esp) & 0xFFFFFFFF, frame)
+            if ev.cr2 is not None:
+                cpu.set_cr2(ev.cr2)
+            kept = r.flags_kept
+            eflags = cpu.entry_flags(eflags, kept) if cpu.entry_flags else eflags & kept
+            if not inner:
+                state.enter_handler(r.image, None, esp, r.offset, eflags)
+            elif r.inner_image is not None:
+                state.enter_handler(r.inner_image, r.ss_cache[3], esp, r.offset, eflags)
+            else:                                   # SS not next to CS in this layout
+                state.set_segment("ss", *r.ss_cache)
+                state.enter_handler(r.image, None, esp, r.offset, eflags)
+        except (DeliveryFault, GuestMemoryFault) as fault:
+            self._escalate(state, _chain or [ev], fault, eflags)
 
-    def route(self, state, vector, software, cpl, cr3):
+    def _escalate(self, state, chain, fault, eflags):
+        """Delivering the last event of `chain` faulted with `fault`: deliver
+        what that becomes (the rare path)."""
+        ev = chain[-1]
+        if ev.vector == x86.DF_VEC and not ev.software:
+            raise TripleFault(_chain_text(chain, fault) + "; "
+                              + _cpu_text(self.cpu, state)) from None
+        if not ev.software and (ev.vector in x86.CONTRIBUTORY or ev.vector == x86.PF):
+            chain.append(Event(x86.DF_VEC, 0))
+        else:
+            if ev.software:           # a fault of the `int` itself: EIP at it
+                back = int_length(LinearView(self.mem, *self.cpu.paging()), state)
+                state.eip = state.eip - (back or 0)
+            chain.append(_as_event(fault))
+        self.deliver(state, chain[-1], eflags, chain)
+
+    def route(self, vector, software, cpl, regs, state):
         """The resolved route for this vector from this ring, from the cache
-        when everything it was computed from is unchanged."""
-        key = (vector, software, cpl, cr3)
+        when everything it was computed from is unchanged: the CPU's inputs
+        (the key: the view's route_inputs(), CR4.PSE included, which decides
+        how a PDE reads) and the paging entries and descriptor bytes it read
+        (checked in one step: memory.Dependencies)."""
+        key = (vector, software, cpl, regs)
         r = self.routes.get(key)
-        if r is not None and r.tables == self.cpu.tables() and r.deps.hold(self.mem):
+        if r is not None and r.check() == r.expected:
             return r
         r = _resolve(self.cpu, self.mem, vector, software, cpl)
+        # What loading its segments writes into the state area, made once.
+        r = dataclasses.replace(r, image=state.segment_image(r.cs_cache),
+                                inner_image=r.ss_cache and state.segment_image(r.cs_cache, r.ss_cache))
         if len(self.routes) > 4096:
             self.routes.clear()
         self.routes[key] = r
         return r
 
-    def _deliver_once(self, state, ev, eflags):
-        cpu = self.cpu
-        cpl = cpu.cpl()
-        paging = cpu.paging()
-        r = self.route(state, ev.vector, ev.software, cpl, paging[1])
-        if eflags is None:
-            eflags = state.eflags()
-        pushed = cpu.flags_for_frame(eflags)
-        eip, esp = state.eip, state.reg("esp")
-        if r.new_cpl < cpl:
-            frame = [cpu.selector("ss"), esp, pushed, cpu.selector("cs"), eip]
-            esp = _U32.unpack_from(self.mem.view, r.esp_pa)[0]
-            ss_base = r.ss_cache[1]
-        else:
-            frame = [pushed, cpu.selector("cs"), eip]
-            ss_base = state.seg_base_of("ss")
-        if ev.error_code is not None:
-            frame.append(ev.error_code)
-        esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
-        frame.reverse()                    # lowest address first: the last push
-        self.stack.push(paging, (ss_base + esp) & 0xFFFFFFFF, frame)
-        if r.new_cpl < cpl:
-            state.set_segment("ss", *r.ss_cache)
-        state.set_segment("cs", *r.cs_cache)
-        state.set_reg("esp", esp)
-        state.eip = r.offset
-        if ev.cr2 is not None:
-            cpu.set_cr2(ev.cr2)
-        cpu.enter(eflags, r.flags_kept)
+    def _push(self, paging, linear, values):
+        """Write a frame (lowest address first) to the guest stack at
+        `linear`, as the CPU's supervisor writes.  The translation of the
+        stack page is memory.translate's, taken again from the last push
+        when that went to the same page under the same paging registers and
+        the paging entries it came from still hold (the same check
+        translate makes; its dictionary lookup is what this saves)."""
+        mem = self.mem
+        n = len(values)
+        try:
+            data = _FRAMES[n].pack(*values)
+        except struct.error:                           # a value wider than 32 bits
+            data = _FRAMES[n].pack(*[v & 0xFFFFFFFF for v in values])
+        if (linear & 0xFFF) > 0x1000 - 4 * n:          # straddles two pages
+            LinearView(mem, *paging).write(linear, data)
+            return
+        key, check, expected, frame = self._stack
+        if key != (linear >> 12, paging) or check() != expected:
+            cr0, cr3, cr4 = paging
+            if not cr0 & x86.CR0_PG:
+                pa = walk(mem, cr0, cr3, cr4, linear, True, False)
+                mem.view[pa:pa + 4 * n] = data
+                return
+            check, expected, frame, _ = tlb_entry(mem, cr0, cr3, cr4, linear, True, False)
+            self._stack = ((linear >> 12, paging), check, expected, frame)
+        pa = frame | (linear & 0xFFF)
+        mem.view[pa:pa + 4 * n] = data
 
 
 _U32 = struct.Struct("<I")
@@ -206,15 +283,19 @@ _U32 = struct.Struct("<I")
 
 @dataclass(frozen=True)
 class Route:
-    """Where one vector leads from one ring: resolved gate and segments."""
-    tables: tuple           # (CR0, IDTR, GDTR, TR base) it was resolved under
-    deps: Dependencies      # the paging entries and descriptor bytes it came from
+    """Where one vector leads from one ring: resolved gate and segments, and
+    the check of the paging entries and descriptor bytes it came from
+    (memory.Dependencies: check() == expected while they hold)."""
+    check: object
+    expected: object
     offset: int
     flags_kept: int         # EFLAGS mask: TF, NT, RF, VM (and IF for an interrupt gate) cleared
     new_cpl: int
     cs_cache: tuple         # (selector, base, limit, flags) to load into CS
     esp_pa: int = None      # physical address of TSS.espN when the ring changes
     ss_cache: tuple = None
+    image: bytes = None     # state-area bytes of CS (StateArea.segment_image)
+    inner_image: bytes = None   # ... of CS and SS, when the ring changes
 
 
 def _resolve(cpu, mem, vector, software, cpl):
@@ -238,47 +319,17 @@ def _resolve(cpu, mem, vector, software, cpl):
     cleared = x86.TF | x86.NT | x86.RF | x86.VM
     if gtype == x86.GATE_INTR32:
         cleared |= x86.IF
-    common = (cpu.tables(), None, offset, ~cleared & 0xFFFFFFFF, new_cpl, cs_cache)
     if new_cpl < cpl:
         esp_pa, ss, ss_lo, ss_hi = _inner_stack(cpu, view, gdtr, new_cpl)
         extra = (esp_pa, cpu.segment(ss, ss_lo, ss_hi, new_cpl))
     else:
         extra = ()
-    route = Route(*common, *extra)
-    return dataclasses.replace(route, deps=Dependencies.from_log(log))
+    deps = Dependencies.from_log(log, mem)
+    return Route(deps.check, deps.expected, offset, ~cleared & 0xFFFFFFFF, new_cpl, cs_cache,
+                 *extra)
 
 
 _FRAMES = {n: struct.Struct(f"<{n}I") for n in range(3, 7)}
-
-
-class StackWriter:
-    """Writes exception frames to the guest stack.  Kernel stacks are few and
-    hot, so the translation of a stack page is kept with the two paging entries
-    it came from and reused while both are unchanged (and already accessed and
-    dirty, so the hardware would not have written them either)."""
-
-    def __init__(self, mem):
-        self.mem = mem
-        self.tlb = {}
-
-    def push(self, paging, linear, values):
-        mem = self.mem
-        data = _FRAMES[len(values)].pack(*[v & 0xFFFFFFFF for v in values])
-        page_off = linear & 0xFFF
-        cr0, cr3, cr4 = paging
-        if page_off > 0x1000 - len(data):              # straddles two pages
-            LinearView(mem, cr0, cr3, cr4).write(linear, data)
-            return
-        key = (cr0 & (x86.CR0_PG | x86.CR0_WP), cr3, linear >> 12)
-        hit = self.tlb.get(key)
-        if hit is not None and hit[0].hold(mem):
-            pa = hit[1] | page_off
-        else:
-            log = []
-            pa = walk(mem, cr0, cr3, cr4, linear, True, False, log)
-            if log and len(self.tlb) < 1024:
-                self.tlb[key] = (Dependencies.from_log(log), pa & x86.PAGE_MASK)
-        mem.view[pa:pa + len(data)] = data
 
 
 def _chain_text(chain, last_fault):

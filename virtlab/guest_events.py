@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from . import x86
 from .delivery import Event, InterruptPath, TripleFault, int_length
+from .devices.clock import EVENT_NS
 from .errors import GuestStop
 
 
@@ -29,8 +30,11 @@ class GuestEvents:
         self.names = names
 
     def deliver(self, event, eflags=None):
+        """Deliver an event through the guest's IDT: one microsecond of
+        virtual time.  `eflags`: the architectural EFLAGS, if the caller
+        has them already."""
         m = self.machine
-        m.clock.tick()
+        m.clock.now_ns += EVENT_NS               # clock.tick(), inline: every event pays it
         try:
             self.path.deliver(m.state, event, eflags)
         except TripleFault as tf:

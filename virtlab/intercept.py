@@ -14,7 +14,9 @@ and restarts it: the block has not run yet, so nothing is lost
 
 A client is a pair of functions: select(insn, cpl) -> a kind or None, called at
 translation time with the privilege level the block is translated for, and
-on_hit, called before each execution of a selected instruction.  A hook runs
+on_hit, called before each execution of a selected instruction.  select must
+answer from the instruction and the privilege level alone: at an exit its
+answer for a decoded instruction is remembered with the decoding.  A hook runs
 *before* its instruction, so an instruction that then faults (a push to a stack
 page not yet mapped) is hooked again when it is retried; a client that counts
 executions passes on_retry to take the first one back.
@@ -129,8 +131,9 @@ class Intercepts:
                     self.machine.add_hook(UC_HOOK_CODE, self._code_cb, begin=insn.address,
                                           end=insn.address)
                     added = True
-                if (on_hit, kind) not in targets:
-                    targets.append((on_hit, kind))
+                target = (on_hit, kind, self._exits.get(on_hit))   # select: None for an observer
+                if target not in targets:
+                    targets.append(target)
             if one_block is None:
                 break
         return added
@@ -168,7 +171,7 @@ class Intercepts:
         """An exception at `linear`: if that is the instruction just hooked, it
         did not complete and will be hooked again when it is retried."""
         if self.last == linear:
-            for on_hit, kind in self.hits.get(linear, ()):
+            for on_hit, kind, _ in self.hits.get(linear, ()):
                 retry = self._retry.get(on_hit)
                 if retry is not None:
                     retry(linear, kind)
@@ -179,8 +182,7 @@ class Intercepts:
             return                           # the run has ended: nothing more exits
         self.last = address
         try:
-            for on_hit, kind in self.hits.get(address, ()):
-                select = self._exits.get(on_hit)
+            for on_hit, kind, select in self.hits.get(address, ()):
                 if select is None:
                     on_hit(address, kind)
                     continue
@@ -198,10 +200,19 @@ class Intercepts:
     def _exit(self, address, select, on_hit, kind):
         """A synthetic exit at `address`: the service that exit clients get."""
         m, st = self.machine, self.machine.state
-        st.save()
+        if not st.live:
+            st.save()
         st.eip = (address - st.seg_base_of("cs")) & 0xFFFFFFFF
         decoded = m.decoder.at(m.backend.guest_view(), address)
-        if decoded is None or select(decoded.insn, st.cpl) != kind:
+        if decoded is None:
+            return False
+        # Is it still the selected instruction?  select's answer is a function
+        # of the bytes (which the decoder has just checked) and the CPL.
+        key = (select, st.cpl)
+        selected = decoded.memo.get(key, _UNKNOWN)
+        if selected is _UNKNOWN:
+            selected = decoded.memo[key] = select(decoded.insn, key[1])
+        if selected != kind:
             return False                     # other code now lives at this address
         done = on_hit(decoded, kind)
         if done is None:
@@ -211,3 +222,6 @@ class Intercepts:
             m.icount.cut(address + decoded.size if done == EMULATED else address)
         m.resume_at(st.eip)
         return True
+
+
+_UNKNOWN = object()

@@ -40,12 +40,18 @@ from .intercept import Intercepts
 from .io_permission import IoPermission
 from .memory import LinearView, PhysMem
 from .memmap import BOOT_GDT, BOOT_INFO, BOOT_MAGIC, BOOT_STACK, IMAGE_BASE, MiB
-from .state_area import StateArea, layout, verify
+from .state_area import c_entry, layout, open_state_area
 from .tsc import VirtualTsc
 
 NEVER = 1 << 32                  # an emu_start `until` the 32-bit EIP cannot reach
 
 _TLB_FLUSH = (UC_CTL_IO_WRITE << 30) | UC_CTL_TLB_FLUSH
+_reg_write = c_entry("uc_reg_write")
+_reg_read = c_entry("uc_reg_read")
+_ctl = c_entry("uc_ctl")
+_EIP_ID = ctypes.c_int(X.UC_X86_REG_EIP)
+_CS_ID = ctypes.c_int(X.UC_X86_REG_CS)
+_TLB_FLUSH_ID = ctypes.c_int(_TLB_FLUSH)
 _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 _IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
 _OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
@@ -157,9 +163,8 @@ class Machine:
         self.vmm = PhysMem.create(self.uc, self.vmm_size, physical) if self.vmm_size else None
         if self.vmm is not None:
             self._res.buffers.append(self.vmm.buf)
-        self.state = StateArea(self.uc, layout())
+        self.state = open_state_area(self.uc, layout())
         self._res.areas.append(self.state)
-        verify(self.uc, self.state.layout)
         self.counters = Counters()
         self.decoder = Decoder()
         self.budget = budget or Budget()
@@ -177,6 +182,9 @@ class Machine:
         self.backend = backend
         self._claimed = {}                 # software-interrupt vector -> handler
         self._cs_reg = ctypes.c_uint64()
+        self._cs_ref = ctypes.byref(self._cs_reg)
+        self._eip_reg = ctypes.c_uint64()
+        self._eip_ref = ctypes.byref(self._eip_reg)
         self._dispatch(backend)
         backend.attach(self)
         IoPermission(self)
@@ -286,8 +294,7 @@ class Machine:
         st = self.state
         if not self.intercepts.edges:
             self.intercepts.resume((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF, st.cpl)
-        st.clear_exception_in_flight()
-        st.load()
+        st.resume()
         if self._flush_on_entry:
             self._flush_on_entry = False
             self.flush_tlb()
@@ -295,9 +302,14 @@ class Machine:
     def resume_at(self, eip):
         """From inside a code hook: enter the guest at `eip` (already in the
         state area) instead of the hooked instruction.  Writing EIP through the
-        API makes the CPU leave its current translation block."""
+        API makes the CPU leave its current translation block (straight into
+        the library: the binding's reg_write costs more than the rest of an
+        intercept's work)."""
         self.enter()
-        self.uc.reg_write(X.UC_X86_REG_EIP, eip)
+        self._eip_reg.value = eip & 0xFFFFFFFF
+        status = _reg_write(self.uc._uch, _EIP_ID, self._eip_ref)
+        if status != UC_ERR_OK:
+            raise UcError(status)
 
     def set_paging(self, cr0, cr3):
         """Load the real CR3 and CR0 on the live CPU (before the first entry,
@@ -329,7 +341,7 @@ class Machine:
 
     def live_cpl(self):
         """The CPL of the live CPU (from a hook that did not save it)."""
-        uclib.uc_reg_read(self.uc._uch, X.UC_X86_REG_CS, ctypes.byref(self._cs_reg))
+        _reg_read(self.uc._uch, _CS_ID, self._cs_ref)
         return self._cs_reg.value & 3
 
     def live_view(self):
@@ -355,7 +367,7 @@ class Machine:
         as a CR3 load does on the hardware.  Needed whenever the VMM changes
         page tables the CPU walks, or loads CR3 through the state area (a
         context restore copies CR3 but does not flush)."""
-        uclib.uc_ctl(self.uc._uch, _TLB_FLUSH)
+        _ctl(self.uc._uch, _TLB_FLUSH_ID)
 
     def pending_irq(self):
         """The vector of an external interrupt the PIC would present now.
@@ -401,13 +413,16 @@ class Machine:
             return                         # after the end of the run: not the guest's work
         st = self.state
         try:
-            st.save()
+            if not st.live:
+                st.save()
             if self.icount is not None or self.intercepts.last is not None:
                 linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
                 if self.icount is not None:
                     self.icount.cut(linear)
                 self.intercepts.faulted_at(linear)
-            self._count_exit()
+            self.exits += 1
+            if self.exits > self.budget.max_exits:
+                self._over_budget()
             self._h_exception(vector)
             self.enter()
         except BaseException as exc:       # never let an exception cross into C
@@ -494,8 +509,11 @@ class Machine:
     def _count_exit(self):
         self.exits += 1
         if self.exits > self.budget.max_exits:
-            self.state.save()                  # port hooks do not save: name the real EIP
-            raise GuestStop(f"exit budget of {self.budget.max_exits} exceeded at {self.where()}")
+            self._over_budget()
+
+    def _over_budget(self):
+        self.state.save()                  # port hooks do not save: name the real EIP
+        raise GuestStop(f"exit budget of {self.budget.max_exits} exceeded at {self.where()}")
 
     def abort(self, exc):
         if isinstance(exc, GuestStop):

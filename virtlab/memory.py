@@ -13,13 +13,28 @@ memory: an IDT gate, a stack push, the bytes of an exiting instruction.
 import ctypes
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 from unicorn import UC_PROT_ALL
 
 from . import x86
 
 _U32 = struct.Struct("<I")
+
+
+def gather(buffer, offsets):
+    """A function of no arguments that reads the u32s at `offsets` of
+    `buffer` (a memoryview) in one call: a struct.unpack_from over the span
+    they cover, the bytes between skipped, bound to the buffer so that a read
+    costs one call into C and no Python frame.  The values come in address
+    order (and as a tuple even for one offset)."""
+    offsets = sorted(set(offsets))
+    fmt, pos = "<", offsets[0]
+    for off in offsets:
+        fmt += (f"{off - pos}x" if off > pos else "") + "I"
+        pos = off + 4
+    return partial(struct.Struct(fmt).unpack_from, buffer, offsets[0])
 
 
 class GuestMemoryFault(Exception):
@@ -41,6 +56,15 @@ class PhysMem:
     buf: object
     view: memoryview
     base: int = 0
+    words: memoryview = field(default=None, repr=False)   # the same bytes as u32s
+    tlb: dict = field(default=None, repr=False)           # translate()'s cache
+
+    def __post_init__(self):
+        # Word-aligned u32s over the same buffer (paging entries are words).
+        if self.words is None:
+            self.words = self.view.cast("B").cast("I")
+        if self.tlb is None:
+            self.tlb = {}
 
     @classmethod
     def create(cls, uc, size, base=0):
@@ -66,55 +90,105 @@ class PhysMem:
         self.view[pa:pa + len(data)] = data
 
 
+# Bits the walk tests, bound once (module attribute lookups are measurable
+# on a path every exit may take several times).
+_PG, _WP, _PSE = x86.CR0_PG, x86.CR0_WP, x86.CR4_PSE
+_P, _A, _D, _PS, _PF_P = x86.PTE_P, x86.PTE_A, x86.PTE_D, x86.PTE_PS, x86.PF_P
+_FRAME = x86.PAGE_MASK
+
+
 def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
     """Translate a linear address as the IA-32 MMU does (two-level, 4 KiB pages,
     4 MiB pages with CR4.PSE), setting accessed and dirty bits like the hardware.
     Raises GuestMemoryFault with the #PF error code the CPU would report.
     With `log`, appends the (address, value) of every paging entry it relied on,
     so a caller can cache the result and later check it still holds."""
-    if not cr0 & x86.CR0_PG:
+    if not cr0 & _PG:
         if linear >= mem.size:
             raise GuestMemoryFault(linear, 0)
         return linear
     err = (x86.PF_W if write else 0) | (x86.PF_U if user else 0)
-    pde_pa = (cr3 & x86.PAGE_MASK) + ((linear >> 22) << 2)
+    pde_pa = (cr3 & _FRAME) + ((linear >> 22) << 2)
     if pde_pa + 4 > mem.size:
         raise GuestMemoryFault(linear, err)
-    pde = mem.u32(pde_pa)
-    if not pde & x86.PTE_P:
+    words = mem.words
+    pde = words[pde_pa >> 2]
+    if not pde & _P:
         raise GuestMemoryFault(linear, err)
-    if pde & x86.PTE_PS and cr4 & x86.CR4_PSE:
+    if pde & _PS and cr4 & _PSE:
         _check(pde, pde, cr0, write, user, linear, err)
-        flags = x86.PTE_A | (x86.PTE_D if write else 0)
+        flags = _A | (_D if write else 0)
         if pde & flags != flags:
             pde |= flags
-            mem.set_u32(pde_pa, pde)
+            words[pde_pa >> 2] = pde
         if log is not None:
             log.append((pde_pa, pde))
         pa = (pde & 0xFFC00000) | (linear & 0x3FFFFF)
     else:
-        pte_pa = (pde & x86.PAGE_MASK) + (((linear >> 12) & 0x3FF) << 2)
+        pte_pa = (pde & _FRAME) + (((linear >> 12) & 0x3FF) << 2)
         if pte_pa + 4 > mem.size:
             raise GuestMemoryFault(linear, err)
-        pte = mem.u32(pte_pa)
-        if not pte & x86.PTE_P:
+        pte = words[pte_pa >> 2]
+        if not pte & _P:
             raise GuestMemoryFault(linear, err)
         if (write or user) and (pde & pte & 6) != 6:
             _check(pde, pte, cr0, write, user, linear, err)
-        if not pde & x86.PTE_A:
-            pde |= x86.PTE_A
-            mem.set_u32(pde_pa, pde)
-        flags = x86.PTE_A | (x86.PTE_D if write else 0)
+        if not pde & _A:
+            pde |= _A
+            words[pde_pa >> 2] = pde
+        flags = _A | (_D if write else 0)
         if pte & flags != flags:
             pte |= flags
-            mem.set_u32(pte_pa, pte)
+            words[pte_pa >> 2] = pte
         if log is not None:
             log.append((pde_pa, pde))
             log.append((pte_pa, pte))
-        pa = (pte & x86.PAGE_MASK) | (linear & 0xFFF)
+        pa = (pte & _FRAME) | (linear & 0xFFF)
     if pa >= mem.size:
-        raise GuestMemoryFault(linear, err | x86.PF_P)
+        raise GuestMemoryFault(linear, err | _PF_P)
     return pa
+
+
+TLB_ENTRIES = 4096
+
+
+def translate(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
+    """walk(), remembered as a TLB remembers it.
+
+    What a walk returns (and whether it faults) is a function of CR0.PG and
+    CR0.WP, CR3, CR4.PSE, the page, the kind of access and the one or two
+    paging entries it reads; and once those entries have their accessed (and,
+    for a write, dirty) bits set, the walk writes nothing.  So a successful
+    walk is kept with the entries as it left them, and reused only while
+    both still hold exactly those values: a guest store to either, an
+    accessed or dirty bit cleared, a different CR3 or paging mode, all make
+    the next access walk again, as the hardware would after the INVLPG or
+    CR3 load that must accompany such a change (and even without one).
+    A fault is never cached: it is raised by a fresh walk every time."""
+    if not cr0 & _PG:
+        return walk(mem, cr0, cr3, cr4, linear, write, user, log)
+    entry = tlb_entry(mem, cr0, cr3, cr4, linear, write, user)
+    if log is not None:
+        log += entry[3]
+    return entry[2] | (linear & 0xFFF)
+
+
+def tlb_entry(mem, cr0, cr3, cr4, linear, write=False, user=False):
+    """translate()'s cached walk of the page of `linear` (paging on):
+    (check, expected, frame, entries), valid while check() == expected;
+    walked now if there is none or it no longer holds."""
+    key = (linear >> 12, cr3, cr0 & _WP, cr4 & _PSE, write, user)
+    tlb = mem.tlb
+    hit = tlb.get(key)
+    if hit is not None and hit[0]() == hit[1]:
+        return hit
+    entries = []
+    pa = walk(mem, cr0, cr3, cr4, linear, write, user, entries)
+    if len(tlb) >= TLB_ENTRIES:
+        tlb.clear()
+    deps = Dependencies.from_log(entries, mem)
+    hit = tlb[key] = (deps.check, deps.expected, pa & _FRAME, entries)
+    return hit
 
 
 def _check(pde, pte, cr0, write, user, linear, err):
@@ -135,15 +209,36 @@ class LinearView:
     VMM makes through the view, before it lands (a translator whose code it
     may overwrite must hear of writes the CPU never makes)."""
 
+    __slots__ = ("mem", "cr0", "cr3", "cr4", "log", "on_write")
+
     def __init__(self, mem, cr0, cr3, cr4, log=None, on_write=None):
         self.mem, self.cr0, self.cr3, self.cr4 = mem, cr0, cr3, cr4
         self.log = log
         self.on_write = on_write
 
     def phys(self, linear, write=False, user=False):
-        return walk(self.mem, self.cr0, self.cr3, self.cr4, linear, write, user, self.log)
+        cr0 = self.cr0
+        if cr0 & _PG and self.log is None:             # translate(), its common case inline
+            hit = self.mem.tlb.get((linear >> 12, self.cr3, cr0 & _WP, self.cr4 & _PSE,
+                                    write, user))      # (the key as tlb_entry() makes it)
+            if hit is not None and hit[0]() == hit[1]:
+                return hit[2] | (linear & 0xFFF)
+        return translate(self.mem, cr0, self.cr3, self.cr4, linear, write, user, self.log)
 
     def read(self, linear, n, user=False):
+        if (linear & 0xFFF) + n <= x86.PAGE_SIZE:         # within one page: one translation
+            cr0 = self.cr0
+            if cr0 & _PG and self.log is None:             # phys(), its common case inline
+                hit = self.mem.tlb.get((linear >> 12, self.cr3, cr0 & _WP, self.cr4 & _PSE,
+                                        False, user))      # (the key as tlb_entry() makes it)
+                if hit is not None and hit[0]() == hit[1]:
+                    pa = hit[2] | (linear & 0xFFF)
+                    return bytes(self.mem.view[pa:pa + n])
+            pa = self.phys(linear, False, user)
+            data = bytes(self.mem.view[pa:pa + n])
+            if self.log is not None:
+                self.log.append((pa, data))
+            return data
         out = bytearray()
         while n:
             chunk = min(n, x86.PAGE_SIZE - (linear & 0xFFF))
@@ -156,7 +251,9 @@ class LinearView:
         return bytes(out)
 
     def u32(self, linear, user=False):
-        return _U32.unpack(self.read(linear, 4, user))[0]
+        if linear & 3 or self.log is not None:
+            return _U32.unpack(self.read(linear, 4, user))[0]
+        return self.mem.words[self.phys(linear, False, user) >> 2]     # aligned: one page
 
     def write(self, linear, data, user=False):
         off = 0
@@ -170,27 +267,42 @@ class LinearView:
             off += chunk
 
 
-@dataclass(frozen=True)
 class Dependencies:
     """What a cached result was computed from: paging entries (address, value)
-    and byte ranges (address, bytes), each recorded once."""
-    entries: tuple
-    ranges: tuple
+    and byte ranges (address, bytes), checked in one step.
+
+    Every recorded address is turned into the aligned 32-bit words that cover
+    it, and the words' present values become the expectation: one gather()
+    reads them all, and one tuple comparison decides (check() == expected).
+    A word also covers up to three bytes the result never read, so a change
+    there, too, makes the check fail: the result is then computed again,
+    which costs time but never gives a different answer.  A log whose values
+    memory no longer holds (something wrote between the read and now) gives
+    dependencies that never hold."""
+    __slots__ = ("check", "expected")
+
+    def __init__(self, check, expected):
+        self.check = check
+        self.expected = expected
 
     @classmethod
-    def from_log(cls, log):
-        entries = dict(e for e in log if isinstance(e[1], int))
-        ranges = dict(e for e in log if not isinstance(e[1], int))
-        return cls(tuple(entries.items()), tuple(ranges.items()))
-
-    def hold(self, mem):
-        """True if every recorded value is unchanged in memory."""
+    def from_log(cls, log, mem):
         view = mem.view
-        unpack = _U32.unpack_from
-        for pa, value in self.entries:
-            if unpack(view, pa)[0] != value:
-                return False
-        for pa, raw in self.ranges:
-            if view[pa:pa + len(raw)] != raw:
-                return False
-        return True
+        stale = False
+        words = set()
+        for pa, value in log:
+            if isinstance(value, int):
+                stale |= _U32.unpack_from(view, pa)[0] != value
+                n = 4
+            else:
+                n = len(value)
+                stale |= view[pa:pa + n] != value
+            words.update(range(pa >> 2, (pa + n + 3) >> 2))
+        if not words:
+            return cls(tuple, ())                   # nothing to depend on: always holds
+        check = gather(view, [4 * i for i in words])
+        return cls(check, None if stale else check())   # None: never equal to a tuple
+
+    def hold(self, mem=None):
+        """True if every recorded value is unchanged in memory."""
+        return self.check() == self.expected

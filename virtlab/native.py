@@ -9,7 +9,7 @@ native events (`native.*`), the baseline every other back end is compared with.
 from . import x86
 from .backend import Backend
 from .counters import NATIVE
-from .delivery import Event, RealCpuView
+from .delivery import Event, RealCpuView, software_interrupt
 from .fastcall import native_sysenter
 from .guest_events import EventNames, GuestEvents, vector_name
 
@@ -28,11 +28,14 @@ class Native(Backend):
         m, st = self.machine, self.machine.state
         software = st.is_software_int
         eflags = st.eflags()
-        if eflags & x86.IF and self.events.interrupt_first(software, self):
+        # (pending_irq() first: the common case, nothing pending, decided
+        # without interrupt_first's call.)
+        if eflags & x86.IF and m.pending_irq() is not None \
+                and self.events.interrupt_first(software, self):
             return
         if software:
             m.counters["native.syscall"] += 1
-            self.events.deliver(Event(vector, software=True), eflags)
+            self.events.deliver(software_interrupt(vector), eflags)
             return
         m.counters["native.exception"] += 1
         m.counters["native.exception." + vector_name(vector)] += 1

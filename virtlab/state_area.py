@@ -26,6 +26,7 @@ through the library's own context accessors (uc_context_reg_read/write), which r
 QEMU's cpu_compute_eflags / cpu_load_eflags on the saved copy.
 """
 import ctypes
+import os
 import struct
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
 from . import x86
+from .memory import gather
 
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
@@ -79,18 +81,23 @@ class Layout:
     is_int: int          # nonzero when the event is a software INT n
     old_exception: int   # QEMU's "exception in flight" (-1 when none)
     flags: "FlagOffsets" = None
+    header: int = 0      # bytes of uc_context header before the CPU state
 
 
 @dataclass(frozen=True)
 class FlagOffsets:
     """Where QEMU keeps EFLAGS: the system bits in `eflags`, the arithmetic flags
     lazily in cc_src under cc_op (CC_OP_EFLAGS means "cc_src holds them as is"),
-    and the direction flag as +1/-1 in `df`."""
+    and the direction flag as +1/-1 in `df`.  `lazy`: the (cc_op, kind, bits)
+    whose flags this module computes from cc_dst and cc_src itself, each
+    checked against the library's own computation (lazy_flag_functions)."""
     eflags: int
     cc_src: int
     cc_op: int
     cc_op_eflags: int
     df: int
+    cc_dst: int = None
+    lazy: tuple = ()
 
 
 # ---------------------------------------------------------------------------
@@ -101,21 +108,55 @@ _restore = uclib.uc_context_restore
 _ctx_reg_read = uclib.uc_context_reg_read
 _ctx_reg_write = uclib.uc_context_reg_write
 
+# The calls an exit makes.  The binding's function objects convert every
+# argument through their argtypes on each call; these come from a handle of
+# our own on the same library, have no argtypes, and are given arguments
+# already in C form (ctypes objects), which makes a call a third cheaper.
+# (Only for entry points whose arguments are all pointers and ints.)
+_LIB = ctypes.CDLL(uclib._name)
+
+
+def c_entry(name):
+    """Library function `name` without argument conversion, returning an int."""
+    fn = getattr(_LIB, name)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_fast_save = c_entry("uc_context_save")
+_fast_restore = c_entry("uc_context_restore")
+_fast_reg_read = c_entry("uc_reg_read")
+_fast_ctx_reg_read = c_entry("uc_context_reg_read")
+_EFLAGS_ID = ctypes.c_int(X.UC_X86_REG_EFLAGS)
+
+
+_nothing = type(None)        # a call that does nothing, made in C: NoneType() is None
+
 
 class StateArea:
-    """One preallocated context of a Uc, with typed access at calibrated offsets.
+    """The CPU state of a Uc, with typed access at calibrated offsets.
 
-    save() copies the live CPU into it, load() copies it back: one of each per exit.
+    In copy mode it is one preallocated context: save() copies the live CPU
+    into it, load() copies it back, one of each per exit.  In live mode
+    (live_cpu_state below) the same offsets address the CPU's own state, and
+    save() and load() have nothing left to do.
     """
 
-    def __init__(self, uc, layout):
+    def __init__(self, uc, layout, live=True):
         self.uc = uc
         self.layout = layout
         self._uch = uc._uch
         self._ctx = uc.context_save()          # allocates; kept for the machine's life
         self._ptr = self._ctx.context
-        self.buf = (ctypes.c_char * layout.size).from_address(self._ptr.value)
-        self.mem = memoryview(self.buf).cast("B")
+        address = live_cpu_state(uc, layout) if live else None
+        self.live = address is not None
+        if self.live:
+            # The context stays allocated: its header is what detach() gives
+            # the private copy, so that the context accessors work on it.
+            self.save = self.load = _nothing
+        else:
+            address = self._ptr.value
+        self.buf = (ctypes.c_char * layout.size).from_address(address)
         self._flags = ctypes.c_uint64()
         self._flags_ref = ctypes.byref(self._flags)
         # One struct writes a whole segment register (selector, base, limit,
@@ -127,17 +168,81 @@ class StateArea:
             fmt += "x" * (off - pos) + code
             pos = off + 4
         self._seg_struct = struct.Struct(fmt)
-        # Offsets as plain attributes: an exit reads a dozen fields, and every
-        # attribute chain or dict lookup avoided is measurable.
-        self._gpr = dict(layout.gpr)
-        self._cr = dict(layout.cr)
-        self._eip = layout.eip
-        self._hflags = layout.hflags
+        # Every field is an aligned u32 (the calibration finds only those), so
+        # the context is also read as an array of words: indexing a memoryview
+        # costs a third of a struct.unpack_from, and an exit reads a dozen
+        # fields.  Indices (offset // 4) are plain attributes for the same reason.
+        f = layout.flags
+        self._gpr = {name: off >> 2 for name, off in layout.gpr.items()}
+        self._cr = {n: off >> 2 for n, off in layout.cr.items()}
+        self._eip = layout.eip >> 2
+        self._esp = layout.gpr["esp"] >> 2
+        self._hflags = layout.hflags >> 2
+        self._eflags_w, self._cc_src, self._cc_op, self._df = (
+            f.eflags >> 2, f.cc_src >> 2, f.cc_op >> 2, f.df >> 2)
+        self._cc_op_eflags = f.cc_op_eflags
+        self._cc_dst = f.cc_dst >> 2 if f.cc_dst is not None else 0
+        self._lazy = lazy_flag_functions(f)
+
+        self._error_code, self._is_int = layout.error_code >> 2, layout.is_int >> 2
+        self._old_exception = layout.old_exception >> 2
         self._sel = {name: so.selector for name, so in layout.seg.items()}
-        self._base = {name: so.base for name, so in layout.seg.items()}
-        self._paging = _gather([layout.cr[0], layout.cr[3], layout.cr[4]])
-        self._tables = _gather([layout.cr[0], layout.idt.base, layout.idt.limit,
-                                layout.gdt.base, layout.gdt.limit, layout.seg["tr"].base])
+        self._sel_w = {name: so.selector >> 2 for name, so in layout.seg.items()}
+        self._sel_cs = layout.seg["cs"].selector
+        self._base = {name: so.base >> 2 for name, so in layout.seg.items()}
+        self._limit = {name: so.limit >> 2 for name, so in layout.seg.items()}
+        self._table_w = {"gdt": (layout.gdt.base >> 2, layout.gdt.limit >> 2),
+                         "idt": (layout.idt.base >> 2, layout.idt.limit >> 2)}
+        self._views()
+
+    def _views(self):
+        self.mem = memoryview(self.buf).cast("B")
+        whole = self.mem[:len(self.mem) & ~3]
+        w = self.w = whole.cast("I")               # the context as u32 words
+        self.wi = whole.cast("i")                  # ... and as i32 (DF is +1/-1)
+        # Reads of several fields at once (memory.gather: one call into C, no
+        # Python frame), each giving its fields in the order they lie in the
+        # context:
+        lay, tr = self.layout, self.layout.seg["tr"]
+        m = self.mem
+        f = lay.flags
+        # () -> (EFLAGS, cc_dst, cc_src, cc_op, DF): what eflags() computes from
+        if f.cc_dst is not None:
+            self._flag_words = gather(m, [f.eflags, f.cc_dst, f.cc_src, f.cc_op, f.df])
+        else:                                      # no lazy operations: cc_dst is not needed
+            four = gather(m, [f.eflags, f.cc_src, f.cc_op, f.df])
+            self._flag_words = lambda: (lambda e, s, o, d: (e, 0, s, o, d))(*four())
+        # () -> (CR0, CR3, CR4)
+        self.paging = gather(m, [lay.cr[0], lay.cr[3], lay.cr[4]])
+        # () -> (ESP, EIP, CS, SS, SS base): what an event's frame holds and
+        # where it goes (the selectors are the raw fields)
+        self.frame_regs = gather(m, [lay.gpr["esp"], lay.eip, lay.seg["cs"].selector,
+                                     lay.seg["ss"].selector, lay.seg["ss"].base])
+        tables = [tr.selector, tr.base, tr.limit, lay.gdt.base, lay.gdt.limit,
+                  lay.idt.base, lay.idt.limit]
+        # () -> (TR selector, base, limit, GDTR base, limit, IDTR base, limit)
+        self.table_regs = gather(m, tables)
+        # () -> (hflags, TR selector, base, limit, GDTR base, limit, IDTR
+        # base, limit, CR0, CR3, CR4): what an IDT route is resolved under
+        # (the CPL is the low two bits of hflags; the last three are paging())
+        self.route_regs = gather(m, [lay.hflags] + tables + [lay.cr[0], lay.cr[3], lay.cr[4]])
+        self._check_order()
+
+    def _check_order(self):
+        """The gathers above promise an order QEMU's CPUX86State has (hflags,
+        segment caches, descriptor-table registers, control registers)."""
+        lay, tr = self.layout, self.layout.seg["tr"]
+        f = lay.flags
+        flags = [f.eflags] + ([f.cc_dst] if f.cc_dst is not None else []) + [f.cc_src, f.cc_op, f.df]
+        if flags != sorted(flags):
+            raise CalibrationError("the flag fields are not in the order this module reads them in")
+        order = [lay.gpr["esp"], lay.eip, lay.hflags, lay.seg["cs"].selector,
+                 lay.seg["ss"].selector, lay.seg["ss"].base, tr.selector, tr.base, tr.limit,
+                 lay.gdt.base, lay.gdt.limit, lay.idt.base, lay.idt.limit, lay.cr[0],
+                 lay.cr[3], lay.cr[4]]
+        if order != sorted(order):
+            raise CalibrationError("the CPU state's fields are not in the order this "
+                                   "module reads them in")
 
     def detach(self):
         """Free the context (its machine is being closed) and keep the last
@@ -148,8 +253,13 @@ class StateArea:
         if ctx is None:
             return
         copy = (ctypes.c_char * self.layout.size).from_buffer_copy(self.buf)
+        if self.live:                      # the bytes before the CPU state are not a header
+            head = self.layout.header
+            copy[:head] = ctypes.string_at(ctx.context.value, head)
+            self.live = False
+            del self.save, self.load
         self.buf = copy
-        self.mem = memoryview(copy).cast("B")
+        self._views()
         self._ptr = ctypes.c_void_p(ctypes.addressof(copy))   # header included:
         self._uch = None                   # the context accessors still work
         self.uc = None
@@ -159,92 +269,110 @@ class StateArea:
 
     # -- the two copies ---------------------------------------------------
     def save(self):
-        _save(self._uch, self._ptr)
+        _fast_save(self._uch, self._ptr)
 
     def load(self):
-        _restore(self._uch, self._ptr)
+        _fast_restore(self._uch, self._ptr)
 
     # -- fields -----------------------------------------------------------
     def get(self, off):
-        return _U32.unpack_from(self.mem, off)[0]
+        return self.w[off >> 2]
 
     def set(self, off, value):
-        _U32.pack_into(self.mem, off, value & 0xFFFFFFFF)
+        self.w[off >> 2] = value & 0xFFFFFFFF
 
     @property
     def eip(self):
-        return _U32.unpack_from(self.mem, self._eip)[0]
+        return self.w[self._eip]
 
     @eip.setter
     def eip(self, value):
-        _U32.pack_into(self.mem, self._eip, value & 0xFFFFFFFF)
+        self.w[self._eip] = value & 0xFFFFFFFF
 
     def reg(self, name):
-        return _U32.unpack_from(self.mem, self._gpr[name])[0]
+        return self.w[self._gpr[name]]
 
     def set_reg(self, name, value):
-        _U32.pack_into(self.mem, self._gpr[name], value & 0xFFFFFFFF)
+        self.w[self._gpr[name]] = value & 0xFFFFFFFF
 
     def cr(self, n):
-        return _U32.unpack_from(self.mem, self._cr[n])[0]
+        return self.w[self._cr[n]]
 
     def set_cr(self, n, value):
-        _U32.pack_into(self.mem, self._cr[n], value & 0xFFFFFFFF)
+        self.w[self._cr[n]] = value & 0xFFFFFFFF
 
     @property
     def cpl(self):
-        return _U32.unpack_from(self.mem, self._hflags)[0] & 3
+        return self.w[self._hflags] & 3
 
     @property
     def iopl(self):
         """EFLAGS.IOPL, which QEMU keeps in the plain `eflags` field."""
-        return (_U32.unpack_from(self.mem, self.layout.flags.eflags)[0] >> x86.IOPL_SHIFT) & 3
+        return (self.w[self._eflags_w] >> x86.IOPL_SHIFT) & 3
 
     @property
     def error_code(self):
-        return _U32.unpack_from(self.mem, self.layout.error_code)[0]
+        return self.w[self._error_code]
 
     @property
     def is_software_int(self):
-        return _U32.unpack_from(self.mem, self.layout.is_int)[0] != 0
+        return self.w[self._is_int] != 0
+
+    def resume(self):
+        """The end of an exit: QEMU's exception-in-flight cleared (below),
+        then the state loaded into the CPU."""
+        self.wi[self._old_exception] = -1
+        if not self.live:
+            self.load()
 
     def clear_exception_in_flight(self):
         """Reset QEMU's old_exception to -1.  Unicorn never takes the delivery path
         that resets it, so without this the next contributory fault after a
         handled one is promoted to #DF and the one after to a triple fault."""
-        _I32.pack_into(self.mem, self.layout.old_exception, -1)
+        self.wi[self._old_exception] = -1
 
     def eflags(self):
-        """The architectural EFLAGS.  When the arithmetic flags are already
-        materialised (cc_op == CC_OP_EFLAGS) they are read in place; otherwise
-        the library computes them from the lazy state, as QEMU's pushf would."""
-        f, m = self.layout.flags, self.mem
-        if _U32.unpack_from(m, f.cc_op)[0] == f.cc_op_eflags:
-            value = (_U32.unpack_from(m, f.eflags)[0] & ~_ARITH_DF) | (
-                _U32.unpack_from(m, f.cc_src)[0] & _ARITH)
-            if _I32.unpack_from(m, f.df)[0] < 0:
-                value |= x86.DF
-            return value
-        _ctx_reg_read(self._ptr, X.UC_X86_REG_EFLAGS, self._flags_ref)
+        """The architectural EFLAGS, as QEMU's cpu_compute_eflags makes them.
+        When the arithmetic flags are already materialised (cc_op ==
+        CC_OP_EFLAGS) they are read in place; after the common arithmetic
+        (add, sub and cmp, the logical operations, inc, dec: the last one
+        before an exit is usually the `dec`/`cmp` of a loop) they are
+        computed here from cc_dst and cc_src as QEMU would; otherwise the
+        library computes them (a call into C)."""
+        eflags, cc_dst, cc_src, cc_op, df = self._flag_words()
+        if cc_op == self._cc_op_eflags:
+            arith = cc_src & _ARITH
+        else:
+            lazy = self._lazy.get(cc_op)
+            arith = lazy(cc_dst, cc_src) if lazy is not None else None
+            if arith is None:
+                return self._computed_eflags()
+        value = (eflags & ~_ARITH_DF) | arith
+        return value | x86.DF if df & 0x80000000 else value          # DF is -1 or +1
+
+    def _computed_eflags(self):
+        if self.live:
+            _fast_reg_read(self._uch, _EFLAGS_ID, self._flags_ref)
+        else:
+            _fast_ctx_reg_read(self._ptr, _EFLAGS_ID, self._flags_ref)
         return self._flags.value & 0xFFFFFFFF
 
     def set_eflags(self, value):
         """Load EFLAGS the way QEMU's cpu_load_eflags does: every bit into
         `eflags`, the arithmetic flags into cc_src with cc_op = CC_OP_EFLAGS,
         and DF as +1/-1."""
-        f, m = self.layout.flags, self.mem
+        w = self.w
         value = (value & 0xFFFFFFFF) | 0x2
-        _U32.pack_into(m, f.eflags, value)
-        _U32.pack_into(m, f.cc_src, value & _ARITH)
-        _U32.pack_into(m, f.cc_op, f.cc_op_eflags)
-        _I32.pack_into(m, f.df, -1 if value & x86.DF else 1)
+        w[self._eflags_w] = value
+        w[self._cc_src] = value & _ARITH
+        w[self._cc_op] = self._cc_op_eflags
+        self.wi[self._df] = -1 if value & x86.DF else 1
 
     def lazy_flags(self):
         """The arithmetic flags and DF exactly as QEMU holds them now (cc_src,
         cc_op, df and the arithmetic bits of `eflags`), for restore_lazy_flags."""
-        f, m = self.layout.flags, self.mem
-        return (_U32.unpack_from(m, f.cc_src)[0], _U32.unpack_from(m, f.cc_op)[0],
-                _U32.unpack_from(m, f.df)[0], _U32.unpack_from(m, f.eflags)[0] & _ARITH_DF)
+        w = self.w
+        return (w[self._cc_src], w[self._cc_op], w[self._df], w[self._eflags_w] & _ARITH_DF)
 
     def restore_lazy_flags(self, saved):
         """Put back what lazy_flags returned, keeping the system bits (IF, TF,
@@ -252,76 +380,82 @@ class StateArea:
         QEMU helper whose translated code goes on afterwards with the cc_op it
         had (SYSENTER): the arithmetic flags, which the hook's work does not
         change, must then still be in the lazy form that code expects."""
-        f, m = self.layout.flags, self.mem
-        system = _U32.unpack_from(m, f.eflags)[0] & ~_ARITH_DF
+        w = self.w
+        system = w[self._eflags_w] & ~_ARITH_DF
         cc_src, cc_op, df, arith = saved
-        _U32.pack_into(m, f.cc_src, cc_src)
-        _U32.pack_into(m, f.cc_op, cc_op)
-        _U32.pack_into(m, f.df, df)
-        _U32.pack_into(m, f.eflags, system | arith)
+        w[self._cc_src] = cc_src
+        w[self._cc_op] = cc_op
+        w[self._df] = df
+        w[self._eflags_w] = system | arith
 
     def seg_selector(self, name):
-        return _U32.unpack_from(self.mem, self._sel[name])[0] & 0xFFFF
+        return self.w[self._sel_w[name]] & 0xFFFF
 
     def table(self, which):
         """(base, limit) of 'gdt' or 'idt'."""
-        so = self.layout.gdt if which == "gdt" else self.layout.idt
-        return (_U32.unpack_from(self.mem, so.base)[0],
-                _U32.unpack_from(self.mem, so.limit)[0])
+        base, limit = self._table_w[which]
+        w = self.w
+        return w[base], w[limit]
 
     def set_table(self, which, base, limit):
         """Load GDTR or IDTR ('gdt' or 'idt'), as lgdt/lidt would."""
-        so = self.layout.gdt if which == "gdt" else self.layout.idt
-        _U32.pack_into(self.mem, so.base, base & 0xFFFFFFFF)
-        _U32.pack_into(self.mem, so.limit, limit & 0xFFFF)
+        b, lim = self._table_w[which]
+        self.w[b] = base & 0xFFFFFFFF
+        self.w[lim] = limit & 0xFFFF
 
     def set_error_code(self, code, software=False):
         """The error code and software-INT flag of the event being handled, as
         the CPU would have left them had it raised the event itself."""
-        _U32.pack_into(self.mem, self.layout.error_code, code & 0xFFFFFFFF)
-        _U32.pack_into(self.mem, self.layout.is_int, int(software))
-
-    def paging(self):
-        """(CR0, CR3, CR4) in one read."""
-        return self._paging.unpack_from(self.mem, self._paging.first)
-
-    def tables(self):
-        """The fields an IDT route is resolved under, in one read: CR0, IDTR,
-        GDTR and the TR base (in the order they lie in the context)."""
-        return self._tables.unpack_from(self.mem, self._tables.first)
+        self.w[self._error_code] = code & 0xFFFFFFFF
+        self.w[self._is_int] = int(software)
 
     def seg_base_of(self, name):
-        return _U32.unpack_from(self.mem, self._base[name])[0]
+        return self.w[self._base[name]]
 
     def seg_limit_of(self, name):
-        return _U32.unpack_from(self.mem, self.layout.seg[name].limit)[0]
+        return self.w[self._limit[name]]
+
+    def segment_image(self, cs_cache, ss_cache=None):
+        """The bytes set_segment writes for CS (and SS after it, if given),
+        for enter_handler: what a route loads, made once per route.  None if
+        SS does not directly follow CS in the context."""
+        seg = self._seg_struct
+        image = bytearray(seg.size)
+        seg.pack_into(image, 0, cs_cache[0] & 0xFFFF, *cs_cache[1:])
+        if ss_cache is not None:
+            if self._sel["ss"] != self._sel_cs + seg.size:
+                return None
+            tail = bytearray(seg.size)
+            seg.pack_into(tail, 0, ss_cache[0] & 0xFFFF, *ss_cache[1:])
+            image += tail
+        return bytes(image)
+
+    def enter_handler(self, image, ss_flags, esp, eip, eflags):
+        """The register side of delivering an event: CS (and SS, when the
+        ring changes) from a segment_image(), the CPL from SS's descriptor
+        flags `ss_flags` (None: no ring change), ESP, EIP and EFLAGS."""
+        at = self._sel_cs
+        self.mem[at:at + len(image)] = image
+        w = self.w
+        if ss_flags is not None:               # as set_segment("ss", ...)
+            hf = self._hflags
+            w[hf] = (w[hf] & ~3) | ((ss_flags >> x86.DESC_DPL_SHIFT) & 3)
+        w[self._esp] = esp
+        w[self._eip] = eip
+        eflags = (eflags & 0xFFFFFFFF) | 0x2            # as set_eflags
+        w[self._eflags_w] = eflags
+        w[self._cc_src] = eflags & _ARITH
+        w[self._cc_op] = self._cc_op_eflags
+        self.wi[self._df] = -1 if eflags & x86.DF else 1
 
     def set_segment(self, name, selector, base, limit, flags):
         """Write a segment register (selector and hidden part).  For SS this is
         also where the privilege level changes: QEMU keeps the CPL in hflags and
         takes it from the DPL of the stack segment, as the CPU's SS.DPL == CPL."""
-        m = self.mem
-        self._seg_struct.pack_into(m, self._sel[name], selector & 0xFFFF, base, limit, flags)
+        self._seg_struct.pack_into(self.mem, self._sel[name], selector & 0xFFFF, base, limit, flags)
         if name == "ss":
-            hf = _U32.unpack_from(m, self._hflags)[0]
-            _U32.pack_into(m, self._hflags, (hf & ~3) | ((flags >> x86.DESC_DPL_SHIFT) & 3))
-
-
-class _Gather(struct.Struct):
-    def __init__(self, fmt, first):
-        super().__init__(fmt)
-        self.first = first
-
-
-def _gather(offsets):
-    """A Struct reading the u32 fields at `offsets` in one call (in address
-    order), with the offset of the first in `.first`."""
-    offsets = sorted(offsets)
-    fmt, pos = "<", offsets[0]
-    for off in offsets:
-        fmt += "x" * (off - pos) + "I"
-        pos = off + 4
-    return _Gather(fmt, offsets[0])
+            w, hf = self.w, self._hflags
+            w[hf] = (w[hf] & ~3) | ((flags >> x86.DESC_DPL_SHIFT) & 3)
 
 
 # ---------------------------------------------------------------------------
@@ -552,7 +686,7 @@ def _calibrate():
     flags = _calibrate_flags(_scratch_cpu())
     lay = Layout(size=size, gpr=gpr, eip=eip, cr=cr, seg=seg, gdt=seg.pop("gdt"),
                  idt=seg.pop("idt"), hflags=hflags, error_code=error_code,
-                 is_int=is_int, old_exception=old_exc, flags=flags)
+                 is_int=is_int, old_exception=old_exc, flags=flags, header=_Scan.data)
     verify(uc, lay)
     return lay
 
@@ -580,13 +714,29 @@ def _calibrate_flags(uc):
            if _U32.unpack_from(c, o)[0] != _U32.unpack_from(a, o)[0]
            and _U32.unpack_from(c, o)[0] < 64 and cc_src < o < df]
     cc_op = _unique(ops, "cc_op")
-    return FlagOffsets(sysflags, cc_src, cc_op, _U32.unpack_from(a, cc_op)[0], df)
+    flags = FlagOffsets(sysflags, cc_src, cc_op, _U32.unpack_from(a, cc_op)[0], df)
+    return _calibrate_lazy(_scratch_cpu(), flags)
 
 
-def verify(uc, lay):
+def open_state_area(uc, lay):
+    """The machine's state area: live if the CPU's own state was found and
+    verifies, otherwise a copy (save/load per exit), which must verify."""
+    area = StateArea(uc, lay)
+    if area.live:
+        try:
+            verify(uc, lay, area)
+            return area
+        except CalibrationError:
+            area.detach()
+            area = StateArea(uc, lay, live=False)
+    verify(uc, lay, area)
+    return area
+
+
+def verify(uc, lay, area=None):
     """Round-trip every register field through the official API: what the
     library reads after we write the saved context must be what we wrote."""
-    area = StateArea(uc, lay)
+    area = area or StateArea(uc, lay, live=False)
     area.save()
     saved = bytes(area.mem)
     try:
@@ -616,5 +766,255 @@ def verify(uc, lay):
         if area.seg_selector("cs") != uc.reg_read(X.UC_X86_REG_CS):
             raise CalibrationError("CS did not verify")
     finally:
-        area.mem[:] = saved
+        # Back as it was (only the CPU state: in live mode the bytes in front
+        # of it belong to the CPU model, which may have changed them since).
+        area.mem[lay.header:] = saved[lay.header:]
         area.load()
+
+
+# ---------------------------------------------------------------------------
+# The live CPU state.
+#
+# For x86, uc_context_save and uc_context_restore are nothing but a memcpy of
+# QEMU's CPUX86State (`env`, reached as uc->cpu->env_ptr) into the context and
+# back (unicorn 2.1, uc.c: the x86 target installs no context hooks).  Within
+# an exit, saving, editing the copy and restoring it therefore leaves the CPU
+# exactly as editing `env` in place would: every field the handler did not
+# touch is copied back unchanged.  Two copies of 5.6 KB and two library calls
+# per exit are thus pure overhead, about a floor's worth of time on every
+# path; the state area can address `env` itself, as a VMM addresses a VMCS
+# that the hardware keeps in memory.
+#
+# The address is not part of Unicorn's API, so it is found the way the
+# offsets are: write distinctive values into the eight general registers
+# through the API, and look for them behind the pointers in the uc_struct
+# (read through /proc/self/mem, which reports an unmapped address as an error
+# instead of crashing).  A place qualifies only if it follows a second set of
+# values too; the pointer path that leads there (which field of the uc_struct,
+# which offset from where it points) is then reused for every CPU of the
+# process and checked again for each, and every machine's area is verified by
+# the full round trip of verify().  Where any of this fails (no /proc, a
+# different build), the state area falls back to the saved copy.
+
+_LIVE_PATHS = None           # [(uc_struct offset, offset from the pointer)]: how to find env
+_UC_SCAN = 4096              # bytes of the uc_struct searched for the pointer
+_OBJ_SCAN = 1 << 17          # bytes searched behind each pointer
+
+
+def live_cpu_state(uc, lay):
+    """The address the layout's offsets are relative to in the live CPU (the
+    CPU state less the header), or None if it cannot be found here."""
+    global _LIVE_PATHS
+    offsets = [lay.gpr[name] for name in GPRS]
+    if offsets != list(range(offsets[0], offsets[0] + 8 * 8, 8)):
+        return None                          # not an array of 8-byte registers
+    try:
+        fd = os.open("/proc/self/mem", os.O_RDONLY)
+    except OSError:
+        return None
+    before = [uc.reg_read(rid) for rid in _GPR_IDS]
+    try:
+        if _LIVE_PATHS is None:
+            _LIVE_PATHS = _find_paths(uc, fd)
+        for path in _LIVE_PATHS:
+            regs = _follow(uc, fd, path)
+            if regs is not None and _holds(uc, fd, regs, 0x6C00_0000) \
+                    and _holds(uc, fd, regs, 0x7D00_0000):
+                return regs - offsets[0]
+        return None
+    finally:
+        os.close(fd)
+        for rid, value in zip(_GPR_IDS, before):
+            uc.reg_write(rid, value)
+
+
+def _signature(uc, base):
+    """Write eight distinctive values into the general registers through the
+    API; the 64 bytes they make in the CPU state."""
+    values = [base + 0x10F0F * (i + 1) for i in range(8)]
+    for rid, value in zip(_GPR_IDS, values):
+        uc.reg_write(rid, value)
+    return struct.pack("<8Q", *values)
+
+
+def _peek(fd, address, n):
+    try:
+        return os.pread(fd, n, address)
+    except (OSError, OverflowError, ValueError):
+        return b""
+
+
+def _pointers(blob):
+    for off in range(0, len(blob) - 7, 8):
+        p = struct.unpack_from("<Q", blob, off)[0]
+        if 0x10000 <= p < (1 << 47) and not p & 7:
+            yield off, p
+
+
+def _find_paths(uc, fd):
+    """Every (field, offset) leading from the uc_struct to the registers."""
+    uch = uc._uch.value
+    sig = _signature(uc, 0x5E00_0000)
+    paths = []
+    for off, p in _pointers(_peek(fd, uch, _UC_SCAN)):
+        at = _peek(fd, p, _OBJ_SCAN).find(sig)
+        if at >= 0 and not at & 7:
+            paths.append((off, at))
+    return paths
+
+
+def _follow(uc, fd, path):
+    off, at = path
+    raw = _peek(fd, uc._uch.value + off, 8)
+    return struct.unpack("<Q", raw)[0] + at if len(raw) == 8 else None
+
+
+def _holds(uc, fd, address, base):
+    """Does `address` hold the registers the API just wrote?"""
+    sig = _signature(uc, base)
+    return _peek(fd, address, len(sig)) == sig
+
+
+# ---------------------------------------------------------------------------
+# Lazy arithmetic flags.
+#
+# QEMU does not compute EFLAGS' arithmetic bits after each instruction: it
+# keeps the last operation (cc_op) and its operands (cc_dst, the result;
+# cc_src, an operand or the old carry) and computes the flags when something
+# reads them (target/i386/cc_helper_template.h).  Reading them through the
+# library costs a call into C from Python; for the operations a loop ends
+# with, the same formulas here cost a fraction of that.  The cc_op numbers
+# are calibrated by executing each instruction, and every formula is checked
+# against the library's own answer over edge and random operands before it is
+# used; an operation that does not match (or any other) is left to the library.
+
+_PARITY = tuple(x86.PF_FLAG if bin(i).count("1") % 2 == 0 else 0 for i in range(256))
+_LAZY_PROBES = {"add": "add {a}, {b}", "sub": "sub {a}, {b}", "logic": "and {a}, {b}",
+                "inc": "inc {a}", "dec": "dec {a}"}
+_LAZY_REGS = {8: ("al", "bl"), 16: ("ax", "bx"), 32: ("eax", "ebx")}
+
+
+def _lazy_function(kind, bits):
+    """f(cc_dst, cc_src) -> the arithmetic flags QEMU computes for `kind` at
+    operand size `bits`, or None where this module leaves it to the library.
+    (Written out flat: this runs on most exits.)"""
+    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
+    sf_shift, of_shift = bits - 8, bits - 12          # right shifts of lshift(x, 8 - bits), ...
+    parity, zf, sf, af, of = _PARITY, x86.ZF, x86.SF, x86.AF, x86.OF
+    if of_shift < 0:                                  # bytes: OF comes from bit 7, shifted left
+        def ofl(x):
+            return (x << -of_shift) & of
+    else:
+        def ofl(x):
+            return (x >> of_shift) & of
+
+    def add(dst, src1):
+        dst &= mask
+        src1 &= mask
+        src2 = (dst - src1) & mask
+        return (parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | (dst < src1)
+                | ((dst ^ src1 ^ src2) & af) | ofl(~(src1 ^ src2) & (src1 ^ dst)))
+
+    def sub(dst, src2):
+        dst &= mask
+        src2 &= mask
+        src1 = (dst + src2) & mask
+        return (parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | (src1 < src2)
+                | ((dst ^ src1 ^ src2) & af) | ofl((src1 ^ src2) & (src1 ^ dst)))
+
+    def logic(dst, _src):
+        dst &= mask
+        return parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf)
+
+    def inc(dst, carry):
+        dst &= mask
+        carry &= mask
+        if carry > 1:
+            return None                      # not a carry QEMU would have stored
+        return (parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | carry
+                | ((dst ^ ((dst - 1) & mask) ^ 1) & af) | (of if dst == sign else 0))
+
+    def dec(dst, carry):
+        dst &= mask
+        carry &= mask
+        if carry > 1:
+            return None
+        return (parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | carry
+                | ((dst ^ ((dst + 1) & mask) ^ 1) & af) | (of if dst == sign - 1 else 0))
+
+    return {"add": add, "sub": sub, "logic": logic, "inc": inc, "dec": dec}[kind]
+
+
+def lazy_flag_functions(flags):
+    """{cc_op: f(cc_dst, cc_src)} for the operations a FlagOffsets lists."""
+    if flags.cc_dst is None:
+        return {}
+    return {op: _lazy_function(kind, bits) for op, kind, bits in flags.lazy}
+
+
+def _run_one(uc, text, regs):
+    """Execute one instruction on the scratch CPU with `regs` set; the
+    context afterwards."""
+    from keystone import Ks, KS_ARCH_X86, KS_MODE_32
+    code = bytes(Ks(KS_ARCH_X86, KS_MODE_32).asm(text, 0x28000)[0])
+    uc.mem_write(0x28000, code)
+    for rid, value in regs.items():
+        uc.reg_write(rid, value)
+    uc.emu_start(0x28000, 0x28000 + len(code))
+    return _snapshot(uc)
+
+
+def _calibrate_lazy(uc, flags):
+    """Find cc_dst and the cc_op of each operation _lazy_function knows, and
+    keep those whose formulas agree with the library (flags.lazy)."""
+    regs = {X.UC_X86_REG_EAX: 0x12345678, X.UC_X86_REG_EBX: 0x01010101}
+    after = _run_one(uc, "add eax, ebx", regs)
+    found = [o for o in _diff_u32(after, after, lambda x, y: x == 0x13355779)
+             if flags.eflags < o < flags.cc_op and o != flags.cc_src]
+    if len(found) != 1 or _U32.unpack_from(after, flags.cc_src)[0] not in regs.values():
+        return flags                                  # not the layout expected: no lazy path
+    ops = {}
+    for kind, text in _LAZY_PROBES.items():
+        for bits, (a, b) in _LAZY_REGS.items():
+            snap = _run_one(uc, text.format(a=a, b=b), {X.UC_X86_REG_EAX: 0x11, X.UC_X86_REG_EBX: 0x22})
+            op = _U32.unpack_from(snap, flags.cc_op)[0]
+            if op == flags.cc_op_eflags or ops.get(op, (kind, bits)) != (kind, bits):
+                return flags                          # two operations, one number: give up
+            ops[op] = (kind, bits)
+    flags = FlagOffsets(flags.eflags, flags.cc_src, flags.cc_op, flags.cc_op_eflags, flags.df,
+                        found[0])
+    agreed = tuple((op, kind, bits) for op, (kind, bits) in sorted(ops.items())
+                   if _agrees(uc, flags, op, _lazy_function(kind, bits)))
+    return FlagOffsets(flags.eflags, flags.cc_src, flags.cc_op, flags.cc_op_eflags, flags.df,
+                       flags.cc_dst, agreed)
+
+
+_EDGES = (0, 1, 2, 0xF, 0x10, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000,
+          0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF, 0x12345678, 0xFEDCBA98)
+
+
+def _agrees(uc, flags, op, fn):
+    """Does fn give the library's EFLAGS for cc_op `op`, over edge values and
+    random ones, both directions of DF?"""
+    import random
+    rng = random.Random(op)
+    values = list(_EDGES) + [rng.getrandbits(32) for _ in range(12)]
+    ctx = uc.context_save()
+    data = (ctypes.c_char * uclib.uc_context_size(uc._uch)).from_address(ctx.context.value)
+    out = ctypes.c_uint64()
+    for i, dst in enumerate(values):
+        for src in values:
+            df = -1 if (i + src) & 1 else 1
+            struct.pack_into("<I", data, flags.cc_op, op)
+            struct.pack_into("<I", data, flags.cc_dst, dst)
+            struct.pack_into("<I", data, flags.cc_src, src)
+            struct.pack_into("<I", data, flags.eflags, 0x202)
+            struct.pack_into("<i", data, flags.df, df)
+            arith = fn(dst, src)
+            if arith is None:
+                continue
+            _ctx_reg_read(ctx.context, X.UC_X86_REG_EFLAGS, ctypes.byref(out))
+            mine = 0x202 | arith | (x86.DF if df < 0 else 0)
+            if out.value & 0xFFFFFFFF != mine:
+                return False
+    return True

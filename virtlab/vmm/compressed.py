@@ -16,7 +16,7 @@ from capstone import x86_const as C
 
 from virtlab import fastcall, x86
 from virtlab.backend import io_bitmap_allows
-from virtlab.delivery import DeliveryFault, Event
+from virtlab.delivery import DeliveryFault, Event, software_interrupt
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.memory import GuestMemoryFault
@@ -74,14 +74,14 @@ class RingCompressedVmm(Vmm):
         self.machine.state.set_segment(name, *rings.segment_cache(selector, *d, ring))
 
     # -- call gates ---------------------------------------------------------------
-    def _call_gate(self):
+    def _call_gate(self, decoded):
         """A far call or jmp through one of the guest's call gates, which the
         shadow GDT does not carry: performed by the VMM (vmm/gates.py says why
         not by the CPU) into the guest kernel at real ring 1, as a reflected
-        system call.  False if the #GP had another cause."""
+        system call.  False if the #GP had another cause.  `decoded`: the
+        instruction at EIP (decode_current())."""
         m = self.machine
-        decoded = self.decode_current()
-        if decoded is None:
+        if decoded is None or not gates.is_far_transfer(decoded.insn):
             return False
         try:
             if not gates.through_call_gate(self.view, m.state, self.guest_view(), decoded):
@@ -121,10 +121,13 @@ class RingCompressedVmm(Vmm):
 
     # -- reflection ---------------------------------------------------------------
     def _reflect_software(self, vector):
-        if self.view.virtual_if() and self.events.interrupt_first(True, self):
+        # (pending_irq() first: nothing pending is decided without
+        # interrupt_first's call, which asks it again.)
+        if self.view.virtual_if() and self.machine.pending_irq() is not None \
+                and self.events.interrupt_first(True, self):
             return
         self._count_syscall()
-        self.events.deliver(Event(vector, software=True))
+        self.events.deliver(software_interrupt(vector))
 
     def _count_syscall(self):
         """One system call reflected into the guest kernel (int n, sysenter or
@@ -150,11 +153,15 @@ class RingCompressedVmm(Vmm):
             if event is not None:
                 self._reflect(event)
             return
-        if vector == x86.GP and self._call_gate():
-            return
-        if vector == x86.NP and self.first_load():
-            return
-        if vector == x86.GP and privileged is not None and st.cpl == 1 and privileged():
+        if vector == x86.GP:
+            # Decoded once for both questions: a #GP exits for a call gate or a
+            # privileged instruction, and the bytes at EIP cannot change between.
+            decoded = self.decode_current()
+            if self._call_gate(decoded):
+                return
+            if privileged is not None and st.cpl == 1 and privileged(decoded):
+                return
+        elif vector == x86.NP and self.first_load():
             return
         self._reflect(self.events.exception_event(vector))
 

@@ -95,6 +95,30 @@ def control_register(insn, op):
     return int(name[2:])
 
 
+_NOT_YET = object()
+
+
+def _cr_move(insn):
+    """(to_cr, n, general register, counter name) if `insn` moves to or from
+    CRn, else None.  Worked out from capstone's operands (each of which
+    costs a conversion from C to read) once per decoded instruction: an
+    instruction that exits once usually exits again (decode.Insn.memo)."""
+    memo = getattr(insn, "memo", None)
+    plan = _NOT_YET if memo is None else memo.get("cr_move", _NOT_YET)
+    if plan is _NOT_YET:
+        plan = None
+        dst, src = insn.operands
+        if dst.type == C.X86_OP_REG and insn.reg_name(dst.reg).startswith("cr"):
+            n = control_register(insn, dst)
+            plan = (True, n, insn.reg_name(src.reg), f"mov_cr{n}")
+        elif src.type == C.X86_OP_REG and insn.reg_name(src.reg).startswith("cr"):
+            n = control_register(insn, src)
+            plan = (False, n, insn.reg_name(dst.reg), f"read_cr{n}")
+        if memo is not None:
+            memo["cr_move"] = plan
+    return plan
+
+
 # -- the emulator ------------------------------------------------------------
 class ControlHost(Protocol):
     """What the emulator needs from any VMM that intercepts control-register
@@ -174,15 +198,15 @@ class Emulator:
         return "hlt"
 
     def _mov(self, insn, state):
+        plan = _cr_move(insn)
+        if plan is not None:
+            to_cr, n, reg, name = plan
+            if to_cr:
+                self.be.write_cr(n, reg_read(state, reg))
+            else:
+                reg_write(state, reg, self.be.read_cr(n))
+            return name
         dst, src = insn.operands
-        if dst.type == C.X86_OP_REG and insn.reg_name(dst.reg).startswith("cr"):
-            n = control_register(insn, dst)
-            self.be.write_cr(n, reg_read(state, insn.reg_name(src.reg)))
-            return f"mov_cr{n}"
-        if src.type == C.X86_OP_REG and insn.reg_name(src.reg).startswith("cr"):
-            n = control_register(insn, src)
-            reg_write(state, insn.reg_name(dst.reg), self.be.read_cr(n))
-            return f"read_cr{n}"
         if (dst.type == C.X86_OP_REG and insn.reg_name(dst.reg) == "ss"
                 and isinstance(self.be, KernelHost)):
             self.be.load_ss(operand_value(insn, src, state, self.view()) & 0xFFFF)

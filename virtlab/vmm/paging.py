@@ -32,6 +32,9 @@ from .shadow import HIDDEN, TRACE, ShadowMmu, Violation
 SHADOW_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
 
 
+_CR_FIELDS = {0: "cr0", 2: "cr2", 3: "cr3", 4: "cr4"}      # the vCPU's control registers
+
+
 class ShadowPaging:
     machine_memory = vmm_memory.SIZE
     virtual_registers = True     # the guest's CR0/CR3/CR4 are the vCPU's, not the CPU's
@@ -48,7 +51,8 @@ class ShadowPaging:
         self.machine.set_paging(SHADOW_CR0, self.mmu.activate())
 
     def guest_view(self):
-        return LinearView(self.machine.mem, *self.vcpu.paging_regs())
+        v = self.vcpu
+        return LinearView(self.machine.mem, v.cr0, v.cr3, v.cr4)
 
     def live_view(self):
         # Every change of the guest's paging registers reaches the VMM through
@@ -122,11 +126,10 @@ class ShadowPaging:
             raise Unsupported(f"mov to cr{n}")
 
     def read_cr(self, n):
-        v = self.vcpu
-        regs = {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4}
-        if n not in regs:
+        name = _CR_FIELDS.get(n)
+        if name is None:
             raise Unsupported(f"mov from cr{n}")
-        return regs[n]
+        return getattr(self.vcpu, name)
 
     def switch(self):
         """Point the real CR3 at the shadow of the guest's current tables.  The

@@ -20,9 +20,17 @@ class VirtualCpuView:
     def cpl(self):
         return rings.guest_ring(self.state.cpl)
 
-    def tables(self):
+    # Selectors in a frame: the kernel's real RPL 1 shows as the 0 it
+    # loaded (rings.guest_selector, which delivery applies inline).
+    compressed_ring = rings.KERNEL_RING
+
+    def route_inputs(self):
+        """(CPL, registers, paging) a route is resolved from (delivery.RealCpuView):
+        the guest's ring and the virtual CPU's paging and table registers."""
         v = self.vcpu
-        return (v.cr0, v.idtr, v.gdtr, v.tr)
+        paging = (v.cr0, v.cr3, v.cr4)
+        cpl = self.state.cpl
+        return (0 if cpl == 1 else cpl), (paging, v.idtr, v.gdtr, v.tr), paging   # guest_ring()
 
     def idtr(self):
         return self.vcpu.idtr
@@ -51,18 +59,19 @@ class VirtualCpuView:
         return self.state.cpl == 3 or self.vcpu.if_
 
     def flags_for_frame(self, eflags):
-        self._frame_if = self.virtual_if()
+        self._frame_if = self.state.cpl == 3 or self.vcpu.if_          # virtual_if()
         eflags &= ~(x86.IF | x86.IOPL_MASK)
         if self._frame_if:
             eflags |= x86.IF
         return eflags | (self.vcpu.iopl << x86.IOPL_SHIFT)
 
-    def enter(self, eflags, kept):
-        """After delivery (called after flags_for_frame): the virtual IF is
-        cleared by an interrupt gate and kept by a trap gate; the real IF stays
-        set, because the VMM never lets the guest mask real interrupts."""
+    def entry_flags(self, eflags, kept):
+        """The EFLAGS the handler runs with (called after flags_for_frame):
+        the virtual IF is cleared by an interrupt gate and kept by a trap
+        gate; the real IF stays set, because the VMM never lets the guest
+        mask real interrupts."""
         self.vcpu.if_ = bool(self._frame_if and kept & x86.IF)
-        self.state.set_eflags((eflags & kept) | x86.IF)
+        return (eflags & kept) | x86.IF
 
     def set_cr2(self, value):
         self.vcpu.cr2 = value

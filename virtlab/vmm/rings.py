@@ -22,6 +22,7 @@ from virtlab.memmap import VMM_BASE_LINEAR
 from .memory import GDT_OFF
 
 GUEST_TOP = VMM_BASE_LINEAR - 1          # highest linear address a guest segment reaches
+KERNEL_RING = 1                          # the real ring of the guest kernel's ring 0
 MAX_GDT = 0x10000
 
 
