@@ -43,6 +43,10 @@ GUILTY_AFTER = 4
 INNOCENT_AFTER = 64
 
 
+# [tour bt 10] Binary translation: kernel code runs only from the translation cache.
+# Guest user code runs directly at ring 3, as under trap.  Guest kernel code is never
+# run where it lies: it is decoded, rewritten where it must be, and run from a cache
+# of translations in the VMM's range at real ring 1 (Adams and Agesen, ASPLOS 2006).
 class Bt(RingCompressedVmm):
     name = "bt"
     summary = "binary translation: guest kernel run from a translation cache at ring 1"
@@ -99,6 +103,10 @@ class Bt(RingCompressedVmm):
             _, base, limit, flags = rings.segment_cache(selector, *d, rings.guest_ring(st.cpl))
             st.set_segment(name, selector, base, limit, flags)
 
+    # [tour bt 40] Every way into the kernel ends in the translation cache.
+    # At the end of each VMM entry: if the guest is to run kernel code, EIP is pointed
+    # at a translation of the guest instruction there, made on demand (translation()).
+    # This is also how the first instruction after boot runs translated.
     def _resume(self):
         """The end of every VMM entry: if the guest is to run kernel code, run
         its translation; and tell translated code whether an interrupt waits."""
@@ -140,6 +148,10 @@ class Bt(RingCompressedVmm):
                 guest = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
         raise GuestStop(f"bt: cannot fetch the guest kernel's code at {guest:#010x}")
 
+    # [tour bt 45] A translation unit, made and installed.
+    # Up to 12 guest instructions, to the first control transfer, are translated into
+    # the next free bytes of the cache; a full cache is flushed first (bt.tc.flush)
+    # and the run goes on.
     def unit(self, guest, transient=False, limit=None):
         cache = self.cache
         if not transient:
@@ -217,6 +229,10 @@ class Bt(RingCompressedVmm):
         return handled
 
     # -- faults inside translated code ------------------------------------------------
+    # [tour bt 140] Precise exceptions: a fault inside translated code.
+    # The fault happened at a TC address.  The site that holds it names the guest
+    # instruction and the registers its sequence parked; the guest must see the fault
+    # there, with its own registers, as if nothing had been translated.
     def _tc_fault(self, vector, pc):
         if vector == x86.NP and self.first_load():
             return self.run_tc(pc)               # the load again, now present
@@ -233,6 +249,7 @@ class Bt(RingCompressedVmm):
         self.precise(site, pc, regs)
         self._reflect(self.events.exception_event(vector))
 
+    # [tour bt 145] Making the saved CPU the guest's.
     def precise(self, site, pc, regs):
         """Make the saved CPU the guest's at `site`'s instruction: the
         registers a sequence parked come back from the vCPU page, and EIP is
@@ -275,6 +292,10 @@ class Bt(RingCompressedVmm):
             self.run_tc(site.tc_end)
 
     # -- adaptive translation -----------------------------------------------------------
+    # [tour bt 200] Adaptive translation: innocent until proven guilty.
+    # A kernel store that keeps faulting on traced page tables is retranslated into a
+    # callout that performs the update without a fault (bt.retranslate); after enough
+    # callouts that found no page table it becomes innocent again.
     def _note_trace(self, guest):
         n = self.trace_faults.get(guest, 0) + 1
         self.trace_faults[guest] = n
@@ -349,6 +370,10 @@ class Bt(RingCompressedVmm):
         view.on_write = self.on_guest_write
         return view
 
+    # [tour bt 180] Coherence: the guest writes a page holding translated code.
+    # The shadow MMU watches every frame a unit came from; a write to one, by the
+    # guest or by the VMM on its behalf, invalidates the units made from it
+    # (bt.invalidate), self-modifying code and code generated at run time included.
     def on_guest_write(self, pa, length):
         frame = pa & x86.PAGE_MASK
         if frame in self.cache.by_frame:
@@ -398,6 +423,8 @@ class Bt(RingCompressedVmm):
     def halted(self):
         raise GuestStop("the CPU halted at real ring 0, which the guest never runs at")
 
+    # [tour bt 210] Seeing the translations: `virtlab translate WORKLOAD`.
+    # Each unit's guest code beside its translation, with how often it ran.
     def translation_listing(self):
         """The translation cache as plain data, for `virtlab translate`
         (listing.py); with `profile` set, how often each unit ran."""

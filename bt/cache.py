@@ -61,6 +61,10 @@ class TranslationCache:
     def room(self):
         return self.next + MAX_UNIT_BYTES <= L.TC_END
 
+    # [tour bt 80] The translation cache.
+    # A unit's code is copied into the cache and indexed by guest address, and the
+    # guest frames its bytes came from are watched: a write to one of them must
+    # invalidate it.
     def install(self, unit, frames):
         """Copy a translated unit into the TC and make it findable."""
         unit.frames = frames
@@ -126,6 +130,7 @@ class TranslationCache:
         for unit in list(self.by_frame.pop(frame, ())):
             self.invalidate(unit)
 
+    # [tour bt 190] Invalidation: unchain, empty the table slot, stop watching.
     def invalidate(self, unit):
         if unit.dead:
             return

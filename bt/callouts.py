@@ -37,6 +37,11 @@ class Callouts:
                          "ptwrite": self._ptwrite, "ud": self._ud, "sysenter": self._sysenter,
                          "flags16": self._flags16, "pop_ss": self._pop_ss, "lss": self._lss}
 
+    # [tour bt 90] A callout: translated code enters the VMM.
+    # A callout is an `int` to a vector of the VMM's own in the cache.  The machine
+    # delivers it to Bt.exception, which finds the callout by its address and runs its
+    # handler: emulate a privileged instruction, chain, look up a miss, reflect an
+    # int.
     def run(self, pc):
         c = self.bt.cache.callouts.get(pc)
         if c is None:
@@ -62,6 +67,10 @@ class Callouts:
         return d
 
     # -- control flow -----------------------------------------------------------------
+    # [tour bt 100] Chaining: an exit patched into a direct jump.
+    # A direct branch leaves its unit through an exit stub.  The first time it is
+    # reached, the target is translated and the stub is patched into a jump to it
+    # (bt.chain): from then on the two units run back to back without the VMM.
     def _chain(self, c):
         """An exit stub reached for the first time: translate its target and
         patch the stub into a jump there."""
@@ -81,6 +90,7 @@ class Callouts:
             bt.cache.chain(ex, unit)
         self.bt.run_tc(tc)
 
+    # [tour bt 120] A miss: translate the target and fill the table.
     def _miss(self, c):
         """An indirect branch whose target was not in the table."""
         self._count("miss")

@@ -26,6 +26,11 @@ are read-only to the CPU; only the VMM writes them, from outside.
 from virtlab.memmap import VMM_BASE_LINEAR
 from virtlab.vmm import memory as vmm_memory
 
+# [tour bt 20] Where the translator's state lives.
+# The translation cache, the indirect-branch table and the vCPU page (virtual IF,
+# pending-interrupt flag, scratch slots) are machine memory mapped into the VMM
+# window, which no guest mapping may reach.  Translated code, at ring 1, addresses the
+# vCPU page directly: that is how cli and sti cost no exit.
 REGION = vmm_memory.SIZE
 
 DATA_WINDOW, DATA_OFF, DATA_SIZE = 0x100000, 0x000000, 0x1000

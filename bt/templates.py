@@ -94,6 +94,10 @@ def _count(event, reg="eax"):
             f"mov dword ptr [{{#{event}}}], {reg};")
 
 
+# [tour bt 70] The rewritten sequences, assembled once by keystone.
+# keystone costs tens of microseconds a call, so each sequence is assembled once, when
+# first needed, with placeholders where its operands go.  cli is a store to the
+# virtual IF; sti and popf test for a waiting interrupt inline and call out only then.
 # cli: the virtual IF is a word in the vCPU page.  No exit.
 CLI = ("cli", "mov dword ptr [{@V_IF}], 0; mov dword ptr [{@S_EAX}], eax;"
        + _count("cli") + "mov eax, dword ptr [{@S_EAX}]", ())

@@ -121,6 +121,11 @@ class Insn:
         self.wide = 0x66 not in raw[:raw.index(self.op)]
 
 
+# [tour bt 50] What becomes of each guest instruction.
+# IDENT: copied unchanged (most of them).  IN_TC: cli, sti, pushf, popf and mov from
+# cs/ss rewritten into short sequences on the vCPU page.  BRANCH and INDIRECT: control
+# flow kept inside the cache.  CALLOUT: what only the VMM can do (privileged and
+# sensitive instructions, int, iret, far transfers).
 def classify(insn, guilty=False):
     """(kind, reason, callout kind or None) for one decoded guest instruction."""
     op, modrm, wide = insn.op, insn.modrm, insn.wide
@@ -194,6 +199,11 @@ class Translator:
                 insns[0].cls = classify(insns[0], geip in self.guilty)
         return insns
 
+    # [tour bt 60] The translator: guest bytes in, translated code out.
+    # capstone decodes the unit; each instruction is emitted by its kind; a unit that
+    # does not end in a control transfer ends in an exit to the next guest address.
+    # Each site records which TC bytes stand for which guest instruction, for precise
+    # exceptions later.
     def translate(self, read, geip, at, profile_slot=None, limit=MAX_INSNS):
         insns = self.decode(read, geip)[:limit]
         out = _Emitter(at)
@@ -261,6 +271,10 @@ class Translator:
             out.exit_to(nxt)
             out.exit_to(target)
 
+    # [tour bt 110] Indirect control flow: a lookup in the cache's own table.
+    # ret and indirect jmp/call cannot be chained: their target is known only at run
+    # time.  The translation looks the target up inline in a table that maps guest
+    # EIPs to TC addresses (bt.indirect.hit, no exit); a miss calls out.
     def _indirect(self, out, site, insn, nxt):
         op, modrm = insn.op, insn.modrm
         if op[0] in (0xC3, 0xC2):

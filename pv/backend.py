@@ -92,6 +92,9 @@ class Pv(Backend):
         self.start = builder.build(bytes(spec.image), cmd, blk.attach)
         self.space.finish_tss()
 
+    # [tour pv 40] The CPU as Xen leaves it for a new domain.
+    # Paging already on over the builder's tables, the kernel at ring 1 on Xen's flat
+    # selectors, ESI pointing at start_info, events masked.
     def boot(self):
         """The CPU as Xen leaves it for a new domain: paging on over the
         bootstrap tables, ring 1 on the flat selectors, ESI at start_info,
@@ -120,6 +123,10 @@ class Pv(Backend):
                                        x86.seg_limit(lo, hi), hi)
 
     # -- entries into the hypervisor ---------------------------------------------------------
+    # [tour pv 80] The hypervisor's half: the first entry.
+    # The machine claimed vector 0x82 for this back end: the `int` stops here.  From
+    # ring 1 it is a hypercall; from user mode the gate's ring check fails and the
+    # guest kernel gets the #GP.
     def hypercall(self):
         """`int 0x82`: from ring 1 a hypercall; from user mode the gate's
         ring check fails, and the guest kernel gets the #GP."""
@@ -145,6 +152,9 @@ class Pv(Backend):
             self.traps.bounce(Event(vector, err, cr2=st.cr(2) if vector == x86.PF else None))
         self.exit_to_guest()
 
+    # [tour pv 170] The fast system call.
+    # With a direct trap gate the CPU takes `int 0x80` itself; the only thing the
+    # hypervisor adds is a timer that is already due (pv.fast_syscall, no hypercall).
     def _direct_syscall(self):
         """The CPU takes `int 0x80` through the real IDT by itself.  It is also
         an instruction boundary where the hypervisor has control: an event
@@ -163,6 +173,9 @@ class Pv(Backend):
         self.exit_to_guest()
         return True
 
+    # [tour pv 200] On every way out: is an event due?
+    # A pending event with events enabled is delivered as an upcall before the guest
+    # runs on, as Xen checks on its return path.
     def exit_to_guest(self):
         """On every way out of the hypervisor: fire a due timer, and make an
         upcall if an event is pending and the guest has events enabled."""

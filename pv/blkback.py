@@ -37,6 +37,9 @@ class BlockBackend:
         self.ring = ring_mfn << 12
         return self.channels.bind_backend(self)
 
+    # [tour pv 190] The split driver's back end, in the hypervisor.
+    # It takes the new requests off the ring, performs them on the disk, puts the
+    # responses back and signals the guest's port.
     def notify(self, port):
         """EVTCHNOP_send from the frontend: take every new request."""
         mem = self.machine.mem

@@ -110,6 +110,10 @@ class DomainBuilder:
         """The machine address of a pseudo-physical page."""
         return self.p2m[pfn] << 12
 
+    # [tour pv 20] The domain builder.
+    # As Xen's builder does: the image loaded at its virtual base, initial page tables
+    # built from machine frames, pinned and read-only to the guest, the machine-frame
+    # list and start_info written, the block ring connected to its back end.
     def build(self, image, cmd_line, attach_ring):
         """Lay out the domain for `image`; `attach_ring(mfn)` connects the
         block back end to its ring frame and returns the event-channel port."""

@@ -73,6 +73,7 @@ class SharedInfo:
         word = self.mem.u32(at)
         self.mem.set_u32(at, word | bit if value else word & ~bit)
 
+    # [tour pv 210] Pending: a bit per port, a word per selector, a flag per vCPU.
     def raise_upcall(self, port):
         """The port's word in the selector, and the vCPU's pending flag."""
         at = self.pa + abi.PENDING_SEL
@@ -154,6 +155,9 @@ class EventChannels:
         self.shared.set(abi.EVTCHN_PENDING, port, False)
         return 0
 
+    # [tour pv 180] Event channels: the guest notifies.
+    # EVTCHNOP_send on a port bound to a back end calls it: the PV replacement for an
+    # I/O port write.
     def send(self, port):
         ch = self._bound(port)
         if ch is None:

@@ -86,6 +86,10 @@ class FrameTable:
         return f.type if f is not None and f.count else NONE
 
     # -- types --------------------------------------------------------------------
+    # [tour pv 120] Page types and reference counts: Xen's safety argument.
+    # A frame is a page directory, a page table or writable, never two at once: a
+    # frame in use as a page table is never mapped writable, so the guest cannot
+    # change a translation behind the hypervisor's back.
     def get_type(self, mfn, kind):
         """Take one reference of type `kind` (validating the frame if it gains
         the type now), or raise Refused."""
@@ -181,6 +185,10 @@ class FrameTable:
         self.put_type(e >> 12)
 
     # -- updates of live tables (mmu_update) ------------------------------------------
+    # [tour pv 130] One entry of a live page table, changed.
+    # The new entry takes its references before the old one drops its own; no entry
+    # may map a frame the domain does not own, and no directory entry may touch the
+    # hypervisor's slots at the top of the address space.
     def update_entry(self, ptr, new):
         """`*ptr = new` for the entry at machine address ptr of a frame the
         domain owns: validated as an L1 or L2 entry if the frame is a page

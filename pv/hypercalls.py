@@ -49,6 +49,10 @@ class HypercallTable:
             abi.PHYSDEV_OP: Hypercall("physdev_op", self.physdev_op),
         }
 
+    # [tour pv 90] The hypercall table.
+    # Xen's numbers and errors: an unknown number is -ENOSYS, a refused request its
+    # errno.  Nothing the guest passes is trusted: pointers are read through the
+    # guest's own page tables, with its rights.
     def call(self, number, args):
         """Perform hypercall `number` (counted under its name); its result."""
         c = self.hv.machine.counters
@@ -101,6 +105,8 @@ class HypercallTable:
         return self.hv.mmu.update_va_mapping(va, val, flags)
 
     # -- batches ----------------------------------------------------------------------------
+    # [tour pv 140] Multicall: several hypercalls for one entry.
+    # A context switch sends its stack switch, page-table base and TLB work at once.
     def multicall(self, calls, count, *_):
         """Several hypercalls for the price of one entry: each entry's result
         is written back into it.  A multicall inside a multicall is refused."""

@@ -22,6 +22,10 @@ from . import abi
 from .frames import L1, L2, WRITABLE
 
 
+# [tour pv 240] What must always hold, whatever the guest asks.
+# Owned frames only, types and counts that match the tables, nothing writable that is
+# a page table, the hypervisor's slots intact.  `python -m pv.fuzz` issues random
+# hostile hypercalls and checks this after every one.
 def check(hv):
     """The list of broken invariants of the PV hypervisor `hv` (empty if all
     hold)."""

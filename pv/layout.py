@@ -54,6 +54,10 @@ TSS_SELECTOR = 0xE038                           # after the four flat descriptor
 TSS_LIMIT = 103
 
 
+# [tour pv 30] Machine frames are not pseudo-physical frames.
+# The domain's pages get machine frames in a scrambled order above its RAM, so a guest
+# that forgets to translate through the machine-frame list fails at once instead of by
+# luck.
 def scramble(nr_pages):
     """The machine frame of each pseudo-physical page: N + (pfn * k) mod N,
     with k odd and coprime with N, so the map is one-to-one and no two

@@ -78,6 +78,10 @@ class Traps:
         self.callback = None           # the event callback's EIP
 
     # -- what the guest registers ------------------------------------------------------
+    # [tour pv 150] The trap table replaces the IDT.
+    # The guest registers its handlers with set_trap_table; the hypervisor builds the
+    # real IDT from them.  The system-call vector may become a direct trap gate: then
+    # `int 0x80` from user mode reaches the guest kernel without entering Xen at all.
     def set_traps(self, entries):
         """set_trap_table: each (vector, flags, cs, address) replaces that
         vector's entry; None clears the table."""
@@ -130,6 +134,9 @@ class Traps:
         return 0
 
     # -- into the guest --------------------------------------------------------------------
+    # [tour pv 160] A fault, bounced to the guest kernel.
+    # Every exception enters the hypervisor first (its IDT is the real one); it builds
+    # the frame the guest's handler expects and enters the kernel there (pv.bounce).
     def bounce(self, event):
         """An exception or software interrupt, bounced to the guest kernel.
         An `int n` the table does not allow is the #GP the gate check raises,
@@ -156,6 +163,9 @@ class Traps:
         m.counters["pv.fast_syscall"] += 1
         self._deliver(self.direct_path, Event(SYSCALL_VECTOR, software=True))
 
+    # [tour pv 220] The event upcall.
+    # The guest's event callback is entered like an interrupt handler, with events
+    # masked (evtchn.upcall).
     def upcall(self):
         m = self.machine
         m.counters["evtchn.upcall"] += 1

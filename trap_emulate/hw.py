@@ -64,6 +64,9 @@ _SHADOW_ONLY = {C.X86_INS_SMSW: "read_shadow", C.X86_INS_INVLPG: "invlpg",
                 C.X86_INS_CLTS: "clts"}           # CR0.TS belongs to the read shadow
 
 
+# [tour hw 25, hw-npt 25] Which instructions exit.
+# With nested paging the VMM clears the CR3-load, CR3-store and INVLPG exiting
+# controls; what remains is CR0/CR4 writes, HLT, I/O, MSRs, CPUID and task switches.
 def _exit_kind(insn, nested):
     """Which VT-x exit, if any, this instruction causes (None: runs natively).
     `nested`: the guest's paging registers are the real ones (EPT), so the
@@ -101,6 +104,10 @@ def _cr_move(insn, nested):
     return "cr_read" if n == 3 else "read_shadow"     # real CR0/CR4 differ from the guest's
 
 
+# [tour hw 10] Hardware assistance: VT-x as in 2006.
+# The guest kernel runs at real ring 0, as in VMX non-root mode: the sensitive
+# instructions see the guest's own state and there is nothing to reflect.  The VMM gets
+# control only where VT-x would exit.
 class Hw(Vmm):
     name = "hw"
     summary = "hardware-assisted trap-and-emulate (VT-x), shadow paging"
@@ -115,6 +122,10 @@ class Hw(Vmm):
                     reason="VT-x loads CR2 on entry; no exit, no cost"),
     )
 
+    # [tour hw 20] Setting the exit controls.
+    # Unicorn has no VMX controls.  The exits are made by asking the machine to
+    # intercept the instructions that VT-x would exit on (_exit_kind), and CPUID by a
+    # hook of its own.
     def attach(self, machine):
         super().attach(machine)
         self.nested = not self.paging.virtual_registers
@@ -127,10 +138,17 @@ class Hw(Vmm):
         self._cpuid_cb = _CPUID_CB(self._on_cpuid)
         machine.add_hook(UC_HOOK_INSN, self._cpuid_cb, ctypes.c_int(X.UC_X86_INS_CPUID))
 
+    # [tour hw 15, hw-npt 15] Boot: the guest starts as on bare hardware.
+    # At ring 0 with the boot protocol's state; only the paging component has work:
+    # shadow paging points the real CR3 at a flat shadow while the guest's paging is
+    # off, nested paging has nothing to do.
     def boot(self):
         self.paging.boot()
 
     # -- exits through the interrupt path --------------------------------------
+    # [tour hw 70, hw-npt 70] Exceptions are the guest's own.
+    # A system call or a fault does not exit under VT-x: the guest takes it through
+    # its own IDT, as native.  Only a page fault exits, and only with shadow paging.
     def exception(self, vector):
         st = self.machine.state
         if vector == x86.PF and not self.nested:
@@ -174,6 +192,10 @@ class Hw(Vmm):
         self.events.halt(st.eflags() & x86.IF, st.eip - 1)
 
     # -- intercepted instructions -------------------------------------------------
+    # [tour hw 50, hw-npt 45] An exit, handled.
+    # A control-register move, INVLPG, RDMSR/WRMSR go to the shared emulator; a read
+    # of CR0 or CR4 is answered from the read shadow (hw.read_shadow, no exit); an
+    # iret with NT set is a task switch.
     def _intercepted(self, decoded, kind):
         m = self.machine
         if kind == "iret" and not m.state.eflags() & x86.NT:
@@ -238,6 +260,8 @@ class Hw(Vmm):
         if not d[1] & x86.DESC_S and (d[1] >> 8) & 0xF in _TASK_TYPES:
             raise GuestStop(f"task switch at {m.where()}: not supported by this VMM")
 
+    # [tour hw 140] CPUID always exits on VT-x.
+    # It is counted as an exit and then executed by the CPU.
     def _on_cpuid(self, _uc, _user):
         if self.machine.outcome is not None:
             return 0                                 # after the end of the run
@@ -260,6 +284,9 @@ class Hw(Vmm):
 _TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
 
 
+# [tour hw-npt 10] Nested paging: the CPU walks the guest's own tables.
+# With EPT or NPT the guest's CR3 is the real one and a TLB miss walks two levels of
+# tables in hardware: no shadow page tables, no page-fault, CR3 or INVLPG exits.
 class HwNpt(Hw):
     name = "hw-npt"
     summary = "hardware-assisted trap-and-emulate (VT-x) with nested paging"

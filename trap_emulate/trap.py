@@ -36,6 +36,10 @@ from virtlab.vmm.sensitive import SensitiveAudit
 _CS_EFLAGS = struct.Struct("<II")          # CS and EFLAGS of an iret frame, after EIP
 
 
+# [tour trap 10] Classic trap-and-emulate: the technique.
+# The guest kernel is deprivileged to ring 1, so that each of its privileged
+# instructions faults into the VMM. The module's docstring lists what exits and what
+# it cannot catch; the stops follow one of each.
 class Trap(RingCompressedVmm):
     name = "trap"
     summary = "classic trap-and-emulate: guest kernel at ring 1, shadow paging"
@@ -53,6 +57,10 @@ class Trap(RingCompressedVmm):
     def exception(self, vector):
         self.guest_exception(vector, privileged=self._privileged)
 
+    # [tour trap 60] A privileged instruction, emulated.
+    # The Emulator performs it against the virtual CPU and it counts as exit.priv and
+    # exit.priv.<name>. Anything it does not know is not privileged: the #GP is the
+    # guest's own and is reflected.
     def _privileged(self, decoded):
         """Emulate the instruction that raised #GP in the guest kernel (as
         decoded at EIP); False if it is not one the VMM virtualizes (the #GP

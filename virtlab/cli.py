@@ -152,6 +152,15 @@ def _parser():
                         "NAME, list the lessons.")
     dm.add_argument("name", nargs="?")
     dm.add_argument("--format", choices=("text", "json"), default="text")
+
+    to = sub.add_parser("tour", help="a guided tour of a technique's code: its numbered stops "
+                        "in reading order", description="Print the stops of a technique's "
+                        "guided tour (the [tour ...] comments in the source), in order, each "
+                        "with file:line and its first line; without TECHNIQUE, every tour.")
+    to.add_argument("technique", nargs="?")
+    to.add_argument("--full", action="store_true",
+                    help="print each stop's whole comment, not only its first line")
+    to.add_argument("--format", choices=("text", "json"), default="text")
     return p
 
 
@@ -669,6 +678,35 @@ def cmd_demo(args, out):
     return 0 if lesson.ok else 1
 
 
+def cmd_tour(args, out):
+    """The tour of one technique, or of all, read from the installed source."""
+    import textwrap
+    from . import tour
+    try:
+        stops = tour.tour(args.technique)
+    except tour.TourError as exc:
+        raise UsageError(str(exc)) from None
+    if args.format == "json":
+        json.dump([{"technique": s.technique, "stop": s.number, "file": s.path,
+                    "line": s.line, "title": s.title, "text": list(s.text)} for s in stops],
+                  out, indent=1)
+        out.write("\n")
+        return 0
+    width = max(len(s.where()) for s in stops)
+    for technique in tour.techniques(stops):
+        mine = [s for s in stops if s.technique == technique]
+        summary = backends.load(technique).summary if technique in backends.names() else ""
+        out.write(f"{technique}{': ' + summary if summary else ''} ({len(mine)} stops)\n")
+        for s in mine:
+            out.write(f"  {s.number:>4}  {s.where():<{width}}  {s.title}\n")
+            if args.full and s.text:
+                body = textwrap.fill(" ".join(s.text), 80, initial_indent=" " * 8,
+                                     subsequent_indent=" " * 8)
+                out.write(body + "\n\n")
+        out.write("\n")
+    return 0
+
+
 def main(argv=None, out=None):
     from .repeat import NondeterministicRun
     out = out or sys.stdout
@@ -678,7 +716,7 @@ def main(argv=None, out=None):
         commands = {"list": cmd_list, "run": cmd_run, "bench": cmd_bench, "trace": cmd_trace,
                     "audit": cmd_audit, "translate": cmd_translate,
                     "report": cmd_report, "sensitivity": cmd_sensitivity,
-                    "demo": cmd_demo}
+                    "demo": cmd_demo, "tour": cmd_tour}
         return commands[args.command](args, out)
     except _ShowVersion:
         from .provenance import version_text

@@ -107,6 +107,11 @@ class Decoder:
         self.hits = 0
         self.misses = 0
 
+    # [tour trap 50, hw 45] Decoding the instruction that exited.
+    # capstone decodes the bytes at the guest's EIP, read through the guest's own
+    # paging (a LinearView).  Decodings are cached by address and checked against the
+    # bytes, so a loop that exits a million times decodes once and still sees code
+    # that changed.
     def at(self, view, linear):
         """The instruction at `linear` as the CPU sees it through `view`
         (a memory.LinearView).  None if the bytes do not decode."""

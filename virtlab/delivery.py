@@ -163,6 +163,12 @@ class InterruptPath:
         # stack page time after time.
         self._stack = (None, tuple, None, 0)
 
+    # [tour native 60, trap 110, hw 120, hw-npt 80, bt 160, pv 165] Delivery through an IDT.
+    # The gate, a privilege change with the inner stack from the TSS, the frame (error
+    # code, EIP, CS, EFLAGS, then ESP and SS of the interrupted ring), IF cleared for
+    # an interrupt gate.  Every back end delivers with this one path; what differs is
+    # the view of the CPU it is given: the real tables (native, hw), the virtual CPU's
+    # with compressed rings (trap, bt), or the trap table the guest gave Xen (pv).
     def deliver(self, state, ev, eflags=None, _chain=None):
         """Deliver one event (`eflags`: the architectural EFLAGS, if the
         caller has them).  A fault while delivering it is delivered in its
@@ -230,6 +236,9 @@ class InterruptPath:
             chain.append(_as_event(fault))
         self.deliver(state, chain[-1], eflags, chain)
 
+    # [tour native 70] The route cache: why delivery can run on every system call.
+    # The route a vector takes is resolved once and kept with every paging entry and
+    # descriptor byte it was computed from; it is reused only while they all hold.
     def route(self, vector, software, cpl, regs, state):
         """The resolved route for this vector from this ring, from the cache
         when everything it was computed from is unchanged: the CPU's inputs

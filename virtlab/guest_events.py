@@ -56,6 +56,11 @@ class GuestEvents:
         self.inject(exits)
         return True
 
+    # [tour native 90, trap 160, hw 130, bt 170] An external interrupt reaches the guest.
+    # The PIC gives the vector (the timer's, the disk's) and the same delivery path
+    # takes it through the guest's IDT. Under a VMM this is an injection: the VMM took
+    # the real interrupt and enters the guest with the virtual one (inject.irq, and
+    # exit.irq for the exit that brought the VMM in).
     def inject(self, exits=True):
         """Deliver the pending interrupt.  `exits`: it is also counted as the
         VMM entry it takes (names.irq_exits); False when the VMM was entered
@@ -68,6 +73,9 @@ class GuestEvents:
             c[name] += 1
         self.deliver(Event(vector))
 
+    # [tour native 100] hlt: sleep until the next interrupt.
+    # In virtual time that is a jump of the clock to the next armed device event, not
+    # a wait.
     def halt(self, guest_if, hlt_eip):
         """The guest executed HLT (EIP is past it): sleep until an interrupt."""
         m = self.machine

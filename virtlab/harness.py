@@ -71,6 +71,10 @@ def _scale(scale, default):
     return scale
 
 
+# [tour native 110] The end of a run: what it produced.
+# A fresh machine per run; the guest booted and run; console, counters and the region
+# of interest the guest marked kept in a RunResult, with which every other back end's
+# run of the same workload is compared (compare_with_native).
 def run_guest(guest, backend_name, timeout=120.0, max_exits=50_000_000, ram_mb=32,
               on_machine=None, configure=None):
     """Run one guest under one back end on a fresh machine (`on_machine`, if

@@ -100,6 +100,9 @@ class Intercepts:
     def _live_cpl(self):
         return self.machine.live_cpl()
 
+    # [tour hw 30, hw-npt 30] Intercepts are set when a block is translated.
+    # Each new translation block is decoded once and a hook put on the exact address
+    # of every instruction a client selects, without changing a byte of guest memory.
     def _on_generated(self, _uc, cur, _prev, _user):
         m = self.machine
         self.edges = True
@@ -197,6 +200,10 @@ class Intercepts:
         except BaseException as exc:
             self.machine.abort(exc)
 
+    # [tour hw 40, hw-npt 40] The first VM exit.
+    # The hook runs before the instruction: the machine saves the CPU with EIP at it,
+    # decodes it again (the page may hold other code by now) and asks the back end,
+    # which emulates it, raises an exception instead, or lets it run.
     def _exit(self, address, select, on_hit, kind):
         """A synthetic exit at `address`: the service that exit clients get."""
         m, st = self.machine, self.machine.state

@@ -137,6 +137,10 @@ class _Resources:
         self.uc = None
 
 
+# [tour native 10] The virtual PC, where every tour begins.
+# One Unicorn CPU, guest RAM, the devices on a port bus, and the hooks through which
+# the real CPU stops for the VMM. Every back end runs on one of these; what differs is
+# what its back end does at each stop.
 class Machine:
     """One virtual PC.  Use it as a context manager, or call close() when
     done: a machine holds a Unicorn engine, guest RAM and raw hooks, and
@@ -408,6 +412,12 @@ class Machine:
         self.add_hook(UC_HOOK_INSN_INVALID, _INVALID_CB(self._on_invalid))
         self.add_hook(UC_HOOK_INSN, _SYSENTER_CB(self._on_sysenter), ctypes.c_int(X.UC_X86_INS_SYSENTER))
 
+    # [tour native 40, trap 30, bt 85] The first exit: an exception or `int n` stops the CPU here.
+    # Unicorn reports the vector only; it does not deliver through the IDT itself.  The
+    # machine saves the CPU into the state area (nothing to copy when the state area
+    # is the live CPU state), counts the VMM entry and hands the vector to the back
+    # end's exception(). enter() then resumes the guest wherever the back end left
+    # EIP.
     def _on_intr(self, _uc, vector, _user):
         if self.outcome is not None:
             return                         # after the end of the run: not the guest's work
@@ -566,6 +576,10 @@ class Machine:
                                          - self.roi.start_instructions)
 
     # -- boot ----------------------------------------------------------------
+    # [tour native 20] Boot: the guest's first state.
+    # The back end lays it out.  Native takes the boot protocol as it is
+    # (load_boot_protocol below): the image at 1 MiB, protected mode, paging off, the
+    # kernel at real ring 0.
     def boot(self, spec):
         """Lay out the guest's start state and hand the CPU to the back end,
         which decides the real privilege level the guest runs at.  The start
@@ -604,6 +618,10 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_EIP, IMAGE_BASE)
 
     # -- the run loop --------------------------------------------------------
+    # [tour native 30] The run loop: the guest runs until something stops it.
+    # Unicorn runs the guest until a hook stops it or it halts.  Between two stops
+    # every instruction runs at full speed, under every technique; what a technique
+    # costs is what happens at the stops.
     def run(self):
         """Run until the guest ends the run, fails, or exceeds its budget."""
         self._check_open()

@@ -24,6 +24,9 @@ class Native(Backend):
         self.events = GuestEvents(machine, RealCpuView(machine.state),
                                   EventNames(irq="native.irq", hlt="native.hlt"))
 
+    # [tour native 50] Native does what the CPU itself would do.
+    # A system call (`int 0x80`) is counted as native.syscall and delivered through
+    # the guest's own IDT: nothing is emulated, nothing reflected.
     def exception(self, vector):
         m, st = self.machine, self.machine.state
         software = st.is_software_int
@@ -54,6 +57,9 @@ class Native(Backend):
     def sysenter(self):
         return native_sysenter(self, self.events)
 
+    # [tour native 80] Port I/O: the devices answer.
+    # One tick of the virtual clock, counted as native.io: the bus access that real
+    # hardware pays too.
     def port_in(self, port, size):
         m = self.machine
         m.counters["native.io"] += 1

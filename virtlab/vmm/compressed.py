@@ -43,6 +43,10 @@ class RingCompressedVmm(Vmm):
         self.events = GuestEvents(machine, self.view, self.event_names)
 
     # -- entering the guest ---------------------------------------------------
+    # [tour trap 20, bt 30] Boot, deprivileged: the guest kernel moves to ring 1.
+    # The boot protocol's state, but on a shadow GDT whose ring-0 descriptors are ring
+    # 1 (rings.py), with the VMM's own IDT and real paging on over shadow page tables.
+    # The guest believes what the virtual CPU tells it: paging off, its own GDT.
     def boot(self):
         """The boot protocol's state, with the guest kernel moved to ring 1:
         the shadow GDT in the VMM window, real paging on over the flat shadow."""
@@ -137,6 +141,10 @@ class RingCompressedVmm(Vmm):
         c["reflect.total"] += 1
         c["reflect.syscall"] += 1
 
+    # [tour trap 40, bt 150] Which exit is it?
+    # A system call to reflect, a page fault for the shadow MMU, a call gate, the
+    # first load of a descriptor, or, for a #GP at ring 1, a privileged instruction to
+    # emulate.
     def guest_exception(self, vector, privileged=None):
         """An exception or `int n` the CPU raised while the guest ran: a system
         call or exception to reflect, a page fault for the shadow MMU, a far
@@ -184,6 +192,10 @@ class RingCompressedVmm(Vmm):
         c["exit.np.hidden"] += 1
         return True
 
+    # [tour trap 90] A reflected fault.
+    # An exception that is the guest's own (a page fault on an unmapped page, a
+    # division by zero) is handed to the guest kernel as the hardware would have, had
+    # the kernel owned the CPU: through the guest's IDT, counted as reflect.*.
     def _reflect(self, event):
         if self.view.virtual_if() and self.events.interrupt_first(False, self):
             return

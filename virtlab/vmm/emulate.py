@@ -169,6 +169,11 @@ class Emulator:
         return LinearView(self.be.machine.mem, *self.be.vcpu.paging_regs(),
                           on_write=getattr(self.be, "on_guest_write", None))
 
+    # [tour trap 70, hw 60, hw-npt 50, bt 95] The emulator: one handler per instruction.
+    # Each handler performs the instruction's effect on the virtual CPU (vcpu.py) or
+    # through its host, the back end (a CR3 load switches shadows, lgdt rebuilds the
+    # shadow GDT), then EIP moves past it. trap and hw reach it by an exit, bt by a
+    # callout.
     def emulate(self, decoded):
         """Perform the instruction and advance EIP; returns its counter name."""
         insn = decoded.insn

@@ -61,6 +61,10 @@ class ShadowPaging:
         return self.guest_view()
 
     # -- page faults ------------------------------------------------------------
+    # [tour trap 120, hw 80, bt 175] Shadow paging: a page fault, hidden or the guest's?
+    # The real CPU walks shadow page tables that the VMM fills from the guest's on
+    # demand.  A fault is hidden (a shadow entry missing, or a write to a traced guest
+    # page table) or true (the guest's own tables say no): then it is reflected.
     def page_fault(self, count_exit):
         """A real #PF.  Returns the guest's Event if the fault is the guest's own
         (to reflect), None if the VMM absorbed it (a hidden fault).  A hidden
@@ -151,6 +155,9 @@ class ShadowPaging:
         self.mmu.unwatch(frame)
 
 
+# [tour hw-npt 20] The paging component without shadows.
+# The guest's paging registers are the real ones.  (The extra cost of a two-level walk
+# on a TLB miss is not visible in the counters and is not modeled.)
 class NestedPaging:
     machine_memory = 0
     virtual_registers = False    # the guest's CR0/CR3/CR4 are the real ones
@@ -171,6 +178,10 @@ class NestedPaging:
     def page_fault(self, count_exit):
         raise AssertionError("under nested paging a #PF never leaves the guest")
 
+    # [tour hw-npt 60] The paging exits left: CR0 and CR4 writes.
+    # Under shadow paging (ShadowPaging.write_cr above) a CR3 load switches to,
+    # or builds, the shadow of the new address space.  Here the guest's CR3 is
+    # the real one: only CR0 and CR4 writes exit, and the CPU performs them.
     def write_cr(self, n, value):
         """CR0/CR4 writes exit (the VT-x guest/host masks) and are then
         performed on the real CPU, which the guest owns under nested paging."""

@@ -12,6 +12,9 @@ from virtlab import x86
 from . import rings
 
 
+# [tour trap 100, bt 155] The guest's view of the CPU during reflection.
+# The IDT, GDT and TSS are the virtual CPU's; the kernel's ring 0 is the real ring 1;
+# the frame shows the virtual IF and the selectors the kernel believes it loaded.
 class VirtualCpuView:
     def __init__(self, state, vcpu):
         self.state = state

@@ -13,6 +13,11 @@ run reports them by mnemonic.
 from virtlab.popek_goldberg import sensitive_kind
 
 
+# [tour trap 170] What trap cannot catch.
+# popf, pushf, sgdt, sidt, smsw, push cs and their kind are sensitive but do not trap
+# at ring 1: they run unmodified and tell the guest the truth about the real CPU
+# (Popek and Goldberg's condition fails).  The audit watches them run, so each run
+# reports what the guest may have seen.
 class SensitiveAudit:
     def __init__(self, machine, backend):
         self.machine = machine

@@ -126,6 +126,9 @@ class ShadowMmu:
             self.current = None
 
     # -- faults ---------------------------------------------------------------
+    # [tour trap 130, hw 90] The shadow MMU walks the guest's page tables.
+    # The guest's tables are walked as the CPU would, with the virtual CR0, CR3 and
+    # CR4; nothing the guest maps may reach the VMM window or beyond guest RAM.
     def fault(self, linear, error_code):
         """Classify a real #PF: (HIDDEN, None) after filling the shadow,
         (TRUE, guest error code), or (TRACE, guest-physical address written)."""
@@ -157,6 +160,9 @@ class ShadowMmu:
         return any(isinstance(v, int) and v & x86.PTE_P and (v & x86.PAGE_MASK) >= self.mem.size
                    for _, v in log)
 
+    # [tour trap 140, hw 100] A shadow fill: the hidden fault's work.
+    # The walk's rights become a shadow entry.  A frame that holds a guest page table
+    # is mapped read-only, so that the guest's writes to it fault and can be traced.
     def _fill(self, linear, gpa, rights, pde, write, large=None):
         frame = gpa & x86.PAGE_MASK
         if write and frame in self.watched and rights & x86.PTE_W:
@@ -225,6 +231,11 @@ class ShadowMmu:
                 self.vmm.set_u32(spte, val & ~x86.PTE_W)
         self.flush_tlb()
 
+    # [tour trap 150, hw 110] A traced page-table write.
+    # The guest wrote an entry of one of its page tables; the VMM emulated the store
+    # (paging.py) and now drops every shadow entry derived from what changed, so the
+    # next access refills from the new value.  This is what makes fork expensive under
+    # shadow paging.
     def traced_write(self, gpa, size):
         """The guest wrote `size` bytes at `gpa` in a traced frame (the write is
         already done): drop every shadow entry derived from what changed."""

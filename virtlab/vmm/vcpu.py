@@ -12,6 +12,10 @@ from virtlab import x86
 from virtlab.memmap import BOOT_GDT, BOOT_GDT_LIMIT
 
 
+# [tour trap 80] The virtual CPU.
+# What the guest kernel believes it owns (IF, IOPL, the control registers, the
+# descriptor-table registers) lives here, not in the real CPU, which belongs to the
+# VMM.
 @dataclass
 class VirtualCpu:
     if_: bool = False                    # virtual EFLAGS.IF

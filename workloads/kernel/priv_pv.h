@@ -18,6 +18,11 @@
  *
  * Port I/O and the raw fidelity probes stay as they are (end of priv.h).
  */
+/* [tour pv 10] Paravirtualization: the same kernel, told it is virtual.
+ * Built with -DPARAVIRT, priv.h takes its privileged operations from here: each is a
+ * hypercall or a store into memory shared with the hypervisor.  Nothing is trapped or
+ * translated; the guest asks.
+ */
 #ifndef PRIV_PV_H
 #define PRIV_PV_H
 
@@ -32,6 +37,10 @@ extern uint cr0_shadow, cr3_shadow;
 
 /* ---- interrupt masking ------------------------------------------------ */
 
+/* [tour pv 60] Masking interrupts without a privileged instruction.
+ * Interrupts are events; masking them is a store into the vcpu_info of the shared-info
+ * page.  Enabling them looks for a pending event and only then enters the hypervisor.
+ */
 /* "cli": one byte in the shared page.  No trap, no hypercall. */
 static inline void irq_disable(void)
 {

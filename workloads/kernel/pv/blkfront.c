@@ -51,6 +51,10 @@ uint disk_nsectors(void)
     return nsectors;
 }
 
+/* [tour pv 185] The split driver's front end.
+ * A request on the shared ring names its buffer by frame; a notification on the event
+ * channel replaces every port access of the IDE driver.
+ */
 /* One request for one sector, to or from the bounce buffer. */
 static int request(uchar op, uint lba)
 {

@@ -55,6 +55,10 @@ void evtchn_send(uint port)
         panic("evtchn send %d: error %d", port, r);
 }
 
+/* [tour pv 230] The guest's side of the upcall.
+ * It scans the pending bits the hypervisor set and runs each port's handler: the
+ * timer's VIRQ, the disk's completion.
+ */
 /* Called with events masked (the hypervisor masked them for the upcall). */
 void evtchn_do_upcall(struct trapframe *tf)
 {

@@ -29,6 +29,12 @@ static struct mmu_update queue[MMU_QUEUE_MAX];
 static pte_t *queued_at[MMU_QUEUE_MAX];    /* kernel address of each entry */
 int mmu_nqueued;
 
+/* [tour pv 100] Page-table writes, queued.
+ * The guest's page tables are read-only to it.  Each change is a request (machine
+ * address of the entry, new value) put on a queue, and the queue goes to the
+ * hypervisor in one mmu_update: a fork sends its entries in a few batches, not
+ * one trap per entry as under shadow paging.
+ */
 void mmu_queue(pte_t *p, pte_t v)
 {
     int i = mmu_nqueued++;

@@ -79,6 +79,10 @@ static void parse_cmdline(const char *s, uint max)
     }
 }
 
+/* [tour pv 50] The guest's first look at its world: start_info.
+ * The machine-frame list, the page-table base and the command line (workload, scale,
+ * block ring and its event channel) come from the page the builder wrote.
+ */
 void read_start_info(void)
 {
     struct start_info *si = xen_start_info;

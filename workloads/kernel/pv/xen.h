@@ -239,6 +239,10 @@ _Static_assert(__builtin_offsetof(struct blkif_sring, ring) == 64, "ring");
 
 /* ---- the hypercall instruction ---------------------------------------------- */
 
+/* [tour pv 70] The kernel's half of a hypercall: int $0x82.
+ * The number in EAX, the arguments in EBX, ECX, EDX, ESI, EDI, the result in EAX, as
+ * Xen's x86-32 interface has it.
+ */
 /* "memory": the hypervisor reads and writes our memory (the arguments
  * behind pointers, the shared-info page), so the compiler must not keep
  * values in registers across the call. */
