@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from isolated_cli import cache_dir, isolated_cache  # noqa: F401
+
 import virtlab.harness
 import virtlab.machine
 import virtlab.matrix
@@ -67,18 +69,8 @@ JSON_ABS = 1e-9
 # -- helpers -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("virtlab-cache")
-
-
-@pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("work")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(cache_dir, monkeypatch):
-    monkeypatch.setenv("VIRTLAB_CACHE", str(cache_dir))
 
 
 def vl(cache_dir, *args, cwd=None, timeout=120):

@@ -8,12 +8,11 @@ stderr matter, in-process (`virtlab.cli.main`) where a test must reach inside
 """
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
+
+from isolated_cli import cache_dir, isolated_cache, vl  # noqa: F401
 
 import virtlab.matrix
 from virtlab import asmguest as A
@@ -21,22 +20,6 @@ from virtlab.cli import main
 from virtlab.result import load_results
 
 SCALE = 3
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("virtlab-cache")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(cache_dir, monkeypatch):
-    monkeypatch.setenv("VIRTLAB_CACHE", str(cache_dir))
-
-
-def vl(cache_dir, *args, cwd=None):
-    env = {**os.environ, "VIRTLAB_CACHE": str(cache_dir)}
-    return subprocess.run([sys.executable, "-m", "virtlab", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, env=env)
 
 
 def one_line_error(p, status=2, *mentions):

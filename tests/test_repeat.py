@@ -7,14 +7,13 @@ are derived from the samples the run recorded."""
 import dataclasses
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from isolated_cli import cache_dir, isolated_cache, vl  # noqa: F401
 
 import virtlab.matrix
 from analysis import hosttime
@@ -26,22 +25,6 @@ from virtlab.result import RunResult, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ["bench", "--workloads", "nano.syscall,nano.cli", "--backends", "trap", "--scale", "3"]
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("virtlab-cache")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(cache_dir, monkeypatch):
-    monkeypatch.setenv("VIRTLAB_CACHE", str(cache_dir))
-
-
-def vl(cache_dir, *args, cwd=None):
-    env = {**os.environ, "VIRTLAB_CACHE": str(cache_dir)}
-    return subprocess.run([sys.executable, "-m", "virtlab", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, env=env)
 
 
 def run_record(host, roi, **kw):
