@@ -42,9 +42,9 @@ def guest_selector(real):
 
 
 # [tour trap 25] Ring compression: the shadow GDT.
-# A descriptor of the guest's GDT becomes its shadow with DPL 0 turned into 1.  The
-# guest cannot tell, except through the instructions that show a selector's RPL or the
-# real tables (the fidelity workloads).
+# A descriptor of the guest's GDT becomes its shadow with DPL 0 turned into 1 and its
+# limit kept below the VMM window.  The guest cannot tell, except through the
+# instructions that show a selector's RPL or the real tables (the fidelity workloads).
 def compress(lo, hi):
     """A guest code/data descriptor as the CPU gets it: DPL 0 -> 1, the limit
     truncated below the VMM window, the accessed bit preset (so the CPU never
