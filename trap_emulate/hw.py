@@ -48,7 +48,7 @@ class ShadowPagingView(RealCpuView):
 
     def route_inputs(self):
         paging = self.vcpu.paging_regs()
-        return self.state.cpl, (paging, self.state.table_regs()), paging
+        return self.state.cpl, (paging, self.state.table_key()), paging
 
     def paging(self):
         return self.vcpu.paging_regs()
