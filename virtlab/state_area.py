@@ -730,10 +730,20 @@ def _calibrate_flags(uc):
     return _calibrate_lazy(_scratch_cpu(), flags)
 
 
-def open_state_area(uc, lay):
+# Whether a machine's state area addresses the live CPU state when it can
+# (the default), or is always a copy.  Both behave the same, to the byte of
+# every counter and of the console (tests/test_state_area_modes.py runs
+# workloads both ways); a test that wants the copy mode sets this to False.
+PREFER_LIVE = True
+
+
+def open_state_area(uc, lay, live=None):
     """The machine's state area: live if the CPU's own state was found and
-    verifies, otherwise a copy (save/load per exit), which must verify."""
-    area = StateArea(uc, lay)
+    verifies, otherwise a copy (save/load per exit), which must verify.
+    `live`: False for a copy in any case (None: PREFER_LIVE)."""
+    if live is None:
+        live = PREFER_LIVE
+    area = StateArea(uc, lay, live=live)
     if area.live:
         try:
             verify(uc, lay, area)
