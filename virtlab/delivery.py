@@ -270,24 +270,23 @@ class InterruptPath:
         translate makes; its dictionary lookup is what this saves)."""
         mem = self.mem
         n = len(values)
-        try:
-            data = _FRAMES[n].pack(*values)
-        except struct.error:                           # a value wider than 32 bits
-            data = _FRAMES[n].pack(*[v & 0xFFFFFFFF for v in values])
         if (linear & 0xFFF) > 0x1000 - 4 * n:          # straddles two pages
-            LinearView(mem, *paging).write(linear, data)
+            LinearView(mem, *paging).write(linear, _FRAMES[n].pack(*_u32s(values)))
             return
         page, regs, check, expected, frame = self._stack
         if page != linear >> 12 or regs != paging or check() != expected:
             cr0, cr3, cr4 = paging
             if not cr0 & x86.CR0_PG:
                 pa = walk(mem, cr0, cr3, cr4, linear, True, False)
-                mem.view[pa:pa + 4 * n] = data
+                _FRAMES[n].pack_into(mem.view, pa, *_u32s(values))
                 return
             check, expected, frame, _ = tlb_entry(mem, cr0, cr3, cr4, linear, True, False)
             self._stack = (linear >> 12, paging, check, expected, frame)
         pa = frame | (linear & 0xFFF)
-        mem.view[pa:pa + 4 * n] = data
+        try:
+            _FRAMES[n].pack_into(mem.view, pa, *values)
+        except struct.error:        # a value wider than 32 bits: all written again, masked
+            _FRAMES[n].pack_into(mem.view, pa, *_u32s(values))
 
 
 _U32 = struct.Struct("<I")
@@ -343,6 +342,11 @@ def _resolve(cpu, mem, vector, software, cpl):
 
 
 _FRAMES = {n: struct.Struct(f"<{n}I") for n in range(3, 7)}
+
+
+def _u32s(values):
+    """A frame's values as the CPU pushes them: their low 32 bits."""
+    return [v & 0xFFFFFFFF for v in values]
 
 
 def _chain_text(chain, last_fault):
