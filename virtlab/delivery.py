@@ -161,6 +161,9 @@ class InterruptPath:
     def __init__(self, mem, cpu):
         self.mem = mem
         self.cpu = cpu                 # the guest's view of the CPU (RealCpuView)
+        # What the view does to EFLAGS (None: nothing), bound once.
+        self._frame_flags = cpu.flags_for_frame
+        self._entry_flags = cpu.entry_flags
         self.routes = {}
         # The route each (vector, kind, CPL) took last (Event.slot + CPL ->
         # Route), tried before `routes`: it is the one taken again as long
@@ -188,7 +191,7 @@ class InterruptPath:
                                                             regs, state)
             if eflags is None:
                 eflags = state.eflags()
-            pushed = cpu.flags_for_frame(eflags) if cpu.flags_for_frame else eflags
+            pushed = eflags if self._frame_flags is None else self._frame_flags(eflags)
             esp, eip, cs, ss, ss_base = state.frame_regs()
             cs &= 0xFFFF
             ss &= 0xFFFF
@@ -214,7 +217,7 @@ class InterruptPath:
             if ev.cr2 is not None:
                 cpu.set_cr2(ev.cr2)
             kept = r.flags_kept
-            eflags = cpu.entry_flags(eflags, kept) if cpu.entry_flags else eflags & kept
+            eflags = eflags & kept if self._entry_flags is None else self._entry_flags(eflags, kept)
             if not inner:
                 state.enter_handler(r.image, None, esp, r.offset, eflags)
             elif r.inner_image is not None:
