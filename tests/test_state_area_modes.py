@@ -49,7 +49,7 @@ _EDGE = st.sampled_from([0, 1, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF,
                          0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
 
 
-@settings(max_examples=400, deadline=None, derandomize=True, database=None,
+@settings(max_examples=250, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(op=st.sampled_from(_FLAGS.lazy), dst=st.one_of(_EDGE, _U32),
        src=st.one_of(_EDGE, _SRC), df=st.sampled_from([1, -1]),

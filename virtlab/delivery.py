@@ -161,9 +161,11 @@ class InterruptPath:
     def __init__(self, mem, cpu):
         self.mem = mem
         self.cpu = cpu                 # the guest's view of the CPU (RealCpuView)
-        # What the view does to EFLAGS (None: nothing), bound once.
+        # What the view does to EFLAGS (None: nothing) and to the selectors
+        # in a frame, bound once.
         self._frame_flags = cpu.flags_for_frame
         self._entry_flags = cpu.entry_flags
+        self._ring = cpu.compressed_ring
         self.routes = {}
         # The route each (vector, kind, CPL) took last (Event.slot + CPL ->
         # Route), tried before `routes`: it is the one taken again as long
@@ -195,7 +197,7 @@ class InterruptPath:
             esp, eip, cs, ss, ss_base = state.frame_regs()
             cs &= 0xFFFF
             ss &= 0xFFFF
-            ring = cpu.compressed_ring
+            ring = self._ring
             if ring:                       # the selectors the guest believes in
                 if cs & 3 == ring:
                     cs &= ~3
