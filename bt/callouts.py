@@ -17,6 +17,7 @@ reflects is counted under trap.  An interrupt taken at a callout is its kind
 from capstone import x86_const as C
 
 from virtlab import x86
+from virtlab.counters import joined
 from virtlab.delivery import DeliveryFault, Event
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
@@ -50,7 +51,7 @@ class Callouts:
         self.handlers[c.kind](c)
 
     def _count(self, kind):
-        self.m.counters["bt.callout." + kind] += 1
+        self.m.counters[joined("bt.callout.", kind)] += 1
 
     def _at_guest(self, guest):
         st = self.m.state
@@ -150,8 +151,9 @@ class Callouts:
                 raise GuestStop(f"bt: {exc} at {self.m.where()}: not supported") from None
         at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
         try:
-            cs = bt.guest_view().u32(at + 4) & 0xFFFF
-            eflags = bt.guest_view().u32(at + 8) if far_iret else None
+            view = bt.guest_view()
+            cs = view.u32(at + 4) & 0xFFFF
+            eflags = view.u32(at + 8) if far_iret else None
         except GuestMemoryFault as fault:
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
         if cs & 3 == 0:

@@ -17,9 +17,12 @@ the shared-info page, a page both can read and write:
 So masking interrupts costs a store, not a trap: the point Barham et al. make,
 and the reason nano.cli under pv makes no hypercall at all.
 """
+import struct
 from dataclasses import dataclass
 
 from . import abi
+
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
 @dataclass
@@ -54,12 +57,14 @@ class SharedInfo:
 
     def set_time(self, ns):
         """vcpu_time_info: version odd while updating, even after (a reader
-        retries while it sees odd or a change)."""
-        mem, pa = self.mem, self.pa
-        version = mem.u32(pa + abi.TIME_VERSION)
-        mem.set_u32(pa + abi.TIME_VERSION, (version + 1) | 1)
-        mem.view[pa + abi.TIME_SYSTEM:pa + abi.TIME_SYSTEM + 8] = ns.to_bytes(8, "little")
-        mem.set_u32(pa + abi.TIME_VERSION, ((version + 1) | 1) + 1)
+        retries while it sees odd or a change).  The guest never runs while
+        the hypervisor updates it (this is called on the way out of every
+        hypercall and exit), so all it can see is the end: the new time and
+        the version past the odd one, written directly."""
+        view, version_at = self.mem.view, self.pa + abi.TIME_VERSION
+        version = _U32.unpack_from(view, version_at)[0]
+        _U64.pack_into(view, self.pa + abi.TIME_SYSTEM, ns)
+        _U32.pack_into(view, version_at, (((version + 1) | 1) + 1) & 0xFFFFFFFF)
 
     def _bit(self, base, port):
         return self.pa + base + 4 * (port // 32), 1 << (port % 32)

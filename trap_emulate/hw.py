@@ -24,7 +24,7 @@ from unicorn import UC_HOOK_INSN
 from unicorn import x86_const as X
 
 from virtlab import fastcall, x86
-from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec
+from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec, joined
 from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
 from virtlab.errors import GuestStop
@@ -48,7 +48,7 @@ class ShadowPagingView(RealCpuView):
 
     def route_inputs(self):
         paging = self.vcpu.paging_regs()
-        return self.state.cpl, (paging, self.state.table_regs()), paging
+        return self.state.cpl, (paging, self.state.table_key()), paging
 
     def paging(self):
         return self.vcpu.paging_regs()
@@ -216,11 +216,11 @@ class Hw(Vmm):
             st = m.state
             m.write_msr(st.reg("ecx"), st.reg("edx") << 32 | st.reg("eax"))
         if kind in ("read_shadow", "cr2_write", "cr2_read"):
-            m.counters["hw." + kind] += 1
+            m.counters[joined("hw.", kind)] += 1
         else:
             m.counters["exit.total"] += 1
             m.counters["exit.priv"] += 1
-            m.counters["exit.priv." + name] += 1
+            m.counters[joined("exit.priv.", name)] += 1
         return EMULATED
 
     def sysenter(self):

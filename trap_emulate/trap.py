@@ -24,7 +24,7 @@ import struct
 from capstone import x86_const as C
 
 from virtlab import x86
-from virtlab.counters import EXITS, REFLECTION, SENSITIVE, SHADOW
+from virtlab.counters import EXITS, REFLECTION, SENSITIVE, SHADOW, joined
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault
 
@@ -77,7 +77,7 @@ class Trap(RingCompressedVmm):
         m.counters["exit.total"] += 1
         if name != "hlt":                  # a halt is counted once, as exit.hlt
             m.counters["exit.priv"] += 1
-            m.counters["exit.priv." + name] += 1
+            m.counters[joined("exit.priv.", name)] += 1
         m.emulated()
         return True
 

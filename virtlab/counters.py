@@ -31,6 +31,19 @@ class Counters(dict):
         return dict(sorted(out.items()))
 
 
+_JOINED = {}
+
+
+def joined(prefix, name):
+    """The counter name prefix + name ("exit.priv." + "cli"), made once per
+    pair: a name built afresh on every exit is a new string, which each
+    increment then hashes afresh."""
+    made = _JOINED.get((prefix, name))
+    if made is None:
+        made = _JOINED[prefix, name] = prefix + name
+    return made
+
+
 # -- declarations: what a counter means and what it costs ---------------------------
 #
 # A back end lists the counters it may report in its ``counters`` class attribute

@@ -43,13 +43,17 @@ class DeliveryFault(Exception):
 class Event:
     """One exception or interrupt to deliver.  (A plain slotted class: a frozen
     dataclass costs a microsecond to build, and one is built on every exit.)"""
-    __slots__ = ("vector", "error_code", "software", "cr2")
+    __slots__ = ("vector", "error_code", "software", "cr2", "slot")
 
     def __init__(self, vector, error_code=None, software=False, cr2=None):
         self.vector = vector
         self.error_code = error_code      # pushed when not None
         self.software = software          # `int n`: checked against the gate's DPL
         self.cr2 = cr2                    # #PF: the faulting linear address
+        # What a route depends on of the event (vector and kind) as one small
+        # int, to which the CPL is added: InterruptPath's index of the route
+        # last taken.
+        self.slot = (vector * 2 + bool(software)) * 4
 
 
 # The Event of each `int n`, made once: Events are never changed after they
@@ -87,9 +91,10 @@ class RealCpuView:
         """(CPL, registers, paging): everything of the CPU a route through
         the IDT is resolved from.  `registers` (hashable) holds the paging
         registers, the descriptor-table registers and TR (here with all of
-        QEMU's hflags, whose low bits are the CPL); `paging` is (CR0, CR3,
-        CR4).  Two events with the same inputs, vector and kind lead the
-        same way for as long as the memory the route read holds."""
+        QEMU's hflags, whose low bits are the CPL, and the table registers
+        as the bytes of the state area: StateArea.route_regs); `paging` is
+        (CR0, CR3, CR4).  Two events with the same inputs, vector and kind
+        lead the same way for as long as the memory the route read holds."""
         regs = self.state.route_regs()
         return regs[0] & 3, regs, regs[-3:]
 
@@ -156,12 +161,22 @@ class InterruptPath:
     def __init__(self, mem, cpu):
         self.mem = mem
         self.cpu = cpu                 # the guest's view of the CPU (RealCpuView)
+        # What the view does to EFLAGS (None: nothing) and to the selectors
+        # in a frame, bound once.
+        self._frame_flags = cpu.flags_for_frame
+        self._entry_flags = cpu.entry_flags
+        self._ring = cpu.compressed_ring
         self.routes = {}
+        # The route each (vector, kind, CPL) took last (Event.slot + CPL ->
+        # Route), tried before `routes`: it is the one taken again as long
+        # as the CPU's inputs (Route.inputs) are the same, and comparing them
+        # costs less than hashing them into routes' key.
+        self.recent = {}
         # The last stack page written, (page, paging registers), and its
         # translation with the check of the paging entries it came from
         # (memory.tlb_entry): an exception frame goes to the same kernel
         # stack page time after time.
-        self._stack = (None, tuple, None, 0)
+        self._stack = (None, None, tuple, None, 0)
 
     # [tour native 60, trap 110, hw 120, hw-npt 80, bt 160, pv 165] Delivery through an IDT.
     # The gate, a privilege change with the inner stack from the TSS, the frame (error
@@ -178,16 +193,17 @@ class InterruptPath:
         try:
             cpu = self.cpu
             cpl, regs, paging = cpu.route_inputs()
-            r = self.routes.get((ev.vector, ev.software, cpl, regs))     # route(), inline
-            if r is None or r.check() != r.expected:
-                r = self.route(ev.vector, ev.software, cpl, regs, state)
+            r = self.recent.get(ev.slot + cpl)                           # route(), inline
+            if r is None or r.inputs != regs or r.check() != r.expected:
+                r = self.recent[ev.slot + cpl] = self.route(ev.vector, ev.software, cpl,
+                                                            regs, state)
             if eflags is None:
                 eflags = state.eflags()
-            pushed = cpu.flags_for_frame(eflags) if cpu.flags_for_frame else eflags
+            pushed = eflags if self._frame_flags is None else self._frame_flags(eflags)
             esp, eip, cs, ss, ss_base = state.frame_regs()
             cs &= 0xFFFF
             ss &= 0xFFFF
-            ring = cpu.compressed_ring
+            ring = self._ring
             if ring:                       # the selectors the guest believes in
                 if cs & 3 == ring:
                     cs &= ~3
@@ -209,7 +225,7 @@ class InterruptPath:
             if ev.cr2 is not None:
                 cpu.set_cr2(ev.cr2)
             kept = r.flags_kept
-            eflags = cpu.entry_flags(eflags, kept) if cpu.entry_flags else eflags & kept
+            eflags = eflags & kept if self._entry_flags is None else self._entry_flags(eflags, kept)
             if not inner:
                 state.enter_handler(r.image, None, esp, r.offset, eflags)
             elif r.inner_image is not None:
@@ -252,7 +268,8 @@ class InterruptPath:
         r = _resolve(self.cpu, self.mem, vector, software, cpl)
         # What loading its segments writes into the state area, made once.
         r = dataclasses.replace(r, image=state.segment_image(r.cs_cache),
-                                inner_image=r.ss_cache and state.segment_image(r.cs_cache, r.ss_cache))
+                                inner_image=r.ss_cache and state.segment_image(r.cs_cache, r.ss_cache),
+                                inputs=regs)
         if len(self.routes) > 4096:
             self.routes.clear()
         self.routes[key] = r
@@ -267,24 +284,23 @@ class InterruptPath:
         translate makes; its dictionary lookup is what this saves)."""
         mem = self.mem
         n = len(values)
-        try:
-            data = _FRAMES[n].pack(*values)
-        except struct.error:                           # a value wider than 32 bits
-            data = _FRAMES[n].pack(*[v & 0xFFFFFFFF for v in values])
         if (linear & 0xFFF) > 0x1000 - 4 * n:          # straddles two pages
-            LinearView(mem, *paging).write(linear, data)
+            LinearView(mem, *paging).write(linear, _FRAMES[n].pack(*_u32s(values)))
             return
-        key, check, expected, frame = self._stack
-        if key != (linear >> 12, paging) or check() != expected:
+        page, regs, check, expected, frame = self._stack
+        if page != linear >> 12 or regs != paging or check() != expected:
             cr0, cr3, cr4 = paging
             if not cr0 & x86.CR0_PG:
                 pa = walk(mem, cr0, cr3, cr4, linear, True, False)
-                mem.view[pa:pa + 4 * n] = data
+                _FRAMES[n].pack_into(mem.view, pa, *_u32s(values))
                 return
             check, expected, frame, _ = tlb_entry(mem, cr0, cr3, cr4, linear, True, False)
-            self._stack = ((linear >> 12, paging), check, expected, frame)
+            self._stack = (linear >> 12, paging, check, expected, frame)
         pa = frame | (linear & 0xFFF)
-        mem.view[pa:pa + 4 * n] = data
+        try:
+            _FRAMES[n].pack_into(mem.view, pa, *values)
+        except struct.error:        # a value wider than 32 bits: all written again, masked
+            _FRAMES[n].pack_into(mem.view, pa, *_u32s(values))
 
 
 _U32 = struct.Struct("<I")
@@ -305,6 +321,7 @@ class Route:
     ss_cache: tuple = None
     image: bytes = None     # state-area bytes of CS (StateArea.segment_image)
     inner_image: bytes = None   # ... of CS and SS, when the ring changes
+    inputs: tuple = None    # the CPU's registers it was resolved under (route_inputs())
 
 
 def _resolve(cpu, mem, vector, software, cpl):
@@ -339,6 +356,11 @@ def _resolve(cpu, mem, vector, software, cpl):
 
 
 _FRAMES = {n: struct.Struct(f"<{n}I") for n in range(3, 7)}
+
+
+def _u32s(values):
+    """A frame's values as the CPU pushes them: their low 32 bits."""
+    return [v & 0xFFFFFFFF for v in values]
 
 
 def _chain_text(chain, last_fault):

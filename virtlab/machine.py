@@ -147,7 +147,8 @@ class Machine:
     closing releases them at once (the results -- outcome, counters, console,
     the guest's memory -- stay readable)."""
 
-    def __init__(self, backend, ram_size=32 * MiB, budget=None, count_instructions=False):
+    def __init__(self, backend, ram_size=32 * MiB, budget=None, count_instructions=False,
+                 live_state=None):
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self._res = _Resources(self.uc)
         # Registered first: whatever fails below, the engine is still released.
@@ -167,7 +168,9 @@ class Machine:
         self.vmm = PhysMem.create(self.uc, self.vmm_size, physical) if self.vmm_size else None
         if self.vmm is not None:
             self._res.buffers.append(self.vmm.buf)
-        self.state = open_state_area(self.uc, layout())
+        # The state area addresses the live CPU state when it can (and
+        # live_state is not False: state_area.PREFER_LIVE when None).
+        self.state = open_state_area(self.uc, layout(), live_state)
         self._res.areas.append(self.state)
         self.counters = Counters()
         self.decoder = Decoder()

@@ -29,6 +29,7 @@ import ctypes
 import os
 import struct
 from dataclasses import dataclass
+from functools import partial
 
 from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR
 from unicorn import x86_const as X
@@ -222,11 +223,22 @@ class StateArea:
                   lay.idt.base, lay.idt.limit]
         # () -> (TR selector, base, limit, GDTR base, limit, IDTR base, limit)
         self.table_regs = gather(m, tables)
-        # () -> (hflags, TR selector, base, limit, GDTR base, limit, IDTR
-        # base, limit, CR0, CR3, CR4): what an IDT route is resolved under
-        # (the CPL is the low two bits of hflags; the last three are paging())
-        self.route_regs = gather(m, [lay.hflags] + tables + [lay.cr[0], lay.cr[3], lay.cr[4]])
         self._check_order()
+        # TR, GDTR and IDTR lie together (QEMU's tr, gdt, idt): as a key
+        # that only needs comparing, they are read as one bytes object, the
+        # unused fields between them included (constant, or changed only by
+        # ltr with TR), which makes the key cheaper to read and to compare
+        # than seven numbers.
+        span = lay.idt.limit + 4 - tr.selector
+        # () -> (the bytes of TR, GDTR and IDTR): table_regs() as a key
+        self.table_key = partial(struct.Struct(f"<{span}s").unpack_from, m, tr.selector)
+        # () -> (hflags, the bytes of TR, GDTR and IDTR, CR0, CR3, CR4): what
+        # an IDT route is resolved under (the CPL is the low two bits of
+        # hflags; the last three are paging())
+        c = lay.cr
+        route = struct.Struct(f"<I{tr.selector - lay.hflags - 4}x{span}s"
+                              f"{c[0] - tr.selector - span}xI{c[3] - c[0] - 4}xI{c[4] - c[3] - 4}xI")
+        self.route_regs = partial(route.unpack_from, m, lay.hflags)
 
     def _check_order(self):
         """The gathers above promise an order QEMU's CPUX86State has (hflags,
@@ -240,7 +252,7 @@ class StateArea:
                  lay.seg["ss"].selector, lay.seg["ss"].base, tr.selector, tr.base, tr.limit,
                  lay.gdt.base, lay.gdt.limit, lay.idt.base, lay.idt.limit, lay.cr[0],
                  lay.cr[3], lay.cr[4]]
-        if order != sorted(order):
+        if order != sorted(order) or lay.idt.limit + 4 > lay.cr[0]:
             raise CalibrationError("the CPU state's fields are not in the order this "
                                    "module reads them in")
 
@@ -718,10 +730,20 @@ def _calibrate_flags(uc):
     return _calibrate_lazy(_scratch_cpu(), flags)
 
 
-def open_state_area(uc, lay):
+# Whether a machine's state area addresses the live CPU state when it can
+# (the default), or is always a copy.  Both behave the same, to the byte of
+# every counter and of the console (tests/test_state_area_modes.py runs
+# workloads both ways); a test that wants the copy mode sets this to False.
+PREFER_LIVE = True
+
+
+def open_state_area(uc, lay, live=None):
     """The machine's state area: live if the CPU's own state was found and
-    verifies, otherwise a copy (save/load per exit), which must verify."""
-    area = StateArea(uc, lay)
+    verifies, otherwise a copy (save/load per exit), which must verify.
+    `live`: False for a copy in any case (None: PREFER_LIVE)."""
+    if live is None:
+        live = PREFER_LIVE
+    area = StateArea(uc, lay, live=live)
     if area.live:
         try:
             verify(uc, lay, area)
@@ -894,53 +916,64 @@ _LAZY_PROBES = {"add": "add {a}, {b}", "sub": "sub {a}, {b}", "logic": "and {a},
 _LAZY_REGS = {8: ("al", "bl"), 16: ("ax", "bx"), 32: ("eax", "ebx")}
 
 
+# Flags that depend on the low byte of the result alone: PF (even parity
+# of the low byte), and for inc and dec AF (a carry out of, or borrow into,
+# bit 3 is exactly a low nibble of 0 after inc, of 0xF after dec).
+_LOW_INC = tuple(_PARITY[i] | (x86.AF if i & 0xF == 0 else 0) for i in range(256))
+_LOW_DEC = tuple(_PARITY[i] | (x86.AF if i & 0xF == 0xF else 0) for i in range(256))
+
+
 def _lazy_function(kind, bits):
     """f(cc_dst, cc_src) -> the arithmetic flags QEMU computes for `kind` at
     operand size `bits`, or None where this module leaves it to the library.
-    (Written out flat: this runs on most exits.)"""
+    (Written out flat, with the constants bound as closure cells and the
+    low-byte flags from tables: this runs on most exits.)"""
     mask, sign = (1 << bits) - 1, 1 << (bits - 1)
-    sf_shift, of_shift = bits - 8, bits - 12          # right shifts of lshift(x, 8 - bits), ...
-    parity, zf, sf, af, of = _PARITY, x86.ZF, x86.SF, x86.AF, x86.OF
-    if of_shift < 0:                                  # bytes: OF comes from bit 7, shifted left
-        def ofl(x):
-            return (x << -of_shift) & of
-    else:
-        def ofl(x):
-            return (x >> of_shift) & of
+    sf_shift = bits - 8                               # SF is bit 7: the sign bit shifted down
+    parity, low_inc, low_dec = _PARITY, _LOW_INC, _LOW_DEC
+    zf, sf, af, of = x86.ZF, x86.SF, x86.AF, x86.OF
+    # OF is bit 11: the sign bit of an operand expression shifted to it.
+    # (For bytes the shift is to the left; `of_mul` makes both one multiply
+    # or one shift: x >> of_shift, or x * of_mul with of_shift 0.)
+    of_shift, of_mul = (bits - 12, 1) if bits >= 12 else (0, 1 << (12 - bits))
 
     def add(dst, src1):
         dst &= mask
         src1 &= mask
         src2 = (dst - src1) & mask
         return (parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | (dst < src1)
-                | ((dst ^ src1 ^ src2) & af) | ofl(~(src1 ^ src2) & (src1 ^ dst)))
+                | ((dst ^ src1 ^ src2) & af)
+                | (((~(src1 ^ src2) & (src1 ^ dst)) * of_mul >> of_shift) & of))
 
     def sub(dst, src2):
         dst &= mask
         src2 &= mask
         src1 = (dst + src2) & mask
         return (parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | (src1 < src2)
-                | ((dst ^ src1 ^ src2) & af) | ofl((src1 ^ src2) & (src1 ^ dst)))
+                | ((dst ^ src1 ^ src2) & af)
+                | ((((src1 ^ src2) & (src1 ^ dst)) * of_mul >> of_shift) & of))
 
     def logic(dst, _src):
         dst &= mask
         return parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf)
 
     def inc(dst, carry):
-        dst &= mask
-        carry &= mask
         if carry > 1:
-            return None                      # not a carry QEMU would have stored
-        return (parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | carry
-                | ((dst ^ ((dst - 1) & mask) ^ 1) & af) | (of if dst == sign else 0))
+            carry &= mask
+            if carry > 1:
+                return None                  # not a carry QEMU would have stored
+        dst &= mask
+        return (low_inc[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | carry
+                | (of if dst == sign else 0))
 
     def dec(dst, carry):
-        dst &= mask
-        carry &= mask
         if carry > 1:
-            return None
-        return (parity[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | carry
-                | ((dst ^ ((dst + 1) & mask) ^ 1) & af) | (of if dst == sign - 1 else 0))
+            carry &= mask
+            if carry > 1:
+                return None
+        dst &= mask
+        return (low_dec[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | carry
+                | (of if dst == sign - 1 else 0))
 
     return {"add": add, "sub": sub, "logic": logic, "inc": inc, "dec": dec}[kind]
 

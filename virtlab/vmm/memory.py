@@ -63,11 +63,19 @@ class VmmMemory:
     def linear(self, off):
         return VMM_BASE_LINEAR + off
 
+    # Paging entries are aligned words: read and written as such, one
+    # index into the memory's word view (an unaligned address goes the
+    # long way, through PhysMem).
     def u32(self, pa):
-        return self.mem.u32(pa - self.base)
+        off = pa - self.base
+        return self.mem.u32(off) if off & 3 else self.mem.words[off >> 2]
 
     def set_u32(self, pa, value):
-        self.mem.set_u32(pa - self.base, value)
+        off = pa - self.base
+        if off & 3:
+            self.mem.set_u32(off, value)
+        else:
+            self.mem.words[off >> 2] = value & 0xFFFFFFFF
 
     def write(self, pa, data):
         self.mem.write(pa - self.base, data)

@@ -7,6 +7,7 @@ instructions exit; each keeps the guest's processor state in the virtual CPU
 and asks its paging component what a CR write, an INVLPG or a #PF means.
 """
 from virtlab.backend import Backend
+from virtlab.counters import joined
 
 from .emulate import Emulator
 from .paging import ShadowPaging
@@ -44,7 +45,7 @@ class Vmm(Backend):
     def count_exit(self, kind):
         c = self.machine.counters
         c["exit.total"] += 1
-        c["exit." + kind] += 1
+        c[joined("exit.", kind)] += 1
 
     def shadow_page_fault(self):
         """A real #PF under shadow paging: the guest's Event to reflect, or None

@@ -183,7 +183,10 @@ class ShadowMmu:
             self._unmap(old & x86.PAGE_MASK, spte)
         self.vmm.set_u32(spte, frame | flags)
         table.filled.add(pti)
-        self.rmap.setdefault(frame, set()).add(spte)
+        users = self.rmap.get(frame)
+        if users is None:
+            users = self.rmap[frame] = set()
+        users.add(spte)
         # No TLB flush: the CPU caches no not-present or read-only-for-this-
         # access translation, so the faulting access will walk the new entry.
         return HIDDEN, None
@@ -241,22 +244,32 @@ class ShadowMmu:
         already done): drop every shadow entry derived from what changed."""
         frame, off = gpa & x86.PAGE_MASK, gpa & 0xFFF
         first, last = off >> 2, min((off + size - 1) >> 2, 1023)
+        changed = False
         sh = self.pd_of.get(frame)
         if sh is not None:
             for idx in range(first, last + 1):
                 if idx in sh.tables:
                     self._zap_table(sh, idx)
+                    changed = True
             if sh is not self.current:
                 sh.idle_writes += 1
                 if sh.idle_writes > UNSHADOW_AFTER:          # no longer a live PD
                     self.counters["shadow.unshadow"] += 1
                     self._drop(sh)
+                    changed = True
         for key, idx in list(self.pt_users.get(frame, ())):
             table = self.shadows[key].tables[idx]
             for pti in range(first, last + 1):
                 if pti in table.filled:
                     self._zap_pte(table, pti)
-        self.flush_tlb()
+                    changed = True
+        # The CPU's TLB caches only what present shadow entries map (and is
+        # flushed whenever one is dropped), so if no shadow entry changed it
+        # holds nothing stale: a guest rewriting an entry it has not used
+        # since (a page-table update loop) costs no flush, which would empty
+        # the whole TLB and the CPU's jump cache with it.
+        if changed:
+            self.flush_tlb()
 
     def untrace(self, frame):
         """Stop treating `frame` as a page table (the guest is reusing it as

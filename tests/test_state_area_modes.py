@@ -1,0 +1,141 @@
+"""The state area's two modes and its lazy flags (virtlab/state_area.py).
+
+A machine's state area either addresses the live CPU state (found and
+verified at start) or works on a saved copy, loaded back after each exit.
+Both must give the same runs to the byte; the live one must actually be in
+use on this machine; a closed machine's last state must stay readable in
+either.  The arithmetic flags the module computes itself from QEMU's lazy
+form (cc_op, cc_dst, cc_src) must be the library's own, for every operation
+the calibration accepted.
+"""
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from unicorn import Uc, UC_ARCH_X86, UC_MODE_32
+
+from virtlab import asmguest as A, state_area, x86
+from virtlab.harness import resolve, run_guest
+from virtlab.machine import BootSpec, Machine
+from virtlab.native import Native
+from virtlab.state_area import StateArea, layout
+
+# -- 1. lazy flags: the module's EFLAGS against the library's ------------------
+
+_LAYOUT = layout()
+_FLAGS = _LAYOUT.flags
+_SCRATCH = None
+
+
+def _scratch_area():
+    """A copy-mode state area on a scratch CPU (made once: a Uc costs)."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        _SCRATCH = (uc, StateArea(uc, _LAYOUT, live=False))
+    return _SCRATCH[1]
+
+
+def test_calibration_accepts_lazy_operations():
+    """The calibration found the lazy operations of this module (if it found
+    none, the property below would test nothing)."""
+    kinds = {kind for _, kind, _ in _FLAGS.lazy}
+    assert kinds == {"add", "sub", "logic", "inc", "dec"}
+    assert {bits for _, _, bits in _FLAGS.lazy} == {8, 16, 32}
+
+
+_U32 = st.integers(0, 0xFFFFFFFF)
+# inc and dec keep the old carry in cc_src: mostly 0 or 1, as QEMU stores it.
+_SRC = st.one_of(st.sampled_from([0, 1]), _U32)
+_EDGE = st.sampled_from([0, 1, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF,
+                         0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+
+
+@settings(max_examples=250, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(op=st.sampled_from(_FLAGS.lazy), dst=st.one_of(_EDGE, _U32),
+       src=st.one_of(_EDGE, _SRC), df=st.sampled_from([1, -1]),
+       system=st.sampled_from([0x2, 0x202, 0x3202, 0x40202]))
+def test_lazy_eflags_match_the_library(op, dst, src, df, system):
+    cc_op, kind, bits = op
+    area = _scratch_area()
+    area.set(_FLAGS.eflags, system)
+    area.set(_FLAGS.cc_op, cc_op)
+    area.set(_FLAGS.cc_dst, dst)
+    area.set(_FLAGS.cc_src, src)
+    area.wi[_FLAGS.df >> 2] = df
+    mine = area.eflags()                     # the module's lazy path (or the library's)
+    library = area._computed_eflags()        # uc_context_reg_read of EFLAGS
+    assert mine == library, (kind, bits, hex(dst), hex(src), df)
+
+
+def test_lazy_path_is_taken():
+    """The module computes these flags itself: its formula for a lazy
+    operation gives a value without the library (so the property above
+    compares two computations, not the library with itself)."""
+    area = _scratch_area()
+    for cc_op, kind, bits in _FLAGS.lazy:
+        assert area._lazy[cc_op](0x1234, 1) is not None, (kind, bits)
+
+
+# -- 2. live and copy modes give the same runs ----------------------------------
+
+_WORKLOADS = ("nano.syscall", "nano.ptemod", "micro.fork")
+_BACKENDS = ("trap", "hw", "bt", "pv")
+
+
+def _run(workload, backend, live, monkeypatch):
+    monkeypatch.setattr(state_area, "PREFER_LIVE", live)
+    guest = resolve(workload, None, 1, "pv" if backend == "pv" else "native")
+    r = run_guest(guest, backend)
+    assert r.ok, r.reason
+    return r
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_live_and_copy_modes_agree(backend, monkeypatch):
+    for workload in _WORKLOADS:
+        live = _run(workload, backend, True, monkeypatch)
+        copy = _run(workload, backend, False, monkeypatch)
+        assert live.counters == copy.counters, workload
+        assert live.roi_counters == copy.roi_counters, workload
+        assert live.console == copy.console, workload
+        assert (live.exit_status, live.vmm_entries, live.iterations) == \
+            (copy.exit_status, copy.vmm_entries, copy.iterations), workload
+
+
+def test_modes_are_what_they_say():
+    """The live mode is found on this machine (else every run above compared
+    the copy mode with itself), and live_state=False gives a copy."""
+    with Machine(Native(), ram_size=1 << 20) as live, \
+            Machine(Native(), ram_size=1 << 20, live_state=False) as copy:
+        assert live.state.live
+        assert not copy.state.live
+
+
+# -- 3. the last state stays readable after close ----------------------------------
+
+def _guest():
+    return A.build(A.AsmGuest(body="mov esi, 0x1234\nmov ebx, 7\nsub ebx, 9\n"
+                                   + A.exit_with(0)))
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "copy"])
+def test_state_readable_after_close(live):
+    m = Machine(Native(), ram_size=4 << 20, live_state=live)
+    m.boot(BootSpec(_guest()))
+    assert m.run().ok
+    st = m.state
+    assert st.live == live
+    head = st.layout.header             # (live: other bytes of the CPU, not a header)
+    if not live:
+        st.save()                          # the copy holds the last exit's state
+    before = (st.eip, st.reg("esi"), st.reg("ebx"), st.eflags(), st.cpl, st.cr(0),
+              st.table("gdt"), st.seg_selector("cs"), bytes(st.mem[head:]))
+    m.close()
+    after = (st.eip, st.reg("esi"), st.reg("ebx"), st.eflags(), st.cpl, st.cr(0),
+             st.table("gdt"), st.seg_selector("cs"), bytes(st.mem[head:]))
+    assert after == before
+    assert not st.live                     # a private copy now
+    assert st._computed_eflags() == before[3]   # the library reads the copy too
+    m.close()                              # idempotent
+    assert (st.eip, st.reg("esi")) == before[:2]
+    assert before[1] == 0x1234 and before[2] == (7 - 9) & 0xFFFFFFFF
