@@ -355,7 +355,7 @@ def test_crashing_guest_fails_with_a_reason_naming_its_address(tmp_path, backend
         "divide-no-idt": (NO_IDT + "xor ecx, ecx\ndiv ecx\n", b"\x31\xc9\xf7\xf1"),
     }[crash]
     path, img = image_file(tmp_path, body + A.exit_with(0), crash)
-    r = virtlab.run(image=str(path), backend=backend, timeout=20, model=False)
+    r = virtlab.run(image=str(path), backend=backend, timeout=120, model=False)
     assert r.ok is False and r.exit_status is None
     where = address_of(img, marker) + (1 if marker.startswith(b"\x90") else 2)
     assert f"{where:#010x}" in r.reason, r.reason
