@@ -28,3 +28,16 @@ def vl(cache_dir, *args, cwd=None, timeout=600):
     env = {**os.environ, "VIRTLAB_CACHE": str(cache_dir)}
     return subprocess.run([sys.executable, "-m", "virtlab", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def install_offline(package, target):
+    """pip-install the back-end package at `package` into the directory
+    `target`, with no index and no build isolation (its build back end must
+    be installed already): how the plug-in and tutorial tests install a back
+    end of their own through the entry point."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+         "--no-index", "--quiet", "--disable-pip-version-check", "--target",
+         str(target), str(package)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return target

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from isolated_cli import install_offline
+
 from analysis import plots
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +30,7 @@ def site(tmp_path_factory):
     except ImportError:
         pytest.skip("pip is not available to install the plug-in")
     target = tmp_path_factory.mktemp("plugin-site")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-         "--no-index", "--quiet", "--disable-pip-version-check", "--target",
-         str(target), str(PLUGIN)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return target
+    return install_offline(PLUGIN, target)
 
 
 @pytest.fixture(scope="module")

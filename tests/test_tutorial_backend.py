@@ -26,6 +26,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from isolated_cli import install_offline
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "writing-a-backend.md"
 PACKAGE = "virtlab-ptrap"            # the directory the page's files live in
@@ -85,12 +87,7 @@ def site(package, tmp_path_factory):
         pytest.importorskip(module, reason=f"{module} is needed to build the tutorial's "
                             "package offline: pip install '.[test]'")
     target = tmp_path_factory.mktemp("tutorial-site")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-         "--no-index", "--quiet", "--disable-pip-version-check", "--target",
-         str(target), str(package)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return target
+    return install_offline(package, target)
 
 
 @pytest.fixture(scope="module")
