@@ -160,6 +160,12 @@ def names():
     return sorted(_entry_points())
 
 
+def packages():
+    """{name: the top-level package of its module} for each installed back end,
+    read from the entry points without importing any of them."""
+    return {name: ep.module.split(".")[0] for name, ep in _entry_points().items()}
+
+
 def bundled():
     """The back ends that come with virtlab itself (not a third party's)."""
     return sorted(name for name, ep in _entry_points().items()

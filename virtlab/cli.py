@@ -692,6 +692,8 @@ def cmd_tour(args, out):
                   out, indent=1)
         out.write("\n")
         return 0
+    if not stops:
+        raise UsageError("no tour stops in the installed source")
     width = max(len(s.where()) for s in stops)
     for technique in tour.techniques(stops):
         mine = [s for s in stops if s.technique == technique]

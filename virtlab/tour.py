@@ -17,6 +17,7 @@ back end can bring a tour of its own.  `virtlab tour [TECHNIQUE]` prints
 them; tests/test_tour.py checks that each technique's tour is there, whole
 and in order.
 """
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +58,12 @@ def packages():
     import virtlab
     import workloads
     roots = {Path(virtlab.__file__).parent, Path(workloads.__file__).parent}
-    for name in backends.names():
-        module = backends.load(name).__module__.split(".")[0]
-        roots.add(Path(__import__(module).__file__).parent)
+    # Found, not imported: a back end that fails to import has no tour, but
+    # does not stop the others'.
+    for top in set(backends.packages().values()):
+        spec = importlib.util.find_spec(top)
+        if spec is not None and spec.submodule_search_locations:
+            roots.update(Path(p) for p in spec.submodule_search_locations)
     return sorted(roots)
 
 
