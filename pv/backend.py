@@ -27,7 +27,7 @@ upcall.  None of these is a VM exit: pv counts no `exit.*` at all.
 from virtlab import x86
 from virtlab.backend import Backend
 from virtlab.counters import SENSITIVE
-from virtlab.delivery import Event, software_interrupt
+from virtlab.delivery import Event, SOFTWARE_INT
 from virtlab.errors import GuestStop
 from virtlab.vmm.sensitive import SensitiveAudit
 
@@ -132,7 +132,7 @@ class Pv(Backend):
         ring check fails, and the guest kernel gets the #GP."""
         m, st = self.machine, self.machine.state
         if st.cpl != 1:
-            self.traps.bounce(software_interrupt(abi.HYPERCALL_VECTOR))
+            self.traps.bounce(SOFTWARE_INT[abi.HYPERCALL_VECTOR])
         else:
             m.clock.tick()
             args = tuple(st.reg(r) for r in ("ebx", "ecx", "edx", "esi", "edi"))
@@ -146,7 +146,7 @@ class Pv(Backend):
         if st.is_software_int:
             if vector == SYSCALL_VECTOR and st.cpl == 3 and self.traps.direct_int80:
                 return self._direct_syscall()
-            self.traps.bounce(software_interrupt(vector))
+            self.traps.bounce(SOFTWARE_INT[vector])
         else:
             err = st.error_code if vector in x86.ERROR_CODE_VECTORS else None
             self.traps.bounce(Event(vector, err, cr2=st.cr(2) if vector == x86.PF else None))

@@ -27,7 +27,7 @@ event mask in place of IF (PvCpuView).
 """
 from virtlab import x86
 from virtlab.delivery import (DeliveryFault, Event, InterruptPath, RealCpuView, TripleFault,
-                              int_length, read_descriptor, software_interrupt)
+                              int_length, read_descriptor, SOFTWARE_INT)
 from virtlab.errors import GuestStop
 from virtlab.guest_events import vector_name
 from virtlab.memory import GuestMemoryFault
@@ -161,7 +161,7 @@ class Traps:
         """The CPU delivers `int 0x80` through the real IDT's trap gate."""
         m = self.machine
         m.counters["pv.fast_syscall"] += 1
-        self._deliver(self.direct_path, software_interrupt(SYSCALL_VECTOR))
+        self._deliver(self.direct_path, SOFTWARE_INT[SYSCALL_VECTOR])
 
     # [tour pv 220] The event upcall.
     # The guest's event callback is entered like an interrupt handler, with events

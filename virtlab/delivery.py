@@ -56,14 +56,9 @@ class Event:
         self.slot = (vector * 2 + bool(software)) * 4
 
 
-# The Event of each `int n`, made once: Events are never changed after they
-# are made, and a system call is the commonest event of all.
-_SOFTWARE = tuple(Event(vector, software=True) for vector in range(256))
-
-
-def software_interrupt(vector):
-    """The Event of `int vector`."""
-    return _SOFTWARE[vector]
+# SOFTWARE_INT[n] is the Event of `int n`, made once: Events are never
+# changed after they are made, and a system call is the commonest event of all.
+SOFTWARE_INT = tuple(Event(vector, software=True) for vector in range(256))
 
 
 def linear_view(state, mem):

@@ -84,8 +84,10 @@ class Intercepts:
         # (its `last_tb`, never reset afterwards, is the edge's source).  A
         # guest whose every block so far ended in an exception (a PV kernel
         # making hypercall after hypercall at boot) gets no edges: until the
-        # first one arrives, the block an exit returns to is examined then.
+        # first one arrives, the block an exit returns to is examined then
+        # (examine_resume: some client watches and no edge has come yet).
         self.edges = False
+        self.examine_resume = False
 
     def watch(self, select, on_hit, on_retry=None, exit=False):
         self.clients.append((select, on_hit))
@@ -93,6 +95,7 @@ class Intercepts:
             self._retry[on_hit] = on_retry
         if exit:
             self._exits[on_hit] = select
+        self.examine_resume = not self.edges
         if not self._installed:
             self.machine.add_hook(UC_HOOK_EDGE_GENERATED, _EDGE_CB(self._on_generated))
             self._installed = True
@@ -106,6 +109,7 @@ class Intercepts:
     def _on_generated(self, _uc, cur, _prev, _user):
         m = self.machine
         self.edges = True
+        self.examine_resume = False
         try:
             tb = cur.contents
             try:

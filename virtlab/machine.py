@@ -299,7 +299,7 @@ class Machine:
         the CPU.  QEMU's exception-in-flight is cleared first (docs/unicorn.md, item 2),
         and a flush asked for during the exit happens after the load."""
         st = self.state
-        if not self.intercepts.edges:
+        if self.intercepts.examine_resume:
             self.intercepts.resume((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF, st.cpl)
         st.resume()
         if self._flush_on_entry:

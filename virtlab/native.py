@@ -9,7 +9,7 @@ native events (`native.*`), the baseline every other back end is compared with.
 from . import x86
 from .backend import Backend
 from .counters import NATIVE
-from .delivery import Event, RealCpuView, software_interrupt
+from .delivery import Event, RealCpuView, SOFTWARE_INT
 from .fastcall import native_sysenter
 from .guest_events import EventNames, GuestEvents, vector_name
 
@@ -38,7 +38,7 @@ class Native(Backend):
             return
         if software:
             m.counters["native.syscall"] += 1
-            self.events.deliver(software_interrupt(vector), eflags)
+            self.events.deliver(SOFTWARE_INT[vector], eflags)
             return
         m.counters["native.exception"] += 1
         m.counters["native.exception." + vector_name(vector)] += 1

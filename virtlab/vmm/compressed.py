@@ -16,7 +16,7 @@ from capstone import x86_const as C
 
 from virtlab import fastcall, x86
 from virtlab.backend import io_bitmap_allows
-from virtlab.delivery import DeliveryFault, Event, software_interrupt
+from virtlab.delivery import DeliveryFault, Event, SOFTWARE_INT
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.memory import GuestMemoryFault
@@ -131,7 +131,7 @@ class RingCompressedVmm(Vmm):
                 and self.events.interrupt_first(True, self):
             return
         self._count_syscall()
-        self.events.deliver(software_interrupt(vector))
+        self.events.deliver(SOFTWARE_INT[vector])
 
     def _count_syscall(self):
         """One system call reflected into the guest kernel (int n, sysenter or
