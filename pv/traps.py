@@ -25,11 +25,13 @@ the direct trap (it *is* the hardware's), and for the other two the real CPU
 with the guest's trap table, or its callback, in place of the IDT and the
 event mask in place of IF (PvCpuView).
 """
+from functools import partial
+
 from virtlab import x86
-from virtlab.delivery import (DeliveryFault, Event, InterruptPath, RealCpuView, TripleFault,
+from virtlab.delivery import (DeliveryFault, Event, InterruptPath, RealCpuView,
                               int_length, read_descriptor, SOFTWARE_INT)
 from virtlab.errors import GuestStop
-from virtlab.guest_events import vector_name
+from virtlab.guest_events import deliver_through, vector_name
 from virtlab.memory import GuestMemoryFault
 
 from . import abi, layout as L
@@ -73,6 +75,9 @@ class Traps:
         self.bounce_path = InterruptPath(mem, PvCpuView(st, shared, L.VIDT_LINEAR))
         self.upcall_path = InterruptPath(mem, PvCpuView(st, shared, L.CALLBACK_IDT_LINEAR))
         self.direct_path = InterruptPath(mem, RealCpuView(st))
+        # _deliver(path, event): one event along one of the three paths.
+        self._deliver = partial(deliver_through, machine,
+                                who="pv: cannot enter the guest kernel: ")
         self.handlers = {}             # vector -> (flags, address): the trap table
         self.direct_int80 = False
         self.callback = None           # the event callback's EIP
@@ -171,13 +176,6 @@ class Traps:
         m.counters["evtchn.upcall"] += 1
         self._deliver(self.upcall_path, Event(0))
 
-    def _deliver(self, path, event):
-        m = self.machine
-        m.clock.tick()
-        try:
-            path.deliver(m.state, event)
-        except TripleFault as tf:
-            raise GuestStop(f"pv: cannot enter the guest kernel at {m.where()}: {tf}") from None
 
     def back_to_int(self):
         """Rewind EIP to the `int` that just trapped, so that it runs again

@@ -8,6 +8,7 @@ sleeps until the next interrupt.  Back ends differ only in whose view of the CPU
 the delivery uses and what the events are counted as.
 """
 from dataclasses import dataclass
+from functools import partial
 
 from . import x86
 from .delivery import Event, InterruptPath, TripleFault, int_length
@@ -28,17 +29,10 @@ class GuestEvents:
         self.machine = machine
         self.path = InterruptPath(machine.mem, cpu_view)
         self.names = names
-
-    def deliver(self, event, eflags=None):
-        """Deliver an event through the guest's IDT: one microsecond of
-        virtual time.  `eflags`: the architectural EFLAGS, if the caller
-        has them already."""
-        m = self.machine
-        m.clock.now_ns += EVENT_NS               # clock.tick(), inline: every event pays it
-        try:
-            self.path.deliver(m.state, event, eflags)
-        except TripleFault as tf:
-            raise GuestStop(f"triple fault at {m.where()}: {tf}") from None
+        # deliver(event, eflags=None): an event through the guest's IDT, by
+        # deliver_through (bound with partial, which adds no Python frame to
+        # the commonest call of an exit).
+        self.deliver = partial(deliver_through, machine, self.path)
 
     def interrupt_first(self, software, backend, exits=True):
         """Interrupts are recognised at instruction boundaries: if one is pending
@@ -93,6 +87,18 @@ class GuestEvents:
         st = self.machine.state
         err = st.error_code if vector in x86.ERROR_CODE_VECTORS else None
         return Event(vector, err)
+
+
+def deliver_through(machine, path, event, eflags=None, who=""):
+    """Deliver an event along an InterruptPath: one microsecond of virtual
+    time.  `eflags`: the architectural EFLAGS, if the caller has them
+    already.  A triple fault ends the run (`who`: whose delivery it was, for
+    the reason)."""
+    machine.clock.now_ns += EVENT_NS             # clock.tick(), inline: every event pays it
+    try:
+        path.deliver(machine.state, event, eflags)
+    except TripleFault as tf:
+        raise GuestStop(f"{who}triple fault at {machine.where()}: {tf}") from None
 
 
 def vector_name(vector):

@@ -187,7 +187,6 @@ class Machine:
         self._flush_on_entry = False
         self.intercepts = Intercepts(self)
         self.backend = backend
-        self._claimed = {}                 # software-interrupt vector -> handler
         self._cs_reg = ctypes.c_uint64()
         self._cs_ref = ctypes.byref(self._cs_reg)
         self._eip_reg = ctypes.c_uint64()
@@ -253,13 +252,17 @@ class Machine:
         self.uc.ctl_remove_cache(begin, end)
 
     # -- the exit handlers ---------------------------------------------------
-    EXIT_HANDLERS = ("exception", "port_in", "port_out", "invalid_opcode", "halted", "sysenter")
+    # (exception() is called through _h_vector, a table by vector.)
+    EXIT_HANDLERS = ("port_in", "port_out", "invalid_opcode", "halted", "sysenter")
 
     def _dispatch(self, backend):
         """Bind the handlers the four doors call (attributes, so that the hot
-        path is one call; observe() and claim_vector() rebind them)."""
+        path is one call; observe() and claim_vector() rebind them).  An
+        exception or `int n` goes through a table by vector, whose entries
+        claim_vector() replaces."""
         for name in self.EXIT_HANDLERS:
             setattr(self, "_h_" + name, getattr(backend, name))
+        self._h_vector = [backend.exception] * 256
         self._pc_map = (backend.guest_address
                         if type(backend).guest_address is not Backend.guest_address else None)
 
@@ -269,21 +272,20 @@ class Machine:
         wrap("intercept", ...) (intercept.py).  Only the observed machine pays."""
         for name in self.EXIT_HANDLERS:
             setattr(self, "_h_" + name, wrap(name, getattr(self, "_h_" + name)))
+        self._h_vector = [wrap("exception", h) for h in self._h_vector]
         self.intercepts.observer = wrap("intercept", None)
 
     def claim_vector(self, vector, handler):
         """A back end takes a software-interrupt vector for itself (a hypercall
         gate such as Xen's `int 0x82`): an `int vector` from the guest calls
         handler() with the CPU saved, instead of the back end's exception()."""
-        self._claimed[vector] = handler
-        plain = self.backend.exception
+        plain = self._h_vector[vector]
 
         def exception(vec):
-            claimed = self._claimed.get(vec)
-            if claimed is not None and self.state.is_software_int:
-                return claimed()
-            return plain(vec)
-        self._h_exception = exception
+            if self.state.is_software_int:
+                return handler()
+            return plain(vec)             # an exception with this number
+        self._h_vector[vector] = exception
 
     # -- services to back ends ---------------------------------------------
     # A back end never touches Unicorn or the state area's offsets itself: what
@@ -436,7 +438,7 @@ class Machine:
             self.exits += 1
             if self.exits > self.budget.max_exits:
                 self._over_budget()
-            self._h_exception(vector)
+            self._h_vector[vector](vector)
             self.enter()
         except BaseException as exc:       # never let an exception cross into C
             self.abort(exc)
