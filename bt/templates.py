@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
-from keystone import Ks, KS_ARCH_X86, KS_MODE_32
+from virtlab.assembler import engine
 
 from . import layout as L
 
@@ -63,7 +63,7 @@ def _assemble(name, text, faults=()):
     src = text
     for key in sorted(fields, key=len, reverse=True):
         src = src.replace("{" + key + "}", str(fields[key]))
-    encoding, _ = _ks().asm(src, 0)
+    encoding, _ = engine().asm(src, 0)
     code = bytes(encoding)
     slots = {}
     for key, value in _PLACEHOLDERS.items():
@@ -76,16 +76,6 @@ def _assemble(name, text, faults=()):
     callouts = tuple(i.address + i.size for i in insns
                      if i.mnemonic == "int" and i.op_str == hex(L.CALLOUT_VECTOR))
     return Template(name, code, slots, fault_at, callouts)
-
-
-_KS = None
-
-
-def _ks():
-    global _KS
-    if _KS is None:
-        _KS = Ks(KS_ARCH_X86, KS_MODE_32)
-    return _KS
 
 
 def _count(event, reg="eax"):

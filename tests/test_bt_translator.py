@@ -16,9 +16,9 @@ import struct
 import pytest
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 from capstone.x86_const import X86_OP_MEM
-from keystone import Ks, KS_ARCH_X86, KS_MODE_32
 
 from bt import layout as L, templates as T
+from virtlab.assembler import engine
 from bt.translate import (Insn, BRANCH, CALLOUT, IDENT, IN_TC, INDIRECT, MAX_INSNS, Translator,
                           classify)
 from virtlab.memmap import VMM_BASE_LINEAR
@@ -28,7 +28,7 @@ PAGE = 0x101000                    # the guest code page the tests translate fro
 STUB = b"\xcd" + bytes((L.CALLOUT_VECTOR,)) + b"\x90\x90\x90"
 CALLOUT_INT = b"\xcd" + bytes((L.CALLOUT_VECTOR,))
 
-_KS = Ks(KS_ARCH_X86, KS_MODE_32)
+_KS = engine()
 _CS = Cs(CS_ARCH_X86, CS_MODE_32)
 _CSD = Cs(CS_ARCH_X86, CS_MODE_32)
 _CSD.detail = True

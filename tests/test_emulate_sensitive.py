@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
-from keystone import Ks, KS_ARCH_X86, KS_MODE_32
 
 from virtlab import x86
+from virtlab.assembler import engine
 from virtlab.decode import Decoded
 from virtlab.memory import GuestMemoryFault, PhysMem
 from virtlab.vmm.emulate import Emulator, NotPrivileged
@@ -25,7 +25,7 @@ import fakes
 
 _CS = Cs(CS_ARCH_X86, CS_MODE_32)
 _CS.detail = True
-_KS = Ks(KS_ARCH_X86, KS_MODE_32)
+_KS = engine()
 
 EIP = 0x100000
 RAM = 0x40000

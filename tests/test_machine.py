@@ -35,9 +35,8 @@ def test_boot_protocol_registers():
     # Record before the prologue touches anything: put the stores first.
     g = A.AsmGuest(body="")
     img = bytearray(A.build(g))
-    from keystone import Ks, KS_ARCH_X86, KS_MODE_32
-    code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(body, A.BASE)
-    img[:len(code)] = bytes(code)
+    code = A.assemble(body, A.BASE)
+    img[:len(code)] = code
     with Machine(Native()) as m:
         m.boot(BootSpec(bytes(img), workload="demo", scale=42))
         assert m.run().ok

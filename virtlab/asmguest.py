@@ -22,6 +22,7 @@ import struct
 from dataclasses import dataclass, field
 
 from . import x86
+from .assembler import assemble      # noqa: F401 (asmguest.assemble, for guests' pieces)
 
 BASE = 0x100000
 HANDLERS, RING1, RING3 = 0x110000, 0x120000, 0x130000
@@ -51,13 +52,6 @@ def iret_to(ring, eip, esp, eflags=0x202):
     cs, ss = {1: (R1CODE, R1DATA), 3: (UCODE, UDATA)}[ring]
     return (f"push {ss}\npush {esp:#x}\npush {eflags:#x}\npush {cs}\npush {eip:#x}\n"
             "iretd\n")
-
-
-def assemble(text, base):
-    """Machine code for `text`, assembled at address `base` (keystone)."""
-    from keystone import Ks, KS_ARCH_X86, KS_MODE_32
-    code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(text, base)
-    return bytes(code or b"")
 
 
 _FAR_PLACEHOLDER = 0x7FFFFFFF

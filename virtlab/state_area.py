@@ -622,8 +622,8 @@ def _run_events(uc):
     """Execute real instructions that make the CPU itself change the fields the
     API cannot write: a #GP with a known error code, an INT n, and a privilege
     change by IRETD.  Returns the contexts captured at each event."""
-    from keystone import Ks, KS_ARCH_X86, KS_MODE_32
-    ks = Ks(KS_ARCH_X86, KS_MODE_32)
+    from .assembler import engine
+    ks = engine()
     ring0 = """
         mov ax, 0x0FF8
         mov ds, ax
@@ -711,9 +711,9 @@ def _calibrate_flags(uc):
     a = _snapshot(uc)
     uc.reg_write(X.UC_X86_REG_EFLAGS, b_val)
     b = _snapshot(uc)
-    from keystone import Ks, KS_ARCH_X86, KS_MODE_32
-    code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm("add eax, eax", 0x28000)
-    uc.mem_write(0x28000, bytes(code))
+    from .assembler import assemble
+    code = assemble("add eax, eax", 0x28000)
+    uc.mem_write(0x28000, code)
     uc.emu_start(0x28000, 0x28000 + len(code))
     c = _snapshot(uc)
     cc_src = _unique(_diff_u32(a, b, lambda x, y: x == _ARITH and y == x86.CF), "cc_src")
@@ -988,8 +988,8 @@ def lazy_flag_functions(flags):
 def _run_one(uc, text, regs):
     """Execute one instruction on the scratch CPU with `regs` set; the
     context afterwards."""
-    from keystone import Ks, KS_ARCH_X86, KS_MODE_32
-    code = bytes(Ks(KS_ARCH_X86, KS_MODE_32).asm(text, 0x28000)[0])
+    from .assembler import assemble
+    code = assemble(text, 0x28000)
     uc.mem_write(0x28000, code)
     for rid, value in regs.items():
         uc.reg_write(rid, value)

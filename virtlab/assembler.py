@@ -1,0 +1,53 @@
+"""The assembler: one keystone engine per process, checked before it is used.
+
+keystone reads a number such as `16` in the engine's default radix, which it
+takes from a field (MCAsmInfo::Radix) that its constructor never sets; the one
+call that sets it, ks_option(), sets it to 16.  So a new engine reads
+undecorated decimal literals as hex whenever the heap block its MCAsmInfo is
+built in happens to hold the value 16 there: garbage left by an earlier user of
+the block.  Closing an engine frees the block and the next engine usually gets
+it back, so once it happens it lasts for a run of engines.  (This is what made
+asm guests fail at random in the test suite: `mov ax, 16` became `mov ax, 0x16`,
+the same length, and the `mov ds, ax` after it raised #GP(0x14) with no IDT
+yet, a triple fault at 0x00100014: docs/unicorn.md, item 23.)
+
+The radix is fixed for an engine's life, so an engine is made once per
+process and checked on a literal whose two readings differ.  An engine that
+reads hex is kept open until a good one is found, so that the next one is not
+built in the same block.  Everything in virtlab that assembles (asm guests,
+the state area's calibration, bt's templates) goes through engine().
+"""
+from keystone import Ks, KS_ARCH_X86, KS_MODE_32
+
+_PROBE, _DECIMAL = "push 16", b"\x6a\x10"       # `push 0x16` would be 6a 16
+_TRIES = 256
+_ENGINE = None
+
+
+class AssemblerError(RuntimeError):
+    pass
+
+
+def checked_engine():
+    """A new engine that reads decimal literals as decimal."""
+    rejected = []                  # held open: their blocks must not be reused
+    while len(rejected) < _TRIES:
+        ks = Ks(KS_ARCH_X86, KS_MODE_32)
+        if bytes(ks.asm(_PROBE, 0)[0]) == _DECIMAL:
+            return ks
+        rejected.append(ks)
+    raise AssemblerError(f"keystone: {_TRIES} engines in a row read decimal literals as hex")
+
+
+def engine():
+    """The process's checked engine (made on first use)."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = checked_engine()
+    return _ENGINE
+
+
+def assemble(text, base):
+    """Machine code for `text`, assembled at address `base`."""
+    code, _ = engine().asm(text, base)
+    return bytes(code or b"")
