@@ -12,6 +12,8 @@ ratio to the CPU model's floor measured in the same run (floor_exit_us, a bare
   trap.io_us          `out` to a port (every port access exits)
   trap.syscall_us     `int 0x80` from ring 3 reflected through the guest IDT
   trap.pf_fill_us     hidden page fault: a shadow entry filled on first touch
+                      (the host pages behind guest RAM touched beforehand:
+                      guestbench.timed_run's `touch`)
   trap.pf_trace_us    hidden page fault: a write to a traced page table emulated
   hw.cr_read_us       `mov eax, cr3` intercepted at translation time (VT-x exit)
   hw.pf_trace_us      hidden page fault under hw
@@ -53,8 +55,8 @@ def _loop(body, n=N):
     return f"mov ecx, {n}\nlp:\n{body}\ndec ecx\njnz lp\n" + A.exit_with(0)
 
 
-def _per(backend_cls, guest, counter, n=N):
-    dt, m = timed_run(backend_cls(), guest)
+def _per(backend_cls, guest, counter, n=N, touch=False):
+    dt, m = timed_run(backend_cls(), guest, touch=touch)
     c = m.counters
     if c[counter] < n:
         raise SystemExit(f"expected {n} x {counter}, saw {c[counter]}")
@@ -87,7 +89,7 @@ def _fill_guest(n):
 
 def trap_pf_fill():
     n = 1500                                   # pages 2 MiB .. ~8 MiB are mapped
-    return _per(Trap, _fill_guest(n), "shadow.fill", n)
+    return _per(Trap, _fill_guest(n), "shadow.fill", n, touch=True)
 
 
 def _trace_guest():

@@ -135,8 +135,8 @@ class Pv(Backend):
             self.traps.bounce(SOFTWARE_INT[abi.HYPERCALL_VECTOR])
         else:
             m.clock.tick()
-            args = tuple(st.reg(r) for r in ("ebx", "ecx", "edx", "esi", "edi"))
-            result = self.hypercalls.call(st.reg("eax"), args)
+            eax, ecx, edx, ebx, _, _, esi, edi = st.gprs()
+            result = self.hypercalls.call(eax, (ebx, ecx, edx, esi, edi))
             if result is not NO_RETURN:
                 st.set_reg("eax", result & 0xFFFFFFFF)
         self.exit_to_guest()

@@ -215,6 +215,9 @@ class StateArea:
             self._flag_words = lambda: (lambda e, s, o, d: (e, 0, s, o, d))(*four())
         # () -> (CR0, CR3, CR4)
         self.paging = gather(m, [lay.cr[0], lay.cr[3], lay.cr[4]])
+        # () -> (EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI): all eight general
+        # registers in one read (a hypercall's number and arguments)
+        self.gprs = gather(m, [lay.gpr[name] for name in GPRS])
         # () -> (ESP, EIP, CS, SS, SS base): what an event's frame holds and
         # where it goes (the selectors are the raw fields)
         self.frame_regs = gather(m, [lay.gpr["esp"], lay.eip, lay.seg["cs"].selector,
@@ -248,6 +251,9 @@ class StateArea:
         flags = [f.eflags] + ([f.cc_dst] if f.cc_dst is not None else []) + [f.cc_src, f.cc_op, f.df]
         if flags != sorted(flags):
             raise CalibrationError("the flag fields are not in the order this module reads them in")
+        if [lay.gpr[name] for name in GPRS] != sorted(lay.gpr.values()):
+            raise CalibrationError("the general registers are not in the order this "
+                                   "module reads them in")
         order = [lay.gpr["esp"], lay.eip, lay.hflags, lay.seg["cs"].selector,
                  lay.seg["ss"].selector, lay.seg["ss"].base, tr.selector, tr.base, tr.limit,
                  lay.gdt.base, lay.gdt.limit, lay.idt.base, lay.idt.limit, lay.cr[0],
