@@ -5,10 +5,14 @@ cache.
 
 Guests run at small scales and on few workloads so the file stays fast; the
 instruction-count cache lives in a temporary directory (VIRTLAB_CACHE) so no test
-reads or writes ~/.cache/virtlab.  Most commands run as a separate process
-(`python -m virtlab ...`, what a user sees); a few run in-process through
-`virtlab.cli.main` when the test needs to watch what happens inside (no guest
-runs, the same results rendered in every format).
+reads or writes ~/.cache/virtlab.  The bench everything re-analyses, a second
+bench as JSON with a PNG figure and the refusal of a corrupt saved file run as
+separate processes (`python -m virtlab ...`, what a user sees); the other
+commands run in-process through isolated_cli.in_process (the same command,
+working directory, cache and columns; stdout, stderr and exit status as the
+process would give them, without an interpreter start each), and a few through
+`virtlab.cli.main` directly when the test needs to watch what happens inside
+(no guest runs, the same results rendered in every format).
 """
 import copy
 import csv
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from isolated_cli import cache_dir, isolated_cache  # noqa: F401
+from isolated_cli import cache_dir, in_process, isolated_cache  # noqa: F401
 
 import virtlab.harness
 import virtlab.machine
@@ -78,6 +82,11 @@ def vl(cache_dir, *args, cwd=None, timeout=120):
     env = {**os.environ, "VIRTLAB_CACHE": str(cache_dir), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "virtlab", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def here(cache_dir, *args, cwd=None):
+    """The same command as vl, in this process (isolated_cli.in_process)."""
+    return in_process(cache_dir, *args, cwd=cwd, env={"COLUMNS": "200"})
 
 
 def call(argv, capsys):
@@ -225,7 +234,7 @@ def test_bench_native_rows_are_the_baseline(bench):
 
 def test_bench_glob_pattern(cache_dir, work):
     from workloads.catalog import CATALOG
-    p = vl(cache_dir, "bench", "--workloads", "nano.c*", "--backends", "native",
+    p = here(cache_dir, "bench", "--workloads", "nano.c*", "--backends", "native",
            "--scale", SCALE, "--format", "csv", cwd=work)
     assert p.returncode == 0, p.stderr
     header, rows = csv_rows(p.stdout)
@@ -245,7 +254,7 @@ def test_bench_glob_pattern(cache_dir, work):
 ], ids=["unknown-name", "unmatched-glob", "unknown-backend", "unknown-profile",
         "missing-profile-file", "plot-not-an-image"])
 def test_bench_usage_errors(cache_dir, tmp_path, args, mention):
-    p = vl(cache_dir, "bench", "--scale", SCALE, *args, cwd=tmp_path)
+    p = here(cache_dir, "bench", "--scale", SCALE, *args, cwd=tmp_path)
     check_usage_error(p.returncode, p.stdout, p.stderr, mention)
     assert not (tmp_path / "out.txt").exists()
 
@@ -426,9 +435,12 @@ def test_bench_plot_png(bench_json_png):
     assert not (where / "fig.png").exists()
 
 
-def test_bench_plot_svg(cache_dir, tmp_path):
-    p = vl(cache_dir, *BENCH, "--format", "csv", "--plot", "fig.svg", cwd=tmp_path)
+def test_bench_plot_svg(fake_matrix, cache_dir, tmp_path):
+    """The same bench drawn as SVG: on the saved results (fake_matrix), as the
+    formats above are; test_bench_plot_png draws a bench that ran its guests."""
+    p = here(cache_dir, *BENCH, "--format", "csv", "--plot", "fig.svg", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+    assert fake_matrix == [(WORKLOADS, BACKENDS, SCALE)]
     assert p.stdout.splitlines()[0] == ",".join(HEADER)
     for name in BENCH_FIGURES:
         check_svg(tmp_path / f"fig-{name}.svg", min_bytes=20_000)
@@ -447,7 +459,7 @@ def test_bench_plot_bad_suffix_runs_no_guest(fake_matrix, capsys, tmp_path):
 def report(cache_dir, bench, work):
     out = work / "rep" / "report.md"
     out.parent.mkdir()
-    p = vl(cache_dir, "report", bench["saved"], "--profile", "core2-2006", "--out", out,
+    p = here(cache_dir, "report", bench["saved"], "--profile", "core2-2006", "--out", out,
            cwd=work)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(f"wrote {out}\n")
@@ -497,7 +509,7 @@ def test_report_overhead_table_matches_reanalysis(report, bench):
 def test_report_agrees_with_a_fresh_bench_under_that_profile(report, bench, cache_dir, work):
     """What `virtlab bench --profile core2-2006 --format json` prints for the same
     workloads is what the re-analysis of the saved p4 bench computes."""
-    p = vl(cache_dir, *BENCH, "--profile", "core2-2006", "--format", "json", cwd=work)
+    p = here(cache_dir, *BENCH, "--profile", "core2-2006", "--format", "json", cwd=work)
     assert p.returncode == 0, p.stderr
     fresh = json.loads(p.stdout)
     df = T.frame(load_results(bench["saved"])[0], P.load("core2-2006"))
@@ -653,8 +665,8 @@ def crwr(cache_dir, work):
     cost per exit.
     """
     saved = work / "crwr.json"
-    p = vl(cache_dir, "bench", "--workloads", "nano.crwr", "--backends", "trap,hw",
-           "--scale", 20000, "--format", "csv", "--save", saved, cwd=work)
+    p = here(cache_dir, "bench", "--workloads", "nano.crwr", "--backends", "trap,hw",
+             "--scale", 20000, "--repeat", 1, "--format", "csv", "--save", saved, cwd=work)
     assert p.returncode == 0, p.stderr
     return saved
 
@@ -664,7 +676,7 @@ COSTS = [0.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 7000.0, 8000.0]
 
 
 def test_sensitivity_table_and_crossover(crwr, cache_dir, work, p4):
-    p = vl(cache_dir, "sensitivity", crwr, *SWEEP, "--plot", "sens.png", cwd=work)
+    p = here(cache_dir, "sensitivity", crwr, *SWEEP, "--plot", "sens.png", cwd=work)
     assert p.returncode == 0, p.stderr
     check_png(work / "sens.png")
     hdr, rows = md_tables(p.stdout)[0]
@@ -685,7 +697,7 @@ def test_sensitivity_table_and_crossover(crwr, cache_dir, work, p4):
     def hw_ovh(cost):
         return (hw_base + n_priv * cost) / native
 
-    c = vl(cache_dir, "sensitivity", crwr, *SWEEP, "--format", "csv", cwd=work)
+    c = here(cache_dir, "sensitivity", crwr, *SWEEP, "--format", "csv", cwd=work)
     assert c.returncode == 0, c.stderr
     _, table = csv_rows(c.stdout)
     assert len(table) == 9 * 2
@@ -715,7 +727,7 @@ def test_sensitivity_flat_without_hw_privileged_exits(bench, cache_dir, work):
     for r in load_results(bench["saved"])[0]:
         if r.backend == "hw":
             assert "exit.priv" not in r.roi_counters, r.workload
-    p = vl(cache_dir, "sensitivity", bench["saved"], *SWEEP, cwd=work)
+    p = here(cache_dir, "sensitivity", bench["saved"], *SWEEP, cwd=work)
     assert p.returncode == 0, p.stderr
     hdr, rows = md_tables(p.stdout)[0]
     assert len(rows) == 9 * 2
@@ -750,7 +762,7 @@ RUN = ["run", "nano.syscall", "--backend", "trap", "--scale", SCALE, "--format",
 
 
 def test_run_json_has_modeled_fields(cache_dir, work, p4):
-    p = vl(cache_dir, *RUN, cwd=work)
+    p = here(cache_dir, *RUN, cwd=work)
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["profile"] == "p4-2006"
@@ -781,7 +793,7 @@ def test_run_with_own_profile(cache_dir, tmp_path):
     mine = P.load(own)
     assert mine.name == "mine" and mine.cpi.cycles == 2.5
     assert mine.cost("exit.priv", "trap").cycles == 3333
-    p = vl(cache_dir, *RUN, "--profile", own, cwd=tmp_path)
+    p = here(cache_dir, *RUN, "--profile", own, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["profile"] == "mine"
@@ -790,7 +802,7 @@ def test_run_with_own_profile(cache_dir, tmp_path):
     assert d["modeled_cycles"] != M.model(d["counters"], d["instructions"],
                                           P.load("p4-2006"), "trap").total
     # a relative path works too (it names a .toml file)
-    p = vl(cache_dir, *RUN, "--profile", "own.toml", cwd=tmp_path)
+    p = here(cache_dir, *RUN, "--profile", "own.toml", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["modeled_cycles"] == d["modeled_cycles"]
 
@@ -821,7 +833,7 @@ INVALID = {
 def test_run_with_invalid_own_profile(cache_dir, tmp_path, case):
     edit, mentions = INVALID[case]
     own = _own_profile(tmp_path, edit)
-    p = vl(cache_dir, *RUN, "--profile", own, cwd=tmp_path)
+    p = here(cache_dir, *RUN, "--profile", own, cwd=tmp_path)
     check_usage_error(p.returncode, p.stdout, p.stderr, *mentions)
 
 
@@ -840,7 +852,7 @@ def test_invalid_own_profile_is_refused_before_the_guest_runs(tmp_path, capsys,
 # == 8. list =============================================================================
 
 def test_list_json_profiles(cache_dir, work):
-    p = vl(cache_dir, "list", "--format", "json", cwd=work)
+    p = here(cache_dir, "list", "--format", "json", cwd=work)
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     bundled = sorted(f.stem for f in (ROOT / "analysis" / "profiles").glob("*.toml"))

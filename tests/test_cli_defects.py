@@ -2,9 +2,12 @@
 one clear line on stderr and exit status 2 (or 1 where a run failed), never a
 traceback, and what a failed command keeps or prints is right.
 
-As a user sees them: through a separate process where the exit status and
-stderr matter, in-process (`virtlab.cli.main`) where a test must reach inside
-(Ctrl-C from a patched runner).
+As a user sees them: the exit status, stdout and stderr of the command, run
+in-process through isolated_cli.in_process (the same command, working
+directory and cache, stderr with the warnings a fresh interpreter would print;
+it saves an interpreter start per command), with a failed run's exit status 1
+also seen from a separate process; `virtlab.cli.main` directly where a test
+must reach inside (Ctrl-C from a patched runner).
 """
 import io
 import json
@@ -12,7 +15,7 @@ import time
 
 import pytest
 
-from isolated_cli import cache_dir, isolated_cache, vl  # noqa: F401
+from isolated_cli import cache_dir, in_process, isolated_cache, vl  # noqa: F401
 
 import virtlab.matrix
 from virtlab import asmguest as A
@@ -36,7 +39,7 @@ def one_line_error(p, status=2, *mentions):
 def saved(cache_dir, tmp_path_factory):
     """A small saved bench (native and trap) for report and sensitivity."""
     path = tmp_path_factory.mktemp("saved") / "bench.json"
-    p = vl(cache_dir, "bench", "--workloads", "nano.cli", "--backends", "trap", "--scale",
+    p = in_process(cache_dir, "bench", "--workloads", "nano.cli", "--backends", "trap", "--scale",
            SCALE, "--repeat", 1, "--format", "csv", "--save", path)
     assert p.returncode == 0, p.stderr
     return path
@@ -55,7 +58,7 @@ def images(tmp_path_factory):
 # -- tracebacks -----------------------------------------------------------------------------
 
 def test_sensitivity_plot_with_a_wrong_extension(cache_dir, saved, tmp_path):
-    p = vl(cache_dir, "sensitivity", saved, "--event", "exit.priv", "--range", "0:10:3",
+    p = in_process(cache_dir, "sensitivity", saved, "--event", "exit.priv", "--range", "0:10:3",
            "--plot", tmp_path / "x.txt")
     one_line_error(p, 2, "x.txt")
     assert not (tmp_path / "x.txt").exists()
@@ -64,24 +67,25 @@ def test_sensitivity_plot_with_a_wrong_extension(cache_dir, saved, tmp_path):
 @pytest.mark.parametrize("where", ["existing", "slash"])
 def test_report_out_names_a_directory(cache_dir, saved, tmp_path, where):
     out = tmp_path if where == "existing" else f"{tmp_path}/new/"
-    one_line_error(vl(cache_dir, "report", saved, "--out", out), 2, "directory")
+    one_line_error(in_process(cache_dir, "report", saved, "--out", out), 2, "directory")
 
 
 # -- images ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["run", "trace", "audit"])
 def test_an_empty_image_is_refused(cache_dir, images, command):
-    one_line_error(vl(cache_dir, command, "--image", images / "empty.img"), 2,
+    one_line_error(in_process(cache_dir, command, "--image", images / "empty.img"), 2,
                    "empty.img", "empty")
 
 
 def test_an_image_run_with_a_workload_name_is_labelled_as_the_image(cache_dir, images):
-    p = vl(cache_dir, "run", "nano.syscall", "--image", images / "hi.img", "--format", "json")
+    p = in_process(cache_dir, "run", "nano.syscall", "--image", images / "hi.img",
+                   "--format", "json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["workload"] == "hi.img:nano.syscall" and d["console"] == "hi"
     assert d["scale"] == 10000                 # the workload's own default, told to the image
-    text = vl(cache_dir, "run", "nano.syscall", "--image", images / "hi.img").stdout
+    text = in_process(cache_dir, "run", "nano.syscall", "--image", images / "hi.img").stdout
     assert text.startswith("hi.img:nano.syscall under native (scale 10000): ok")
 
 
@@ -94,7 +98,7 @@ def test_a_failed_run_prints_no_exit_status(cache_dir, images):
 
 
 def test_audit_of_a_failing_image_gives_no_verdict(cache_dir, images):
-    p = vl(cache_dir, "audit", "--image", images / "hlt.img")
+    p = in_process(cache_dir, "audit", "--image", images / "hlt.img")
     assert p.returncode == 1
     assert "virtualizable" not in p.stdout
     assert "no verdict" in p.stdout and "run failed" in p.stdout
@@ -108,7 +112,7 @@ def test_audit_of_a_failing_image_gives_no_verdict(cache_dir, images):
 ])
 def test_bench_refuses_an_empty_selection(cache_dir, option, value, mention):
     start = time.monotonic()
-    one_line_error(vl(cache_dir, "bench", option, value), 2, mention)
+    one_line_error(in_process(cache_dir, "bench", option, value), 2, mention)
     assert time.monotonic() - start < 60          # refused, not run: the full bench is minutes
 
 
@@ -130,20 +134,20 @@ def test_a_bench_whose_runs_all_fail_exits_1(cache_dir):
     ("exit.priv@trap=0:10:100000", ["100000"]),
 ])
 def test_report_sweep_errors(cache_dir, saved, tmp_path, sweep, mentions):
-    line = one_line_error(vl(cache_dir, "report", saved, "--out", tmp_path / "r.md",
+    line = one_line_error(in_process(cache_dir, "report", saved, "--out", tmp_path / "r.md",
                              "--sweep", sweep), 2, *mentions)
     assert "unpack" not in line
     assert not (tmp_path / "r.md").exists()
 
 
 def test_report_default_sweep_falls_back_when_hw_was_not_saved(cache_dir, saved, tmp_path):
-    p = vl(cache_dir, "report", saved, "--out", tmp_path / "r.md")
+    p = in_process(cache_dir, "report", saved, "--out", tmp_path / "r.md")
     assert p.returncode == 0, p.stderr
 
 
 def test_sensitivity_range_has_an_upper_bound(cache_dir, saved):
     start = time.monotonic()
-    one_line_error(vl(cache_dir, "sensitivity", saved, "--event", "exit.priv", "--range",
+    one_line_error(in_process(cache_dir, "sensitivity", saved, "--event", "exit.priv", "--range",
                       "1:10:100000"), 2, "1:10:100000", "200")
     assert time.monotonic() - start < 60
 

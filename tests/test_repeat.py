@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from isolated_cli import cache_dir, isolated_cache, vl  # noqa: F401
+from isolated_cli import cache_dir, in_process, isolated_cache  # noqa: F401
 
 import virtlab.matrix
 from analysis import hosttime
@@ -100,7 +100,8 @@ def test_one_sample_has_no_spread_and_old_saved_results_have_one_sample():
 def saved(cache_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("repeat")
     path = work / "bench.json"
-    p = vl(cache_dir, *BENCH, "--repeat", 4, "--format", "json", "--save", path, cwd=work)
+    p = in_process(cache_dir, *BENCH, "--repeat", 4, "--format", "json", "--save", path,
+                   cwd=work)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout), load_results(path)
 
@@ -124,8 +125,8 @@ def test_bench_repeat_saves_the_samples_and_the_table_is_derived_from_them(saved
 
 
 def test_repeat_1_runs_once(cache_dir, tmp_path):
-    p = vl(cache_dir, *BENCH, "--repeat", 1, "--format", "csv", "--save", "b.json",
-           cwd=tmp_path)
+    p = in_process(cache_dir, *BENCH, "--repeat", 1, "--format", "csv", "--save", "b.json",
+                   cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     results, meta = load_results(tmp_path / "b.json")
     assert meta["repeat"] == 1
@@ -135,12 +136,13 @@ def test_repeat_1_runs_once(cache_dir, tmp_path):
 
 
 def test_run_repeats_three_times_by_default(cache_dir, tmp_path):
-    p = vl(cache_dir, "run", "nano.cli", "--backend", "trap", "--scale", 3, "--format", "json",
-           cwd=tmp_path)
+    p = in_process(cache_dir, "run", "nano.cli", "--backend", "trap", "--scale", 3,
+                   "--format", "json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert len(d["host_samples"]) == len(d["roi_host_samples"]) == 3
-    text = vl(cache_dir, "run", "nano.cli", "--backend", "trap", "--scale", 3, cwd=tmp_path)
+    text = in_process(cache_dir, "run", "nano.cli", "--backend", "trap", "--scale", 3,
+                      cwd=tmp_path)
     assert "host time (emulator):" in text.stdout and "median of 3 runs" in text.stdout
 
 

@@ -167,17 +167,19 @@ def test_reference_building_blocks():
     assert words[5] < words[6] and words[7] == 0         # sorted symbol hashes
 
 
-def test_default_scales_are_correct():
-    """The whole suite at its default scales: correct output.  (How long it
-    takes is not asserted: host time depends on the machine's load.)"""
-    for name, w in CATALOG.items():
-        r = virtlab.run(name, "native", model=False)
-        assert r.ok and r.exit_status == 0, f"{name}: {r.reason}\n{r.console}"
-        assert r.scale == w.default_scale and r.iterations == w.default_scale, name
-        expected = reference.expected_lines(name, w.default_scale)
-        if expected is None:
-            expected = reference.NATIVE_FIDELITY.get(name, [])
-        assert_lines_in_order(r.console, expected)
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_default_scales_are_correct(name):
+    """The whole suite at its default scales, one workload per test (so that
+    the runs spread over the workers): correct output.  (How long it takes
+    is not asserted: host time depends on the machine's load.)"""
+    w = CATALOG[name]
+    r = virtlab.run(name, "native", model=False)
+    assert r.ok and r.exit_status == 0, f"{name}: {r.reason}\n{r.console}"
+    assert r.scale == w.default_scale and r.iterations == w.default_scale, name
+    expected = reference.expected_lines(name, w.default_scale)
+    if expected is None:
+        expected = reference.NATIVE_FIDELITY.get(name, [])
+    assert_lines_in_order(r.console, expected)
 
 
 FIDELITY_UNDER_TRAP = {
