@@ -238,11 +238,14 @@ class LinearView:
 
     def phys(self, linear, write=False, user=False):
         cr0 = self.cr0
-        if cr0 & _PG and self.log is None:             # translate(), its common case inline
-            hit = self.mem.tlb.get((linear >> 12, self.cr3, cr0 & _WP, self.cr4 & _PSE,
-                                    write, user))      # (the key as tlb_entry() makes it)
-            if hit is not None and hit[0]() == hit[1]:
-                return hit[2] | (linear & 0xFFF)
+        if cr0 & _PG:
+            if self.log is None:                       # translate(), its common case inline
+                hit = self.mem.tlb.get((linear >> 12, self.cr3, cr0 & _WP, self.cr4 & _PSE,
+                                        write, user))  # (the key as tlb_entry() makes it)
+                if hit is not None and hit[0]() == hit[1]:
+                    return hit[2] | (linear & 0xFFF)
+        elif linear < self.mem.size:                   # walk() with paging off, inline
+            return linear
         return translate(self.mem, cr0, self.cr3, self.cr4, linear, write, user, self.log)
 
     def read(self, linear, n, user=False):
