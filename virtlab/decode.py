@@ -86,10 +86,11 @@ class Decoded:
     # Answers that depend on the instruction alone (intercept clients'
     # select), kept with the decoding they were computed from.
     memo: dict = field(default_factory=dict, compare=False, repr=False)
+    # len(raw), as a field: every emulated exit reads it.
+    size: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def size(self):
-        return len(self.raw)
+    def __post_init__(self):
+        object.__setattr__(self, "size", len(self.raw))
 
     @property
     def mnemonic(self):
