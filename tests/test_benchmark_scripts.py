@@ -1,0 +1,36 @@
+"""The exit-path benchmark scripts run and print what the README says they
+print (no figure is judged here: speed lives in benchmarks/, not in tests)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _json(script, *args):
+    p = subprocess.run([sys.executable, str(BENCHMARKS / script), "--repeat", "1", "--json",
+                        *args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.mark.parametrize("script, only", [
+    ("exit_path.py", "gp_exit_us,idt_syscall_us"),
+    ("exit_costs.py", "trap.io_us,trap.pf_fill_us,pv.hypercall_us"),
+])
+def test_an_exit_benchmark_prints_each_path_against_the_floor(script, only):
+    out = _json(script, "--only", only)
+    names = only.split(",")
+    assert all(out[n] > 0 for n in names)
+    assert out["floor_exit_us"] > 0 and out["floor_raw_exit_us"] > 0
+    for ratios in ("ratio_to_floor", "best_ratio_to_floor"):
+        assert set(out[ratios]) == set(names) and all(r > 0 for r in out[ratios].values())
+
+
+def test_an_unknown_figure_is_refused():
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "exit_costs.py"), "--only", "nope"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "unknown figure(s): nope" in p.stderr
