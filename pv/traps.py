@@ -176,7 +176,6 @@ class Traps:
         m.counters["evtchn.upcall"] += 1
         self._deliver(self.upcall_path, Event(0))
 
-
     def back_to_int(self):
         """Rewind EIP to the `int` that just trapped, so that it runs again
         after an upcall taken first."""
