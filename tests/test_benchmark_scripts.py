@@ -34,3 +34,23 @@ def test_an_unknown_figure_is_refused():
     p = subprocess.run([sys.executable, str(BENCHMARKS / "exit_costs.py"), "--only", "nope"],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 2 and "unknown figure(s): nope" in p.stderr
+
+
+def test_two_checkouts_compared_path_by_path():
+    root = BENCHMARKS.parent
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"), str(root),
+                        "--rounds", "1", "--runs", "1"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["path", "old", "us", "x", "floor", "new", "us", "x", "floor",
+                                "new/old"]
+    names = {line.split()[0] for line in lines[1:]}
+    assert {"floor_exit_us", "idt_syscall_us", "trap.syscall_us", "pv.upcall_us"} <= names
+
+
+def test_a_checkout_that_is_not_one_is_a_clear_error(tmp_path):
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"), str(tmp_path),
+                        "--rounds", "1", "--runs", "1"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 1 and str(tmp_path) in p.stderr and "Traceback" not in p.stderr
