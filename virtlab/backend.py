@@ -6,6 +6,8 @@ are found through the `virtlab.backends` entry-point group, `native` included, s
 that nothing in the core names a back end and a third party can add one by
 installing a package.
 """
+import functools
+import sys
 from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
 
@@ -153,6 +155,16 @@ class Backend(ABC):
 
 
 def _entry_points():
+    # Reading the entry points parses every installed distribution's metadata
+    # (tens of milliseconds, more than booting a small run), and a run asks
+    # several times.  They change only when the import path does, within a
+    # process (installing a package into a directory already on the path shows
+    # up in the next process).
+    return _scan(tuple(sys.path))
+
+
+@functools.lru_cache(maxsize=4)
+def _scan(_path):
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
