@@ -113,19 +113,21 @@ class Bt(RingCompressedVmm):
         m, st = self.machine, self.machine.state
         chosen, self._tc_chosen = self._tc_chosen, False
         if st.cpl == 1:
-            if st.seg_base_of("ds") or st.seg_base_of("cs"):
+            pc, cs_base = st.pc_regs()
+            if cs_base or st.seg_base_of("ds"):
                 # The TC's sequences address the vCPU page absolutely, through DS.
                 raise GuestStop(f"bt: the guest kernel runs with a code or data segment "
                                 f"not based at 0; bt needs flat kernel segments, at "
                                 f"{m.where()}")
-            pc = st.eip
             # EIP is a TC address only if the VMM chose it this entry (run_tc):
             # one the guest chose (an iret frame, a gate, a far jump) is a
             # guest address like any other, and the guest may not run there.
             if not (chosen and L.TC <= pc < L.TC_END):
-                st.eip = self.translation(pc)
-        waiting = not self.vcpu.if_ and m.pending_irq() is not None
-        self.vcpu.set_word(L.PEND, x86.IF if waiting else 0)
+                unit = self.cache.by_guest.get(pc)         # translation(), its common case
+                st.eip = unit.tc if unit is not None else self.translation(pc)
+        vcpu = self.vcpu
+        waiting = not vcpu.if_ and m.pending_irq() is not None
+        vcpu.set_word(L.PEND, x86.IF if waiting else 0)
 
     def run_tc(self, tc):
         """Resume in the TC at `tc` (a continuation the VMM knows is valid)."""
@@ -194,7 +196,8 @@ class Bt(RingCompressedVmm):
     # -- exits --------------------------------------------------------------------
     def exception(self, vector):
         st = self.machine.state
-        pc = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        eip, cs_base = st.pc_regs()
+        pc = (cs_base + eip) & 0xFFFFFFFF
         if L.TC <= pc < L.TC_END:
             if st.is_software_int:
                 self.callouts.run(pc)

@@ -74,6 +74,7 @@ class TranslationCache:
         self.starts.append(unit.tc)
         self.units.append(unit)
         for c in unit.callouts:
+            c.unit = unit
             self.callouts[c.resume] = c
         if unit.transient:
             return

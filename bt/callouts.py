@@ -14,6 +14,8 @@ guest kernel, the reflect.* counter of that delivery, as an exit that
 reflects is counted under trap.  An interrupt taken at a callout is its kind
 (bt.callout.irq, and inject.irq for the injection).
 """
+import struct
+
 from capstone import x86_const as C
 
 from virtlab import x86
@@ -26,6 +28,8 @@ from virtlab.vmm.emulate import (NotPrivileged, Unsupported, effective_address, 
                                  reg_write)
 
 from . import layout as L
+
+_TWO_WORDS = struct.Struct("<II")
 
 
 class Callouts:
@@ -61,10 +65,19 @@ class Callouts:
         """Go on in the TC just past the callout."""
         self.bt.run_tc(c.resume)
 
-    def _decoded(self, site):
-        d = self.m.decoder.at(self.bt.guest_view(), site.guest)
-        if d is None:
-            raise GuestStop(f"bt: the guest instruction at {site.guest:#010x} no longer decodes")
+    def _decoded(self, c):
+        """The guest instruction callout `c` stands for.  It is decoded at the
+        callout's first use and kept with it while its unit lives: a unit dies
+        before the guest writes any byte it was translated from (cache.py,
+        coherence), so the bytes of a live unit's instruction are still the
+        ones decoded.  A dead unit's (an execution finishing inside it) is
+        decoded again from guest memory, every time."""
+        d = c.decoded
+        if d is None or c.unit.dead:
+            site = c.site
+            d = c.decoded = self.m.decoder.at(self.bt.guest_view(), site.guest)
+            if d is None:
+                raise GuestStop(f"bt: the guest instruction at {site.guest:#010x} no longer decodes")
         return d
 
     # -- control flow -----------------------------------------------------------------
@@ -151,14 +164,17 @@ class Callouts:
                 raise GuestStop(f"bt: {exc} at {self.m.where()}: not supported") from None
         at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
         try:
-            view = bt.guest_view()
-            cs = view.u32(at + 4) & 0xFFFF
-            eflags = view.u32(at + 8) if far_iret else None
+            # CS and, for iret, EFLAGS: the frame's second and third words.
+            if far_iret:
+                cs, eflags = _TWO_WORDS.unpack(bt.guest_view().read(at + 4, 8))
+            else:
+                cs, eflags = bt.guest_view().u32(at + 4), None
+            cs &= 0xFFFF
         except GuestMemoryFault as fault:
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
         if cs & 3 == 0:
-            extra = 0 if far_iret else self._decoded(c.site).insn.operands[0].imm \
-                if self._decoded(c.site).insn.operands else 0
+            extra = 0 if far_iret else self._decoded(c).insn.operands[0].imm \
+                if self._decoded(c).insn.operands else 0
             try:
                 bt.emulate_return(far_iret, extra)
             except NotPrivileged:
@@ -167,7 +183,7 @@ class Callouts:
         self._count(c.kind)
         if far_iret:
             bt.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
-        self._continue(c)
+        bt.run_tc(c.resume)
 
     def _int(self, c):
         """int n, int3, into in the kernel: the software interrupt delivered
@@ -176,7 +192,7 @@ class Callouts:
         self._at_guest(c.site.guest)
         if self._interrupt_first():
             return
-        insn = self._decoded(c.site).insn
+        insn = self._decoded(c).insn
         op = bytes(insn.bytes)[-2:] if insn.id == C.X86_INS_INT else bytes(insn.bytes)[-1:]
         vector = {b"\xcc": 3, b"\xce": 4, b"\xf1": 1}.get(op, op[-1])
         self._at_guest(c.site.guest + c.site.size)
@@ -190,7 +206,7 @@ class Callouts:
         segment, loaded as the guest's descriptor says at ring 1."""
         bt, st = self.bt, self.m.state
         self._at_guest(c.site.guest)
-        decoded = self._decoded(c.site)
+        decoded = self._decoded(c)
         view = bt.guest_view()
         try:
             if gates.through_call_gate(bt.view, st, view, decoded):
@@ -226,7 +242,7 @@ class Callouts:
         the shared emulator (virtlab/vmm/emulate.py)."""
         bt, st = self.bt, self.m.state
         self._at_guest(c.site.guest)
-        decoded = self._decoded(c.site)
+        decoded = self._decoded(c)
         try:
             name = bt.emulator.emulate(decoded)
         except NotPrivileged:
@@ -238,9 +254,8 @@ class Callouts:
         if name != "hlt":                    # a halt is counted by the wait (bt.callout.hlt)
             self._count(name)
         nxt = (c.site.guest + c.site.size - st.seg_base_of("cs")) & 0xFFFFFFFF
-        unit = self.bt.cache.unit_at(c.resume)
-        if st.eip == nxt and st.cpl == 1 and name != "hlt" and not unit.dead:
-            self._continue(c)
+        if st.eip == nxt and st.cpl == 1 and name != "hlt" and not c.unit.dead:
+            bt.run_tc(c.resume)
 
     def _flags16(self, c):
         """pushfw and popfw: 16-bit, so the in-TC sequences (32-bit) do not
@@ -250,7 +265,7 @@ class Callouts:
         view, esp = bt.guest_view(), st.reg("esp")
         ss = st.seg_base_of("ss")
         try:
-            if self._decoded(c.site).insn.bytes[-1] == 0x9C:
+            if self._decoded(c).insn.bytes[-1] == 0x9C:
                 word = st.eflags() & ~(x86.IF | x86.IOPL_MASK) & 0xFFFF
                 word |= (x86.IF if bt.vcpu.if_ else 0) | bt.vcpu.iopl << x86.IOPL_SHIFT
                 view.write((ss + esp - 2) & 0xFFFFFFFF, word.to_bytes(2, "little"))
@@ -285,7 +300,7 @@ class Callouts:
         """lss r32, m16:32: SS as for pop ss, the offset into the register."""
         bt, st = self.bt, self.m.state
         self._at_guest(c.site.guest)
-        insn = self._decoded(c.site).insn
+        insn = self._decoded(c).insn
         reg, mem = insn.operands
         try:
             ea = effective_address(insn, mem, st)
@@ -315,7 +330,7 @@ class Callouts:
         bt, m, st = self.bt, self.m, self.m.state
         self._count("ptwrite")
         self._at_guest(c.site.guest)
-        decoded = self._decoded(c.site)
+        decoded = self._decoded(c)
         gpa = self._store_target(decoded)
         mmu = bt.paging.mmu
         if gpa is not None:

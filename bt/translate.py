@@ -65,6 +65,8 @@ class Callout:
     kind: str                   # what the VMM does (callouts.py)
     site: Site
     exit: Exit = None           # for kind "chain"
+    unit: object = None         # the Unit it lies in (set when installed)
+    decoded: object = None      # its guest instruction, decoded at first use (callouts.py)
 
 
 @dataclass(eq=False)

@@ -15,28 +15,30 @@ class PageVcpu(VirtualCpu):
     """A VirtualCpu whose IF and IOPL are the vCPU page's V_IF and V_IOPL."""
 
     def __init__(self, mem):
-        self._mem = mem                    # machine memory (offsets)
-        self._base = L.REGION + L.DATA_OFF
+        # The vCPU page as words of machine memory: every exit reads V_IF and
+        # writes PEND, so they are one index each, not a struct call.
+        self._words = mem.words
+        self._at = (L.REGION + L.DATA_OFF) >> 2
         super().__init__()
 
     @property
     def if_(self):
-        return self._mem.u32(self._base + L.V_IF) != 0
+        return self._words[self._at + (L.V_IF >> 2)] != 0
 
     @if_.setter
     def if_(self, value):
-        self._mem.set_u32(self._base + L.V_IF, x86.IF if value else 0)
+        self._words[self._at + (L.V_IF >> 2)] = x86.IF if value else 0
 
     @property
     def iopl(self):
-        return (self._mem.u32(self._base + L.V_IOPL) >> x86.IOPL_SHIFT) & 3
+        return (self._words[self._at + (L.V_IOPL >> 2)] >> x86.IOPL_SHIFT) & 3
 
     @iopl.setter
     def iopl(self, value):
-        self._mem.set_u32(self._base + L.V_IOPL, (value & 3) << x86.IOPL_SHIFT)
+        self._words[self._at + (L.V_IOPL >> 2)] = (value & 3) << x86.IOPL_SHIFT
 
     def word(self, slot):
-        return self._mem.u32(self._base + slot)
+        return self._words[self._at + (slot >> 2)]
 
     def set_word(self, slot, value):
-        self._mem.set_u32(self._base + slot, value)
+        self._words[self._at + (slot >> 2)] = value & 0xFFFFFFFF

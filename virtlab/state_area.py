@@ -222,6 +222,9 @@ class StateArea:
         # where it goes (the selectors are the raw fields)
         self.frame_regs = gather(m, [lay.gpr["esp"], lay.eip, lay.seg["cs"].selector,
                                      lay.seg["ss"].selector, lay.seg["ss"].base])
+        # () -> (EIP, CS base): where the CPU is, as a linear address once
+        # added (what a VMM asks first at an exit inside code it placed)
+        self.pc_regs = gather(m, [lay.eip, lay.seg["cs"].base])
         tables = [tr.selector, tr.base, tr.limit, lay.gdt.base, lay.gdt.limit,
                   lay.idt.base, lay.idt.limit]
         # () -> (TR selector, base, limit, GDTR base, limit, IDTR base, limit)
