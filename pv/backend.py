@@ -28,6 +28,7 @@ from virtlab import x86
 from virtlab.backend import Backend
 from virtlab.counters import SENSITIVE
 from virtlab.delivery import Event, SOFTWARE_INT
+from virtlab.devices.clock import EVENT_NS
 from virtlab.errors import GuestStop
 from virtlab.vmm.sensitive import SensitiveAudit
 
@@ -41,7 +42,7 @@ from .guest_memory import GuestMemory
 from .hypercalls import NO_RETURN, HypercallTable
 from .hyperspace import HyperSpace
 from .mmu import Mmu
-from .traps import SYSCALL_VECTOR, Traps
+from .traps import EXCEPTION, SYSCALL_VECTOR, Traps
 
 # The real CR0 while the guest runs: protected mode, paging, write protection
 # for ring 1 too (the guest's page tables are read-only to it), ET.  Its low
@@ -134,7 +135,7 @@ class Pv(Backend):
         if st.cpl != 1:
             self.traps.bounce(SOFTWARE_INT[abi.HYPERCALL_VECTOR])
         else:
-            m.clock.tick()
+            m.clock.now_ns += EVENT_NS                # clock.tick(), inline
             eax, ecx, edx, ebx, _, _, esi, edi = st.gprs()
             result = self.hypercalls.call(eax, (ebx, ecx, edx, esi, edi))
             if result is not NO_RETURN:
@@ -147,9 +148,11 @@ class Pv(Backend):
             if vector == SYSCALL_VECTOR and st.cpl == 3 and self.traps.direct_int80:
                 return self._direct_syscall()
             self.traps.bounce(SOFTWARE_INT[vector])
+        elif vector in x86.ERROR_CODE_VECTORS:
+            self.traps.bounce(Event(vector, st.error_code,
+                                    cr2=st.cr(2) if vector == x86.PF else None))
         else:
-            err = st.error_code if vector in x86.ERROR_CODE_VECTORS else None
-            self.traps.bounce(Event(vector, err, cr2=st.cr(2) if vector == x86.PF else None))
+            self.traps.bounce(EXCEPTION[vector])
         self.exit_to_guest()
 
     # [tour pv 170] The fast system call.
@@ -160,16 +163,22 @@ class Pv(Backend):
         an instruction boundary where the hypervisor has control: an event
         already due (the timer) is delivered first, as its interrupt would have
         arrived, and the `int` runs again after it."""
-        self.timer.check()
-        if self.traps.callback and self.shared.upcall_due() and self.traps.back_to_int():
-            self.traps.upcall()
+        # timer.check() and shared.upcall_due(), their tests inline, as in
+        # exit_to_guest: every system call passes here.
+        timer, sh, traps = self.timer, self.shared, self.traps
+        if timer.deadline is not None and self.machine.clock.now_ns >= timer.deadline:
+            timer.fire()
+        view = sh.view
+        due = traps.callback and view[sh.pending_at] and not view[sh.mask_at]
+        if due and traps.back_to_int():
+            traps.upcall()
             return
-        self.traps.fast_syscall()
+        traps.fast_syscall()
 
     def invalid_opcode(self):
         if x86.UD not in self.traps.handlers:
             return False
-        self.traps.bounce(Event(x86.UD))
+        self.traps.bounce(EXCEPTION[x86.UD])
         self.exit_to_guest()
         return True
 
@@ -179,10 +188,15 @@ class Pv(Backend):
     def exit_to_guest(self):
         """On every way out of the hypervisor: fire a due timer, and make an
         upcall if an event is pending and the guest has events enabled."""
-        self.timer.check()
-        if self.traps.callback and self.shared.upcall_due():
+        # timer.check() and shared.upcall_due(), their tests inline: this runs
+        # on every exit, and most exits find nothing due.
+        timer, sh, clock = self.timer, self.shared, self.machine.clock
+        if timer.deadline is not None and clock.now_ns >= timer.deadline:
+            timer.fire()
+        view = sh.view
+        if self.traps.callback and view[sh.pending_at] and not view[sh.mask_at]:
             self.traps.upcall()
-        self.shared.set_time(self.machine.clock.now_ns)
+        sh.set_time(clock.now_ns)
 
     def block(self):
         """SCHEDOP_block: events on, and sleep until one is pending (the

@@ -17,12 +17,9 @@ the shared-info page, a page both can read and write:
 So masking interrupts costs a store, not a trap: the point Barham et al. make,
 and the reason nano.cli under pv makes no hypercall at all.
 """
-import struct
 from dataclasses import dataclass
 
 from . import abi
-
-_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
 @dataclass
@@ -33,24 +30,38 @@ class Channel:
 
 
 class SharedInfo:
-    """The fields of the shared-info page (machine address `pa`) for vCPU 0."""
+    """The fields of the shared-info page (machine address `pa`) for vCPU 0.
+
+    The hypervisor reads and writes them on every exit (the event flags, the
+    time), so they are reached as the bytes and the aligned 32-bit words of
+    machine memory (mem.view, mem.words) at addresses made once here, not
+    through struct calls: the page is page-aligned, so every u32 field and
+    each half of the u64 time is a whole word."""
 
     def __init__(self, mem, pa):
         self.mem, self.pa = mem, pa
         mem.view[pa:pa + 4096] = bytes(4096)
+        self.view, self.words = mem.view, mem.words
+        self.pending_at = pa + abi.UPCALL_PENDING          # byte: evtchn_upcall_pending
+        self.mask_at = pa + abi.UPCALL_MASK                # byte: evtchn_upcall_mask
+        self.sel_word = (pa + abi.PENDING_SEL) >> 2        # evtchn_pending_sel
+        self.pending_words = (pa + abi.EVTCHN_PENDING) >> 2   # the ports' bitmaps,
+        self.mask_words = (pa + abi.EVTCHN_MASK) >> 2         # a word per 32 ports
+        self._version = (pa + abi.TIME_VERSION) >> 2
+        self._system_time = (pa + abi.TIME_SYSTEM) >> 2   # u64: low word, then high
 
     def masked(self):
-        return self.mem.view[self.pa + abi.UPCALL_MASK] != 0
+        return self.view[self.mask_at] != 0
 
     def set_mask(self, masked):
-        self.mem.view[self.pa + abi.UPCALL_MASK] = int(bool(masked))
+        self.view[self.mask_at] = 1 if masked else 0
 
     def upcall_pending(self):
-        return self.mem.view[self.pa + abi.UPCALL_PENDING] != 0
+        return self.view[self.pending_at] != 0
 
     def upcall_due(self):
-        v = self.mem.view
-        return v[self.pa + abi.UPCALL_PENDING] != 0 and v[self.pa + abi.UPCALL_MASK] == 0
+        v = self.view
+        return v[self.pending_at] != 0 and v[self.mask_at] == 0
 
     def set_cr2(self, linear):
         self.mem.set_u32(self.pa + abi.ARCH_CR2, linear)
@@ -61,29 +72,28 @@ class SharedInfo:
         the hypervisor updates it (this is called on the way out of every
         hypercall and exit), so all it can see is the end: the new time and
         the version past the odd one, written directly."""
-        view, version_at = self.mem.view, self.pa + abi.TIME_VERSION
-        version = _U32.unpack_from(view, version_at)[0]
-        _U64.pack_into(view, self.pa + abi.TIME_SYSTEM, ns)
-        _U32.pack_into(view, version_at, (((version + 1) | 1) + 1) & 0xFFFFFFFF)
+        w, at = self.words, self._system_time
+        w[at] = ns & 0xFFFFFFFF
+        w[at + 1] = (ns >> 32) & 0xFFFFFFFF
+        w[self._version] = (((w[self._version] + 1) | 1) + 1) & 0xFFFFFFFF
 
-    def _bit(self, base, port):
-        return self.pa + base + 4 * (port // 32), 1 << (port % 32)
+    def _word(self, base, port):
+        return ((self.pa + base) >> 2) + (port >> 5), 1 << (port & 31)
 
     def test(self, base, port):
-        at, bit = self._bit(base, port)
-        return bool(self.mem.u32(at) & bit)
+        at, bit = self._word(base, port)
+        return bool(self.words[at] & bit)
 
     def set(self, base, port, value):
-        at, bit = self._bit(base, port)
-        word = self.mem.u32(at)
-        self.mem.set_u32(at, word | bit if value else word & ~bit)
+        at, bit = self._word(base, port)
+        w = self.words
+        w[at] = w[at] | bit if value else w[at] & ~bit
 
     # [tour pv 210] Pending: a bit per port, a word per selector, a flag per vCPU.
     def raise_upcall(self, port):
         """The port's word in the selector, and the vCPU's pending flag."""
-        at = self.pa + abi.PENDING_SEL
-        self.mem.set_u32(at, self.mem.u32(at) | 1 << (port // 32))
-        self.mem.view[self.pa + abi.UPCALL_PENDING] = 1
+        self.words[self.sel_word] |= 1 << (port >> 5)
+        self.view[self.pending_at] = 1
 
 
 class EventChannels:
@@ -113,13 +123,18 @@ class EventChannels:
         return port
 
     def signal(self, port):
-        """Mark the port pending; an edge on an unmasked port raises the upcall."""
+        """Mark the port pending; an edge on an unmasked port raises the upcall.
+        (SharedInfo.test, set and raise_upcall, inline on the page's words:
+        the timer signals its port on the way to every timer upcall.)"""
         sh = self.shared
-        if sh.test(abi.EVTCHN_PENDING, port):
+        w, word, bit = sh.words, port >> 5, 1 << (port & 31)
+        pending = sh.pending_words + word
+        if w[pending] & bit:
             return
-        sh.set(abi.EVTCHN_PENDING, port, True)
-        if not sh.test(abi.EVTCHN_MASK, port):
-            sh.raise_upcall(port)
+        w[pending] |= bit
+        if not w[sh.mask_words + word] & bit:
+            w[sh.sel_word] |= 1 << word
+            sh.view[sh.pending_at] = 1
 
     def virq(self, virq):
         port = self.virqs.get(virq)
@@ -204,8 +219,12 @@ class VirtualTimer:
 
     def check(self):
         """Fire if the deadline has passed: called whenever the hypervisor
-        has control."""
+        has control (backend.Pv makes this test inline on its hot paths)."""
         if self.deadline is not None and self.clock.now_ns >= self.deadline:
-            self.deadline = None
-            self.counters["pv.virq.timer"] += 1
-            self.channels.virq(abi.VIRQ_TIMER)
+            self.fire()
+
+    def fire(self):
+        """The deadline has passed: raise VIRQ_TIMER, once."""
+        self.deadline = None
+        self.counters["pv.virq.timer"] += 1
+        self.channels.virq(abi.VIRQ_TIMER)
