@@ -28,7 +28,7 @@ class Mmu:
     # -- mmu_update -------------------------------------------------------------------------
     def mmu_update(self, reqs, count, done_ptr, dom):
         return self._batch(reqs, count, done_ptr, dom, abi.MMU_UPDATE_REQ, self._update,
-                           "mmu_update")
+                           "hypercall.mmu_update.items")
 
     def _update(self, ptr, val):
         cmd, ptr = ptr & 3, ptr & ~3
@@ -45,7 +45,8 @@ class Mmu:
 
     # -- mmuext_op ------------------------------------------------------------------------
     def mmuext_op(self, ops, count, done_ptr, dom):
-        return self._batch(ops, count, done_ptr, dom, abi.MMUEXT_REQ, self._ext, "mmuext_op")
+        return self._batch(ops, count, done_ptr, dom, abi.MMUEXT_REQ, self._ext,
+                           "hypercall.mmuext_op.items")
 
     def _ext(self, cmd, arg1, _arg2):
         f = self.frames
@@ -77,21 +78,23 @@ class Mmu:
     # [tour pv 110] A batch, validated request by request.
     # The first request refused stops the batch with Xen's error, and the guest learns
     # how many succeeded.
-    def _batch(self, base, count, done_ptr, dom, fmt, do, name):
+    def _batch(self, base, count, done_ptr, dom, fmt, do, counter):
         if dom != abi.DOMID_SELF:
             return -abi.ESRCH
         if count > BATCH_MAX or count < 0:
             return -abi.EINVAL
         c = self.machine.counters
         done, result = 0, 0
+        unpack, size = self.guest.unpack, fmt.size
         try:
             for i in range(count):
-                do(*self.guest.unpack(fmt, base + fmt.size * i))
+                do(*unpack(fmt, base + size * i))
                 done += 1
         except Refused as r:
             result = -r.errno
-        c[f"hypercall.{name}.items"] += done
-        self._tables_changed()
+        c[counter] += done
+        if self.frames.new_tables:                 # _tables_changed(), its test inline
+            self._tables_changed()
         if done_ptr:
             try:
                 self.guest.set_u32(done_ptr, done)
