@@ -27,7 +27,7 @@ upcall.  None of these is a VM exit: pv counts no `exit.*` at all.
 from virtlab import x86
 from virtlab.backend import Backend
 from virtlab.counters import SENSITIVE
-from virtlab.delivery import Event, SOFTWARE_INT
+from virtlab.delivery import Event, SOFTWARE_INT, TripleFault
 from virtlab.devices.clock import EVENT_NS
 from virtlab.errors import GuestStop
 from virtlab.vmm.sensitive import SensitiveAudit
@@ -173,7 +173,16 @@ class Pv(Backend):
         if due and traps.back_to_int():
             traps.upcall()
             return
-        traps.fast_syscall()
+        # The CPU delivers `int 0x80` through the real IDT's trap gate: as
+        # Traps.bounce and upcall deliver, along the real CPU's path (inline
+        # here, where every system call passes).
+        m = self.machine
+        m.counters["pv.fast_syscall"] += 1
+        m.clock.now_ns += EVENT_NS
+        try:
+            traps.direct_path.deliver(m.state, SOFTWARE_INT[SYSCALL_VECTOR])
+        except TripleFault as tf:
+            traps.triple_fault(tf)
 
     def invalid_opcode(self):
         if x86.UD not in self.traps.handlers:
@@ -188,15 +197,18 @@ class Pv(Backend):
     def exit_to_guest(self):
         """On every way out of the hypervisor: fire a due timer, and make an
         upcall if an event is pending and the guest has events enabled."""
-        # timer.check() and shared.upcall_due(), their tests inline: this runs
-        # on every exit, and most exits find nothing due.
+        # timer.check(), shared.upcall_due() and shared.set_time(), inline:
+        # this runs on every exit, and most exits find nothing due.
         timer, sh, clock = self.timer, self.shared, self.machine.clock
         if timer.deadline is not None and clock.now_ns >= timer.deadline:
             timer.fire()
         view = sh.view
         if self.traps.callback and view[sh.pending_at] and not view[sh.mask_at]:
             self.traps.upcall()
-        sh.set_time(clock.now_ns)
+        w, at, version, now = sh.words, sh.time_word, sh.version_word, clock.now_ns
+        w[at] = now & 0xFFFFFFFF
+        w[at + 1] = (now >> 32) & 0xFFFFFFFF
+        w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
 
     def block(self):
         """SCHEDOP_block: events on, and sleep until one is pending (the

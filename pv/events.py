@@ -47,8 +47,8 @@ class SharedInfo:
         self.sel_word = (pa + abi.PENDING_SEL) >> 2        # evtchn_pending_sel
         self.pending_words = (pa + abi.EVTCHN_PENDING) >> 2   # the ports' bitmaps,
         self.mask_words = (pa + abi.EVTCHN_MASK) >> 2         # a word per 32 ports
-        self._version = (pa + abi.TIME_VERSION) >> 2
-        self._system_time = (pa + abi.TIME_SYSTEM) >> 2   # u64: low word, then high
+        self.version_word = (pa + abi.TIME_VERSION) >> 2
+        self.time_word = (pa + abi.TIME_SYSTEM) >> 2     # u64: low word, then high
 
     def masked(self):
         return self.view[self.mask_at] != 0
@@ -71,11 +71,12 @@ class SharedInfo:
         retries while it sees odd or a change).  The guest never runs while
         the hypervisor updates it (this is called on the way out of every
         hypercall and exit), so all it can see is the end: the new time and
-        the version past the odd one, written directly."""
-        w, at = self.words, self._system_time
+        the version past the odd one, written directly.  (backend.Pv's
+        exit_to_guest makes these three stores inline.)"""
+        w, at, version = self.words, self.time_word, self.version_word
         w[at] = ns & 0xFFFFFFFF
         w[at + 1] = (ns >> 32) & 0xFFFFFFFF
-        w[self._version] = (((w[self._version] + 1) | 1) + 1) & 0xFFFFFFFF
+        w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
 
     def _word(self, base, port):
         return ((self.pa + base) >> 2) + (port >> 5), 1 << (port & 31)
@@ -208,11 +209,8 @@ class VirtualTimer:
         self.clock = clock
         self.channels = channels
         self.counters = counters
-        self.deadline = None
+        self.deadline = None           # set by set_timer_op (hypercalls.py)
         clock.deadlines.append(self)
-
-    def set(self, deadline_ns):
-        self.deadline = deadline_ns or None
 
     def next_deadline(self):
         return self.deadline
@@ -224,7 +222,10 @@ class VirtualTimer:
             self.fire()
 
     def fire(self):
-        """The deadline has passed: raise VIRQ_TIMER, once."""
+        """The deadline has passed: raise VIRQ_TIMER, once (channels.virq(),
+        inline: every timer interrupt comes this way)."""
         self.deadline = None
         self.counters["pv.virq.timer"] += 1
-        self.channels.virq(abi.VIRQ_TIMER)
+        port = self.channels.virqs.get(abi.VIRQ_TIMER)
+        if port is not None:
+            self.channels.signal(port)

@@ -27,7 +27,7 @@ event mask in place of IF (PvCpuView).
 """
 from virtlab import x86
 from virtlab.delivery import (DeliveryFault, Event, InterruptPath, RealCpuView, TripleFault,
-                              int_length, read_descriptor, SOFTWARE_INT)
+                              int_length, read_descriptor)
 from virtlab.devices.clock import EVENT_NS
 from virtlab.errors import GuestStop
 from virtlab.guest_events import vector_name
@@ -161,29 +161,20 @@ class Traps:
         c = m.counters
         c["pv.bounce"] += 1
         c["pv.bounce.syscall" if event.software else _BOUNCE_COUNTER[event.vector]] += 1
-        # guest_events.deliver_through, inline here and in the two below (one
-        # Python call less per event): a microsecond of virtual time, the
-        # delivery, and a triple fault ends the run.
+        # guest_events.deliver_through, inline here, in upcall() and in
+        # backend.Pv._direct_syscall (one Python call less per event): a
+        # microsecond of virtual time, the delivery, and a triple fault ends
+        # the run.
         m.clock.now_ns += EVENT_NS
         try:
             self.bounce_path.deliver(m.state, event)
         except TripleFault as tf:
-            self._triple_fault(tf)
+            self.triple_fault(tf)
 
     def _may_int(self, vector):
         """May the current ring `int` to this vector (the entry's ring field)?"""
         entry = self.handlers.get(vector)
         return entry is not None and entry[0] & abi.TI_DPL_MASK >= self.machine.state.cpl
-
-    def fast_syscall(self):
-        """The CPU delivers `int 0x80` through the real IDT's trap gate."""
-        m = self.machine
-        m.counters["pv.fast_syscall"] += 1
-        m.clock.now_ns += EVENT_NS
-        try:
-            self.direct_path.deliver(m.state, SOFTWARE_INT[SYSCALL_VECTOR])
-        except TripleFault as tf:
-            self._triple_fault(tf)
 
     # [tour pv 220] The event upcall.
     # The guest's event callback is entered like an interrupt handler, with events
@@ -195,9 +186,10 @@ class Traps:
         try:
             self.upcall_path.deliver(m.state, _UPCALL)
         except TripleFault as tf:
-            self._triple_fault(tf)
+            self.triple_fault(tf)
 
-    def _triple_fault(self, tf):
+    def triple_fault(self, tf):
+        """A delivery into the guest kernel faulted beyond repair: the run ends."""
         raise GuestStop(f"pv: cannot enter the guest kernel: triple fault at "
                         f"{self.machine.where()}: {tf}") from None
 
