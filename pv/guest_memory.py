@@ -56,12 +56,15 @@ class GuestMemory:
         self.write(va, abi.U32.pack(value & 0xFFFFFFFF))
 
     def unpack(self, fmt, va):
-        """One structure of struct format `fmt` at `va`.  (read(), inline:
-        every request of a batch and every multicall entry comes this way.)"""
+        """One structure of struct format `fmt` at `va`.  (read(), _check()
+        and _view() inline: every request of a batch and every multicall
+        entry comes this way.)"""
         n = fmt.size
         if not isinstance(va, int) or va < 0 or va + n > abi.HYPERVISOR_VIRT_START:
             self._check(va, n)                  # raises
+        paging = self.state.paging()
+        view = self._linear if paging == self._paging else self._view()
         try:
-            return fmt.unpack(self._view().read(va, n))
+            return fmt.unpack(view.read(va, n))
         except GuestMemoryFault as f:
             raise Refused(abi.EFAULT, str(f)) from None
