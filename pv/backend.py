@@ -36,7 +36,7 @@ from . import abi, layout as L
 from .blkback import BlockBackend
 from .builder import DomainBuilder
 from .counters import HYPERCALL_NAMES, PV
-from .events import EventChannels, SharedInfo, VirtualTimer
+from .events import TIME, EventChannels, SharedInfo, VirtualTimer
 from .frames import L2, FrameTable, Refused
 from .guest_memory import GuestMemory
 from .hypercalls import NO_RETURN, HypercallTable
@@ -205,9 +205,8 @@ class Pv(Backend):
         view = sh.view
         if self.traps.callback and view[sh.pending_at] and not view[sh.mask_at]:
             self.traps.upcall()
-        w, at, version, now = sh.words, sh.time_word, sh.version_word, clock.now_ns
-        w[at] = now & 0xFFFFFFFF
-        w[at + 1] = (now >> 32) & 0xFFFFFFFF
+        TIME.pack_into(sh.view, sh.time_at, clock.now_ns)
+        w, version = sh.words, sh.version_word
         w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
 
     def block(self):

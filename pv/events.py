@@ -17,9 +17,12 @@ the shared-info page, a page both can read and write:
 So masking interrupts costs a store, not a trap: the point Barham et al. make,
 and the reason nano.cli under pv makes no hypercall at all.
 """
+import struct
 from dataclasses import dataclass
 
 from . import abi
+
+TIME = struct.Struct("<Q")             # vcpu_time_info.system_time
 
 
 @dataclass
@@ -34,9 +37,8 @@ class SharedInfo:
 
     The hypervisor reads and writes them on every exit (the event flags, the
     time), so they are reached as the bytes and the aligned 32-bit words of
-    machine memory (mem.view, mem.words) at addresses made once here, not
-    through struct calls: the page is page-aligned, so every u32 field and
-    each half of the u64 time is a whole word."""
+    machine memory (mem.view, mem.words) at addresses made once here (the
+    page is page-aligned, so every u32 field is a whole word)."""
 
     def __init__(self, mem, pa):
         self.mem, self.pa = mem, pa
@@ -48,7 +50,7 @@ class SharedInfo:
         self.pending_words = (pa + abi.EVTCHN_PENDING) >> 2   # the ports' bitmaps,
         self.mask_words = (pa + abi.EVTCHN_MASK) >> 2         # a word per 32 ports
         self.version_word = (pa + abi.TIME_VERSION) >> 2
-        self.time_word = (pa + abi.TIME_SYSTEM) >> 2     # u64: low word, then high
+        self.time_at = pa + abi.TIME_SYSTEM              # a u64: TIME.pack_into
 
     def masked(self):
         return self.view[self.mask_at] != 0
@@ -73,9 +75,8 @@ class SharedInfo:
         hypercall and exit), so all it can see is the end: the new time and
         the version past the odd one, written directly.  (backend.Pv's
         exit_to_guest makes these three stores inline.)"""
-        w, at, version = self.words, self.time_word, self.version_word
-        w[at] = ns & 0xFFFFFFFF
-        w[at + 1] = (ns >> 32) & 0xFFFFFFFF
+        TIME.pack_into(self.view, self.time_at, ns)
+        w, version = self.words, self.version_word
         w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
 
     def _word(self, base, port):
