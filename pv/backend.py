@@ -163,8 +163,8 @@ class Pv(Backend):
         an instruction boundary where the hypervisor has control: an event
         already due (the timer) is delivered first, as its interrupt would have
         arrived, and the `int` runs again after it."""
-        # timer.check() and shared.upcall_due(), their tests inline, as in
-        # exit_to_guest: every system call passes here.
+        # timer.check()'s test and the upcall's, in place as in exit_to_guest:
+        # every system call passes here.
         timer, sh, traps = self.timer, self.shared, self.traps
         if timer.deadline is not None and self.machine.clock.now_ns >= timer.deadline:
             timer.fire()
@@ -195,17 +195,23 @@ class Pv(Backend):
     # A pending event with events enabled is delivered as an upcall before the guest
     # runs on, as Xen checks on its return path.
     def exit_to_guest(self):
-        """On every way out of the hypervisor: fire a due timer, and make an
-        upcall if an event is pending and the guest has events enabled."""
-        # timer.check(), shared.upcall_due() and shared.set_time(), inline:
-        # this runs on every exit, and most exits find nothing due.
+        """On every way out of the hypervisor: fire a due timer, make an
+        upcall if an event is pending and the guest has events enabled, and
+        update the system time in vcpu_time_info."""
+        # timer.check()'s test is made here, and the shared-info fields are
+        # read and written in place, not by a call each: this runs on every
+        # exit, and most exits find nothing due.
         timer, sh, clock = self.timer, self.shared, self.machine.clock
         if timer.deadline is not None and clock.now_ns >= timer.deadline:
             timer.fire()
         view = sh.view
         if self.traps.callback and view[sh.pending_at] and not view[sh.mask_at]:
             self.traps.upcall()
-        TIME.pack_into(sh.view, sh.time_at, clock.now_ns)
+        # vcpu_time_info: the version is odd while the time is updated and
+        # even after (a reader retries while it sees odd or a change).  The
+        # guest never runs while the hypervisor updates it, so all it can see
+        # is the end: the new time and the version past the odd one.
+        TIME.pack_into(view, sh.time_at, clock.now_ns)
         w, version = sh.words, sh.version_word
         w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
 

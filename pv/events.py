@@ -35,10 +35,11 @@ class Channel:
 class SharedInfo:
     """The fields of the shared-info page (machine address `pa`) for vCPU 0.
 
-    The hypervisor reads and writes them on every exit (the event flags, the
-    time), so they are reached as the bytes and the aligned 32-bit words of
-    machine memory (mem.view, mem.words) at addresses made once here (the
-    page is page-aligned, so every u32 field is a whole word)."""
+    The hypervisor reads and writes some of them on every exit (the event
+    flags and the time: backend.Pv.exit_to_guest, EventChannels.signal,
+    traps.PvCpuView), so they are reached as the bytes and the aligned 32-bit
+    words of machine memory (mem.view, mem.words) at addresses made once
+    here (the page is page-aligned, so every u32 field is a whole word)."""
 
     def __init__(self, mem, pa):
         self.mem, self.pa = mem, pa
@@ -52,32 +53,14 @@ class SharedInfo:
         self.version_word = (pa + abi.TIME_VERSION) >> 2
         self.time_at = pa + abi.TIME_SYSTEM              # a u64: TIME.pack_into
 
-    def masked(self):
-        return self.view[self.mask_at] != 0
-
     def set_mask(self, masked):
         self.view[self.mask_at] = 1 if masked else 0
 
     def upcall_pending(self):
         return self.view[self.pending_at] != 0
 
-    def upcall_due(self):
-        v = self.view
-        return v[self.pending_at] != 0 and v[self.mask_at] == 0
-
     def set_cr2(self, linear):
         self.mem.set_u32(self.pa + abi.ARCH_CR2, linear)
-
-    def set_time(self, ns):
-        """vcpu_time_info: version odd while updating, even after (a reader
-        retries while it sees odd or a change).  The guest never runs while
-        the hypervisor updates it (this is called on the way out of every
-        hypercall and exit), so all it can see is the end: the new time and
-        the version past the odd one, written directly.  (backend.Pv's
-        exit_to_guest makes these three stores inline.)"""
-        TIME.pack_into(self.view, self.time_at, ns)
-        w, version = self.words, self.version_word
-        w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
 
     def _word(self, base, port):
         return ((self.pa + base) >> 2) + (port >> 5), 1 << (port & 31)

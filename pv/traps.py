@@ -55,8 +55,9 @@ class PvCpuView(RealCpuView):
         super().__init__(state)
         self.shared = shared
         self.table = table
-        # The event mask's byte, for the two methods below (shared.masked()
-        # and set_mask(True), inline: every bounce and upcall calls both).
+        # The event mask's byte, read and written in place by the two methods
+        # below (not by calls to the shared-info page: every bounce and
+        # upcall calls both).
         self._view, self._mask_at = shared.view, shared.mask_at
 
     def idtr(self):
