@@ -27,7 +27,8 @@ upcall.  None of these is a VM exit: pv counts no `exit.*` at all.
 from virtlab import x86
 from virtlab.backend import Backend
 from virtlab.counters import SENSITIVE
-from virtlab.delivery import Event, SOFTWARE_INT
+from virtlab.delivery import Event, SOFTWARE_INT, TripleFault
+from virtlab.devices.clock import EVENT_NS
 from virtlab.errors import GuestStop
 from virtlab.vmm.sensitive import SensitiveAudit
 
@@ -35,13 +36,13 @@ from . import abi, layout as L
 from .blkback import BlockBackend
 from .builder import DomainBuilder
 from .counters import HYPERCALL_NAMES, PV
-from .events import EventChannels, SharedInfo, VirtualTimer
+from .events import TIME, EventChannels, SharedInfo, VirtualTimer
 from .frames import L2, FrameTable, Refused
 from .guest_memory import GuestMemory
 from .hypercalls import NO_RETURN, HypercallTable
 from .hyperspace import HyperSpace
 from .mmu import Mmu
-from .traps import SYSCALL_VECTOR, Traps
+from .traps import EXCEPTION, SYSCALL_VECTOR, Traps
 
 # The real CR0 while the guest runs: protected mode, paging, write protection
 # for ring 1 too (the guest's page tables are read-only to it), ET.  Its low
@@ -134,7 +135,7 @@ class Pv(Backend):
         if st.cpl != 1:
             self.traps.bounce(SOFTWARE_INT[abi.HYPERCALL_VECTOR])
         else:
-            m.clock.tick()
+            m.clock.now_ns += EVENT_NS                # clock.tick(), inline
             eax, ecx, edx, ebx, _, _, esi, edi = st.gprs()
             result = self.hypercalls.call(eax, (ebx, ecx, edx, esi, edi))
             if result is not NO_RETURN:
@@ -147,9 +148,11 @@ class Pv(Backend):
             if vector == SYSCALL_VECTOR and st.cpl == 3 and self.traps.direct_int80:
                 return self._direct_syscall()
             self.traps.bounce(SOFTWARE_INT[vector])
+        elif vector in x86.ERROR_CODE_VECTORS:
+            self.traps.bounce(Event(vector, st.error_code,
+                                    cr2=st.cr(2) if vector == x86.PF else None))
         else:
-            err = st.error_code if vector in x86.ERROR_CODE_VECTORS else None
-            self.traps.bounce(Event(vector, err, cr2=st.cr(2) if vector == x86.PF else None))
+            self.traps.bounce(EXCEPTION[vector])
         self.exit_to_guest()
 
     # [tour pv 170] The fast system call.
@@ -160,16 +163,31 @@ class Pv(Backend):
         an instruction boundary where the hypervisor has control: an event
         already due (the timer) is delivered first, as its interrupt would have
         arrived, and the `int` runs again after it."""
-        self.timer.check()
-        if self.traps.callback and self.shared.upcall_due() and self.traps.back_to_int():
-            self.traps.upcall()
+        # timer.check()'s test and the upcall's, in place as in exit_to_guest:
+        # every system call passes here.
+        timer, sh, traps = self.timer, self.shared, self.traps
+        if timer.deadline is not None and self.machine.clock.now_ns >= timer.deadline:
+            timer.fire()
+        view = sh.view
+        due = traps.callback and view[sh.pending_at] and not view[sh.mask_at]
+        if due and traps.back_to_int():
+            traps.upcall()
             return
-        self.traps.fast_syscall()
+        # The CPU delivers `int 0x80` through the real IDT's trap gate: as
+        # Traps.bounce and upcall deliver, along the real CPU's path (inline
+        # here, where every system call passes).
+        m = self.machine
+        m.counters["pv.fast_syscall"] += 1
+        m.clock.now_ns += EVENT_NS
+        try:
+            traps.direct_path.deliver(m.state, SOFTWARE_INT[SYSCALL_VECTOR])
+        except TripleFault as tf:
+            traps.triple_fault(tf)
 
     def invalid_opcode(self):
         if x86.UD not in self.traps.handlers:
             return False
-        self.traps.bounce(Event(x86.UD))
+        self.traps.bounce(EXCEPTION[x86.UD])
         self.exit_to_guest()
         return True
 
@@ -177,12 +195,25 @@ class Pv(Backend):
     # A pending event with events enabled is delivered as an upcall before the guest
     # runs on, as Xen checks on its return path.
     def exit_to_guest(self):
-        """On every way out of the hypervisor: fire a due timer, and make an
-        upcall if an event is pending and the guest has events enabled."""
-        self.timer.check()
-        if self.traps.callback and self.shared.upcall_due():
+        """On every way out of the hypervisor: fire a due timer, make an
+        upcall if an event is pending and the guest has events enabled, and
+        update the system time in vcpu_time_info."""
+        # timer.check()'s test is made here, and the shared-info fields are
+        # read and written in place, not by a call each: this runs on every
+        # exit, and most exits find nothing due.
+        timer, sh, clock = self.timer, self.shared, self.machine.clock
+        if timer.deadline is not None and clock.now_ns >= timer.deadline:
+            timer.fire()
+        view = sh.view
+        if self.traps.callback and view[sh.pending_at] and not view[sh.mask_at]:
             self.traps.upcall()
-        self.shared.set_time(self.machine.clock.now_ns)
+        # vcpu_time_info: the version is odd while the time is updated and
+        # even after (a reader retries while it sees odd or a change).  The
+        # guest never runs while the hypervisor updates it, so all it can see
+        # is the end: the new time and the version past the odd one.
+        TIME.pack_into(view, sh.time_at, clock.now_ns)
+        w, version = sh.words, sh.version_word
+        w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
 
     def block(self):
         """SCHEDOP_block: events on, and sleep until one is pending (the

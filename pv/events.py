@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from . import abi
 
-_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
+TIME = struct.Struct("<Q")             # vcpu_time_info.system_time
 
 
 @dataclass
@@ -33,57 +33,52 @@ class Channel:
 
 
 class SharedInfo:
-    """The fields of the shared-info page (machine address `pa`) for vCPU 0."""
+    """The fields of the shared-info page (machine address `pa`) for vCPU 0.
+
+    The hypervisor reads and writes some of them on every exit (the event
+    flags and the time: backend.Pv.exit_to_guest, EventChannels.signal,
+    traps.PvCpuView), so they are reached as the bytes and the aligned 32-bit
+    words of machine memory (mem.view, mem.words) at addresses made once
+    here (the page is page-aligned, so every u32 field is a whole word)."""
 
     def __init__(self, mem, pa):
         self.mem, self.pa = mem, pa
         mem.view[pa:pa + 4096] = bytes(4096)
-
-    def masked(self):
-        return self.mem.view[self.pa + abi.UPCALL_MASK] != 0
+        self.view, self.words = mem.view, mem.words
+        self.pending_at = pa + abi.UPCALL_PENDING          # byte: evtchn_upcall_pending
+        self.mask_at = pa + abi.UPCALL_MASK                # byte: evtchn_upcall_mask
+        self.sel_word = (pa + abi.PENDING_SEL) >> 2        # evtchn_pending_sel
+        self.pending_words = (pa + abi.EVTCHN_PENDING) >> 2   # the ports' bitmaps,
+        self.mask_words = (pa + abi.EVTCHN_MASK) >> 2         # a word per 32 ports
+        self.version_word = (pa + abi.TIME_VERSION) >> 2
+        self.time_at = pa + abi.TIME_SYSTEM              # a u64: TIME.pack_into
 
     def set_mask(self, masked):
-        self.mem.view[self.pa + abi.UPCALL_MASK] = int(bool(masked))
+        self.view[self.mask_at] = 1 if masked else 0
 
     def upcall_pending(self):
-        return self.mem.view[self.pa + abi.UPCALL_PENDING] != 0
-
-    def upcall_due(self):
-        v = self.mem.view
-        return v[self.pa + abi.UPCALL_PENDING] != 0 and v[self.pa + abi.UPCALL_MASK] == 0
+        return self.view[self.pending_at] != 0
 
     def set_cr2(self, linear):
         self.mem.set_u32(self.pa + abi.ARCH_CR2, linear)
 
-    def set_time(self, ns):
-        """vcpu_time_info: version odd while updating, even after (a reader
-        retries while it sees odd or a change).  The guest never runs while
-        the hypervisor updates it (this is called on the way out of every
-        hypercall and exit), so all it can see is the end: the new time and
-        the version past the odd one, written directly."""
-        view, version_at = self.mem.view, self.pa + abi.TIME_VERSION
-        version = _U32.unpack_from(view, version_at)[0]
-        _U64.pack_into(view, self.pa + abi.TIME_SYSTEM, ns)
-        _U32.pack_into(view, version_at, (((version + 1) | 1) + 1) & 0xFFFFFFFF)
-
-    def _bit(self, base, port):
-        return self.pa + base + 4 * (port // 32), 1 << (port % 32)
+    def _word(self, base, port):
+        return ((self.pa + base) >> 2) + (port >> 5), 1 << (port & 31)
 
     def test(self, base, port):
-        at, bit = self._bit(base, port)
-        return bool(self.mem.u32(at) & bit)
+        at, bit = self._word(base, port)
+        return bool(self.words[at] & bit)
 
     def set(self, base, port, value):
-        at, bit = self._bit(base, port)
-        word = self.mem.u32(at)
-        self.mem.set_u32(at, word | bit if value else word & ~bit)
+        at, bit = self._word(base, port)
+        w = self.words
+        w[at] = w[at] | bit if value else w[at] & ~bit
 
     # [tour pv 210] Pending: a bit per port, a word per selector, a flag per vCPU.
     def raise_upcall(self, port):
         """The port's word in the selector, and the vCPU's pending flag."""
-        at = self.pa + abi.PENDING_SEL
-        self.mem.set_u32(at, self.mem.u32(at) | 1 << (port // 32))
-        self.mem.view[self.pa + abi.UPCALL_PENDING] = 1
+        self.words[self.sel_word] |= 1 << (port >> 5)
+        self.view[self.pending_at] = 1
 
 
 class EventChannels:
@@ -113,13 +108,18 @@ class EventChannels:
         return port
 
     def signal(self, port):
-        """Mark the port pending; an edge on an unmasked port raises the upcall."""
+        """Mark the port pending; an edge on an unmasked port raises the upcall.
+        (SharedInfo.test, set and raise_upcall, inline on the page's words:
+        the timer signals its port on the way to every timer upcall.)"""
         sh = self.shared
-        if sh.test(abi.EVTCHN_PENDING, port):
+        w, word, bit = sh.words, port >> 5, 1 << (port & 31)
+        pending = sh.pending_words + word
+        if w[pending] & bit:
             return
-        sh.set(abi.EVTCHN_PENDING, port, True)
-        if not sh.test(abi.EVTCHN_MASK, port):
-            sh.raise_upcall(port)
+        w[pending] |= bit
+        if not w[sh.mask_words + word] & bit:
+            w[sh.sel_word] |= 1 << word
+            sh.view[sh.pending_at] = 1
 
     def virq(self, virq):
         port = self.virqs.get(virq)
@@ -193,19 +193,23 @@ class VirtualTimer:
         self.clock = clock
         self.channels = channels
         self.counters = counters
-        self.deadline = None
+        self.deadline = None           # set by set_timer_op (hypercalls.py)
         clock.deadlines.append(self)
-
-    def set(self, deadline_ns):
-        self.deadline = deadline_ns or None
 
     def next_deadline(self):
         return self.deadline
 
     def check(self):
         """Fire if the deadline has passed: called whenever the hypervisor
-        has control."""
+        has control (backend.Pv makes this test inline on its hot paths)."""
         if self.deadline is not None and self.clock.now_ns >= self.deadline:
-            self.deadline = None
-            self.counters["pv.virq.timer"] += 1
-            self.channels.virq(abi.VIRQ_TIMER)
+            self.fire()
+
+    def fire(self):
+        """The deadline has passed: raise VIRQ_TIMER, once (channels.virq(),
+        inline: every timer interrupt comes this way)."""
+        self.deadline = None
+        self.counters["pv.virq.timer"] += 1
+        port = self.channels.virqs.get(abi.VIRQ_TIMER)
+        if port is not None:
+            self.channels.signal(port)

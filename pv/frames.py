@@ -76,9 +76,10 @@ class FrameTable:
         return self.first <= mfn < self.first + self.nr
 
     def frame(self, mfn):
-        if not self.owns(mfn):
+        i = mfn - self.first                    # owns(), inline (update_entry has this too)
+        if not 0 <= i < self.nr:
             raise Refused(abi.EINVAL, f"frame {mfn:#x} is not the domain's")
-        return self.frames[mfn - self.first]
+        return self.frames[i]
 
     def type_of(self, mfn):
         """The frame's type while it holds references, else NONE."""
@@ -192,29 +193,33 @@ class FrameTable:
     def update_entry(self, ptr, new):
         """`*ptr = new` for the entry at machine address ptr of a frame the
         domain owns: validated as an L1 or L2 entry if the frame is a page
-        table, a plain store otherwise."""
+        table, a plain store otherwise.  (frame() inline: every mmu_update
+        and update_va_mapping request comes here.)"""
         mfn, index = ptr >> 12, (ptr & 0xFFF) >> 2
-        f = self.frame(mfn)
+        i = mfn - self.first
+        if not 0 <= i < self.nr:
+            raise Refused(abi.EINVAL, f"frame {mfn:#x} is not the domain's")
+        f = self.frames[i]
         kind = f.type if f.count else NONE
-        if kind == L2 and index >= abi.FIRST_HYPERVISOR_SLOT:
-            raise Refused(abi.EPERM, f"directory slot {index} belongs to the hypervisor")
-        old = self.mem.u32(ptr & ~3)
+        words, at = self.mem.words, ptr >> 2           # the entry, as an aligned word
         if kind == L1:
-            self._swap(ptr, old, new, self._get_l1e, self._put_l1e)
+            get, put = self._get_l1e, self._put_l1e
         elif kind == L2:
-            self._swap(ptr, old, new, self._get_l2e, self._put_l2e)
+            if index >= abi.FIRST_HYPERVISOR_SLOT:
+                raise Refused(abi.EPERM, f"directory slot {index} belongs to the hypervisor")
+            get, put = self._get_l2e, self._put_l2e
         else:
-            self.mem.set_u32(ptr & ~3, new)
-
-    def _swap(self, ptr, old, new, get, put):
-        """Take the new entry's references before dropping the old one's, so
-        that rewriting an entry with itself never releases a table."""
+            words[at] = new & 0xFFFFFFFF
+            return
+        # Take the new entry's references before dropping the old one's, so
+        # that rewriting an entry with itself never releases a table.
+        old = words[at]
         if (old ^ new) & ~_AD == 0:
-            self.mem.set_u32(ptr & ~3, new)
+            words[at] = new & 0xFFFFFFFF
             return
         if new & x86.PTE_P:
             get(new)
-        self.mem.set_u32(ptr & ~3, new)
+        words[at] = new & 0xFFFFFFFF
         if old & x86.PTE_P:
             put(old)
 

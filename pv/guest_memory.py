@@ -7,8 +7,7 @@ read-only bit enforced on writes, so the hypervisor cannot be used to write a
 page table either), and refuses the hypervisor's own range outright.  Any
 failure is -EFAULT for the guest, never an error in the hypervisor.
 """
-from virtlab.delivery import linear_view
-from virtlab.memory import GuestMemoryFault
+from virtlab.memory import GuestMemoryFault, LinearView
 
 from . import abi
 from .frames import Refused
@@ -17,10 +16,19 @@ from .frames import Refused
 class GuestMemory:
     def __init__(self, machine):
         self.machine = machine
+        self.state, self.mem = machine.state, machine.mem
+        self._paging = self._linear = None      # the last view made, and its (CR0, CR3, CR4)
 
     def _view(self):
-        m = self.machine
-        return linear_view(m.state, m.mem)
+        """The guest's current paging, as a LinearView.  A view holds only
+        the paging registers (its translations are memory.translate's,
+        checked on every access), so the last one is used again while CR0,
+        CR3 and CR4 are the same: most hypercalls read memory under the
+        address space the previous one did."""
+        paging = self.state.paging()
+        if paging != self._paging:
+            self._paging, self._linear = paging, LinearView(self.mem, *paging)
+        return self._linear
 
     @staticmethod
     def _check(va, n):
@@ -48,5 +56,15 @@ class GuestMemory:
         self.write(va, abi.U32.pack(value & 0xFFFFFFFF))
 
     def unpack(self, fmt, va):
-        """One structure of struct format `fmt` at `va`."""
-        return fmt.unpack(self.read(va, fmt.size))
+        """One structure of struct format `fmt` at `va`.  (read(), _check()
+        and _view() inline: every request of a batch and every multicall
+        entry comes this way.)"""
+        n = fmt.size
+        if not isinstance(va, int) or va < 0 or va + n > abi.HYPERVISOR_VIRT_START:
+            self._check(va, n)                  # raises
+        paging = self.state.paging()
+        view = self._linear if paging == self._paging else self._view()
+        try:
+            return fmt.unpack(view.read(va, n))
+        except GuestMemoryFault as f:
+            raise Refused(abi.EFAULT, str(f)) from None

@@ -127,7 +127,7 @@ class HypercallTable:
 
     # -- time, scheduling, console, version ---------------------------------------------------
     def set_timer_op(self, low, high, *_):
-        self.hv.timer.set((high << 32) | low)
+        self.hv.timer.deadline = ((high << 32) | low) or None     # 0: no deadline
         return 0
 
     def sched_op(self, cmd, arg, *_):

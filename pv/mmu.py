@@ -9,6 +9,8 @@ Batching is the point (Barham et al., section 3.3): a fork changes hundreds of
 entries, and one hypercall carries them all.  The counters say how many
 requests each call carried (hypercall.mmu_update.items).
 """
+from functools import partial
+
 from virtlab import x86
 
 from . import abi
@@ -24,12 +26,16 @@ class Mmu:
         self.space = space
         self.guest = guest
         self.baseptr = None            # mfn of the page directory in CR3
+        # mmu_update(reqs, count, done_ptr, dom) and mmuext_op(ops, ...): a
+        # batch (_batch) of requests of their format, each done by _update or
+        # _ext.  Bound with partial, which adds no Python call between the
+        # hypercall and the batch.
+        self.mmu_update = partial(self._batch, fmt=abi.MMU_UPDATE_REQ, do=self._update,
+                                  counter="hypercall.mmu_update.items")
+        self.mmuext_op = partial(self._batch, fmt=abi.MMUEXT_REQ, do=self._ext,
+                                 counter="hypercall.mmuext_op.items")
 
     # -- mmu_update -------------------------------------------------------------------------
-    def mmu_update(self, reqs, count, done_ptr, dom):
-        return self._batch(reqs, count, done_ptr, dom, abi.MMU_UPDATE_REQ, self._update,
-                           "mmu_update")
-
     def _update(self, ptr, val):
         cmd, ptr = ptr & 3, ptr & ~3
         if val >> 32 or ptr >> 32:
@@ -44,9 +50,6 @@ class Mmu:
             raise Refused(abi.ENOSYS, f"mmu_update command {cmd}")
 
     # -- mmuext_op ------------------------------------------------------------------------
-    def mmuext_op(self, ops, count, done_ptr, dom):
-        return self._batch(ops, count, done_ptr, dom, abi.MMUEXT_REQ, self._ext, "mmuext_op")
-
     def _ext(self, cmd, arg1, _arg2):
         f = self.frames
         if cmd == abi.MMUEXT_PIN_L1_TABLE:
@@ -77,21 +80,23 @@ class Mmu:
     # [tour pv 110] A batch, validated request by request.
     # The first request refused stops the batch with Xen's error, and the guest learns
     # how many succeeded.
-    def _batch(self, base, count, done_ptr, dom, fmt, do, name):
+    def _batch(self, base, count, done_ptr, dom, fmt, do, counter):
         if dom != abi.DOMID_SELF:
             return -abi.ESRCH
         if count > BATCH_MAX or count < 0:
             return -abi.EINVAL
         c = self.machine.counters
         done, result = 0, 0
+        unpack, size = self.guest.unpack, fmt.size
         try:
             for i in range(count):
-                do(*self.guest.unpack(fmt, base + fmt.size * i))
+                do(*unpack(fmt, base + size * i))
                 done += 1
         except Refused as r:
             result = -r.errno
-        c[f"hypercall.{name}.items"] += done
-        self._tables_changed()
+        c[counter] += done
+        if self.frames.new_tables:                 # _tables_changed(), its test inline
+            self._tables_changed()
         if done_ptr:
             try:
                 self.guest.set_u32(done_ptr, done)

@@ -25,19 +25,25 @@ the direct trap (it *is* the hardware's), and for the other two the real CPU
 with the guest's trap table, or its callback, in place of the IDT and the
 event mask in place of IF (PvCpuView).
 """
-from functools import partial
-
 from virtlab import x86
-from virtlab.delivery import (DeliveryFault, Event, InterruptPath, RealCpuView,
-                              int_length, read_descriptor, SOFTWARE_INT)
+from virtlab.delivery import (DeliveryFault, Event, InterruptPath, RealCpuView, TripleFault,
+                              int_length, read_descriptor)
+from virtlab.devices.clock import EVENT_NS
 from virtlab.errors import GuestStop
-from virtlab.guest_events import deliver_through, vector_name
+from virtlab.guest_events import vector_name
 from virtlab.memory import GuestMemoryFault
 
 from . import abi, layout as L
 
 SYSCALL_VECTOR = 0x80
 _FRAME_WORDS = 4                     # EAX, EIP, CS, EFLAGS of the iret hypercall
+
+# Made once, as delivery.SOFTWARE_INT is (an Event is never changed after it
+# is made): the Event of each exception that carries no error code, the
+# upcall's, and the name each vector is counted under when bounced.
+EXCEPTION = tuple(Event(vector) for vector in range(256))
+_UPCALL = Event(0)
+_BOUNCE_COUNTER = tuple("pv.bounce." + vector_name(vector) for vector in range(256))
 
 
 class PvCpuView(RealCpuView):
@@ -49,17 +55,21 @@ class PvCpuView(RealCpuView):
         super().__init__(state)
         self.shared = shared
         self.table = table
+        # The event mask's byte, read and written in place by the two methods
+        # below (not by calls to the shared-info page: every bounce and
+        # upcall calls both).
+        self._view, self._mask_at = shared.view, shared.mask_at
 
     def idtr(self):
         return (self.table, L.IDT_LIMIT)
 
     def flags_for_frame(self, eflags):
         eflags &= ~(x86.IF | x86.IOPL_MASK)
-        return eflags if self.shared.masked() else eflags | x86.IF
+        return eflags if self._view[self._mask_at] else eflags | x86.IF
 
     def entry_flags(self, eflags, kept):
         if not kept & x86.IF:
-            self.shared.set_mask(True)
+            self._view[self._mask_at] = 1
         return (eflags & kept & ~x86.IOPL_MASK) | x86.IF
 
     def set_cr2(self, value):
@@ -75,9 +85,6 @@ class Traps:
         self.bounce_path = InterruptPath(mem, PvCpuView(st, shared, L.VIDT_LINEAR))
         self.upcall_path = InterruptPath(mem, PvCpuView(st, shared, L.CALLBACK_IDT_LINEAR))
         self.direct_path = InterruptPath(mem, RealCpuView(st))
-        # _deliver(path, event): one event along one of the three paths.
-        self._deliver = partial(deliver_through, machine,
-                                who="pv: cannot enter the guest kernel: ")
         self.handlers = {}             # vector -> (flags, address): the trap table
         self.direct_int80 = False
         self.callback = None           # the event callback's EIP
@@ -154,19 +161,21 @@ class Traps:
                             "registered no handler for it (set_trap_table)")
         c = m.counters
         c["pv.bounce"] += 1
-        c["pv.bounce." + ("syscall" if event.software else vector_name(event.vector))] += 1
-        self._deliver(self.bounce_path, event)
+        c["pv.bounce.syscall" if event.software else _BOUNCE_COUNTER[event.vector]] += 1
+        # guest_events.deliver_through, inline here, in upcall() and in
+        # backend.Pv._direct_syscall (one Python call less per event): a
+        # microsecond of virtual time, the delivery, and a triple fault ends
+        # the run.
+        m.clock.now_ns += EVENT_NS
+        try:
+            self.bounce_path.deliver(m.state, event)
+        except TripleFault as tf:
+            self.triple_fault(tf)
 
     def _may_int(self, vector):
         """May the current ring `int` to this vector (the entry's ring field)?"""
         entry = self.handlers.get(vector)
         return entry is not None and entry[0] & abi.TI_DPL_MASK >= self.machine.state.cpl
-
-    def fast_syscall(self):
-        """The CPU delivers `int 0x80` through the real IDT's trap gate."""
-        m = self.machine
-        m.counters["pv.fast_syscall"] += 1
-        self._deliver(self.direct_path, SOFTWARE_INT[SYSCALL_VECTOR])
 
     # [tour pv 220] The event upcall.
     # The guest's event callback is entered like an interrupt handler, with events
@@ -174,7 +183,16 @@ class Traps:
     def upcall(self):
         m = self.machine
         m.counters["evtchn.upcall"] += 1
-        self._deliver(self.upcall_path, Event(0))
+        m.clock.now_ns += EVENT_NS
+        try:
+            self.upcall_path.deliver(m.state, _UPCALL)
+        except TripleFault as tf:
+            self.triple_fault(tf)
+
+    def triple_fault(self, tf):
+        """A delivery into the guest kernel faulted beyond repair: the run ends."""
+        raise GuestStop(f"pv: cannot enter the guest kernel: triple fault at "
+                        f"{self.machine.where()}: {tf}") from None
 
     def back_to_int(self):
         """Rewind EIP to the `int` that just trapped, so that it runs again
