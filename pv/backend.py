@@ -27,7 +27,7 @@ upcall.  None of these is a VM exit: pv counts no `exit.*` at all.
 from virtlab import x86
 from virtlab.backend import Backend
 from virtlab.counters import SENSITIVE
-from virtlab.delivery import Event, SOFTWARE_INT, TripleFault
+from virtlab.delivery import Event, SOFTWARE_INT
 from virtlab.devices.clock import EVENT_NS
 from virtlab.errors import GuestStop
 from virtlab.vmm.sensitive import SensitiveAudit
@@ -178,11 +178,7 @@ class Pv(Backend):
         # here, where every system call passes).
         m = self.machine
         m.counters["pv.fast_syscall"] += 1
-        m.clock.now_ns += EVENT_NS
-        try:
-            traps.direct_path.deliver(m.state, SOFTWARE_INT[SYSCALL_VECTOR])
-        except TripleFault as tf:
-            traps.triple_fault(tf)
+        traps.direct_path.deliver(m.state, SOFTWARE_INT[SYSCALL_VECTOR])
 
     def invalid_opcode(self):
         if x86.UD not in self.traps.handlers:

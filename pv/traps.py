@@ -26,9 +26,8 @@ with the guest's trap table, or its callback, in place of the IDT and the
 event mask in place of IF (PvCpuView).
 """
 from virtlab import x86
-from virtlab.delivery import (DeliveryFault, Event, InterruptPath, RealCpuView, TripleFault,
+from virtlab.delivery import (DeliveryFault, Event, InterruptPath, RealCpuView,
                               int_length, read_descriptor)
-from virtlab.devices.clock import EVENT_NS
 from virtlab.errors import GuestStop
 from virtlab.guest_events import vector_name
 from virtlab.memory import GuestMemoryFault
@@ -81,13 +80,18 @@ class Traps:
         self.machine = machine
         self.space = space
         self.shared = shared
-        st, mem = machine.state, machine.mem
-        self.bounce_path = InterruptPath(mem, PvCpuView(st, shared, L.VIDT_LINEAR))
-        self.upcall_path = InterruptPath(mem, PvCpuView(st, shared, L.CALLBACK_IDT_LINEAR))
-        self.direct_path = InterruptPath(mem, RealCpuView(st))
+        st = machine.state
+        self.bounce_path = self._path(PvCpuView(st, shared, L.VIDT_LINEAR))
+        self.upcall_path = self._path(PvCpuView(st, shared, L.CALLBACK_IDT_LINEAR))
+        self.direct_path = self._path(RealCpuView(st))
         self.handlers = {}             # vector -> (flags, address): the trap table
         self.direct_int80 = False
         self.callback = None           # the event callback's EIP
+
+    def _path(self, cpu):
+        m = self.machine
+        return InterruptPath(m.mem, cpu, m.clock, m.where,
+                             who="pv: cannot enter the guest kernel: ")
 
     # -- what the guest registers ------------------------------------------------------
     # [tour pv 150] The trap table replaces the IDT.
@@ -162,15 +166,7 @@ class Traps:
         c = m.counters
         c["pv.bounce"] += 1
         c["pv.bounce.syscall" if event.software else _BOUNCE_COUNTER[event.vector]] += 1
-        # guest_events.deliver_through, inline here, in upcall() and in
-        # backend.Pv._direct_syscall (one Python call less per event): a
-        # microsecond of virtual time, the delivery, and a triple fault ends
-        # the run.
-        m.clock.now_ns += EVENT_NS
-        try:
-            self.bounce_path.deliver(m.state, event)
-        except TripleFault as tf:
-            self.triple_fault(tf)
+        self.bounce_path.deliver(m.state, event)
 
     def _may_int(self, vector):
         """May the current ring `int` to this vector (the entry's ring field)?"""
@@ -183,16 +179,7 @@ class Traps:
     def upcall(self):
         m = self.machine
         m.counters["evtchn.upcall"] += 1
-        m.clock.now_ns += EVENT_NS
-        try:
-            self.upcall_path.deliver(m.state, _UPCALL)
-        except TripleFault as tf:
-            self.triple_fault(tf)
-
-    def triple_fault(self, tf):
-        """A delivery into the guest kernel faulted beyond repair: the run ends."""
-        raise GuestStop(f"pv: cannot enter the guest kernel: triple fault at "
-                        f"{self.machine.where()}: {tf}") from None
+        self.upcall_path.deliver(m.state, _UPCALL)
 
     def back_to_int(self):
         """Rewind EIP to the `int` that just trapped, so that it runs again

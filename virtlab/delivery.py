@@ -22,13 +22,11 @@ import struct
 from dataclasses import dataclass
 
 from . import x86
+from .devices.clock import EVENT_NS
+from .errors import GuestStop
 from .memory import Dependencies, GuestMemoryFault, LinearView, tlb_entry, walk
 
 _STACK = struct.Struct("<I")
-
-
-class TripleFault(Exception):
-    pass
 
 
 class DeliveryFault(Exception):
@@ -153,9 +151,15 @@ class InterruptPath:
     exactly when the hardware would compute the same thing again.
     """
 
-    def __init__(self, mem, cpu):
+    def __init__(self, mem, cpu, clock, where, who=""):
         self.mem = mem
         self.cpu = cpu                 # the guest's view of the CPU (RealCpuView)
+        # Every event delivered is a microsecond of the machine's virtual
+        # time; a triple fault ends the run with a reason that names the
+        # guest PC (where()) and, after `who`, whose delivery it was.
+        self.clock = clock
+        self._where = where
+        self.who = who
         # What the view does to EFLAGS (None: nothing) and to the selectors
         # in a frame, bound once.
         self._frame_flags = cpu.flags_for_frame
@@ -184,7 +188,10 @@ class InterruptPath:
         caller has them).  A fault while delivering it is delivered in its
         place, except that a fault while delivering a contributory exception
         or a page fault is a double fault (SDM vol. 3, table 6-5); a fault
-        while delivering the double fault raises TripleFault."""
+        while delivering the double fault is a triple fault, which on a PC
+        resets the machine and here ends the run (GuestStop)."""
+        if _chain is None:                     # the event, not its escalation: it takes
+            self.clock.now_ns += EVENT_NS      # virtual time (clock.tick(), inline)
         try:
             cpu = self.cpu
             cpl, regs, paging = cpu.route_inputs()
@@ -236,8 +243,8 @@ class InterruptPath:
         what that becomes (the rare path)."""
         ev = chain[-1]
         if ev.vector == x86.DF_VEC and not ev.software:
-            raise TripleFault(_chain_text(chain, fault) + "; "
-                              + _cpu_text(self.cpu, state)) from None
+            raise GuestStop(f"{self.who}triple fault at {self._where()}: "
+                            f"{_chain_text(chain, fault)}; {_cpu_text(self.cpu, state)}") from None
         if not ev.software and (ev.vector in x86.CONTRIBUTORY or ev.vector == x86.PF):
             chain.append(Event(x86.DF_VEC, 0))
         else:

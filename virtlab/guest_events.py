@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from . import x86
-from .delivery import Event, InterruptPath, TripleFault, int_length
-from .devices.clock import EVENT_NS
+from .delivery import Event, InterruptPath, int_length
 from .errors import GuestStop
 
 
@@ -27,12 +26,12 @@ class EventNames:
 class GuestEvents:
     def __init__(self, machine, cpu_view, names):
         self.machine = machine
-        self.path = InterruptPath(machine.mem, cpu_view)
+        self.path = InterruptPath(machine.mem, cpu_view, machine.clock, machine.where)
         self.names = names
-        # deliver(event, eflags=None): an event through the guest's IDT, by
-        # deliver_through (bound with partial, which adds no Python frame to
-        # the commonest call of an exit).
-        self.deliver = partial(deliver_through, machine, self.path)
+        # deliver(event, eflags=None): an event through the guest's IDT
+        # (bound with partial, which adds no Python frame to the commonest
+        # call of an exit).
+        self.deliver = partial(self.path.deliver, machine.state)
 
     def interrupt_first(self, software, backend, exits=True):
         """Interrupts are recognised at instruction boundaries: if one is pending
@@ -87,18 +86,6 @@ class GuestEvents:
         st = self.machine.state
         err = st.error_code if vector in x86.ERROR_CODE_VECTORS else None
         return Event(vector, err)
-
-
-def deliver_through(machine, path, event, eflags=None, who=""):
-    """Deliver an event along an InterruptPath: one microsecond of virtual
-    time.  `eflags`: the architectural EFLAGS, if the caller has them
-    already.  A triple fault ends the run (`who`: whose delivery it was, for
-    the reason)."""
-    machine.clock.now_ns += EVENT_NS             # clock.tick(), inline: every event pays it
-    try:
-        path.deliver(machine.state, event, eflags)
-    except TripleFault as tf:
-        raise GuestStop(f"{who}triple fault at {machine.where()}: {tf}") from None
 
 
 def vector_name(vector):
