@@ -128,9 +128,10 @@ class Pv(Backend):
     # The machine claimed vector 0x82 for this back end: the `int` stops here.  From
     # ring 1 it is a hypercall; from user mode the gate's ring check fails and the
     # guest kernel gets the #GP.
-    def hypercall(self):
-        """`int 0x82`: from ring 1 a hypercall; from user mode the gate's
-        ring check fails, and the guest kernel gets the #GP."""
+    def hypercall(self, _vector=abi.HYPERCALL_VECTOR):
+        """`int 0x82` (the machine's claimed vector): from ring 1 a hypercall;
+        from user mode the gate's ring check fails, and the guest kernel gets
+        the #GP."""
         m, st = self.machine, self.machine.state
         if st.cpl != 1:
             self.traps.bounce(SOFTWARE_INT[abi.HYPERCALL_VECTOR])

@@ -8,6 +8,8 @@ guest, not by the bookkeeping alone.
 """
 import struct
 
+import pytest
+
 from virtlab import asmguest as A
 from virtlab.intercept import EMULATED
 from virtlab.machine import BootSpec, Machine
@@ -65,7 +67,8 @@ class Hypercalls(Native):
         self.calls = []
         machine.claim_vector(0x82, self._hypercall)
 
-    def _hypercall(self):
+    def _hypercall(self, vector):
+        assert vector == 0x82
         st = self.machine.state
         self.calls.append((st.reg("eax"), st.reg("ebx")))
         st.set_reg("eax", st.reg("ebx") * 2)       # EIP is already past the int
@@ -88,6 +91,14 @@ def test_unclaimed_vectors_still_reach_the_guest_idt():
     m, out = boot(Hypercalls(), A.AsmGuest(body=body, handlers={0x80: handler}))
     assert out.ok and word(m) == 0x80
     assert m.counters["native.syscall"] == 1
+
+
+@pytest.mark.parametrize("vector", [0, 13, 31, 256])
+def test_only_vectors_no_exception_shares_can_be_claimed(vector):
+    """At 0 to 31 the CPU also stops for its own exceptions, which a claim
+    would take from the back end."""
+    with Machine(Native()) as m, pytest.raises(ValueError, match="cannot be claimed"):
+        m.claim_vector(vector, lambda v: None)
 
 
 class OwnStart(Native):

@@ -278,14 +278,13 @@ class Machine:
     def claim_vector(self, vector, handler):
         """A back end takes a software-interrupt vector for itself (a hypercall
         gate such as Xen's `int 0x82`): an `int vector` from the guest calls
-        handler() with the CPU saved, instead of the back end's exception()."""
-        plain = self._h_vector[vector]
-
-        def exception(vec):
-            if self.state.is_software_int:
-                return handler()
-            return plain(vec)             # an exception with this number
-        self._h_vector[vector] = exception
+        handler(vector) with the CPU saved, instead of the back end's
+        exception().  Only vectors 32 to 255: Unicorn reports no external
+        interrupt (the VMM injects those itself), so at these vectors the CPU
+        stops only for an `int`, while 0 to 31 are also its exceptions."""
+        if not 32 <= vector <= 255:
+            raise ValueError(f"vector {vector} cannot be claimed (32 to 255 only)")
+        self._h_vector[vector] = handler
 
     # -- services to back ends ---------------------------------------------
     # A back end never touches Unicorn or the state area's offsets itself: what

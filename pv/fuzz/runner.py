@@ -33,10 +33,10 @@ class Monitor:
         self.checks = self.skipped = 0
         plain = hv.hypercall       # before Machine() binds int 0x82 to it
 
-        def hypercall():
+        def hypercall(vector):
             self.issued += 1
             self.entry = None
-            plain()
+            plain(vector)
             self.entry = None
             self.check()
         hv.hypercall = hypercall
