@@ -41,6 +41,7 @@ class ShadowPaging:
 
     def __init__(self, machine, vcpu, window=False):
         self.machine = machine
+        self.mem = machine.mem
         self.vcpu = vcpu
         self.vmm = vmm_memory.VmmMemory(machine)
         self.mmu = ShadowMmu(machine, vcpu, self.vmm,
@@ -52,7 +53,7 @@ class ShadowPaging:
 
     def guest_view(self):
         v = self.vcpu
-        return LinearView(self.machine.mem, v.cr0, v.cr3, v.cr4)
+        return LinearView(self.mem, v.cr0, v.cr3, v.cr4)
 
     def live_view(self):
         # Every change of the guest's paging registers reaches the VMM through
