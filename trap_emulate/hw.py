@@ -215,12 +215,13 @@ class Hw(Vmm):
             # exit, then use its own values.
             st = m.state
             m.write_msr(st.reg("ecx"), st.reg("edx") << 32 | st.reg("eax"))
+        c = m.counters
         if kind in ("read_shadow", "cr2_write", "cr2_read"):
-            m.counters[joined("hw.", kind)] += 1
+            c[joined("hw.", kind)] += 1
         else:
-            m.counters["exit.total"] += 1
-            m.counters["exit.priv"] += 1
-            m.counters[joined("exit.priv.", name)] += 1
+            c["exit.total"] += 1
+            c["exit.priv"] += 1
+            c[_PRIV_NAMES.get(name) or _priv_name(name)] += 1     # joined(), its hit inline
         return EMULATED
 
     def sysenter(self):
@@ -282,6 +283,13 @@ class Hw(Vmm):
 
 
 _TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
+
+_PRIV_NAMES = {}                            # name -> "exit.priv." + name
+
+
+def _priv_name(name):
+    made = _PRIV_NAMES[name] = joined("exit.priv.", name)
+    return made
 
 
 # [tour hw-npt 10] Nested paging: the CPU walks the guest's own tables.

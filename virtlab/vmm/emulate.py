@@ -203,11 +203,20 @@ class Emulator:
         return "hlt"
 
     def _mov(self, insn, state):
-        plan = _cr_move(insn)
+        # A control-register move is the commonest exit of a VT-x guest: its
+        # plan is taken from the instruction's memo here (_cr_move's first
+        # step, inline), and the general register, always a 32-bit one for
+        # CRn, is read or written directly (reg_read/reg_write's first case).
+        memo = getattr(insn, "memo", None)
+        plan = _NOT_YET if memo is None else memo.get("cr_move", _NOT_YET)
+        if plan is _NOT_YET:
+            plan = _cr_move(insn)
         if plan is not None:
             to_cr, n, reg, name = plan
             if to_cr:
-                self.be.write_cr(n, reg_read(state, reg))
+                self.be.write_cr(n, state.reg(reg) if reg in _REG32 else reg_read(state, reg))
+            elif reg in _REG32:
+                state.set_reg(reg, self.be.read_cr(n))
             else:
                 reg_write(state, reg, self.be.read_cr(n))
             return name
