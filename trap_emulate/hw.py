@@ -152,7 +152,7 @@ class Hw(Vmm):
     def exception(self, vector):
         st = self.machine.state
         if vector == x86.PF and not self.nested:
-            event = self.shadow_page_fault()
+            event = self.paging.page_fault(self.count_exit)     # shadow_page_fault()
             if event is None:
                 st.set_cr(2, self.vcpu.cr2)      # a hidden fault leaves guest CR2 alone
                 return

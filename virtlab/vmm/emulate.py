@@ -457,18 +457,27 @@ def emulate_store(decoded, state, mem, gpa):
     if not ops or ops[0].type != C.X86_OP_MEM:
         raise Unsupported(f"store to a page table by '{decoded.text()}'")
     size = ops[0].size
-    old = int.from_bytes(mem.view[gpa:gpa + size], "little")
     mask = (1 << (8 * size)) - 1
     if insn.mnemonic == "mov":
-        new = operand_value(insn, ops[1], state, None)
-    elif insn.mnemonic == "xchg":
-        new = operand_value(insn, ops[1], state, None)
-        reg_write(state, insn.reg_name(ops[1].reg), old)
-    elif insn.mnemonic in _ARITH:
-        new = _ARITH[insn.mnemonic](old, operand_value(insn, ops[1], state, None)) & mask
-        _logic_flags(state, new, size)
+        # A store of an immediate (the commonest, a kernel setting an entry
+        # to a constant) is worked out once per decoded instruction: the
+        # value is a function of its bytes (decode.Insn.memo).
+        memo = getattr(insn, "memo", None)
+        new = None if memo is None else memo.get("store_imm")
+        if new is None:
+            new = operand_value(insn, ops[1], state, None)
+            if memo is not None and ops[1].type == C.X86_OP_IMM:
+                memo["store_imm"] = new
     else:
-        raise Unsupported(f"store to a page table by '{decoded.text()}'")
+        old = int.from_bytes(mem.view[gpa:gpa + size], "little")
+        if insn.mnemonic == "xchg":
+            new = operand_value(insn, ops[1], state, None)
+            reg_write(state, insn.reg_name(ops[1].reg), old)
+        elif insn.mnemonic in _ARITH:
+            new = _ARITH[insn.mnemonic](old, operand_value(insn, ops[1], state, None)) & mask
+            _logic_flags(state, new, size)
+        else:
+            raise Unsupported(f"store to a page table by '{decoded.text()}'")
     mem.view[gpa:gpa + size] = (new & mask).to_bytes(size, "little")
     state.eip = state.eip + decoded.size
     return size

@@ -257,12 +257,13 @@ class ShadowMmu:
     def traced_write(self, gpa, size):
         """The guest wrote `size` bytes at `gpa` in a traced frame (the write is
         already done): drop every shadow entry derived from what changed."""
-        frame, off = gpa & x86.PAGE_MASK, gpa & 0xFFF
-        first, last = off >> 2, min((off + size - 1) >> 2, 1023)
+        frame, off = gpa & _FRAME, gpa & 0xFFF
+        last = (off + size - 1) >> 2
+        entries = range(off >> 2, last + 1 if last < 1024 else 1024)   # those written
         changed = False
         sh = self.pd_of.get(frame)
         if sh is not None:
-            for idx in range(first, last + 1):
+            for idx in entries:
                 if idx in sh.tables:
                     self._zap_table(sh, idx)
                     changed = True
@@ -272,9 +273,10 @@ class ShadowMmu:
                     self.counters["shadow.unshadow"] += 1
                     self._drop(sh)
                     changed = True
-        for key, idx in list(self.pt_users.get(frame, ())):
+        # (Walked without a copy: dropping entries changes no table's users.)
+        for key, idx in self.pt_users.get(frame, ()):
             table = self.shadows[key].tables[idx]
-            for pti in range(first, last + 1):
+            for pti in entries:
                 if pti in table.filled:
                     self._zap_pte(table, pti)
                     changed = True
