@@ -36,11 +36,14 @@ class Vmm(Backend):
         """guest_view, read_cr and write_cr below only pass the question on to
         the paging component; every exit asks one of them, so unless a back
         end adds to one (bt's guest_view, hw's write_cr) the component's own
-        method is bound in its place, and the exit pays one call, not two."""
+        method is bound in its place, and the exit pays one call, not two.
+        guest_view becomes the component's shared_view: the callers here only
+        read and write through the view they get."""
         cls = type(self)
-        for name in ("guest_view", "read_cr", "write_cr"):
+        for name, own in (("guest_view", "shared_view"), ("read_cr", "read_cr"),
+                          ("write_cr", "write_cr")):
             if getattr(cls, name) is getattr(Vmm, name):
-                setattr(self, name, getattr(self.paging, name))
+                setattr(self, name, getattr(self.paging, own))
 
     def new_vcpu(self):
         """The virtual CPU; a back end whose translated code reads and writes
