@@ -89,7 +89,8 @@ class Trap(RingCompressedVmm):
         if name != "hlt":                  # a halt is counted once, as exit.hlt
             m.counters["exit.priv"] += 1
             m.counters[_PRIV_NAMES.get(name) or _priv_name(name)] += 1   # joined(), its hit inline
-        m.emulated()
+        if m.icount is not None:           # (m.emulated()'s test, inline: counting is rare)
+            m.emulated()
         return True
 
     def _kernel_iret(self, address, kind):
