@@ -30,7 +30,7 @@ from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.intercept import EMULATED, RAISED
-from virtlab.vmm.emulate import NotPrivileged, Unsupported
+from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported, priv_counter
 from virtlab.vmm.gates import far_target, is_far_transfer, task_return
 from virtlab.vmm.monitor import Vmm
 from virtlab.vmm.paging import NestedPaging
@@ -221,7 +221,7 @@ class Hw(Vmm):
         else:
             c["exit.total"] += 1
             c["exit.priv"] += 1
-            c[_PRIV_NAMES.get(name) or _priv_name(name)] += 1     # joined(), its hit inline
+            c[PRIV_COUNTERS.get(name) or priv_counter(name)] += 1
         return EMULATED
 
     def sysenter(self):
@@ -283,14 +283,6 @@ class Hw(Vmm):
 
 
 _TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
-
-_PRIV_NAMES = {}                            # name -> "exit.priv." + name
-
-
-def _priv_name(name):
-    made = _PRIV_NAMES[name] = joined("exit.priv.", name)
-    return made
-
 
 # [tour hw-npt 10] Nested paging: the CPU walks the guest's own tables.
 # With EPT or NPT the guest's CR3 is the real one and a TLB miss walks two levels of

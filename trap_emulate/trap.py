@@ -24,12 +24,12 @@ import struct
 from capstone import x86_const as C
 
 from virtlab import x86
-from virtlab.counters import EXITS, REFLECTION, SENSITIVE, SHADOW, joined
+from virtlab.counters import EXITS, REFLECTION, SENSITIVE, SHADOW
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault
 
 from virtlab.vmm.compressed import RingCompressedVmm
-from virtlab.vmm.emulate import NotPrivileged, Unsupported
+from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported, priv_counter
 from virtlab.vmm.sensitive import SensitiveAudit
 
 
@@ -88,7 +88,7 @@ class Trap(RingCompressedVmm):
         m.counters["exit.total"] += 1
         if name != "hlt":                  # a halt is counted once, as exit.hlt
             m.counters["exit.priv"] += 1
-            m.counters[_PRIV_NAMES.get(name) or _priv_name(name)] += 1   # joined(), its hit inline
+            m.counters[PRIV_COUNTERS.get(name) or priv_counter(name)] += 1
         if m.icount is not None:           # (m.emulated()'s test, inline: counting is rare)
             m.emulated()
         return True
@@ -117,14 +117,6 @@ class Trap(RingCompressedVmm):
 
     def report(self):
         return {"sensitive": self.audit.sightings()}
-
-
-_PRIV_NAMES = {}                            # name -> "exit.priv." + name
-
-
-def _priv_name(name):
-    made = _PRIV_NAMES[name] = joined("exit.priv.", name)
-    return made
 
 
 def _select_kernel_iret(insn, cpl):
