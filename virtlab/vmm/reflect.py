@@ -22,6 +22,7 @@ class VirtualCpuView:
     def __init__(self, state, vcpu):
         self.state = state
         self.vcpu = vcpu
+        self._cpl = None
 
     def cpl(self):
         return rings.guest_ring(self.state.cpl)
@@ -35,7 +36,7 @@ class VirtualCpuView:
         the guest's ring and the virtual CPU's paging and table registers."""
         v = self.vcpu
         paging = (v.cr0, v.cr3, v.cr4)
-        cpl = self.state.cpl
+        self._cpl = cpl = self.state.cpl       # (kept for flags_for_frame, which follows)
         return (0 if cpl == 1 else cpl), (paging, v.idtr, v.gdtr, v.tr), paging   # guest_ring()
 
     def idtr(self):
@@ -65,8 +66,10 @@ class VirtualCpuView:
         return self.state.cpl == 3 or self.vcpu.if_
 
     def flags_for_frame(self, eflags):
+        """The EFLAGS in the frame (called after route_inputs, in the same
+        delivery, whose real CPL it reuses): the virtual IF and IOPL."""
         v = self.vcpu
-        self._frame_if = self.state.cpl == 3 or v.if_          # virtual_if()
+        self._frame_if = self._cpl == 3 or v.if_          # virtual_if()
         eflags &= ~(_IF | _IOPL_MASK)
         if self._frame_if:
             eflags |= _IF
