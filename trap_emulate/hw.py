@@ -30,7 +30,7 @@ from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.intercept import EMULATED, RAISED
-from virtlab.vmm.emulate import NotPrivileged, Unsupported
+from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported, priv_counter
 from virtlab.vmm.gates import far_target, is_far_transfer, task_return
 from virtlab.vmm.monitor import Vmm
 from virtlab.vmm.paging import NestedPaging
@@ -152,7 +152,7 @@ class Hw(Vmm):
     def exception(self, vector):
         st = self.machine.state
         if vector == x86.PF and not self.nested:
-            event = self.shadow_page_fault()
+            event = self.paging.page_fault(self.count_exit)     # shadow_page_fault()
             if event is None:
                 st.set_cr(2, self.vcpu.cr2)      # a hidden fault leaves guest CR2 alone
                 return
@@ -215,12 +215,13 @@ class Hw(Vmm):
             # exit, then use its own values.
             st = m.state
             m.write_msr(st.reg("ecx"), st.reg("edx") << 32 | st.reg("eax"))
+        c = m.counters
         if kind in ("read_shadow", "cr2_write", "cr2_read"):
-            m.counters[joined("hw.", kind)] += 1
+            c[joined("hw.", kind)] += 1
         else:
-            m.counters["exit.total"] += 1
-            m.counters["exit.priv"] += 1
-            m.counters[joined("exit.priv.", name)] += 1
+            c["exit.total"] += 1
+            c["exit.priv"] += 1
+            c[PRIV_COUNTERS.get(name) or priv_counter(name)] += 1
         return EMULATED
 
     def sysenter(self):
@@ -282,7 +283,6 @@ class Hw(Vmm):
 
 
 _TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
-
 
 # [tour hw-npt 10] Nested paging: the CPU walks the guest's own tables.
 # With EPT or NPT the guest's CR3 is the real one and a TLB miss walks two levels of

@@ -125,12 +125,18 @@ class RingCompressedVmm(Vmm):
 
     # -- reflection ---------------------------------------------------------------
     def _reflect_software(self, vector):
-        # (pending_irq() first: nothing pending is decided without
-        # interrupt_first's call, which asks it again.)
-        if self.view.virtual_if() and self.machine.pending_irq() is not None \
+        # Every system call comes here, so the small calls are inline:
+        # view.virtual_if() (user code always has IF set; the kernel's is the
+        # vCPU's) and _count_syscall().  (pending_irq() first: nothing pending
+        # is decided without interrupt_first's call, which asks it again.)
+        m = self.machine
+        if (m.state.cpl == 3 or self.vcpu.if_) and m.pending_irq() is not None \
                 and self.events.interrupt_first(True, self):
             return
-        self._count_syscall()
+        c = m.counters
+        c["exit.total"] += 1
+        c["reflect.total"] += 1
+        c["reflect.syscall"] += 1
         self.events.deliver(SOFTWARE_INT[vector])
 
     def _count_syscall(self):
@@ -161,13 +167,20 @@ class RingCompressedVmm(Vmm):
             if event is not None:
                 self._reflect(event)
             return
+        self.cpu_exception(vector, privileged)
+
+    def cpu_exception(self, vector, privileged=None):
+        """guest_exception for an exception the CPU raised that is not a page
+        fault (a back end that dispatches those two itself comes here)."""
         if vector == x86.GP:
             # Decoded once for both questions: a #GP exits for a call gate or a
             # privileged instruction, and the bytes at EIP cannot change between.
-            decoded = self.decode_current()
-            if self._call_gate(decoded):
+            # (decode_current(), and the cheap half of is_far_transfer before
+            # _call_gate: one instruction id test, inline.)
+            decoded = self.machine.decode_at_eip(self.guest_view())
+            if decoded is not None and decoded.insn.id in _FAR_IDS and self._call_gate(decoded):
                 return
-            if privileged is not None and st.cpl == 1 and privileged(decoded):
+            if privileged is not None and self.machine.state.cpl == 1 and privileged(decoded):
                 return
         elif vector == x86.NP and self.first_load():
             return
@@ -295,3 +308,6 @@ class RingCompressedVmm(Vmm):
 
 # Instructions that load CS (far transfers are recognised by gates.is_far_transfer).
 _CS_LOADS = frozenset((C.X86_INS_IRET, C.X86_INS_IRETD, C.X86_INS_RETF))
+# The ids under which capstone reports every far call or jmp (and the near
+# ones too: gates.is_far_transfer tells them apart).
+_FAR_IDS = frozenset((C.X86_INS_LJMP, C.X86_INS_LCALL, C.X86_INS_JMP, C.X86_INS_CALL))

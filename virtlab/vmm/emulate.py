@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from capstone import x86_const as C
 
 from virtlab import fastcall, x86
+from virtlab.counters import joined
 from virtlab.delivery import DeliveryFault, read_descriptor
 from virtlab.memory import LinearView
 
@@ -26,6 +27,17 @@ _REG16 = {"ax": "eax", "cx": "ecx", "dx": "edx", "bx": "ebx", "sp": "esp",
 _REG8 = {"al": ("eax", 0), "cl": ("ecx", 0), "dl": ("edx", 0), "bl": ("ebx", 0),
          "ah": ("eax", 8), "ch": ("ecx", 8), "dh": ("edx", 8), "bh": ("ebx", 8)}
 _SREGS = {"cs", "ss", "ds", "es", "fs", "gs"}
+
+
+def priv_counter(name):
+    """The counter of an emulated instruction, "exit.priv." + its name, made
+    once per name.  A caller on an exit's path asks PRIV_COUNTERS first
+    (`PRIV_COUNTERS.get(name) or priv_counter(name)`: no call once made)."""
+    made = PRIV_COUNTERS[name] = joined("exit.priv.", name)
+    return made
+
+
+PRIV_COUNTERS = {}                          # name -> "exit.priv." + name
 
 
 class Unsupported(Exception):
@@ -203,11 +215,20 @@ class Emulator:
         return "hlt"
 
     def _mov(self, insn, state):
-        plan = _cr_move(insn)
+        # A control-register move is the commonest exit of a VT-x guest: its
+        # plan is taken from the instruction's memo here (_cr_move's first
+        # step, inline), and the general register, always a 32-bit one for
+        # CRn, is read or written directly (reg_read/reg_write's first case).
+        memo = getattr(insn, "memo", None)
+        plan = _NOT_YET if memo is None else memo.get("cr_move", _NOT_YET)
+        if plan is _NOT_YET:
+            plan = _cr_move(insn)
         if plan is not None:
             to_cr, n, reg, name = plan
             if to_cr:
-                self.be.write_cr(n, reg_read(state, reg))
+                self.be.write_cr(n, state.reg(reg) if reg in _REG32 else reg_read(state, reg))
+            elif reg in _REG32:
+                state.set_reg(reg, self.be.read_cr(n))
             else:
                 reg_write(state, reg, self.be.read_cr(n))
             return name
@@ -448,18 +469,27 @@ def emulate_store(decoded, state, mem, gpa):
     if not ops or ops[0].type != C.X86_OP_MEM:
         raise Unsupported(f"store to a page table by '{decoded.text()}'")
     size = ops[0].size
-    old = int.from_bytes(mem.view[gpa:gpa + size], "little")
     mask = (1 << (8 * size)) - 1
     if insn.mnemonic == "mov":
-        new = operand_value(insn, ops[1], state, None)
-    elif insn.mnemonic == "xchg":
-        new = operand_value(insn, ops[1], state, None)
-        reg_write(state, insn.reg_name(ops[1].reg), old)
-    elif insn.mnemonic in _ARITH:
-        new = _ARITH[insn.mnemonic](old, operand_value(insn, ops[1], state, None)) & mask
-        _logic_flags(state, new, size)
+        # A store of an immediate (the commonest, a kernel setting an entry
+        # to a constant) is worked out once per decoded instruction: the
+        # value is a function of its bytes (decode.Insn.memo).
+        memo = getattr(insn, "memo", None)
+        new = None if memo is None else memo.get("store_imm")
+        if new is None:
+            new = operand_value(insn, ops[1], state, None)
+            if memo is not None and ops[1].type == C.X86_OP_IMM:
+                memo["store_imm"] = new
     else:
-        raise Unsupported(f"store to a page table by '{decoded.text()}'")
+        old = int.from_bytes(mem.view[gpa:gpa + size], "little")
+        if insn.mnemonic == "xchg":
+            new = operand_value(insn, ops[1], state, None)
+            reg_write(state, insn.reg_name(ops[1].reg), old)
+        elif insn.mnemonic in _ARITH:
+            new = _ARITH[insn.mnemonic](old, operand_value(insn, ops[1], state, None)) & mask
+            _logic_flags(state, new, size)
+        else:
+            raise Unsupported(f"store to a page table by '{decoded.text()}'")
     mem.view[gpa:gpa + size] = (new & mask).to_bytes(size, "little")
     state.eip = state.eip + decoded.size
     return size

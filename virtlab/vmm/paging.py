@@ -32,19 +32,18 @@ from .shadow import HIDDEN, TRACE, ShadowMmu, Violation
 SHADOW_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
 
 
-_CR_FIELDS = {0: "cr0", 2: "cr2", 3: "cr3", 4: "cr4"}      # the vCPU's control registers
-
-
 class ShadowPaging:
     machine_memory = vmm_memory.SIZE
     virtual_registers = True     # the guest's CR0/CR3/CR4 are the vCPU's, not the CPU's
 
     def __init__(self, machine, vcpu, window=False):
         self.machine = machine
+        self.mem = machine.mem
         self.vcpu = vcpu
         self.vmm = vmm_memory.VmmMemory(machine)
         self.mmu = ShadowMmu(machine, vcpu, self.vmm,
                              self.vmm.window_pde() if window else None)
+        self._shared = self.guest_view()
 
     def boot(self):
         """The real CPU starts on the flat shadow, paging on."""
@@ -52,7 +51,18 @@ class ShadowPaging:
 
     def guest_view(self):
         v = self.vcpu
-        return LinearView(self.machine.mem, v.cr0, v.cr3, v.cr4)
+        return LinearView(self.mem, v.cr0, v.cr3, v.cr4)
+
+    def shared_view(self):
+        """guest_view(), as one object for as long as the vCPU's paging
+        registers stay the same: most exits read guest memory once or twice,
+        and comparing three registers costs less than making a view.  For
+        callers that only read and write through it (a LinearView has no
+        other state); one that sets its on_write makes its own."""
+        v, view = self.vcpu, self._shared
+        if view.cr3 != v.cr3 or view.cr0 != v.cr0 or view.cr4 != v.cr4:
+            view = self._shared = LinearView(self.mem, v.cr0, v.cr3, v.cr4)
+        return view
 
     def live_view(self):
         # Every change of the guest's paging registers reaches the VMM through
@@ -90,7 +100,7 @@ class ShadowPaging:
 
     def _traced_write(self, gpa):
         m, st = self.machine, self.machine.state
-        decoded = m.decode_at_eip(self.guest_view())
+        decoded = m.decode_at_eip(self.shared_view())
         try:
             size = emulate_store(decoded, st, m.mem, gpa)
         except Unsupported as exc:
@@ -100,7 +110,8 @@ class ShadowPaging:
                 raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
             return
         self.mmu.traced_write(gpa, size)
-        m.emulated()
+        if m.icount is not None:           # (m.emulated()'s test, inline: counting is rare)
+            m.emulated()
 
     # -- the paging registers -----------------------------------------------------
     def write_cr(self, n, value):
@@ -130,10 +141,16 @@ class ShadowPaging:
             raise Unsupported(f"mov to cr{n}")
 
     def read_cr(self, n):
-        name = _CR_FIELDS.get(n)
-        if name is None:
-            raise Unsupported(f"mov from cr{n}")
-        return getattr(self.vcpu, name)
+        v = self.vcpu                  # the vCPU's control registers, CR3 first:
+        if n == 3:                     # the one a guest reads most (VT-x exits on it)
+            return v.cr3
+        if n == 0:
+            return v.cr0
+        if n == 4:
+            return v.cr4
+        if n == 2:
+            return v.cr2
+        raise Unsupported(f"mov from cr{n}")
 
     def switch(self):
         """Point the real CR3 at the shadow of the guest's current tables.  The
@@ -171,6 +188,8 @@ class NestedPaging:
 
     def guest_view(self):
         return linear_view(self.machine.state, self.machine.mem)
+
+    shared_view = guest_view     # (the paging registers are the CPU's: nothing to keep)
 
     def live_view(self):
         return self.machine.live_view()

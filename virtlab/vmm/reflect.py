@@ -11,6 +11,9 @@ from virtlab import x86
 
 from . import rings
 
+# Bound once: flags_for_frame and entry_flags run on every reflected event.
+_IF, _IOPL_MASK, _IOPL_SHIFT = x86.IF, x86.IOPL_MASK, x86.IOPL_SHIFT
+
 
 # [tour trap 100, bt 155] The guest's view of the CPU during reflection.
 # The IDT, GDT and TSS are the virtual CPU's; the kernel's ring 0 is the real ring 1;
@@ -19,6 +22,7 @@ class VirtualCpuView:
     def __init__(self, state, vcpu):
         self.state = state
         self.vcpu = vcpu
+        self._cpl = None
 
     def cpl(self):
         return rings.guest_ring(self.state.cpl)
@@ -32,7 +36,7 @@ class VirtualCpuView:
         the guest's ring and the virtual CPU's paging and table registers."""
         v = self.vcpu
         paging = (v.cr0, v.cr3, v.cr4)
-        cpl = self.state.cpl
+        self._cpl = cpl = self.state.cpl       # (kept for flags_for_frame, which follows)
         return (0 if cpl == 1 else cpl), (paging, v.idtr, v.gdtr, v.tr), paging   # guest_ring()
 
     def idtr(self):
@@ -62,19 +66,22 @@ class VirtualCpuView:
         return self.state.cpl == 3 or self.vcpu.if_
 
     def flags_for_frame(self, eflags):
-        self._frame_if = self.state.cpl == 3 or self.vcpu.if_          # virtual_if()
-        eflags &= ~(x86.IF | x86.IOPL_MASK)
+        """The EFLAGS in the frame (called after route_inputs, in the same
+        delivery, whose real CPL it reuses): the virtual IF and IOPL."""
+        v = self.vcpu
+        self._frame_if = self._cpl == 3 or v.if_          # virtual_if()
+        eflags &= ~(_IF | _IOPL_MASK)
         if self._frame_if:
-            eflags |= x86.IF
-        return eflags | (self.vcpu.iopl << x86.IOPL_SHIFT)
+            eflags |= _IF
+        return eflags | (v.iopl << _IOPL_SHIFT)
 
     def entry_flags(self, eflags, kept):
         """The EFLAGS the handler runs with (called after flags_for_frame):
         the virtual IF is cleared by an interrupt gate and kept by a trap
         gate; the real IF stays set, because the VMM never lets the guest
         mask real interrupts."""
-        self.vcpu.if_ = bool(self._frame_if and kept & x86.IF)
-        return (eflags & kept) | x86.IF
+        self.vcpu.if_ = bool(self._frame_if and kept & _IF)
+        return (eflags & kept) | _IF
 
     def set_cr2(self, value):
         self.vcpu.cr2 = value

@@ -55,6 +55,12 @@ class Shadow:
 # Outcomes of a page fault, as the back end needs to act on them.
 HIDDEN, TRUE, TRACE = "hidden", "true", "trace"
 
+# Bits a fault and a fill test, bound once (every hidden fault reads a dozen).
+_PG, _WP = x86.CR0_PG, x86.CR0_WP
+_P, _W, _U, _A, _D = x86.PTE_P, x86.PTE_W, x86.PTE_U, x86.PTE_A, x86.PTE_D
+_PF_W, _PF_U, _PF_P = x86.PF_W, x86.PF_U, x86.PF_P
+_FRAME = x86.PAGE_MASK
+
 
 class ShadowMmu:
     def __init__(self, machine, vcpu, vmm, window_pde=None):
@@ -63,6 +69,9 @@ class ShadowMmu:
         self.vmm = vmm
         self.counters = machine.counters
         self.flush_tlb = machine.flush_tlb
+        # Shadow entries are aligned words of machine memory: a fill reads
+        # and writes them as vmm.u32/set_u32 would, by index, without the call.
+        self._words, self._words_base = vmm.mem.words, vmm.base
         self.window_pde = window_pde
         self.shadows = {}                          # key -> Shadow (insertion = LRU order)
         self.current = None
@@ -132,29 +141,30 @@ class ShadowMmu:
     def fault(self, linear, error_code):
         """Classify a real #PF: (HIDDEN, None) after filling the shadow,
         (TRUE, guest error code), or (TRACE, guest-physical address written)."""
-        write = bool(error_code & x86.PF_W)
-        user = bool(error_code & x86.PF_U)
+        write = bool(error_code & _PF_W)
+        user = bool(error_code & _PF_U)
         if linear >> 22 >= VMM_PDE:
             raise Violation(f"access to the VMM window at {linear:#010x}")
         v = self.vcpu
-        if not v.paging:
+        cr0 = v.cr0
+        if not cr0 & _PG:                          # (v.paging)
             if linear + 1 > self.mem.size:
                 raise Violation(f"access to guest-physical {linear:#010x}, beyond RAM")
-            return self._fill(linear, linear, x86.PTE_W | x86.PTE_U | x86.PTE_D, None, write)
+            return self._fill(linear, linear, _W | _U | _D, None, write)
         log = []
         try:
-            gpa = walk(self.mem, v.cr0, v.cr3, v.cr4, linear, write, user, log)
+            gpa = walk(self.mem, cr0, v.cr3, v.cr4, linear, write, user, log)
         except GuestMemoryFault as f:
-            if f.error_code & x86.PF_P and self._beyond_ram(log):
+            if f.error_code & _PF_P and self._beyond_ram(log):
                 raise Violation(f"guest page table maps {linear:#010x} beyond RAM") from None
             return TRUE, f.error_code
         pde, pte = log[0][1], log[-1][1]
-        rights = pde & pte if len(log) > 1 else pde
-        if not user and not v.cr0 & x86.CR0_WP:
-            rights |= x86.PTE_W                    # supervisor ignores R/O without WP
-        large_pd = None if len(log) > 1 else True
-        return self._fill(linear, gpa, rights & (x86.PTE_W | x86.PTE_U) | (pte & x86.PTE_D),
-                          pde, write, large_pd)
+        two_level = len(log) > 1                   # else a 4 MiB page
+        rights = pde & pte if two_level else pde
+        if not user and not cr0 & _WP:
+            rights |= _W                           # supervisor ignores R/O without WP
+        large_pd = None if two_level else True
+        return self._fill(linear, gpa, rights & (_W | _U) | (pte & _D), pde, write, large_pd)
 
     def _beyond_ram(self, log):
         return any(isinstance(v, int) and v & x86.PTE_P and (v & x86.PAGE_MASK) >= self.mem.size
@@ -164,24 +174,29 @@ class ShadowMmu:
     # The walk's rights become a shadow entry.  A frame that holds a guest page table
     # is mapped read-only, so that the guest's writes to it fault and can be traced.
     def _fill(self, linear, gpa, rights, pde, write, large=None):
-        frame = gpa & x86.PAGE_MASK
-        if write and frame in self.watched and rights & x86.PTE_W:
-            self.watched.pop(frame)(frame)         # before the write lands
-        if write and self.traced(frame):
-            return TRACE, gpa
+        # (traced() and protected() are inline: dictionary membership tests.)
+        frame = gpa & _FRAME
+        pd_of, pt_users, watched = self.pd_of, self.pt_users, self.watched
+        if write:
+            if frame in watched and rights & _W:
+                watched.pop(frame)(frame)          # before the write lands
+            if frame in pd_of or frame in pt_users:
+                return TRACE, gpa
         sh = self.current
         idx, pti = linear >> 22, (linear >> 12) & 0x3FF
         table = sh.tables.get(idx)
         if table is None:
-            table = self._new_table(sh, idx, None if (pde is None or large) else pde & x86.PAGE_MASK)
-        flags = x86.PTE_P | x86.PTE_A | (rights & x86.PTE_U)
-        if rights & x86.PTE_W and rights & x86.PTE_D and not self.protected(frame):
-            flags |= x86.PTE_W | x86.PTE_D
+            table = self._new_table(sh, idx, None if (pde is None or large) else pde & _FRAME)
+        flags = _P | _A | (rights & _U)
+        if rights & _W and rights & _D and not (frame in pd_of or frame in pt_users
+                                                or frame in watched):
+            flags |= _W | _D
         spte = table.pa + 4 * pti
-        old = self.vmm.u32(spte)
-        if old & x86.PTE_P:
-            self._unmap(old & x86.PAGE_MASK, spte)
-        self.vmm.set_u32(spte, frame | flags)
+        words, word = self._words, (spte - self._words_base) >> 2
+        old = words[word]
+        if old & _P:
+            self._unmap(old & _FRAME, spte)
+        words[word] = frame | flags
         table.filled.add(pti)
         users = self.rmap.get(frame)
         if users is None:
@@ -242,12 +257,13 @@ class ShadowMmu:
     def traced_write(self, gpa, size):
         """The guest wrote `size` bytes at `gpa` in a traced frame (the write is
         already done): drop every shadow entry derived from what changed."""
-        frame, off = gpa & x86.PAGE_MASK, gpa & 0xFFF
-        first, last = off >> 2, min((off + size - 1) >> 2, 1023)
+        frame, off = gpa & _FRAME, gpa & 0xFFF
+        last = (off + size - 1) >> 2
+        entries = range(off >> 2, last + 1 if last < 1024 else 1024)   # those written
         changed = False
         sh = self.pd_of.get(frame)
         if sh is not None:
-            for idx in range(first, last + 1):
+            for idx in entries:
                 if idx in sh.tables:
                     self._zap_table(sh, idx)
                     changed = True
@@ -257,9 +273,10 @@ class ShadowMmu:
                     self.counters["shadow.unshadow"] += 1
                     self._drop(sh)
                     changed = True
-        for key, idx in list(self.pt_users.get(frame, ())):
+        # (Walked without a copy: dropping entries changes no table's users.)
+        for key, idx in self.pt_users.get(frame, ()):
             table = self.shadows[key].tables[idx]
-            for pti in range(first, last + 1):
+            for pti in entries:
                 if pti in table.filled:
                     self._zap_pte(table, pti)
                     changed = True
