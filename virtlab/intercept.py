@@ -79,7 +79,11 @@ class Intercepts:
         self._retry = {}                     # on_hit -> on_retry
         self._exits = {}                     # on_hit -> select, for exit clients
         self.observer = None                 # trace.Tracer, when a run is traced
-        self.last = None                    # address of the last hooked instruction
+        # The last hooked instruction, if a client would retry it should it
+        # fault (faulted_at); None after any other, so that an exit after an
+        # observed instruction (the kernel's iret under trap) asks nothing.
+        self.last = None
+        self._retried = set()                # addresses with such a client
         # Unicorn reports a new block only once some block has run to its end
         # (its `last_tb`, never reset afterwards, is the edge's source).  A
         # guest whose every block so far ended in an exception (a PV kernel
@@ -141,6 +145,8 @@ class Intercepts:
                 target = (on_hit, kind, self._exits.get(on_hit))   # select: None for an observer
                 if target not in targets:
                     targets.append(target)
+                    if on_hit in self._retry:
+                        self._retried.add(insn.address)
             if one_block is None:
                 break
         return added
@@ -187,7 +193,7 @@ class Intercepts:
     def _on_code(self, _uc, address, _size, _user):
         if self.machine.outcome is not None:
             return                           # the run has ended: nothing more exits
-        self.last = address
+        self.last = address if address in self._retried else None
         try:
             for on_hit, kind, select in self.hits.get(address, ()):
                 if select is None:
