@@ -2,11 +2,15 @@
 
     python benchmarks/exit_costs.py [--json] [--repeat N] [--only NAMES] [--profile NAME]
 
-Each figure is the median over --repeat runs of a small assembly guest that
-causes one kind of exit N times in a loop, divided by N (the loop itself costs
-nanoseconds).  Units: microseconds of host time per exit, and the same as a
-ratio to the CPU model's floor measured in the same run (floor_exit_us, a bare
-`int` into an empty Python hook: guestbench.py).
+Each figure is what one more exit costs: a small assembly guest causes one
+kind of exit in a loop, run once N times and once 2N times, and the
+difference of the two runs' times is divided by N (guestbench.per_exit).  What
+a run costs once -- building and booting the machine, the guest's page tables
+and first shadow fills, the first translations -- cancels, and only the exit
+and its loop (nanoseconds) remain.  The median over --repeat such pairs is
+printed, in microseconds of host time per exit and as a ratio to the CPU
+model's floor measured in the same run (floor_exit_us, a bare `int` into an
+empty Python hook: guestbench.py).
 
   trap.priv_us        #GP from `cli` in the guest kernel, decoded and emulated
   trap.io_us          `out` to a port (every port access exits)
@@ -40,7 +44,7 @@ ratio to the CPU model's floor measured in the same run (floor_exit_us, a bare
   pv.fast_syscall_us  `int 0x80` from user code through the direct trap gate and
                       back with `iretd`: the CPU's delivery, no hypervisor entry
 """
-from guestbench import main as bench_main, timed_run
+from guestbench import main as bench_main, per_exit, timed_run
 
 from virtlab import asmguest as A
 from bt.backend import Bt
@@ -51,34 +55,38 @@ N = 5000
 PTE = A.PGTAB + (0x400000 >> 12) * 4           # the PTE of linear 0x400000
 
 
-def _loop(body, n=N):
+def _loop(body, n):
     return f"mov ecx, {n}\nlp:\n{body}\ndec ecx\njnz lp\n" + A.exit_with(0)
 
 
-def _per(backend_cls, guest, counter, n=N, touch=False):
-    dt, m = timed_run(backend_cls(), guest, touch=touch)
-    c = m.counters
-    if c[counter] < n:
-        raise SystemExit(f"expected {n} x {counter}, saw {c[counter]}")
-    return dt / n * 1e6
+def _per(backend_cls, guest, counter, n=N, touch=False, present=0):
+    """Microseconds per exit of `guest(k)`, a guest making k exits counted as
+    `counter` (`present`: how many of them each run makes beside its loop's).
+    `touch`: see guestbench.timed_run."""
+    def run(k):
+        dt, m = timed_run(backend_cls(), guest(k), touch=touch)
+        if m.counters[counter] < k + present:
+            raise SystemExit(f"expected {k + present} x {counter}, saw {m.counters[counter]}")
+        return dt
+    return per_exit(run, n)
 
 
 def trap_priv():
-    return _per(Trap, A.AsmGuest(body=_loop("cli")), "exit.priv.cli")
+    return _per(Trap, lambda n: A.AsmGuest(body=_loop("cli", n)), "exit.priv.cli")
 
 
 def trap_io():
-    return _per(Trap, A.AsmGuest(body=_loop("out 0x80, al")), "exit.io")
+    return _per(Trap, lambda n: A.AsmGuest(body=_loop("out 0x80, al", n)), "exit.io")
 
 
-def _syscall_guest():
+def _syscall_guest(n):
     return A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3), paging=True,
-                      ring3=f"mov ecx, {N}\nlp:\nint 0x80\ndec ecx\njnz lp\nint 0x81\n",
+                      ring3=f"mov ecx, {n}\nlp:\nint 0x80\ndec ecx\njnz lp\nint 0x81\n",
                       handlers={0x80: "iretd\n", 0x81: A.exit_with(0)}, user_vectors=(0x80, 0x81))
 
 
 def trap_syscall():
-    return _per(Trap, _syscall_guest(), "reflect.syscall")
+    return _per(Trap, _syscall_guest, "reflect.syscall")
 
 
 def _fill_guest(n):
@@ -88,99 +96,113 @@ def _fill_guest(n):
 
 
 def trap_pf_fill():
-    n = 1500                                   # pages 2 MiB .. ~8 MiB are mapped
-    return _per(Trap, _fill_guest(n), "shadow.fill", n, touch=True)
+    # 2N pages from 2 MiB stay below the 8 MiB the guest maps (asmguest.MAPPED_MB).
+    return _per(Trap, _fill_guest, "shadow.fill", 700, touch=True)
 
 
-def _trace_guest():
+def _trace_guest(n):
     # Touch the page once (its page table becomes shadowed and traced), then
     # rewrite its PTE in a loop: every store is a traced write.
     body = ("mov eax, [0x400000]\n"
-            + _loop(f"mov dword ptr [{PTE:#x}], 0x400007"))
+            + _loop(f"mov dword ptr [{PTE:#x}], 0x400007", n))
     return A.AsmGuest(paging=True, body=body)
 
 
 def trap_pf_trace():
-    return _per(Trap, _trace_guest(), "shadow.trace")
+    return _per(Trap, _trace_guest, "shadow.trace")
 
 
 def hw_cr_read():
-    return _per(Hw, A.AsmGuest(paging=True, body=_loop("mov eax, cr3")), "exit.priv.read_cr3")
+    return _per(Hw, lambda n: A.AsmGuest(paging=True, body=_loop("mov eax, cr3", n)),
+                "exit.priv.read_cr3")
 
 
 def hw_pf_trace():
-    return _per(Hw, _trace_guest(), "shadow.trace")
+    return _per(Hw, _trace_guest, "shadow.trace")
 
 
 def hw_cpuid():
-    body = f"mov esi, {N}\nlp:\nxor eax, eax\ncpuid\ndec esi\njnz lp\n" + A.exit_with(0)
-    return _per(Hw, A.AsmGuest(body=body), "exit.cpuid")
+    return _per(Hw, lambda n: A.AsmGuest(body=f"mov esi, {n}\nlp:\nxor eax, eax\ncpuid\n"
+                                         f"dec esi\njnz lp\n" + A.exit_with(0)), "exit.cpuid")
 
 
 def bt_callout():
-    body = "mov eax, cr0\n" + _loop("mov cr0, eax")
-    return _per(Bt, A.AsmGuest(paging=True, body=body), "bt.callout.mov_cr0")
+    return _per(Bt, lambda n: A.AsmGuest(paging=True, body="mov eax, cr0\n"
+                                         + _loop("mov cr0, eax", n)), "bt.callout.mov_cr0")
 
 
 def bt_rdtsc():
-    body = f"mov esi, {N}\nlp:\nrdtsc\ndec esi\njnz lp\n" + A.exit_with(0)
-    return _per(Bt, A.AsmGuest(paging=True, body=body), "bt.callout.rdtsc")
+    return _per(Bt, lambda n: A.AsmGuest(paging=True, body=f"mov esi, {n}\nlp:\nrdtsc\n"
+                                         f"dec esi\njnz lp\n" + A.exit_with(0)),
+                "bt.callout.rdtsc")
 
 
 def bt_io():
-    return _per(Bt, A.AsmGuest(paging=True, body=_loop("out 0x80, al")), "bt.callout.io")
+    return _per(Bt, lambda n: A.AsmGuest(paging=True, body=_loop("out 0x80, al", n)),
+                "bt.callout.io")
 
 
 def bt_syscall():
-    return _per(Bt, _syscall_guest(), "reflect.syscall")
+    return _per(Bt, _syscall_guest, "reflect.syscall")
 
 
 def bt_indirect_hit(n=200_000):
-    # No exit at all: enough iterations that the run's own start is negligible.
-    body = f"mov ecx, {n}\nlp:\ncall f\ndec ecx\njnz lp\n" + A.exit_with(0) + "f:\nret\n"
-    return _per(Bt, A.AsmGuest(paging=True, body=body), "bt.indirect.hit", n - 1)
+    # No exit at all: per call/ret pair, the loop included (the first ret
+    # of a run misses the table and fills it).
+    def guest(k):
+        body = f"mov ecx, {k}\nlp:\ncall f\ndec ecx\njnz lp\n" + A.exit_with(0) + "f:\nret\n"
+        return A.AsmGuest(paging=True, body=body)
+    return _per(Bt, guest, "bt.indirect.hit", n, present=-1)
 
 
 def bt_pf_trace():
-    return _per(Bt, _trace_guest(), "shadow.trace")
+    return _per(Bt, _trace_guest, "shadow.trace")
 
 
 PV_RAM = 4 << 20
 
 
 def _pv(kernel, counter, n=N):
+    """Microseconds per exit of the PV guest `kernel(k)`."""
     from pv.backend import Pv
-    kernel.nr_pages = PV_RAM >> 12
-    dt, m = timed_run(Pv(), kernel.build(), PV_RAM)
-    if m.counters[counter] < n:
-        raise SystemExit(f"expected {n} x {counter}, saw {m.counters[counter]}")
-    return dt / n * 1e6
+
+    def run(k):
+        built = kernel(k)
+        built.nr_pages = PV_RAM >> 12
+        dt, m = timed_run(Pv(), built.build(), PV_RAM)
+        if m.counters[counter] < k:
+            raise SystemExit(f"expected {k} x {counter}, saw {m.counters[counter]}")
+        return dt
+    return per_exit(run, n)
 
 
 def pv_hypercall():
     from pv import abi, asmkernel as K
     from pv.asmguest import hypercall
-    return _pv(K.Kernel(body=_loop(hypercall(abi.XEN_VERSION, 0))), "hypercall.xen_version")
+    return _pv(lambda n: K.Kernel(body=_loop(hypercall(abi.XEN_VERSION, 0), n)),
+               "hypercall.xen_version")
 
 
 def pv_mmu_update():
     from pv import abi, asmkernel as K
     from pv.asmguest import hypercall
-    k = K.Kernel(body="")
-    k.nr_pages = PV_RAM >> 12
-    p2m, page = k.frames(), K.free_page(0, PV_RAM >> 12)
-    table = p2m[K.pfn_of(K.USER_L1_KVA)]                  # the user page table, slot 5
-    req = abi.MMU_UPDATE_REQ.pack(table << 12 | 20, p2m[K.pfn_of(page)] << 12 | 5)
-    k.body = _loop("push ecx\n" + hypercall(abi.MMU_UPDATE, K.Kernel.data_address(), 1, 0,
-                                            abi.DOMID_SELF) + "pop ecx")
-    k.data = req
-    return _pv(k, "hypercall.mmu_update")
+
+    def kernel(n):
+        k = K.Kernel(body="")
+        k.nr_pages = PV_RAM >> 12
+        p2m, page = k.frames(), K.free_page(0, PV_RAM >> 12)
+        table = p2m[K.pfn_of(K.USER_L1_KVA)]                  # the user page table, slot 5
+        k.data = abi.MMU_UPDATE_REQ.pack(table << 12 | 20, p2m[K.pfn_of(page)] << 12 | 5)
+        k.body = _loop("push ecx\n" + hypercall(abi.MMU_UPDATE, K.Kernel.data_address(), 1, 0,
+                                                abi.DOMID_SELF) + "pop ecx", n)
+        return k
+    return _pv(kernel, "hypercall.mmu_update")
 
 
 def pv_bounce():
     from pv import abi, asmkernel as K
-    return _pv(K.Kernel(body=_loop("push ecx\nxor ecx, ecx\ndiv ecx\npop ecx"),
-                        handlers={0: (abi.TI_SET_IF, "add dword ptr [esp], 2\niretd\n")}),
+    return _pv(lambda n: K.Kernel(body=_loop("push ecx\nxor ecx, ecx\ndiv ecx\npop ecx", n),
+                                  handlers={0: (abi.TI_SET_IF, "add dword ptr [esp], 2\niretd\n")}),
                "pv.bounce.de")
 
 
@@ -190,16 +212,19 @@ def pv_upcall():
     shared = K.SHARED_INFO
     callback = (f"mov byte ptr [{shared:#x}], 0\nmov dword ptr [{shared + 2048:#x}], 0\n"
                 f"mov byte ptr [{shared + 1:#x}], 0\niretd\n")
-    body = (hypercall(abi.EVENT_CHANNEL_OP, abi.EVTCHNOP_BIND_VIRQ, K.Kernel.data_address())
-            + f"mov byte ptr [{shared + 1:#x}], 0\n"
-            + _loop("push ecx\n" + hypercall(abi.SET_TIMER_OP, 1, 0) + "pop ecx"))
-    return _pv(K.Kernel(body=body, callback=callback, data=bytes(12)), "evtchn.upcall")
+
+    def kernel(n):
+        body = (hypercall(abi.EVENT_CHANNEL_OP, abi.EVTCHNOP_BIND_VIRQ, K.Kernel.data_address())
+                + f"mov byte ptr [{shared + 1:#x}], 0\n"
+                + _loop("push ecx\n" + hypercall(abi.SET_TIMER_OP, 1, 0) + "pop ecx", n))
+        return K.Kernel(body=body, callback=callback, data=bytes(12))
+    return _pv(kernel, "evtchn.upcall")
 
 
 def pv_fast_syscall():
     from pv import asmkernel as K
-    return _pv(K.Kernel(body=K.to_user(), user=_loop("int 0x80"),
-                        handlers={0x80: (3, "iretd\n")}), "pv.fast_syscall")
+    return _pv(lambda n: K.Kernel(body=K.to_user(), user=_loop("int 0x80", n),
+                                  handlers={0x80: (3, "iretd\n")}), "pv.fast_syscall")
 
 
 BENCHES = {

@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -79,6 +80,41 @@ def timed_run(backend, guest, ram_size=32 << 20, touch=False):
     if not out.ok:
         raise SystemExit(f"benchmark guest failed: {out.reason}")
     return dt, m
+
+
+class Marginal(NamedTuple):
+    """One sample of what an exit costs: the host seconds of two fresh
+    machines' runs whose guests make n and 2n exits.  Their difference over
+    n is the exit's cost: what a run costs once (building and booting the
+    machine, the guest's set-up, its first translations and shadow fills)
+    cancels."""
+    n: int
+    once: float
+    twice: float
+
+    def us(self):
+        return (self.twice - self.once) / self.n * 1e6
+
+
+def per_exit(run, n):
+    """A Marginal sample from `run(k)`, the host seconds of a run making k exits."""
+    return Marginal(n, run(n), run(2 * n))
+
+
+def value(sample):
+    """A sample as its figure (microseconds, or a rate)."""
+    return sample.us() if isinstance(sample, Marginal) else sample
+
+
+def best(samples):
+    """The best estimate from several samples of one path.  Interference on
+    the host only ever adds time, so the fastest sample is the closest to the
+    cost; for Marginals, the fastest run of each length, then their
+    difference (the fastest difference would favour a slowed first run)."""
+    if isinstance(samples[0], Marginal):
+        return Marginal(samples[0].n, min(s.once for s in samples),
+                        min(s.twice for s in samples)).us()
+    return min(samples)
 
 
 def _bare_run(body, hook=None, binding_hook=None):
@@ -137,20 +173,19 @@ def _ratio(name, value, floor, raw):
     return raw / value if name.endswith("_mips") else value / floor
 
 
-def _best_ratio(name, values, floors, raws):
-    """The ratio of the best (fastest) samples: on a host whose interference
-    only ever adds time, the minimum is the closest to the cost itself, for
-    the floor as for the path; a guard against a floor that moves by itself
-    (one process's samples of it have ranged over 0.40 to 0.82 us)."""
+def _best_ratio(name, samples, floors, raws):
+    """The ratio of the best (fastest) samples (best()), for the floor as for
+    the path; a guard against a floor that moves by itself (one process's
+    samples of it have ranged over 0.40 to 0.82 us)."""
     if name.endswith("_mips"):
-        return max(raws) / max(values) if raws else None
-    return min(values) / min(floors) if floors else None
+        return max(raws) / max(samples) if raws else None
+    return best(samples) / min(floors) if floors else None
 
 
 def measure(benches, repeat, floor=True):
     """{name: (median value, median ratio, ratio of the best samples), the
     ratios None without `floor`} and the floor's medians."""
-    values = {name: [] for name in benches}
+    samples = {name: [] for name in benches}
     ratios = {name: [] for name in benches}
     floors, raw_floors, raws = [], [], []
     for _ in range(repeat):
@@ -162,14 +197,15 @@ def measure(benches, repeat, floor=True):
                     raws.append(raw_mips())
                 else:
                     floors.append(floor_exit_us())
-            v = fn()
-            values[name].append(v)
+            sample = fn()
+            samples[name].append(sample)
+            v = value(sample)
             if floor:
                 ratios[name].append(_ratio(name, v, floors[-1] if floors else None,
                                            raws[-1] if raws else None))
     med = statistics.median
-    figures = {name: (med(values[name]), med(ratios[name]) if floor else None,
-                      _best_ratio(name, values[name], floors, raws) if floor else None)
+    figures = {name: (med(map(value, samples[name])), med(ratios[name]) if floor else None,
+                      _best_ratio(name, samples[name], floors, raws) if floor else None)
                for name in benches}
     base = {}
     if floors:

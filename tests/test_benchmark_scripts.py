@@ -54,3 +54,21 @@ def test_a_checkout_that_is_not_one_is_a_clear_error(tmp_path):
                         "--rounds", "1", "--runs", "1"], capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 1 and str(tmp_path) in p.stderr and "Traceback" not in p.stderr
+
+
+def test_an_exit_costs_the_difference_of_two_runs_and_the_best_takes_each_runs_fastest():
+    """per_exit times runs of n and 2n exits, so that a run's fixed cost cancels;
+    best() keeps the fastest run of each length before taking the difference
+    (the fastest difference would favour a slowed first run)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from guestbench import Marginal, best, per_exit, value
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    sample = per_exit(lambda k: 0.5 + k * 2e-6, 1000)       # 0.5 s to boot, 2 us an exit
+    assert sample == Marginal(1000, 0.5 + 2e-3, 0.5 + 4e-3)
+    assert value(sample) == pytest.approx(2.0)
+    slowed_first = Marginal(1000, 0.9, 0.504)                # interference in the n run
+    slowed_second = Marginal(1000, 0.502, 0.9)
+    assert best([slowed_first, slowed_second]) == pytest.approx(2.0)
+    assert best([3.0, 2.5, 4.0]) == 2.5 and value(2.5) == 2.5
