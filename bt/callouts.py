@@ -19,7 +19,7 @@ import struct
 from capstone import x86_const as C
 
 from virtlab import x86
-from virtlab.counters import joined
+from virtlab.counters import Named
 from virtlab.delivery import DeliveryFault, Event
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
@@ -30,6 +30,7 @@ from virtlab.vmm.emulate import (NotPrivileged, Unsupported, effective_address, 
 from . import layout as L
 
 _TWO_WORDS = struct.Struct("<II")
+_KINDS = Named("bt.callout.")            # what a callout did -> its counter
 
 
 class Callouts:
@@ -55,7 +56,7 @@ class Callouts:
         self.handlers[c.kind](c)
 
     def _count(self, kind):
-        self.m.counters[joined("bt.callout.", kind)] += 1
+        self.m.counters[_KINDS[kind]] += 1
 
     def _at_guest(self, guest):
         st = self.m.state

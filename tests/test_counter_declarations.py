@@ -87,3 +87,14 @@ def test_conflicting_and_unpriced_declarations(monkeypatch):
         with pytest.raises(C.DeclarationError, match=msg):
             C._build(("x",))
     C._build.cache_clear()
+
+
+def test_a_counter_name_under_a_prefix_is_made_once():
+    """counters.Named: the name of a counter under a prefix, made at its first
+    use and the same string object from then on (found, not built, on every
+    exit)."""
+    from virtlab.counters import Named
+    names = Named("exit.priv.")
+    first = names["cl" + "i"]
+    assert first == "exit.priv.cli" and names["cli"] is first
+    assert dict(names) == {"cli": "exit.priv.cli"} and names.prefix == "exit.priv."

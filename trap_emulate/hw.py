@@ -24,13 +24,13 @@ from unicorn import UC_HOOK_INSN
 from unicorn import x86_const as X
 
 from virtlab import fastcall, x86
-from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec, joined
+from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec, Named
 from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.intercept import EMULATED, RAISED
-from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported, priv_counter
+from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported
 from virtlab.vmm.gates import far_target, is_far_transfer, task_return
 from virtlab.vmm.monitor import Vmm
 from virtlab.vmm.paging import NestedPaging
@@ -217,11 +217,11 @@ class Hw(Vmm):
             m.write_msr(st.reg("ecx"), st.reg("edx") << 32 | st.reg("eax"))
         c = m.counters
         if kind in ("read_shadow", "cr2_write", "cr2_read"):
-            c[joined("hw.", kind)] += 1
+            c[_HW_COUNTERS[kind]] += 1
         else:
             c["exit.total"] += 1
             c["exit.priv"] += 1
-            c[PRIV_COUNTERS.get(name) or priv_counter(name)] += 1
+            c[PRIV_COUNTERS[name]] += 1
         return EMULATED
 
     def sysenter(self):
@@ -283,6 +283,8 @@ class Hw(Vmm):
 
 
 _TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
+_HW_COUNTERS = Named("hw.")                 # what hw does without an exit -> its counter
+
 
 # [tour hw-npt 10] Nested paging: the CPU walks the guest's own tables.
 # With EPT or NPT the guest's CR3 is the real one and a TLB miss walks two levels of

@@ -29,7 +29,7 @@ from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault
 
 from virtlab.vmm.compressed import RingCompressedVmm
-from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported, priv_counter
+from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported
 from virtlab.vmm.sensitive import SensitiveAudit
 
 
@@ -88,7 +88,7 @@ class Trap(RingCompressedVmm):
         m.counters["exit.total"] += 1
         if name != "hlt":                  # a halt is counted once, as exit.hlt
             m.counters["exit.priv"] += 1
-            m.counters[PRIV_COUNTERS.get(name) or priv_counter(name)] += 1
+            m.counters[PRIV_COUNTERS[name]] += 1
         if m.icount is not None:           # (m.emulated()'s test, inline: counting is rare)
             m.emulated()
         return True

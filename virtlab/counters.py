@@ -31,17 +31,21 @@ class Counters(dict):
         return dict(sorted(out.items()))
 
 
-_JOINED = {}
+class Named(dict):
+    """The counter names under one prefix, each made once:
+    Named("exit.priv.")["cli"] is "exit.priv.cli".  A name built afresh on
+    every exit is a new string, which each increment then hashes afresh;
+    once made, a name is found by a dictionary lookup in C, with no Python
+    call (__missing__ runs only the first time)."""
+    __slots__ = ("prefix",)
 
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
 
-def joined(prefix, name):
-    """The counter name prefix + name ("exit.priv." + "cli"), made once per
-    pair: a name built afresh on every exit is a new string, which each
-    increment then hashes afresh."""
-    made = _JOINED.get((prefix, name))
-    if made is None:
-        made = _JOINED[prefix, name] = prefix + name
-    return made
+    def __missing__(self, name):
+        made = self[name] = self.prefix + name
+        return made
 
 
 # -- declarations: what a counter means and what it costs ---------------------------

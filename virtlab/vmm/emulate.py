@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 from capstone import x86_const as C
 
 from virtlab import fastcall, x86
-from virtlab.counters import joined
+from virtlab.counters import Named
 from virtlab.delivery import DeliveryFault, read_descriptor
 from virtlab.memory import LinearView
 
@@ -29,15 +29,8 @@ _REG8 = {"al": ("eax", 0), "cl": ("ecx", 0), "dl": ("edx", 0), "bl": ("ebx", 0),
 _SREGS = {"cs", "ss", "ds", "es", "fs", "gs"}
 
 
-def priv_counter(name):
-    """The counter of an emulated instruction, "exit.priv." + its name, made
-    once per name.  A caller on an exit's path asks PRIV_COUNTERS first
-    (`PRIV_COUNTERS.get(name) or priv_counter(name)`: no call once made)."""
-    made = PRIV_COUNTERS[name] = joined("exit.priv.", name)
-    return made
-
-
-PRIV_COUNTERS = {}                          # name -> "exit.priv." + name
+# The counter of each emulated instruction: PRIV_COUNTERS["cli"] is "exit.priv.cli".
+PRIV_COUNTERS = Named("exit.priv.")
 
 
 class Unsupported(Exception):

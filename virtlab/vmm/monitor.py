@@ -7,14 +7,14 @@ instructions exit; each keeps the guest's processor state in the virtual CPU
 and asks its paging component what a CR write, an INVLPG or a #PF means.
 """
 from virtlab.backend import Backend
-from virtlab.counters import joined
+from virtlab.counters import Named
 
 from .emulate import Emulator
 from .paging import ShadowPaging
 from .vcpu import VirtualCpu
 
 
-_EXIT_NAMES = {}                       # kind -> "exit." + kind
+_EXIT_NAMES = Named("exit.")          # kind -> "exit." + kind
 
 
 class Vmm(Backend):
@@ -62,10 +62,7 @@ class Vmm(Backend):
     def count_exit(self, kind):
         c = self.machine.counters
         c["exit.total"] += 1
-        name = _EXIT_NAMES.get(kind)               # joined("exit.", kind), inline:
-        if name is None:                           # one frame fewer on every exit
-            name = _EXIT_NAMES[kind] = joined("exit.", kind)
-        c[name] += 1
+        c[_EXIT_NAMES[kind]] += 1
 
     def shadow_page_fault(self):
         """A real #PF under shadow paging: the guest's Event to reflect, or None
