@@ -36,7 +36,7 @@ from . import abi, layout as L
 from .blkback import BlockBackend
 from .builder import DomainBuilder
 from .counters import HYPERCALL_NAMES, PV
-from .events import TIME, EventChannels, SharedInfo, VirtualTimer
+from .events import EventChannels, SharedInfo, VirtualTimer
 from .frames import L2, FrameTable, Refused
 from .guest_memory import GuestMemory
 from .hypercalls import NO_RETURN, HypercallTable
@@ -204,13 +204,7 @@ class Pv(Backend):
         view = sh.view
         if self.traps.callback and view[sh.pending_at] and not view[sh.mask_at]:
             self.traps.upcall()
-        # vcpu_time_info: the version is odd while the time is updated and
-        # even after (a reader retries while it sees odd or a change).  The
-        # guest never runs while the hypervisor updates it, so all it can see
-        # is the end: the new time and the version past the odd one.
-        TIME.pack_into(view, sh.time_at, clock.now_ns)
-        w, version = sh.words, sh.version_word
-        w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
+        sh.set_time(clock.now_ns)
 
     def block(self):
         """SCHEDOP_block: events on, and sleep until one is pending (the

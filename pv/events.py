@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from . import abi
 
-TIME = struct.Struct("<Q")             # vcpu_time_info.system_time
+_TIME = struct.Struct("<Q")            # vcpu_time_info.system_time
 
 
 @dataclass
@@ -51,13 +51,23 @@ class SharedInfo:
         self.pending_words = (pa + abi.EVTCHN_PENDING) >> 2   # the ports' bitmaps,
         self.mask_words = (pa + abi.EVTCHN_MASK) >> 2         # a word per 32 ports
         self.version_word = (pa + abi.TIME_VERSION) >> 2
-        self.time_at = pa + abi.TIME_SYSTEM              # a u64: TIME.pack_into
+        self.time_at = pa + abi.TIME_SYSTEM              # a u64
 
     def set_mask(self, masked):
         self.view[self.mask_at] = 1 if masked else 0
 
     def upcall_pending(self):
         return self.view[self.pending_at] != 0
+
+    def set_time(self, ns):
+        """vcpu_time_info: the version is odd while the time is updated and
+        even after (a reader retries while it sees odd or a change).  The
+        guest never runs while the hypervisor updates it (this is called on
+        the way out of every hypercall and exit), so all it can see is the
+        end: the new time and the version past the odd one, written directly."""
+        _TIME.pack_into(self.view, self.time_at, ns)
+        w, version = self.words, self.version_word
+        w[version] = (((w[version] + 1) | 1) + 1) & 0xFFFFFFFF
 
     def set_cr2(self, linear):
         self.mem.set_u32(self.pa + abi.ARCH_CR2, linear)
