@@ -1,6 +1,7 @@
 """Every exit path of exit_path.py and exit_costs.py under two checkouts, side by side.
 
     python benchmarks/compare_trees.py OLD_CHECKOUT [NEW_CHECKOUT] [--rounds 3] [--runs 5]
+    python benchmarks/compare_trees.py OLD_CHECKOUT [NEW_CHECKOUT] --calls
 
 The question a change to an exit path must answer is "is it faster than before?",
 and on a shared host the answer drowns in noise: the floor itself moves by 2x from
@@ -13,6 +14,10 @@ host.  Both sides are measured by this checkout's scripts, so that a change to
 how a path is measured does not pass for a change in what it costs; the older
 checkout's code must still offer what the scripts use.  NEW_CHECKOUT defaults
 to the checkout this script is in.
+
+--calls prints instead the Python calls each exit makes (guestbench.counted_run):
+not a time, but the same on every run and every host, so it answers "does this
+change remove work from the path?" in one run even where times are too noisy to.
 """
 import argparse
 import json
@@ -26,15 +31,18 @@ from pathlib import Path
 # that both sides are measured the same way.
 _PROBE = """
 import json, sys
-code, scripts, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+code, scripts, runs, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "calls"
 sys.path.insert(0, code)
 import virtlab, trap_emulate, bt, pv
 if not virtlab.__file__.startswith(code):
     raise SystemExit(f"virtlab came from {virtlab.__file__}, not {code}")
 sys.path.insert(0, scripts)
 import exit_costs, exit_path, guestbench
+guestbench.count_calls = calls
 paths = {"floor_exit_us": guestbench.floor_exit_us, "gp_exit_us": exit_path.gp_exit_us,
          "idt_syscall_us": exit_path.idt_syscall_us, **exit_costs.BENCHES}
+if calls:
+    del paths["floor_exit_us"]                   # a bare Unicorn CPU: no machine to count
 print(json.dumps({name: [fn() for _ in range(runs)] for name, fn in paths.items()}))
 """
 SCRIPTS = Path(__file__).resolve().parent
@@ -42,9 +50,11 @@ sys.path.insert(0, str(SCRIPTS))
 from guestbench import Marginal, best  # noqa: E402
 
 
-def samples(checkout, runs):
-    """{path: its samples} of one checkout's code, in a process of its own."""
-    p = subprocess.run([sys.executable, "-c", _PROBE, str(checkout), str(SCRIPTS), str(runs)],
+def samples(checkout, runs, calls=False):
+    """{path: its samples} of one checkout's code, in a process of its own
+    (with `calls`, Python calls per exit instead of host time)."""
+    p = subprocess.run([sys.executable, "-c", _PROBE, str(checkout), str(SCRIPTS), str(runs),
+                        "calls" if calls else "time"],
                        capture_output=True, text=True, cwd=checkout)
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
@@ -59,7 +69,11 @@ def main(argv=None):
     ap.add_argument("new", type=Path, nargs="?", default=Path(__file__).resolve().parents[1])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--calls", action="store_true",
+                    help="Python calls per exit instead of host time (deterministic: one run)")
     args = ap.parse_args(argv)
+    if args.calls:
+        return _calls(args.old.resolve(), args.new.resolve())
     seen = {"old": {}, "new": {}}
     for _ in range(args.rounds):
         for side in ("old", "new"):
@@ -73,6 +87,18 @@ def main(argv=None):
         new = fastest["new"].get(name)
         print(f"{name:22s} {old:8.2f} {old / floor_old:8.1f} {new:8.2f} {new / floor_new:8.1f} "
               f"{new / old:8.2f}")
+
+
+def _calls(old, new):
+    """The Python calls each exit makes, under each checkout: the same on every
+    run and every host, so a change in it is the change's own."""
+    counts = {side: {name: best(values) for name, values in samples(tree, 1, True).items()}
+              for side, tree in (("old", old), ("new", new))}
+    print(f"{'path':22s} {'old calls':>10s} {'new calls':>10s} {'new/old':>8s}")
+    for name, o in counts["old"].items():
+        n = counts["new"][name]
+        ratio = f"{n / o:8.2f}" if o > 0.5 else f"{'-':>8s}"      # a path with no call at all
+        print(f"{name.removesuffix('_us'):22s} {o + 0.0:10.1f} {n + 0.0:10.1f} {ratio}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ FLOOR_EXITS = 20_000
 FLOOR_SAMPLES = 3                    # the floor of a repetition: the median of this many
 RAW_LOOP = 10_000_000
 clock = time.process_time            # main(--wall) makes it time.perf_counter
+# main(--calls): a run is measured in the Python calls made while the machine
+# runs, not in host time (counted_run).
+count_calls = False
 
 
 def timed_run(backend, guest, ram_size=32 << 20, touch=False):
@@ -74,12 +77,36 @@ def timed_run(backend, guest, ram_size=32 << 20, touch=False):
             for mem in (m.mem, m.vmm):
                 for page in range(0, mem.size if mem else 0, 4096):
                     mem.view[page] = mem.view[page]
-        t0 = clock()
-        out = m.run()
-        dt = clock() - t0
+        if count_calls:
+            out, dt = counted_run(m)
+        else:
+            t0 = clock()
+            out = m.run()
+            dt = clock() - t0
     if not out.ok:
         raise SystemExit(f"benchmark guest failed: {out.reason}")
     return dt, m
+
+
+def counted_run(m):
+    """(outcome, Python calls made while machine `m` runs, in millions).  The
+    count is a property of the code, the same on every host and every time,
+    so an A/B of it needs no repetitions; a Marginal of two such runs gives
+    calls per exit (in millions, as seconds give microseconds).  The calls
+    counted are Python functions entered (the machine's hooks, called from C,
+    included), not C functions."""
+    calls = 0
+
+    def prof(_frame, event, _arg):
+        nonlocal calls
+        if event == "call":
+            calls += 1
+    sys.setprofile(prof)
+    try:
+        out = m.run()
+    finally:
+        sys.setprofile(None)
+    return out, calls / 1e6
 
 
 class Marginal(NamedTuple):
@@ -227,9 +254,12 @@ def main(doc, benches, argv=None, floor=False):
     p.add_argument("--only", default="", help="comma-separated names of the figures to measure")
     p.add_argument("--profile", metavar="NAME",
                    help="run one benchmark once under cProfile and print where the time goes")
+    p.add_argument("--calls", action="store_true",
+                   help="count the Python calls per exit instead of timing (deterministic)")
     args = p.parse_args(argv)
-    global clock
+    global clock, count_calls
     clock = time.perf_counter if args.wall else time.process_time
+    count_calls = args.calls
     if args.only:
         wanted = args.only.split(",")
         unknown = [w for w in wanted if w not in benches]
@@ -238,7 +268,12 @@ def main(doc, benches, argv=None, floor=False):
         benches = {k: v for k, v in benches.items() if k in wanted}
     if args.profile:
         return _profile(benches, args.profile, p)
+    if args.calls:                       # a rate has no calls per exit; one run says it all
+        benches = {k: v for k, v in benches.items() if not k.endswith("_mips")}
+        args.repeat, floor = 1, False
     figures, base = measure(benches, args.repeat, floor)
+    if args.calls:
+        figures = {k.removesuffix("_us") + "_calls": f for k, f in figures.items()}
     if args.json:
         out = {k: round(v, 2) for k, (v, *_) in figures.items()}
         if floor:

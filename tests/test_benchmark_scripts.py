@@ -72,3 +72,20 @@ def test_an_exit_costs_the_difference_of_two_runs_and_the_best_takes_each_runs_f
     slowed_second = Marginal(1000, 0.502, 0.9)
     assert best([slowed_first, slowed_second]) == pytest.approx(2.0)
     assert best([3.0, 2.5, 4.0]) == 2.5 and value(2.5) == 2.5
+
+
+def test_calls_per_exit_are_the_same_on_every_run():
+    """--calls counts Python calls instead of timing: a property of the code,
+    so two checkouts that are the same checkout agree exactly on every path."""
+    out = _json("exit_costs.py", "--calls", "--only", "trap.syscall_us,pv.hypercall_us")
+    assert set(out) == {"trap.syscall_calls", "pv.hypercall_calls"}
+    assert all(v >= 1 and v == int(v) for v in out.values()), out
+    root = BENCHMARKS.parent
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"), str(root),
+                        "--calls"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["path", "old", "calls", "new", "calls", "new/old"]
+    rows = [line.split() for line in lines[1:]]
+    assert {"idt_syscall", "trap.syscall", "pv.upcall"} <= {r[0] for r in rows}
+    assert all(r[1] == r[2] and r[3] in ("1.00", "-") for r in rows), p.stdout
