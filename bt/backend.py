@@ -125,9 +125,7 @@ class Bt(RingCompressedVmm):
             if not (chosen and L.TC <= pc < L.TC_END):
                 unit = self.cache.by_guest.get(pc)         # translation(), its common case
                 st.eip = unit.tc if unit is not None else self.translation(pc)
-        vcpu = self.vcpu
-        waiting = not vcpu.if_ and m.pending_irq() is not None
-        vcpu.set_word(L.PEND, x86.IF if waiting else 0)
+        self.vcpu.mark_pending(m.pending_irq)
 
     def run_tc(self, tc):
         """Resume in the TC at `tc` (a continuation the VMM knows is valid)."""

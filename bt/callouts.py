@@ -252,10 +252,14 @@ class Callouts:
             raise GuestStop(f"cannot emulate at {self.m.where()}: {exc}") from None
         except GuestMemoryFault as fault:
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
-        if name != "hlt":                    # a halt is counted by the wait (bt.callout.hlt)
-            self._count(name)
-        nxt = (c.site.guest + c.site.size - st.seg_base_of("cs")) & 0xFFFFFFFF
-        if st.eip == nxt and st.cpl == 1 and name != "hlt" and not c.unit.dead:
+        if name == "hlt":                    # a halt is counted by the wait (bt.callout.hlt)
+            return
+        self.m.counters[_KINDS[name]] += 1   # (_count, inline: the commonest callout)
+        # Straight on in the TC if the instruction went on to the next one, in
+        # the kernel, and its unit still stands.
+        eip, cs_base = st.pc_regs()
+        if eip == (c.site.guest + c.site.size - cs_base) & 0xFFFFFFFF and st.cpl == 1 \
+                and not c.unit.dead:
             bt.run_tc(c.resume)
 
     def _flags16(self, c):

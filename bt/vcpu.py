@@ -37,6 +37,14 @@ class PageVcpu(VirtualCpu):
     def iopl(self, value):
         self._words[self._at + (L.V_IOPL >> 2)] = (value & 3) << x86.IOPL_SHIFT
 
+    def mark_pending(self, pending_irq):
+        """PEND for translated code: IF when the guest has interrupts off and
+        one waits (pending_irq() is not None), so that the sti or popf that
+        enables them calls out to take it; 0 otherwise."""
+        w, at = self._words, self._at
+        w[at + (L.PEND >> 2)] = (x86.IF if not w[at + (L.V_IF >> 2)]
+                                 and pending_irq() is not None else 0)
+
     def word(self, slot):
         return self._words[self._at + (slot >> 2)]
 
