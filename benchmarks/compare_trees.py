@@ -2,6 +2,7 @@
 
     python benchmarks/compare_trees.py OLD_CHECKOUT [NEW_CHECKOUT] [--rounds 3] [--runs 5]
     python benchmarks/compare_trees.py OLD_CHECKOUT [NEW_CHECKOUT] --calls
+    (either with --only PATH,PATH,... to compare only those paths)
 
 The question a change to an exit path must answer is "is it faster than before?",
 and on a shared host the answer drowns in noise: the floor itself moves by 2x from
@@ -32,6 +33,7 @@ from pathlib import Path
 _PROBE = """
 import json, sys
 code, scripts, runs, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "calls"
+only = sys.argv[5].split(",") if sys.argv[5] else None
 sys.path.insert(0, code)
 import virtlab, trap_emulate, bt, pv
 if not virtlab.__file__.startswith(code):
@@ -43,6 +45,8 @@ paths = {"floor_exit_us": guestbench.floor_exit_us, "gp_exit_us": exit_path.gp_e
          "idt_syscall_us": exit_path.idt_syscall_us, **exit_costs.BENCHES}
 if calls:
     del paths["floor_exit_us"]                   # a bare Unicorn CPU: no machine to count
+if only:
+    paths = {name: fn for name, fn in paths.items() if name in only or name == "floor_exit_us"}
 print(json.dumps({name: [fn() for _ in range(runs)] for name, fn in paths.items()}))
 """
 SCRIPTS = Path(__file__).resolve().parent
@@ -50,11 +54,12 @@ sys.path.insert(0, str(SCRIPTS))
 from guestbench import Marginal, best  # noqa: E402
 
 
-def samples(checkout, runs, calls=False):
+def samples(checkout, runs, calls=False, only=""):
     """{path: its samples} of one checkout's code, in a process of its own
-    (with `calls`, Python calls per exit instead of host time)."""
+    (with `calls`, Python calls per exit instead of host time; `only`: the
+    comma-separated paths to measure, all if empty)."""
     p = subprocess.run([sys.executable, "-c", _PROBE, str(checkout), str(SCRIPTS), str(runs),
-                        "calls" if calls else "time"],
+                        "calls" if calls else "time", only],
                        capture_output=True, text=True, cwd=checkout)
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
@@ -71,13 +76,20 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--calls", action="store_true",
                     help="Python calls per exit instead of host time (deterministic: one run)")
+    ap.add_argument("--only", default="", help="comma-separated names of the paths to compare")
     args = ap.parse_args(argv)
+    if args.only:
+        from exit_costs import BENCHES
+        unknown = set(args.only.split(",")) - set(BENCHES) - {"gp_exit_us", "idt_syscall_us"}
+        if unknown:
+            ap.error("unknown path(s): " + ", ".join(sorted(unknown)))
     if args.calls:
-        return _calls(args.old.resolve(), args.new.resolve())
+        return _calls(args.old.resolve(), args.new.resolve(), args.only)
     seen = {"old": {}, "new": {}}
     for _ in range(args.rounds):
         for side in ("old", "new"):
-            for name, values in samples(getattr(args, side).resolve(), args.runs).items():
+            for name, values in samples(getattr(args, side).resolve(), args.runs, False,
+                                        args.only).items():
                 seen[side].setdefault(name, []).extend(values)
     fastest = {side: {name: best(values) for name, values in paths.items()}
                for side, paths in seen.items()}
@@ -89,10 +101,11 @@ def main(argv=None):
               f"{new / old:8.2f}")
 
 
-def _calls(old, new):
+def _calls(old, new, only):
     """The Python calls each exit makes, under each checkout: the same on every
     run and every host, so a change in it is the change's own."""
-    counts = {side: {name: best(values) for name, values in samples(tree, 1, True).items()}
+    counts = {side: {name: best(values)
+                     for name, values in samples(tree, 1, True, only).items()}
               for side, tree in (("old", old), ("new", new))}
     print(f"{'path':22s} {'old calls':>10s} {'new calls':>10s} {'new/old':>8s}")
     for name, o in counts["old"].items():

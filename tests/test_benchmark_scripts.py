@@ -39,14 +39,22 @@ def test_an_unknown_figure_is_refused():
 def test_two_checkouts_compared_path_by_path():
     root = BENCHMARKS.parent
     p = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"), str(root),
-                        "--rounds", "1", "--runs", "1"], capture_output=True, text=True,
-                       timeout=600)
+                        "--rounds", "1", "--runs", "1", "--only",
+                        "idt_syscall_us,trap.syscall_us,pv.upcall_us"],
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].split() == ["path", "old", "us", "x", "floor", "new", "us", "x", "floor",
                                 "new/old"]
     names = {line.split()[0] for line in lines[1:]}
-    assert {"floor_exit_us", "idt_syscall_us", "trap.syscall_us", "pv.upcall_us"} <= names
+    assert names == {"floor_exit_us", "idt_syscall_us", "trap.syscall_us", "pv.upcall_us"}
+
+
+def test_an_unknown_path_to_compare_is_refused():
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"),
+                        str(BENCHMARKS.parent), "--only", "trap.syscall_us,nope"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "unknown path(s): nope" in p.stderr
 
 
 def test_a_checkout_that_is_not_one_is_a_clear_error(tmp_path):
@@ -82,10 +90,11 @@ def test_calls_per_exit_are_the_same_on_every_run():
     assert all(v >= 1 and v == int(v) for v in out.values()), out
     root = BENCHMARKS.parent
     p = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"), str(root),
-                        "--calls"], capture_output=True, text=True, timeout=600)
+                        "--calls", "--only", "idt_syscall_us,trap.syscall_us,bt.indirect_hit_us"],
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].split() == ["path", "old", "calls", "new", "calls", "new/old"]
     rows = [line.split() for line in lines[1:]]
-    assert {"idt_syscall", "trap.syscall", "pv.upcall"} <= {r[0] for r in rows}
+    assert {r[0] for r in rows} == {"idt_syscall", "trap.syscall", "bt.indirect_hit"}
     assert all(r[1] == r[2] and r[3] in ("1.00", "-") for r in rows), p.stdout
