@@ -111,7 +111,7 @@ def _calls(old, new, only):
     for name, o in counts["old"].items():
         n = counts["new"][name]
         ratio = f"{n / o:8.2f}" if o > 0.5 else f"{'-':>8s}"      # a path with no call at all
-        print(f"{name.removesuffix('_us'):22s} {o + 0.0:10.1f} {n + 0.0:10.1f} {ratio}")
+        print(f"{name.removesuffix('_us'):22s} {max(o, 0.0):10.1f} {max(n, 0.0):10.1f} {ratio}")
 
 
 if __name__ == "__main__":
