@@ -38,8 +38,24 @@ def test_calibration_accepts_lazy_operations():
     """The calibration found the lazy operations of this module (if it found
     none, the property below would test nothing)."""
     kinds = {kind for _, kind, _ in _FLAGS.lazy}
-    assert kinds == {"add", "sub", "logic", "inc", "dec"}
+    assert kinds == {"add", "sub", "logic", "inc", "dec", "clr"}
     assert {bits for _, _, bits in _FLAGS.lazy} == {8, 16, 32}
+
+
+def test_a_register_xored_with_itself_is_lazy_at_every_size():
+    """`xor r, r` leaves QEMU's CC_OP_CLR, one operation whatever the size:
+    its flags (ZF and PF) come from this module, not the library."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0x1000, 0x1000)
+    area = StateArea(uc, _LAYOUT, live=False)
+    arith = x86.CF | x86.PF_FLAG | x86.AF | x86.ZF | x86.SF | x86.OF
+    for reg in ("al", "ax", "eax"):
+        code = A.assemble(f"mov eax, 0x80\nadd eax, 0x80\nxor {reg}, {reg}\n", 0x1000)
+        uc.mem_write(0x1000, code)
+        uc.emu_start(0x1000, 0x1000 + len(code))
+        area.save()
+        assert area._lazy.get(area._flag_words()[3]) is not None, reg
+        assert area.eflags() & arith == x86.ZF | x86.PF_FLAG == area._computed_eflags() & arith, reg
 
 
 _U32 = st.integers(0, 0xFFFFFFFF)

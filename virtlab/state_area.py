@@ -921,7 +921,11 @@ def _holds(uc, fd, address, base):
 
 _PARITY = tuple(x86.PF_FLAG if bin(i).count("1") % 2 == 0 else 0 for i in range(256))
 _LAZY_PROBES = {"add": "add {a}, {b}", "sub": "sub {a}, {b}", "logic": "and {a}, {b}",
-                "inc": "inc {a}", "dec": "dec {a}"}
+                "inc": "inc {a}", "dec": "dec {a}", "clr": "xor {a}, {a}"}
+# A register xored with itself: QEMU records no operands, only that the
+# result is zero (its CC_OP_CLR), the same operation at every size.  Common
+# just before an exit (`xor eax, eax`, `xor ecx, ecx; div ecx`).
+_SIZELESS = {"clr"}
 _LAZY_REGS = {8: ("al", "bl"), 16: ("ax", "bx"), 32: ("eax", "ebx")}
 
 
@@ -984,7 +988,10 @@ def _lazy_function(kind, bits):
         return (low_dec[dst & 0xFF] | (0 if dst else zf) | ((dst >> sf_shift) & sf) | carry
                 | (of if dst == sign - 1 else 0))
 
-    return {"add": add, "sub": sub, "logic": logic, "inc": inc, "dec": dec}[kind]
+    def clr(_dst, _src):
+        return zf | parity[0]                # a zero result: ZF and PF, every other flag clear
+
+    return {"add": add, "sub": sub, "logic": logic, "inc": inc, "dec": dec, "clr": clr}[kind]
 
 
 def lazy_flag_functions(flags):
@@ -1018,6 +1025,8 @@ def _calibrate_lazy(uc, flags):
     ops = {}
     for kind, text in _LAZY_PROBES.items():
         for bits, (a, b) in _LAZY_REGS.items():
+            if kind in _SIZELESS and bits != 32:
+                continue                              # one operation for every size
             snap = _run_one(uc, text.format(a=a, b=b), {X.UC_X86_REG_EAX: 0x11, X.UC_X86_REG_EBX: 0x22})
             op = _U32.unpack_from(snap, flags.cc_op)[0]
             if op == flags.cc_op_eflags or ops.get(op, (kind, bits)) != (kind, bits):
