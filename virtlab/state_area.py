@@ -201,6 +201,12 @@ class StateArea:
         whole = self.mem[:len(self.mem) & ~3]
         w = self.w = whole.cast("I")               # the context as u32 words
         self.wi = whole.cast("i")                  # ... and as i32 (DF is +1/-1)
+        # resume() of the live CPU state only clears the exception in flight:
+        # one call into C, bound here, at the end of every exit.
+        if self.live:
+            self.resume = partial(self.wi.__setitem__, self._old_exception, -1)
+        else:
+            self.__dict__.pop("resume", None)
         # Reads of several fields at once (memory.gather: one call into C, no
         # Python frame), each giving its fields in the order they lie in the
         # context:
