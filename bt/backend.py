@@ -197,7 +197,7 @@ class Bt(RingCompressedVmm):
         eip, cs_base = st.pc_regs()
         pc = (cs_base + eip) & 0xFFFFFFFF
         if L.TC <= pc < L.TC_END:
-            if st.is_software_int:
+            if st.is_software_int():
                 self.callouts.run(pc)
             else:
                 self._tc_fault(vector, pc)
@@ -407,7 +407,7 @@ class Bt(RingCompressedVmm):
 
     def exit_cause(self, handler, args):
         st = self.machine.state
-        if handler != "exception" or not st.is_software_int:
+        if handler != "exception" or not st.is_software_int():
             return None
         c = self.cache.callouts.get((st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF)
         return None if c is None else f"callout {c.kind}"

@@ -145,7 +145,7 @@ class Pv(Backend):
 
     def exception(self, vector):
         st = self.machine.state
-        if st.is_software_int:
+        if st.is_software_int():
             if vector == SYSCALL_VECTOR and st.cpl == 3 and self.traps.direct_int80:
                 return self._direct_syscall()
             self.traps.bounce(SOFTWARE_INT[vector])
@@ -261,7 +261,7 @@ class Pv(Backend):
         """`virtlab trace` names a hypercall by its name, and the direct
         system call as what it is: the CPU's own delivery."""
         st = self.machine.state
-        if handler != "exception" or not st.is_software_int:
+        if handler != "exception" or not st.is_software_int():
             return None
         if args and args[0] == abi.HYPERCALL_VECTOR and st.cpl == 1:
             number = st.reg("eax")

@@ -159,7 +159,7 @@ class Hw(Vmm):
             return self._deliver(event, "exit.total", "exit.pf.true", "reflect.total", "reflect.pf")
         # Everything else is the guest's own business under VT-x: no exit.  The
         # platform delivers it through the guest's IDT exactly as native does.
-        software = st.is_software_int
+        software = st.is_software_int()
         if software:
             return self._deliver(Event(vector, software=True), "native.syscall")
         self._deliver(self.events.exception_event(vector),

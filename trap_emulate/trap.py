@@ -59,7 +59,7 @@ class Trap(RingCompressedVmm):
         # send them (one frame fewer each): a system call to reflect, and a
         # page fault for the shadow MMU.
         st = self.machine.state
-        if st.is_software_int:
+        if st.is_software_int():
             return self._reflect_software(vector)
         if vector == x86.PF:
             event = self.paging.page_fault(self.count_exit)     # shadow_page_fault()

@@ -29,7 +29,7 @@ class Native(Backend):
     # the guest's own IDT: nothing is emulated, nothing reflected.
     def exception(self, vector):
         m, st = self.machine, self.machine.state
-        software = st.is_software_int
+        software = st.is_software_int()
         eflags = st.eflags()
         # (pending_irq() first: the common case, nothing pending, decided
         # without interrupt_first's call.)

@@ -201,6 +201,10 @@ class StateArea:
         whole = self.mem[:len(self.mem) & ~3]
         w = self.w = whole.cast("I")               # the context as u32 words
         self.wi = whole.cast("i")                  # ... and as i32 (DF is +1/-1)
+        # () -> nonzero if the event being handled is an `int n` rather than
+        # an exception the CPU raised (QEMU's exception_is_int): every
+        # exception exit asks, so it is one call into C.
+        self.is_software_int = partial(w.__getitem__, self._is_int)
         # resume() of the live CPU state only clears the exception in flight:
         # one call into C, bound here, at the end of every exit.
         if self.live:
@@ -340,10 +344,6 @@ class StateArea:
     @property
     def error_code(self):
         return self.w[self._error_code]
-
-    @property
-    def is_software_int(self):
-        return self.w[self._is_int] != 0
 
     def resume(self):
         """The end of an exit: QEMU's exception-in-flight cleared (below),

@@ -57,7 +57,7 @@ class Tracer:
             # (A back end that runs code of its own names the guest PC of its
             # exits itself, through guest_address: bt's callouts.)
             before = self._begin(name != "exception" and name != "invalid_opcode",
-                                 name == "exception" and self.machine.state.is_software_int
+                                 name == "exception" and bool(self.machine.state.is_software_int())
                                  and (own is None or self.machine._pc_map is None))
             result = handler(*args)
             self._end(before, cause)
@@ -111,7 +111,7 @@ def _mapped(m, linear):
 def _cause(name, args, state):
     if name == "exception":
         vector = args[0]
-        if state.is_software_int:
+        if state.is_software_int():
             return f"int {vector:#x}"
         return x86.VECTOR_NAMES.get(vector, f"vector {vector}")
     if name == "port_in":

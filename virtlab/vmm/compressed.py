@@ -160,7 +160,7 @@ class RingCompressedVmm(Vmm):
         # An exit is counted once its kind is known: if a pending interrupt is
         # taken first, the exit is the interrupt's (exit.irq), and the
         # instruction exits again when it is retried.
-        if st.is_software_int:
+        if st.is_software_int():
             return self._reflect_software(vector)
         if vector == x86.PF:
             event = self.shadow_page_fault()
