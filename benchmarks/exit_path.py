@@ -12,10 +12,10 @@ idt_syscall_us  `int 0x80` from ring 3 delivered through the guest IDT to a
                 ring-0 handler that irets back (the native back end), median
                 microseconds
 
-Each figure is the median over --repeat batches.  A batch is two guest runs,
-of n and of 2n iterations, and the figure comes from their difference
-(guestbench.per_exit): what a run costs once, the machine's boot and the
-guest's set-up, cancels.
+Each figure is the median over --repeat batches.  For an exit a batch is two
+guest runs, of n and of 2n iterations, and the figure comes from their
+difference (guestbench.per_exit): what a run costs once, the machine's boot
+and the guest's set-up, cancels.  guest_mips is one run.
 Every figure is also printed as a ratio to the CPU model's own floor measured
 in the same run (guestbench.py): floor_exit_us, a bare `int` into an empty
 Python hook, and raw_mips, the same ALU loop on a bare Unicorn CPU.
@@ -43,11 +43,12 @@ class SkipPrivileged(Native):
 
 
 def guest_mips(n=25_000_000):
-    def run(k):
-        body = f"mov ecx, {k}\n" + ALU_LOOP + A.exit_with(0)
-        return timed_run(Native(), A.AsmGuest(body=body, paging=True))[0]
-    # 4n instructions over what n more iterations cost (the boot cancels).
-    return 4 * n / (run(2 * n) - run(n)) / 1e6
+    # One run (a rate: its boot is a few milliseconds of about a hundred, and
+    # a difference of two runs would double the noise of a figure that has
+    # no exit in it).
+    body = f"mov ecx, {n}\n" + ALU_LOOP + A.exit_with(0)
+    dt, _ = timed_run(Native(), A.AsmGuest(body=body, paging=True))
+    return 4 * n / dt / 1e6
 
 
 def gp_exit_us(n=20_000):
