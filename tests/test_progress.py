@@ -78,3 +78,13 @@ def test_progress_lines_name_failed_rows():
     shown.advance(RunResult(workload="nano.cli", backend="pv", scale=1, ok=False))
     shown.close()
     assert log.getvalue() == "[1/2] nano.cli under trap: ok\n[2/2] nano.cli under pv: FAILED\n"
+
+
+def test_nothing_when_stderr_is_stdouts_own_file(env, tmp_path):
+    """`virtlab bench --format csv 2>&1 | ...`: the lines would land inside
+    the CSV, so none are written; the output is the table alone."""
+    p = subprocess.run([sys.executable, "-m", "virtlab", *BENCH], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("workload,backend,") and len(lines) == 1 + len(ROWS), p.stdout

@@ -2,14 +2,29 @@
 redirected to a file (`virtlab bench > out.md`) while the user waits minutes.
 
 On a terminal, a bar that erases itself when done; anywhere else (a CI log, a
-file), one plain line per finished row, so a log shows how far it got.
+file), one plain line per finished row, so a log shows how far it got.  But
+nothing when stderr is the very file stdout writes to (`2>&1` into a pipe or
+a file): the lines would land inside the table or CSV they describe.
 """
+import io
+import os
 import sys
 
 
 def progress(total, stream=None):
     stream = stream or sys.stderr
-    return _Bar(total, stream) if isatty(stream) else _Lines(total, stream)
+    if isatty(stream):
+        return _Bar(total, stream)
+    return _Quiet() if _is_stdout(stream) else _Lines(total, stream)
+
+
+def _is_stdout(stream):
+    """Does `stream` write to the same open file as stdout?"""
+    try:
+        mine, out = os.fstat(stream.fileno()), os.fstat(sys.stdout.fileno())
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return False                           # not a file (a StringIO), or closed
+    return (mine.st_dev, mine.st_ino) == (out.st_dev, out.st_ino)
 
 
 def isatty(stream):
@@ -32,6 +47,14 @@ class _Lines:
         self.done += 1
         self.stream.write(f"[{self.done}/{self.total}] {row_label(result)}\n")
         self.stream.flush()
+
+    def close(self):
+        pass
+
+
+class _Quiet:
+    def advance(self, result):
+        pass
 
     def close(self):
         pass
