@@ -54,19 +54,9 @@ class Trap(RingCompressedVmm):
         machine.intercepts.watch(_select_kernel_iret, self._kernel_iret)
 
     # -- exits ----------------------------------------------------------------
-    def exception(self, vector):
-        # The two commonest exits go straight where guest_exception would
-        # send them (one frame fewer each): a system call to reflect, and a
-        # page fault for the shadow MMU.
-        st = self.machine.state
-        if st.is_software_int():
-            return self._reflect_software(vector)
-        if vector == x86.PF:
-            event = self.paging.page_fault(self.count_exit)     # shadow_page_fault()
-            if event is not None:
-                self._reflect(event)
-            return
-        self.cpu_exception(vector, self._privileged)
+    # Every exception or `int n` is ring compression's (the machine calls it
+    # directly: no frame of trap's own on the commonest exits).
+    exception = RingCompressedVmm.guest_exception
 
     # [tour trap 60] A privileged instruction, emulated.
     # The Emulator performs it against the virtual CPU and it counts as exit.priv and
@@ -92,6 +82,8 @@ class Trap(RingCompressedVmm):
         if m.icount is not None:           # (m.emulated()'s test, inline: counting is rare)
             m.emulated()
         return True
+
+    emulate_privileged = _privileged
 
     def _kernel_iret(self, address, kind):
         """The guest kernel's iret to an outer ring runs natively at ring 1,

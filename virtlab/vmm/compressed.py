@@ -34,6 +34,10 @@ class RingCompressedVmm(Vmm):
     kernel_ring = 1
     event_names = EventNames(irq="inject.irq", hlt="exit.hlt",
                              irq_exits=("exit.total", "exit.irq"))
+    # emulate_privileged(decoded) -> True if the VMM emulated the instruction
+    # that raised #GP in the guest kernel (trap's); None: every such #GP is
+    # the guest's own.
+    emulate_privileged = None
 
     def attach(self, machine):
         super().attach(machine)
@@ -151,27 +155,21 @@ class RingCompressedVmm(Vmm):
     # A system call to reflect, a page fault for the shadow MMU, a call gate, the
     # first load of a descriptor, or, for a #GP at ring 1, a privileged instruction to
     # emulate.
-    def guest_exception(self, vector, privileged=None):
+    def guest_exception(self, vector):
         """An exception or `int n` the CPU raised while the guest ran: a system
         call or exception to reflect, a page fault for the shadow MMU, a far
-        transfer through a call gate, or (`privileged`, tried for a #GP at
-        ring 1) an instruction the VMM emulates."""
-        st = self.machine.state
+        transfer through a call gate, or (emulate_privileged, tried for a #GP
+        at ring 1) an instruction the VMM emulates."""
         # An exit is counted once its kind is known: if a pending interrupt is
         # taken first, the exit is the interrupt's (exit.irq), and the
         # instruction exits again when it is retried.
-        if st.is_software_int():
+        if self.machine.state.is_software_int():
             return self._reflect_software(vector)
         if vector == x86.PF:
-            event = self.shadow_page_fault()
+            event = self.paging.page_fault(self.count_exit)     # shadow_page_fault()
             if event is not None:
                 self._reflect(event)
             return
-        self.cpu_exception(vector, privileged)
-
-    def cpu_exception(self, vector, privileged=None):
-        """guest_exception for an exception the CPU raised that is not a page
-        fault (a back end that dispatches those two itself comes here)."""
         if vector == x86.GP:
             # Decoded once for both questions: a #GP exits for a call gate or a
             # privileged instruction, and the bytes at EIP cannot change between.
@@ -180,6 +178,7 @@ class RingCompressedVmm(Vmm):
             decoded = self.machine.decode_at_eip(self.guest_view())
             if decoded is not None and decoded.insn.id in _FAR_IDS and self._call_gate(decoded):
                 return
+            privileged = self.emulate_privileged
             if privileged is not None and self.machine.state.cpl == 1 and privileged(decoded):
                 return
         elif vector == x86.NP and self.first_load():
