@@ -33,6 +33,7 @@ the CPU.
 """
 import argparse
 import ctypes
+import gc
 import json
 import statistics
 import sys
@@ -94,18 +95,23 @@ def counted_run(m):
     so an A/B of it needs no repetitions; a Marginal of two such runs gives
     calls per exit (in millions, as seconds give microseconds).  The calls
     counted are Python functions entered (the machine's hooks, called from C,
-    included), not C functions."""
+    included), not C functions.  The cyclic garbage collector is off while
+    they are counted: when it runs depends on the process's history, and the
+    finalizers it may call are no part of the path."""
     calls = 0
 
     def prof(_frame, event, _arg):
         nonlocal calls
         if event == "call":
             calls += 1
+    gc.collect()
+    gc.disable()
     sys.setprofile(prof)
     try:
         out = m.run()
     finally:
         sys.setprofile(None)
+        gc.enable()
     return out, calls / 1e6
 
 
