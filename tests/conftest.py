@@ -19,3 +19,18 @@ def private_count_cache(tmp_path_factory):
         os.environ.pop("VIRTLAB_CACHE", None)
     else:
         os.environ["VIRTLAB_CACHE"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_runs(tmp_path_factory, worker_id):
+    """Catalog runs shared between test files and workers (tests/runs.py), in
+    a directory of this session's: under pytest-xdist every worker's base
+    temporary directory is inside the controller's, so their parent is the
+    one they share; run alone, the session's own."""
+    import runs
+    base = tmp_path_factory.getbasetemp()
+    shared = (base if worker_id == "master" else base.parent) / "shared-runs"
+    shared.mkdir(exist_ok=True)
+    runs.share(shared)
+    yield
+    runs.share(None)

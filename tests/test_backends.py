@@ -17,10 +17,10 @@ and scale), so the whole file takes well under a minute on two cores.
 import json
 import subprocess
 import sys
-from functools import lru_cache
 
 import pytest
 
+import runs
 import virtlab
 from virtlab import asmguest as A
 from virtlab.counters import EXITS
@@ -53,10 +53,9 @@ FIDELITY_MUST_DIFFER_UNDER_TRAP = ("fidelity.popf", "fidelity.pushf", "fidelity.
                                    "fidelity.pushcs")
 
 
-@lru_cache(maxsize=None)
 def run(name, backend, scale=N):
-    """One run per (workload, back end, scale), shared by all tests in this file."""
-    return virtlab.run(name, backend, scale=scale, model=False)
+    """One run per (workload, back end, scale), shared by all tests (runs.py)."""
+    return runs.run(name, backend, scale)
 
 
 def why(r):

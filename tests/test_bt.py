@@ -27,6 +27,7 @@ import struct
 import pytest
 from unicorn import UC_HOOK_BLOCK
 
+import runs
 import virtlab
 from bt import layout as L, templates as T
 from bt.backend import GUILTY_AFTER, Bt
@@ -92,15 +93,9 @@ ROI = {
                                "bt.callout.iret": n},
 }
 
-_runs = {}
-
-
 def run(name, scale):
-    """One bt run per (workload, scale) in this process."""
-    key = (name, scale)
-    if key not in _runs:
-        _runs[key] = virtlab.run(name, "bt", scale=scale, model=False)
-    return _runs[key]
+    """One bt run per (workload, scale), shared by all tests (runs.py)."""
+    return runs.run(name, "bt", scale)
 
 
 def test_every_workload_has_a_scale():

@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import pytest
 
+import runs
 import virtlab
 from analysis.profile import family_of
 from virtlab import asmguest as A, backend as B, harness
@@ -62,9 +63,8 @@ WORKLOADS = {
 }
 
 
-@lru_cache(maxsize=None)
 def result(workload, backend):
-    return virtlab.run(workload, backend, scale=WORKLOADS[workload], model=False)
+    return runs.run(workload, backend, WORKLOADS[workload])
 
 
 # -- output ---------------------------------------------------------------------------

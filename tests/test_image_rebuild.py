@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import runs
 import virtlab
 from workloads.catalog import image_path
 
@@ -43,7 +44,7 @@ def test_rebuilt_image_is_identical(rebuilt, kind):
 @pytest.mark.parametrize("name", sorted(SAMPLE))
 def test_rebuilt_image_gives_the_same_outputs(rebuilt, name, kind):
     backend = KINDS[kind]
-    committed = virtlab.run(name, backend, scale=SAMPLE[name], model=False)
+    committed = runs.run(name, backend, SAMPLE[name])
     fresh = virtlab.run(name, backend, scale=SAMPLE[name], image=str(rebuilt / f"{kind}.img"),
                         model=False)
     assert committed.ok and fresh.ok, (committed.reason, fresh.reason)

@@ -17,6 +17,7 @@ import struct
 
 import pytest
 
+import runs
 import virtlab
 from virtlab import asmguest as A, x86
 from virtlab.machine import BootSpec, Machine
@@ -272,6 +273,6 @@ def test_next_run_is_unaffected_by_a_hostile_one(backend):
     cls = BACKENDS[backend]
     for case in ("pte-beyond-ram-read", "cr3-beyond-ram", "window-store", "task-switch-jmp-tss"):
         boot_and_run(cls, CASES[case]())
-    r = virtlab.run("nano.syscall", backend, scale=20, model=False)
+    r = runs.run("nano.syscall", backend, 20)
     assert r.ok, r.reason
     assert_normal_run_works(cls)

@@ -7,6 +7,7 @@ must divide evenly: a mechanism that fires a fraction of the iterations would
 show up as a remainder."""
 import pytest
 
+import runs
 import virtlab
 from pv import invariants
 from pv.backend import Pv
@@ -46,7 +47,7 @@ PER_ITERATION = {
 
 
 def per_iteration(name):
-    small, large = (virtlab.run(name, "pv", scale=s, model=False) for s in (SMALL, LARGE))
+    small, large = (runs.run(name, "pv", s) for s in (SMALL, LARGE))
     assert small.ok and large.ok, (small.reason, large.reason)
     got = {}
     for k in set(small.roi_counters) | set(large.roi_counters):
@@ -70,7 +71,7 @@ def test_fork_sends_its_page_table_updates_in_batches():
 
 @pytest.mark.parametrize("name", sorted(CATALOG))
 def test_every_workload_runs_and_takes_no_exit(name):
-    r = virtlab.run(name, "pv", scale=3, model=False)
+    r = runs.run(name, "pv", 3)
     assert r.ok, r.reason
     assert not [k for k in r.counters if k.startswith(("exit.", "native.", "reflect."))]
     assert r.matches_native or Pv.documented_unfaithful(name), r.console
@@ -93,7 +94,7 @@ def test_the_invariants_hold_after_a_workload(name):
 
 def test_the_unfaithful_workloads_report_what_they_saw():
     for name in ("fidelity.sidt", "fidelity.pushcs"):
-        r = virtlab.run(name, "pv", scale=2, model=False)
+        r = runs.run(name, "pv", 2)
         assert r.ok and not r.matches_native
         seen = r.details["sensitive"]
         assert ("sidt" in seen and "sgdt" in seen) if name == "fidelity.sidt" else "push cs" in seen

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+import runs
 import virtlab
 from workloads import reference
 from workloads.catalog import CATALOG, image_path
@@ -44,16 +45,13 @@ def native_image():
     return path
 
 
-_runs = {}
-
-
 def run_native(name, scale):
-    """One native run per (workload, scale, attempt), shared between tests."""
+    """Attempt 0 is the native run shared by all tests (runs.py); any other
+    attempt is a run of its own, made afresh."""
     def go(attempt):
-        key = (name, scale, attempt)
-        if key not in _runs:
-            _runs[key] = virtlab.run(name, "native", scale=scale, model=False)
-        return _runs[key]
+        if attempt == 0:
+            return runs.run(name, "native", scale)
+        return virtlab.run(name, "native", scale=scale, model=False)
     return go
 
 
