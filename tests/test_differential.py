@@ -177,6 +177,43 @@ def interrupt_frames():
                       user_vectors=(0x80, 0x82), trap_gates=(0x81,))
 
 
+def _recorder(first):
+    """A system-call handler that records its frame (EIP, CS, EFLAGS, ESP,
+    SS) and ESP at L(first + 6 * k) for its k-th call (k counted at L(first - 1))."""
+    return (f"mov ebx, es:[{L(first - 1)}]\nimul ebx, ebx, 24\nadd ebx, {L(first)}\n"
+            + "".join(f"mov eax, [esp+{4 * i}]\nmov es:[ebx+{4 * i}], eax\n" for i in range(5))
+            + f"mov es:[ebx+20], esp\ninc dword ptr es:[{L(first - 1)}]\niretd\n")
+
+
+REMAPPED = 0x300000              # where the kernel stack page goes
+STRADDLE_ESP0 = A.STACK0 + 8     # a 5-word frame below it crosses into that page
+
+
+def delivery_caches():
+    """What a VMM may keep between two deliveries and must drop when the
+    guest changes what it was made from.  `int 0x80` from ring 3 through its
+    gate; again after the guest pointed the gate at another handler; again
+    after it remapped its kernel stack page to another frame (the frames
+    before went to that same page); and again after it moved TSS.esp0 so
+    that the frame straddles the remapped page and the next, which are no
+    longer next to each other in physical memory."""
+    gate = A.IDT + 0x80 * 8
+    kstack = A.STACK0 - 0x1000                 # the page below TSS.esp0
+    repoint = (f"mov eax, [{A.IDT + 0x85 * 8:#x}]\nmov [{gate:#x}], eax\n"
+               f"mov eax, [{A.IDT + 0x85 * 8 + 4:#x}]\nmov [{gate + 4:#x}], eax\niretd\n")
+    remap = (f"mov esi, {kstack:#x}\nmov edi, {REMAPPED:#x}\nmov ecx, 1024\ncld\n"
+             "rep movsd dword ptr es:[edi], dword ptr [esi]\n"
+             f"mov dword ptr [{pte(kstack):#x}], {REMAPPED | 7:#x}\ninvlpg [{kstack:#x}]\n"
+             "iretd\n")
+    move = f"mov dword ptr [{A.TSS + x86.TSS_ESP0:#x}], {STRADDLE_ESP0:#x}\niretd\n"
+    ring3 = ("mov eax, 0x1111\nint 0x80\nint 0x83\nint 0x80\nint 0x84\n"
+             "int 0x80\nint 0x86\nint 0x80\nint 0x82\n")
+    return A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3), ring3=ring3, paging=True,
+                      handlers={0x80: _recorder(1), 0x85: _recorder(8), 0x83: repoint,
+                                0x84: remap, 0x86: move, 0x82: A.exit_with(0)},
+                      user_vectors=(0x80, 0x82, 0x83, 0x84, 0x85, 0x86))
+
+
 PF_HANDLER = f"""
     mov ebx, es:[{L(0)}]
     shl ebx, 4
@@ -297,6 +334,7 @@ SCENARIOS = {
     "control-registers": control_registers,
     "descriptor-tables": descriptor_tables,
     "interrupt-frames": interrupt_frames,
+    "delivery-caches": delivery_caches,
     "page-faults": page_faults,
     "remap-with-invlpg": remap_with_invlpg,
     "accessed-dirty": accessed_dirty,
@@ -363,6 +401,13 @@ def test_native_logs_are_what_the_architecture_says():
     w = struct.unpack(f"<{LOG_WORDS}I", native_log("interrupt-frames"))
     assert w[1] == A.UCODE and w[4] == A.UDATA and w[3] == A.STACK3 and w[6] == 2
     assert w[11] & x86.IF == 0 and w[2] & x86.IF                # ring 0 IF clear, ring 3 set
+    w = struct.unpack(f"<{LOG_WORDS}I", native_log("delivery-caches"))
+    assert w[0] == 1 and w[7] == 3                 # one call to the first handler, three to the second
+    frames = [w[1:7]] + [w[8 + 6 * k:14 + 6 * k] for k in range(3)]
+    assert [f[1:] for f in frames] == [
+        (A.UCODE, f[2], A.STACK3, A.UDATA, esp) for f, esp in zip(
+            frames, (A.STACK0 - 20, A.STACK0 - 20, A.STACK0 - 20, STRADDLE_ESP0 - 20))]
+    assert [f[0] - A.RING3 for f in frames] == [7, 11, 15, 19]     # past each `int 0x80`
 
 
 # -- the sensitive instructions: the documented difference under trap -------------

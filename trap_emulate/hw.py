@@ -45,10 +45,10 @@ class ShadowPagingView(RealCpuView):
     def __init__(self, state, vcpu):
         super().__init__(state)
         self.vcpu = vcpu
-
-    def route_inputs(self):
-        paging = self.vcpu.paging_regs()
-        return self.state.cpl, (paging, self.state.table_key()), paging
+        # The CPL, tables and TR are the real ones (and the real paging
+        # registers, the shadow's, come with them); the guest's own paging
+        # registers are the virtual CPU's.
+        self.route_key = lambda: (vcpu.paging_regs(), state.route_regs())
 
     def paging(self):
         return self.vcpu.paging_regs()

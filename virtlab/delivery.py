@@ -49,9 +49,8 @@ class Event:
         self.software = software          # `int n`: checked against the gate's DPL
         self.cr2 = cr2                    # #PF: the faulting linear address
         # What a route depends on of the event (vector and kind) as one small
-        # int, to which the CPL is added: InterruptPath's index of the route
-        # last taken.
-        self.slot = (vector * 2 + bool(software)) * 4
+        # int: InterruptPath's index of the route last taken.
+        self.slot = vector * 2 + bool(software)
 
 
 # SOFTWARE_INT[n] is the Event of `int n`, made once: Events are never
@@ -76,20 +75,18 @@ class RealCpuView:
 
     def __init__(self, state):
         self.state = state
+        # () -> everything of the CPU a route through the IDT is resolved
+        # from, as one hashable key: the CPL, the paging registers, the
+        # descriptor-table registers and TR.  Two events with the same key,
+        # vector and kind lead the same way for as long as the memory the
+        # route read holds.  Here it is all of QEMU's hflags (whose low bits
+        # are the CPL), the table registers as the bytes of the state area
+        # and CR0, CR3 and CR4, read in one call into C
+        # (StateArea.route_regs); every delivery asks for it first.
+        self.route_key = state.route_regs
 
     def cpl(self):
         return self.state.cpl
-
-    def route_inputs(self):
-        """(CPL, registers, paging): everything of the CPU a route through
-        the IDT is resolved from.  `registers` (hashable) holds the paging
-        registers, the descriptor-table registers and TR (here with all of
-        QEMU's hflags, whose low bits are the CPL, and the table registers
-        as the bytes of the state area: StateArea.route_regs); `paging` is
-        (CR0, CR3, CR4).  Two events with the same inputs, vector and kind
-        lead the same way for as long as the memory the route read holds."""
-        regs = self.state.route_regs()
-        return regs[0] & 3, regs, regs[-3:]
 
     def idtr(self):
         return self.state.table("idt")
@@ -166,12 +163,12 @@ class InterruptPath:
         self._entry_flags = cpu.entry_flags
         self._ring = cpu.compressed_ring
         self.routes = {}
-        # The route each (vector, kind, CPL) took last (Event.slot + CPL ->
-        # Route), tried before `routes`: it is the one taken again as long
-        # as the CPU's inputs (Route.inputs) are the same, and comparing them
-        # costs less than hashing them into routes' key.
+        # The route each vector and kind took last (Event.slot -> Route),
+        # tried before `routes`: it is the one taken again as long as the
+        # CPU's route key (Route.inputs) is the same, and comparing keys
+        # costs less than hashing one into routes' key.
         self.recent = {}
-        # The last stack page written, (page, paging registers), and its
+        # The last stack page written, (page, route key), and its
         # translation with the check of the paging entries it came from
         # (memory.tlb_entry): an exception frame goes to the same kernel
         # stack page time after time.
@@ -194,11 +191,10 @@ class InterruptPath:
             self.clock.now_ns += EVENT_NS      # virtual time (clock.tick(), inline)
         try:
             cpu = self.cpu
-            cpl, regs, paging = cpu.route_inputs()
-            r = self.recent.get(ev.slot + cpl)                           # route(), inline
-            if r is None or r.inputs != regs or r.check() != r.expected:
-                r = self.recent[ev.slot + cpl] = self.route(ev.vector, ev.software, cpl,
-                                                            regs, state)
+            key = cpu.route_key()
+            r = self.recent.get(ev.slot)                                 # route(), inline
+            if r is None or r.inputs != key or r.check() != r.expected:
+                r = self.recent[ev.slot] = self.route(ev.vector, ev.software, key, state)
             if eflags is None:
                 eflags = state.eflags()
             pushed = eflags if self._frame_flags is None else self._frame_flags(eflags)
@@ -211,7 +207,7 @@ class InterruptPath:
                     cs &= ~3
                 if ss & 3 == ring:
                     ss &= ~3
-            inner = r.new_cpl < cpl
+            inner = r.inner
             # The frame lowest address first (the last push first): [error
             # code,] EIP, CS, EFLAGS [, ESP, SS of the interrupted ring].
             if inner:
@@ -222,8 +218,20 @@ class InterruptPath:
                 frame = (eip, cs, pushed)
             if ev.error_code is not None:
                 frame = (ev.error_code,) + frame
-            esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
-            self._push(paging, (ss_base + esp) & 0xFFFFFFFF, frame)
+            n = len(frame)
+            esp = (esp - 4 * n) & 0xFFFFFFFF
+            linear = (ss_base + esp) & 0xFFFFFFFF
+            # The frame goes to the stack page the last one went to, as a
+            # rule (_push(), whose common case this is, inline).
+            page, stack_key, check, expected, base = self._stack
+            if page == linear >> 12 and stack_key == key and check() == expected \
+                    and linear & 0xFFF <= 0x1000 - 4 * n:
+                try:
+                    _FRAMES[n].pack_into(self.mem.view, base | (linear & 0xFFF), *frame)
+                except struct.error:            # a value wider than 32 bits
+                    self._push(key, linear, frame)
+            else:
+                self._push(key, linear, frame)
             if ev.cr2 is not None:
                 cpu.set_cr2(ev.cr2)
             kept = r.flags_kept
@@ -257,52 +265,51 @@ class InterruptPath:
     # [tour native 70] The route cache: why delivery can run on every system call.
     # The route a vector takes is resolved once and kept with every paging entry and
     # descriptor byte it was computed from; it is reused only while they all hold.
-    def route(self, vector, software, cpl, regs, state):
-        """The resolved route for this vector from this ring, from the cache
-        when everything it was computed from is unchanged: the CPU's inputs
-        (the key: the view's route_inputs(), CR4.PSE included, which decides
-        how a PDE reads) and the paging entries and descriptor bytes it read
-        (checked in one step: memory.Dependencies)."""
-        key = (vector, software, cpl, regs)
-        r = self.routes.get(key)
+    def route(self, vector, software, key, state):
+        """The resolved route for this vector under this route key, from the
+        cache when everything it was computed from is unchanged: the CPU's
+        registers (the view's route_key(): the CPL, and CR4.PSE, which
+        decides how a PDE reads, among them) and the paging entries and
+        descriptor bytes it read (checked in one step: memory.Dependencies)."""
+        full = (vector, software, key)
+        r = self.routes.get(full)
         if r is not None and r.check() == r.expected:
             return r
+        cpl = self.cpu.cpl()
         r = _resolve(self.cpu, self.mem, vector, software, cpl)
         # What loading its segments writes into the state area, made once.
         r = dataclasses.replace(r, image=state.segment_image(r.cs_cache),
                                 inner_image=r.ss_cache and state.segment_image(r.cs_cache, r.ss_cache),
-                                inputs=regs)
+                                inner=r.new_cpl < cpl, inputs=key)
         if len(self.routes) > 4096:
             self.routes.clear()
-        self.routes[key] = r
+        self.routes[full] = r
         return r
 
-    def _push(self, paging, linear, values):
+    def _push(self, key, linear, values):
         """Write a frame (lowest address first) to the guest stack at
-        `linear`, as the CPU's supervisor writes.  The translation of the
-        stack page is memory.translate's, taken again from the last push
-        when that went to the same page under the same paging registers and
-        the paging entries it came from still hold (the same check
-        translate makes; its dictionary lookup is what this saves)."""
+        `linear`, as the CPU's supervisor writes, under the paging of the
+        route key `key`.  The translation of the stack page is kept for the
+        next push (self._stack, which deliver() tries first): memory.translate's,
+        with the check of the paging entries it came from, taken again while
+        the push goes to the same page under the same key and they hold (the
+        same check translate makes; its dictionary lookup is what this saves)."""
         mem = self.mem
         n = len(values)
+        paging = self.cpu.paging()
         if (linear & 0xFFF) > 0x1000 - 4 * n:          # straddles two pages
             LinearView(mem, *paging).write(linear, _FRAMES[n].pack(*_u32s(values)))
             return
-        page, regs, check, expected, frame = self._stack
-        if page != linear >> 12 or regs != paging or check() != expected:
+        page, stack_key, check, expected, frame = self._stack
+        if page != linear >> 12 or stack_key != key or check() != expected:
             cr0, cr3, cr4 = paging
             if not cr0 & x86.CR0_PG:
                 pa = walk(mem, cr0, cr3, cr4, linear, True, False)
                 _FRAMES[n].pack_into(mem.view, pa, *_u32s(values))
                 return
             check, expected, frame, _ = tlb_entry(mem, cr0, cr3, cr4, linear, True, False)
-            self._stack = (linear >> 12, paging, check, expected, frame)
-        pa = frame | (linear & 0xFFF)
-        try:
-            _FRAMES[n].pack_into(mem.view, pa, *values)
-        except struct.error:        # a value wider than 32 bits: all written again, masked
-            _FRAMES[n].pack_into(mem.view, pa, *_u32s(values))
+            self._stack = (linear >> 12, key, check, expected, frame)
+        _FRAMES[n].pack_into(mem.view, frame | (linear & 0xFFF), *_u32s(values))
 
 
 _U32 = struct.Struct("<I")
@@ -323,7 +330,8 @@ class Route:
     ss_cache: tuple = None
     image: bytes = None     # state-area bytes of CS (StateArea.segment_image)
     inner_image: bytes = None   # ... of CS and SS, when the ring changes
-    inputs: tuple = None    # the CPU's registers it was resolved under (route_inputs())
+    inner: bool = False     # whether it changes to a more privileged ring (and stack)
+    inputs: tuple = None    # the CPU's registers it was resolved under (route_key())
 
 
 def _resolve(cpu, mem, vector, software, cpl):

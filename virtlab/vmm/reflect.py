@@ -31,13 +31,12 @@ class VirtualCpuView:
     # loaded (rings.guest_selector, which delivery applies inline).
     compressed_ring = rings.KERNEL_RING
 
-    def route_inputs(self):
-        """(CPL, registers, paging) a route is resolved from (delivery.RealCpuView):
-        the guest's ring and the virtual CPU's paging and table registers."""
+    def route_key(self):
+        """What a route is resolved from (delivery.RealCpuView.route_key): the
+        ring and the virtual CPU's paging and table registers."""
         v = self.vcpu
-        paging = (v.cr0, v.cr3, v.cr4)
         self._cpl = cpl = self.state.cpl       # (kept for flags_for_frame, which follows)
-        return (0 if cpl == 1 else cpl), (paging, v.idtr, v.gdtr, v.tr), paging   # guest_ring()
+        return cpl, v.cr0, v.cr3, v.cr4, v.idtr, v.gdtr, v.tr
 
     def idtr(self):
         return self.vcpu.idtr
@@ -66,7 +65,7 @@ class VirtualCpuView:
         return self.state.cpl == 3 or self.vcpu.if_
 
     def flags_for_frame(self, eflags):
-        """The EFLAGS in the frame (called after route_inputs, in the same
+        """The EFLAGS in the frame (called after route_key, in the same
         delivery, whose real CPL it reuses): the virtual IF and IOPL."""
         v = self.vcpu
         self._frame_if = self._cpl == 3 or v.if_          # virtual_if()
