@@ -112,9 +112,9 @@ class Bt(RingCompressedVmm):
         its translation; and tell translated code whether an interrupt waits."""
         m, st = self.machine, self.machine.state
         chosen, self._tc_chosen = self._tc_chosen, False
-        if st.cpl == 1:
-            pc, cs_base = st.pc_regs()
-            if cs_base or st.seg_base_of("ds"):
+        pc, hflags, cs_base, ds_base = st.entry_regs()
+        if hflags & 3 == 1:                                # the guest kernel's ring
+            if cs_base or ds_base:
                 # The TC's sequences address the vCPU page absolutely, through DS.
                 raise GuestStop(f"bt: the guest kernel runs with a code or data segment "
                                 f"not based at 0; bt needs flat kernel segments, at "

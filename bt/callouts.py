@@ -158,18 +158,20 @@ class Callouts:
         bt, st = self.bt, self.m.state
         self._at_guest(c.site.guest)
         far_iret = c.kind == "iret"
-        if far_iret and st.eflags() & x86.NT:
+        if far_iret and st.system_flags() & x86.NT:
             try:
                 return bt.deliver_fault(gates.task_return(bt.guest_view(), bt.vcpu.tr[1]))
             except Unsupported as exc:
                 raise GuestStop(f"bt: {exc} at {self.m.where()}: not supported") from None
-        at = (st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF
+        esp, _, _, _, ss_base = st.frame_regs()
+        at = (ss_base + esp) & 0xFFFFFFFF
+        view = bt.paging.shared_view()                   # (only read through)
         try:
             # CS and, for iret, EFLAGS: the frame's second and third words.
             if far_iret:
-                cs, eflags = _TWO_WORDS.unpack(bt.guest_view().read(at + 4, 8))
+                cs, eflags = _TWO_WORDS.unpack(view.read(at + 4, 8))
             else:
-                cs, eflags = bt.guest_view().u32(at + 4), None
+                cs, eflags = view.u32(at + 4), None
             cs &= 0xFFFF
         except GuestMemoryFault as fault:
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))

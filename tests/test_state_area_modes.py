@@ -92,6 +92,36 @@ def test_lazy_path_is_taken():
         assert area._lazy[cc_op](0x1234, 1) is not None, (kind, bits)
 
 
+_SYSTEM = (x86.TF | x86.IF | x86.NT | x86.IOPL_MASK | x86.RF | x86.VM | x86.AC
+           | 0x200000)                  # ID
+
+
+@pytest.mark.parametrize("pushed", [0x2, 0x202, 0x3202, 0x4002, 0x40202, 0x200202, 0x1602])
+def test_system_flags_are_exact_without_computing_eflags(pushed):
+    """system_flags(), QEMU's plain eflags field, holds every system flag as
+    eflags() and the library give them, after popfd loaded them and an
+    arithmetic operation left the others lazy."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0x1000, 0x1000)
+    area = StateArea(uc, _LAYOUT, live=False)
+    code = A.assemble(f"mov esp, 0x1f00\npush {pushed:#x}\npopfd\nadd eax, 1\n", 0x1000)
+    uc.mem_write(0x1000, code)
+    uc.emu_start(0x1000, 0x1000 + len(code))
+    area.save()
+    assert area.system_flags() & _SYSTEM == area.eflags() & _SYSTEM \
+        == area._computed_eflags() & _SYSTEM == pushed & _SYSTEM
+
+
+def test_entry_regs_gather_eip_hflags_and_the_code_and_data_bases():
+    area = _scratch_area()
+    area.set_segment("cs", 0x19, 0x123000, 0xFFFFF, 0xCFBA00)
+    area.set_segment("ds", 0x21, 0x456000, 0xFFFFF, 0xCFB200)
+    area.eip = 0x789A
+    pc, hflags, cs_base, ds_base = area.entry_regs()
+    assert (pc, cs_base, ds_base) == (0x789A, 0x123000, 0x456000)
+    assert hflags & 3 == area.cpl and area.pc_regs() == (0x789A, 0x123000)
+
+
 # -- 2. live and copy modes give the same runs ----------------------------------
 
 _WORKLOADS = ("nano.syscall", "nano.ptemod", "micro.fork")

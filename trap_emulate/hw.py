@@ -170,7 +170,7 @@ class Hw(Vmm):
         interrupt is taken first: then the event happens (and is counted) when
         the instruction is retried, and only the interrupt is counted now."""
         st = self.machine.state
-        if st.eflags() & x86.IF and self.events.interrupt_first(event.software, self):
+        if st.system_flags() & x86.IF and self.events.interrupt_first(event.software, self):
             return
         c = self.machine.counters
         for name in counted:
@@ -189,7 +189,7 @@ class Hw(Vmm):
     def halted(self):
         st = self.machine.state
         self.machine.counters["exit.total"] += 1          # GuestEvents counts exit.hlt
-        self.events.halt(st.eflags() & x86.IF, st.eip - 1)
+        self.events.halt(st.system_flags() & x86.IF, st.eip - 1)
 
     # -- intercepted instructions -------------------------------------------------
     # [tour hw 50, hw-npt 45] An exit, handled.
@@ -198,7 +198,7 @@ class Hw(Vmm):
     # iret with NT set is a task switch.
     def _intercepted(self, decoded, kind):
         m = self.machine
-        if kind == "iret" and not m.state.eflags() & x86.NT:
+        if kind == "iret" and not m.state.system_flags() & x86.NT:
             return None              # an ordinary iret: no task switch, no exit
         if kind == "iret":
             return self._task_return()

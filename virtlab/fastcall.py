@@ -55,7 +55,7 @@ def native_sysenter(backend, events, counter="native.sysenter"):
     if the instruction completed, False if an interrupt or #GP(0) was delivered
     at it instead."""
     m, st = backend.machine, backend.machine.state
-    if st.eflags() & x86.IF and events.interrupt_first(False, backend):
+    if st.system_flags() & x86.IF and events.interrupt_first(False, backend):
         return False
     cs = m.read_msr(SYSENTER_CS) & 0xFFFF
     if cs & 0xFFFC == 0:

@@ -74,4 +74,4 @@ class Native(Backend):
 
     def halted(self):
         st = self.machine.state
-        self.events.halt(st.eflags() & x86.IF, st.eip - 1)
+        self.events.halt(st.system_flags() & x86.IF, st.eip - 1)

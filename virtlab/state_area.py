@@ -205,6 +205,12 @@ class StateArea:
         # an exception the CPU raised (QEMU's exception_is_int): every
         # exception exit asks, so it is one call into C.
         self.is_software_int = partial(w.__getitem__, self._is_int)
+        # () -> EFLAGS as QEMU's plain `eflags` field holds them: every
+        # system flag (IF, TF, NT, IOPL, RF, VM, AC, ...) exact, the
+        # arithmetic flags and DF not (QEMU keeps those apart: eflags()
+        # puts them together).  For a question about a system flag, it is
+        # one call into C instead of eflags()'s computation.
+        self.system_flags = partial(w.__getitem__, self._eflags_w)
         # resume() of the live CPU state only clears the exception in flight:
         # one call into C, bound here, at the end of every exit.
         if self.live:
@@ -235,6 +241,10 @@ class StateArea:
         # () -> (EIP, CS base): where the CPU is, as a linear address once
         # added (what a VMM asks first at an exit inside code it placed)
         self.pc_regs = gather(m, [lay.eip, lay.seg["cs"].base])
+        # () -> (EIP, hflags, CS base, DS base): the same, with the ring (the
+        # low two bits of hflags) and the data segment's base (a VMM that
+        # runs the guest kernel from code of its own asks at every entry)
+        self.entry_regs = gather(m, [lay.eip, lay.hflags, lay.seg["cs"].base, lay.seg["ds"].base])
         tables = [tr.selector, tr.base, tr.limit, lay.gdt.base, lay.gdt.limit,
                   lay.idt.base, lay.idt.limit]
         # () -> (TR selector, base, limit, GDTR base, limit, IDTR base, limit)
@@ -268,7 +278,8 @@ class StateArea:
             raise CalibrationError("the general registers are not in the order this "
                                    "module reads them in")
         order = [lay.gpr["esp"], lay.eip, lay.hflags, lay.seg["cs"].selector,
-                 lay.seg["ss"].selector, lay.seg["ss"].base, tr.selector, tr.base, tr.limit,
+                 lay.seg["ss"].selector, lay.seg["ss"].base, lay.seg["ds"].base,
+                 tr.selector, tr.base, tr.limit,
                  lay.gdt.base, lay.gdt.limit, lay.idt.base, lay.idt.limit, lay.cr[0],
                  lay.cr[3], lay.cr[4]]
         if order != sorted(order) or lay.idt.limit + 4 > lay.cr[0]:
