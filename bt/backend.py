@@ -194,14 +194,14 @@ class Bt(RingCompressedVmm):
     # -- exits --------------------------------------------------------------------
     def exception(self, vector):
         st = self.machine.state
-        eip, cs_base = st.pc_regs()
+        eip, hflags, cs_base, _ = st.entry_regs()
         pc = (cs_base + eip) & 0xFFFFFFFF
         if L.TC <= pc < L.TC_END:
             if st.is_software_int():
                 self.callouts.run(pc)
             else:
                 self._tc_fault(vector, pc)
-        elif st.cpl == 1:
+        elif hflags & 3 == 1:
             raise GuestStop(f"bt: guest kernel code ran outside the translation cache at "
                             f"{self.machine.where()}")
         else:

@@ -30,6 +30,7 @@ from virtlab.vmm.emulate import (NotPrivileged, Unsupported, effective_address, 
 from . import layout as L
 
 _TWO_WORDS = struct.Struct("<II")
+_THREE_WORDS = struct.Struct("<III")
 _KINDS = Named("bt.callout.")            # what a callout did -> its counter
 
 
@@ -156,9 +157,9 @@ class Callouts:
         VMM has taken the virtual IOPL from the frame (the CPU loads IOPL
         only at CPL 0)."""
         bt, st = self.bt, self.m.state
-        self._at_guest(c.site.guest)
         far_iret = c.kind == "iret"
         if far_iret and st.system_flags() & x86.NT:
+            self._at_guest(c.site.guest)
             try:
                 return bt.deliver_fault(gates.task_return(bt.guest_view(), bt.vcpu.tr[1]))
             except Unsupported as exc:
@@ -168,14 +169,23 @@ class Callouts:
         view = bt.paging.shared_view()                   # (only read through)
         try:
             # CS and, for iret, EFLAGS: the frame's second and third words.
+            # The first, EIP, is read too: the CPU pops it first, so a frame
+            # that is not all mapped faults at the first word that is not,
+            # and that is the address the guest must see in CR2.
             if far_iret:
-                cs, eflags = _TWO_WORDS.unpack(view.read(at + 4, 8))
+                _, cs, eflags = _THREE_WORDS.unpack(view.read(at, 12))
             else:
-                cs, eflags = view.u32(at + 4), None
+                _, cs = _TWO_WORDS.unpack(view.read(at, 8))
+                eflags = None
             cs &= 0xFFFF
         except GuestMemoryFault as fault:
+            self._at_guest(c.site.guest)
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
         if cs & 3 == 0:
+            # Emulated, or a fault of the guest's instruction: either way from
+            # its own address.  (The way out to user code below runs the
+            # instruction itself, in the TC, and needs no guest EIP.)
+            self._at_guest(c.site.guest)
             extra = 0 if far_iret else self._decoded(c).insn.operands[0].imm \
                 if self._decoded(c).insn.operands else 0
             try:

@@ -748,3 +748,19 @@ def test_profiling_counts_the_executions_of_each_unit():
     # it (the unit that falls into the loop may hold the first pass).
     assert sum(cache.executions(u) for u in cache.units
                if u.guest <= loop.guest < u.guest_end) == 5
+
+
+@pytest.mark.parametrize("insn,esp", [
+    ("iretd", 0x601000), ("iretd", 0x600FFC), ("iretd", 0x600FF8), ("iretd", 0x600FFE),
+    ("retf", 0x601000), ("retf", 0x600FFC), ("retf", 0x600FFE)],
+    ids=["iretd-eip", "iretd-cs", "iretd-eflags", "iretd-straddling",
+         "retf-eip", "retf-cs", "retf-straddling"])
+def test_a_return_whose_frame_is_not_mapped_is_a_page_fault_at_it(insn, esp):
+    """The iret and retf callouts read the frame before they decide
+    anything: a word of it (EIP, CS or EFLAGS, or one straddling the page
+    end) on a page that is not present is the guest's #PF, at the
+    instruction itself, with the CR2 of the first word the CPU pops that is
+    not mapped, as natively."""
+    body = unmap(0x601000) + f"mov esp, {esp:#x}\n{insn}\n"
+    m, nlog = assert_like_native(probe(body), status=x86.PF)
+    assert nlog[1] == 0x601000
