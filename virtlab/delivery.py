@@ -198,9 +198,8 @@ class InterruptPath:
             if eflags is None:
                 eflags = state.eflags()
             pushed = eflags if self._frame_flags is None else self._frame_flags(eflags)
+            # (QEMU keeps a selector in 32 bits, of which the high 16 are 0.)
             esp, eip, cs, ss, ss_base = state.frame_regs()
-            cs &= 0xFFFF
-            ss &= 0xFFFF
             ring = self._ring
             if ring:                       # the selectors the guest believes in
                 if cs & 3 == ring:
@@ -212,8 +211,8 @@ class InterruptPath:
             # code,] EIP, CS, EFLAGS [, ESP, SS of the interrupted ring].
             if inner:
                 frame = (eip, cs, pushed, esp, ss)
-                esp = self.mem.words[r.esp_pa >> 2]
-                ss_base = r.ss_cache[1]
+                esp = self.mem.words[r.esp_word]
+                ss_base = r.ss_base
             else:
                 frame = (eip, cs, pushed)
             if ev.error_code is not None:
@@ -239,7 +238,7 @@ class InterruptPath:
             if not inner:
                 state.enter_handler(r.image, None, esp, r.offset, eflags)
             elif r.inner_image is not None:
-                state.enter_handler(r.inner_image, r.ss_cache[3], esp, r.offset, eflags)
+                state.enter_handler(r.inner_image, r.ss_dpl, esp, r.offset, eflags)
             else:                                   # SS not next to CS in this layout
                 state.set_segment("ss", *r.ss_cache)
                 state.enter_handler(r.image, None, esp, r.offset, eflags)
@@ -281,6 +280,11 @@ class InterruptPath:
         r = dataclasses.replace(r, image=state.segment_image(r.cs_cache),
                                 inner_image=r.ss_cache and state.segment_image(r.cs_cache, r.ss_cache),
                                 inner=r.new_cpl < cpl, inputs=key)
+        if r.inner:
+            # The CPL the CPU takes is the DPL of the SS loaded, as the view
+            # made it (under ring compression not the guest's new_cpl).
+            r = dataclasses.replace(r, esp_word=r.esp_pa >> 2, ss_base=r.ss_cache[1],
+                                    ss_dpl=x86.seg_dpl(r.ss_cache[3]))
         if len(self.routes) > 4096:
             self.routes.clear()
         self.routes[full] = r
@@ -331,6 +335,9 @@ class Route:
     image: bytes = None     # state-area bytes of CS (StateArea.segment_image)
     inner_image: bytes = None   # ... of CS and SS, when the ring changes
     inner: bool = False     # whether it changes to a more privileged ring (and stack)
+    esp_word: int = None    # ... then esp_pa as an index of a u32 word
+    ss_base: int = None     # ... the base of the new SS
+    ss_dpl: int = None      # ... and its DPL, the real CPL in the handler
     inputs: tuple = None    # the CPU's registers it was resolved under (route_key())
 
 

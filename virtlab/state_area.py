@@ -41,6 +41,7 @@ from .memory import gather
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _ARITH = x86.CF | x86.PF_FLAG | x86.AF | x86.ZF | x86.SF | x86.OF
+_DF = x86.DF
 _ARITH_DF = _ARITH | x86.DF
 
 
@@ -468,23 +469,23 @@ class StateArea:
             image += tail
         return bytes(image)
 
-    def enter_handler(self, image, ss_flags, esp, eip, eflags):
+    def enter_handler(self, image, cpl, esp, eip, eflags):
         """The register side of delivering an event: CS (and SS, when the
-        ring changes) from a segment_image(), the CPL from SS's descriptor
-        flags `ss_flags` (None: no ring change), ESP, EIP and EFLAGS."""
+        ring changes) from a segment_image(), the new CPL `cpl` (the DPL of
+        the new SS; None: no ring change), ESP, EIP and EFLAGS (32 bits)."""
         at = self._sel_cs
         self.mem[at:at + len(image)] = image
         w = self.w
-        if ss_flags is not None:               # as set_segment("ss", ...)
+        if cpl is not None:                    # as set_segment("ss", ...)
             hf = self._hflags
-            w[hf] = (w[hf] & ~3) | ((ss_flags >> x86.DESC_DPL_SHIFT) & 3)
+            w[hf] = (w[hf] & ~3) | cpl
         w[self._esp] = esp
         w[self._eip] = eip
-        eflags = (eflags & 0xFFFFFFFF) | 0x2            # as set_eflags
+        eflags |= 0x2                                   # as set_eflags
         w[self._eflags_w] = eflags
         w[self._cc_src] = eflags & _ARITH
         w[self._cc_op] = self._cc_op_eflags
-        self.wi[self._df] = -1 if eflags & x86.DF else 1
+        self.wi[self._df] = -1 if eflags & _DF else 1
 
     def set_segment(self, name, selector, base, limit, flags):
         """Write a segment register (selector and hidden part).  For SS this is
