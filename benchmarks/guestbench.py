@@ -35,7 +35,11 @@ import argparse
 import ctypes
 import gc
 import json
+import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,7 +135,80 @@ class Marginal(NamedTuple):
 
 def per_exit(run, n):
     """A Marginal sample from `run(k)`, the host seconds of a run making k exits."""
+    if _child is not None:               # one run of an --instructions child (below)
+        print(n, run(_child * n))
+        return Marginal(n, 0.0, 0.0)
     return Marginal(n, run(n), run(2 * n))
+
+
+# -- host instructions per exit (--instructions) --------------------------------------
+# Host time on a shared machine is noisy beyond what repetitions fix; the
+# number of host instructions an exit executes is not.  valgrind's callgrind
+# counts them in a child process per run, collecting only inside the CPU
+# loop (cpu_exec, from which every hook is called; not the interpreter's
+# start, the imports or the machine's boot).  A path's figure is the
+# difference of its runs of n and 2n exits over n, as for times, and the
+# floor's the same for the bare exit.  Not a time (an instruction of the
+# interpreter is not one of the CPU model's), but the same on every run: the
+# ratio of two says how much more work an exit is than the floor.
+
+_child = None                        # --child: the multiple of n this run makes
+
+
+def instructions(script, name, valgrind):
+    """Host instructions per exit of figure `name` of `script` (the floor
+    for name "floor"), from two callgrind-counted children."""
+    counts, n = [], None
+    for multiple in (1, 2):
+        out = subprocess.run(
+            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             "--toggle-collect=cpu_exec_x86_64", sys.executable, str(script),
+             "--child", f"{name}:{multiple}"],
+            capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        n, count = _collected(out, name)
+        counts.append(count)
+    return (counts[1] - counts[0]) / n
+
+
+def _collected(out, name):
+    """(n, instructions collected) from a child's output, or SystemExit."""
+    m = re.search(r"Collected\s*:\s*(\d+)", out.stderr)
+    words = out.stdout.split()
+    if out.returncode != 0 or m is None or not words:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"{name}: the counted run failed: {tail}")
+    return int(words[0]), int(m.group(1))
+
+
+def _run_child(spec, benches):
+    """--child NAME:MULTIPLE: make the one run the parent counts."""
+    global _child
+    name, _, multiple = spec.partition(":")
+    _child = int(multiple)
+    if name == "floor":
+        _bare_run(f"mov ecx, {FLOOR_EXITS * _child}\n" + _INT_LOOP, binding_hook=_empty)
+        print(FLOOR_EXITS)
+    else:
+        benches[name]()
+
+
+def _print_instructions(benches, as_json):
+    """Each path's host instructions per exit, and as a ratio to the floor's."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (its callgrind tool) on the PATH")
+    script = Path(sys.argv[0]).resolve()
+    floor = instructions(script, "floor", valgrind)
+    figures = {name: instructions(script, name, valgrind) for name in benches}
+    if as_json:
+        print(json.dumps({"floor_exit_instructions": round(floor),
+                          **{k.removesuffix("_us") + "_instructions": round(v)
+                             for k, v in figures.items()},
+                          "ratio_to_floor": {k: round(v / floor, 1) for k, v in figures.items()}}))
+        return
+    print(f"{'floor_exit_instructions':<28} {floor:>10.0f}   (floor)")
+    for k, v in figures.items():
+        print(f"{k.removesuffix('_us') + '_instructions':<28} {v:>10.0f}   {v / floor:6.1f}x floor")
 
 
 def value(sample):
@@ -262,6 +339,10 @@ def main(doc, benches, argv=None, floor=False):
                    help="run one benchmark once under cProfile and print where the time goes")
     p.add_argument("--calls", action="store_true",
                    help="count the Python calls per exit instead of timing (deterministic)")
+    p.add_argument("--instructions", action="store_true",
+                   help="count the host instructions per exit with valgrind instead of "
+                        "timing (deterministic; slow: two counted runs per path)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     global clock, count_calls
     clock = time.perf_counter if args.wall else time.process_time
@@ -274,6 +355,11 @@ def main(doc, benches, argv=None, floor=False):
         benches = {k: v for k, v in benches.items() if k in wanted}
     if args.profile:
         return _profile(benches, args.profile, p)
+    if args.child:
+        return _run_child(args.child, benches)
+    if args.instructions:                # a rate has no instructions per exit
+        return _print_instructions({k: v for k, v in benches.items()
+                                    if not k.endswith("_mips")}, args.json)
     if args.calls:                       # a rate has no calls per exit; one run says it all
         benches = {k: v for k, v in benches.items() if not k.endswith("_mips")}
         args.repeat, floor = 1, False

@@ -98,3 +98,62 @@ def test_calls_per_exit_are_the_same_on_every_run():
     rows = [line.split() for line in lines[1:]]
     assert {r[0] for r in rows} == {"idt_syscall", "trap.syscall", "bt.indirect_hit"}
     assert all(r[1] == r[2] and r[3] in ("1.00", "-") for r in rows), p.stdout
+
+
+FAKE_VALGRIND = """#!{python}
+# Stands in for valgrind: the child's own output, then callgrind's count for
+# a run of n exits at {per_exit} host instructions each on {fixed} fixed ones.
+import subprocess, sys
+child = sys.argv[sys.argv.index("--child") + 1]
+if child.startswith("broken"):
+    sys.stderr.write("==1== the child crashed\\n")
+    sys.exit(1)
+multiple = int(child.rsplit(":", 1)[1])
+n = 5000 if not child.startswith("floor") else 20000
+per = {per_exit} if not child.startswith("floor") else 4000
+print(n)
+sys.stderr.write(f"==1== Events    : Ir\\n==1== Collected : {{{fixed} + multiple * n * per}}\\n")
+"""
+
+
+def _guestbench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import guestbench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return guestbench
+
+
+def test_instructions_per_exit_are_the_difference_of_two_counted_runs(tmp_path):
+    """--instructions: two children under callgrind per path, n and 2n
+    exits; their counts' difference over n is the figure (here from a
+    stand-in for valgrind with known counts), and a child that fails is a
+    clear error."""
+    gb = _guestbench()
+    fake = tmp_path / "valgrind"
+    fake.write_text(FAKE_VALGRIND.format(python=sys.executable, per_exit=42000, fixed=10**9))
+    fake.chmod(0o755)
+    script = BENCHMARKS / "exit_path.py"
+    assert gb.instructions(script, "idt_syscall_us", str(fake)) == 42000
+    assert gb.instructions(script, "floor", str(fake)) == 4000
+    with pytest.raises(SystemExit, match="broken: the counted run failed: ==1== the child crashed"):
+        gb.instructions(script, "broken", str(fake))
+
+
+def test_a_counted_child_makes_one_run_and_says_its_n():
+    """What valgrind runs: the script with --child NAME:MULTIPLE makes one
+    run of MULTIPLE * n exits and prints n first."""
+    for name, n in (("floor", 20000), ("gp_exit_us", None)):
+        p = subprocess.run([sys.executable, str(BENCHMARKS / "exit_path.py"), "--child",
+                            f"{name}:1"], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        first = int(p.stdout.split()[0])
+        assert first == n if n is not None else first > 0
+
+
+def test_instructions_without_valgrind_is_a_clear_error(tmp_path):
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "exit_path.py"), "--instructions"],
+                       capture_output=True, text=True, timeout=600,
+                       env={"PATH": str(tmp_path), "HOME": str(tmp_path)})
+    assert p.returncode == 1 and "needs valgrind" in p.stderr and "Traceback" not in p.stderr
