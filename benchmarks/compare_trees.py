@@ -2,7 +2,8 @@
 
     python benchmarks/compare_trees.py OLD_CHECKOUT [NEW_CHECKOUT] [--rounds 3] [--runs 5]
     python benchmarks/compare_trees.py OLD_CHECKOUT [NEW_CHECKOUT] --calls
-    (either with --only PATH,PATH,... to compare only those paths)
+    python benchmarks/compare_trees.py OLD_CHECKOUT [NEW_CHECKOUT] --instructions
+    (each with --only PATH,PATH,... to compare only those paths)
 
 The question a change to an exit path must answer is "is it faster than before?",
 and on a shared host the answer drowns in noise: the floor itself moves by 2x from
@@ -19,11 +20,16 @@ to the checkout this script is in.
 --calls prints instead the Python calls each exit makes (guestbench.counted_run):
 not a time, but the same on every run and every host, so it answers "does this
 change remove work from the path?" in one run even where times are too noisy to.
+--instructions prints the host instructions of each exit and of the floor,
+counted by valgrind (guestbench.instructions), and each as a ratio to the
+floor: also the same on every run, and nearer to a time than a count of calls.
 """
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # One side's probe: the benchmark scripts of this checkout, run on the code of
@@ -51,7 +57,7 @@ print(json.dumps({name: [fn() for _ in range(runs)] for name, fn in paths.items(
 """
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
-from guestbench import Marginal, best  # noqa: E402
+from guestbench import Marginal, best, instructions  # noqa: E402
 
 
 def samples(checkout, runs, calls=False, only=""):
@@ -76,6 +82,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--calls", action="store_true",
                     help="Python calls per exit instead of host time (deterministic: one run)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="host instructions per exit, counted by valgrind (deterministic; slow)")
     ap.add_argument("--only", default="", help="comma-separated names of the paths to compare")
     args = ap.parse_args(argv)
     if args.only:
@@ -85,6 +93,8 @@ def main(argv=None):
             ap.error("unknown path(s): " + ", ".join(sorted(unknown)))
     if args.calls:
         return _calls(args.old.resolve(), args.new.resolve(), args.only)
+    if args.instructions:
+        return _instructions(args.old.resolve(), args.new.resolve(), args.only)
     seen = {"old": {}, "new": {}}
     for _ in range(args.rounds):
         for side in ("old", "new"):
@@ -112,6 +122,33 @@ def _calls(old, new, only):
         n = counts["new"][name]
         ratio = f"{n / o:8.2f}" if o > 0.5 else f"{'-':>8s}"      # a path with no call at all
         print(f"{name.removesuffix('_us'):22s} {max(o, 0.0):10.1f} {max(n, 0.0):10.1f} {ratio}")
+
+
+def _instructions(old, new, only):
+    """The host instructions of each exit under each checkout, counted two
+    at a time (the counts do not depend on the load)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (its callgrind tool) on the PATH")
+    from exit_costs import BENCHES
+    names = ["gp_exit_us", "idt_syscall_us", *BENCHES]
+    names = [n for n in names if not only or n in only.split(",")]
+    script = {n: SCRIPTS / ("exit_path.py" if n in ("gp_exit_us", "idt_syscall_us")
+                            else "exit_costs.py") for n in names}
+    jobs = [(side, tree, name) for side, tree in (("old", old), ("new", new))
+            for name in ["floor", *names]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = list(pool.map(lambda j: instructions(script.get(j[2], SCRIPTS / "exit_path.py"),
+                                                      j[2], valgrind, j[1]), jobs))
+    seen = {(side, name): c for (side, _, name), c in zip(jobs, counts)}
+    floor = {side: seen[(side, "floor")] for side in ("old", "new")}
+    print(f"{'path':22s} {'old instr':>10s} {'x floor':>8s} {'new instr':>10s} {'x floor':>8s} "
+          f"{'new/old':>8s}")
+    for name in ["floor", *names]:
+        o, n = seen[("old", name)], seen[("new", name)]
+        ratio = f"{n / o:8.2f}" if o > 0.5 else f"{'-':>8s}"
+        print(f"{name.removesuffix('_us'):22s} {o:10.0f} {o / floor['old']:8.1f} {n:10.0f} "
+              f"{n / floor['new']:8.1f} {ratio}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,10 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The code measured: this checkout's, or (an --instructions child of
+# compare_trees.py) the checkout named in GUESTBENCH_CODE.
+_CODE = os.environ.get("GUESTBENCH_CODE") or str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _CODE)
 
 from unicorn import Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR, UC_ERR_OK  # noqa: E402
 from unicorn import x86_const as X                                              # noqa: E402
@@ -155,16 +158,18 @@ def per_exit(run, n):
 _child = None                        # --child: the multiple of n this run makes
 
 
-def instructions(script, name, valgrind):
+def instructions(script, name, valgrind, code=None):
     """Host instructions per exit of figure `name` of `script` (the floor
-    for name "floor"), from two callgrind-counted children."""
+    for name "floor"), from two callgrind-counted children, on the code of
+    the checkout `code` (None: this one)."""
     counts, n = [], None
+    env = {**os.environ, "PYTHONHASHSEED": "0", "GUESTBENCH_CODE": str(code or _CODE)}
     for multiple in (1, 2):
         out = subprocess.run(
             [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
              "--toggle-collect=cpu_exec_x86_64", sys.executable, str(script),
              "--child", f"{name}:{multiple}"],
-            capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+            capture_output=True, text=True, env=env)
         n, count = _collected(out, name)
         counts.append(count)
     return (counts[1] - counts[0]) / n
@@ -185,6 +190,9 @@ def _run_child(spec, benches):
     global _child
     name, _, multiple = spec.partition(":")
     _child = int(multiple)
+    import virtlab
+    if not virtlab.__file__.startswith(_CODE):
+        raise SystemExit(f"virtlab came from {virtlab.__file__}, not {_CODE}")
     if name == "floor":
         _bare_run(f"mov ecx, {FLOOR_EXITS * _child}\n" + _INT_LOOP, binding_hook=_empty)
         print(FLOOR_EXITS)

@@ -1,6 +1,7 @@
 """The exit-path benchmark scripts run and print what the README says they
 print (no figure is judged here: speed lives in benchmarks/, not in tests)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,22 @@ def test_instructions_without_valgrind_is_a_clear_error(tmp_path):
                        capture_output=True, text=True, timeout=600,
                        env={"PATH": str(tmp_path), "HOME": str(tmp_path)})
     assert p.returncode == 1 and "needs valgrind" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_two_checkouts_compared_in_instructions(tmp_path):
+    """compare_trees --instructions: every path and the floor counted under
+    each checkout (here by the stand-in for valgrind), each against its
+    side's floor."""
+    fake = tmp_path / "valgrind"
+    fake.write_text(FAKE_VALGRIND.format(python=sys.executable, per_exit=42000, fixed=10**9))
+    fake.chmod(0o755)
+    root = BENCHMARKS.parent
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"), str(root),
+                        "--instructions", "--only", "idt_syscall_us,pv.bounce_us"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr
+    rows = [line.split() for line in p.stdout.splitlines()[1:]]
+    assert rows == [["floor", "4000", "1.0", "4000", "1.0", "1.00"],
+                    ["idt_syscall", "42000", "10.5", "42000", "10.5", "1.00"],
+                    ["pv.bounce", "42000", "10.5", "42000", "10.5", "1.00"]]
