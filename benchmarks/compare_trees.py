@@ -26,7 +26,6 @@ floor: also the same on every run, and nearer to a time than a count of calls.
 """
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +56,7 @@ print(json.dumps({name: [fn() for _ in range(runs)] for name, fn in paths.items(
 """
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
-from guestbench import Marginal, best, instructions  # noqa: E402
+from guestbench import Marginal, best, find_valgrind, instructions  # noqa: E402
 
 
 def samples(checkout, runs, calls=False, only=""):
@@ -127,9 +126,7 @@ def _calls(old, new, only):
 def _instructions(old, new, only):
     """The host instructions of each exit under each checkout, counted two
     at a time (the counts do not depend on the load)."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("--instructions needs valgrind (its callgrind tool) on the PATH")
+    valgrind = find_valgrind()
     from exit_costs import BENCHES
     names = ["gp_exit_us", "idt_syscall_us", *BENCHES]
     names = [n for n in names if not only or n in only.split(",")]

@@ -175,6 +175,14 @@ def instructions(script, name, valgrind, code=None):
     return (counts[1] - counts[0]) / n
 
 
+def find_valgrind():
+    """valgrind's path, or SystemExit with what --instructions needs."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (its callgrind tool) on the PATH")
+    return valgrind
+
+
 def _collected(out, name):
     """(n, instructions collected) from a child's output, or SystemExit."""
     m = re.search(r"Collected\s*:\s*(\d+)", out.stderr)
@@ -202,9 +210,7 @@ def _run_child(spec, benches):
 
 def _print_instructions(benches, as_json):
     """Each path's host instructions per exit, and as a ratio to the floor's."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("--instructions needs valgrind (its callgrind tool) on the PATH")
+    valgrind = find_valgrind()
     script = Path(sys.argv[0]).resolve()
     floor = instructions(script, "floor", valgrind)
     figures = {name: instructions(script, name, valgrind) for name in benches}
