@@ -1,6 +1,7 @@
 """The exit-path benchmark scripts run and print what the README says they
 print (no figure is judged here: speed lives in benchmarks/, not in tests)."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,12 +24,19 @@ def _json(script, *args):
     ("exit_costs.py", "trap.io_us,trap.pf_fill_us,pv.hypercall_us"),
 ])
 def test_an_exit_benchmark_prints_each_path_against_the_floor(script, only):
+    # The figures are host times, so only their shape is asserted: with one
+    # sample on a loaded machine a path's marginal time (its run of 2n exits
+    # less its run of n) may even come out negative.
     out = _json(script, "--only", only)
     names = only.split(",")
-    assert all(out[n] > 0 for n in names)
-    assert out["floor_exit_us"] > 0 and out["floor_raw_exit_us"] > 0
+    assert all(_number(out[n]) for n in names)
+    assert _number(out["floor_exit_us"]) and _number(out["floor_raw_exit_us"])
     for ratios in ("ratio_to_floor", "best_ratio_to_floor"):
-        assert set(out[ratios]) == set(names) and all(r > 0 for r in out[ratios].values())
+        assert set(out[ratios]) == set(names) and all(map(_number, out[ratios].values()))
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def test_an_unknown_figure_is_refused():

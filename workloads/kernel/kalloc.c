@@ -2,9 +2,17 @@
  * kalloc.c -- the physical page allocator.
  *
  * Physical memory from the end of the kernel image to the end of RAM is
- * cut into 4 KiB pages.  Free pages are kept on a singly linked list whose
- * links live inside the free pages themselves (reached through the kernel's
- * direct map at KERNBASE).  Every page also has a reference count: how many
+ * cut into 4 KiB pages.  Pages that were freed are kept on a singly linked
+ * list whose links live inside the free pages themselves (reached through
+ * the kernel's direct map at KERNBASE).  Pages never handed out yet are not
+ * on that list: they are the range from `fresh` to the end of RAM, taken
+ * lowest first once the list is empty.  Linking every page at boot would
+ * write to each one, and under shadow paging each first write to a page
+ * through the direct map is a hidden page fault that the VMM must fill:
+ * some 8000 exits before the first instruction of a workload, for nothing.
+ * The order in which pages are handed out is the same either way: freed
+ * pages first, newest first, then the untouched ones from low to high.
+ * Every page also has a reference count: how many
  * page-table entries (or kernel uses) point at it.  Copy-on-write fork
  * shares a page between parent and child by counting it twice; the page
  * returns to the free list when the count drops to zero.
@@ -32,6 +40,8 @@ struct run { struct run *next; };
 
 static struct run *freelist;
 static uint nfree;
+static uint fresh;          /* lowest page never handed out (physical) */
+static uint fresh_end;      /* end of the pages kalloc hands out (physical) */
 static uint bump = 0;       /* next early page (kernel virtual) */
 static uint ram_limit;      /* physical end of usable RAM */
 static ushort *refcnt;      /* one count per physical page */
@@ -61,15 +71,11 @@ void kalloc_init(uint ram_end)
         early_alloc();
     memset(refcnt, 0, PGROUNDUP(bytes));
 
-    /* Free every page from the end of the early pages to the end of RAM,
-     * highest first so that the list hands out low addresses first. */
-    uint first = V2P(bump);
-    for (uint pa = PGROUNDDOWN(ram_end) - PGSIZE; pa >= first; pa -= PGSIZE) {
-        struct run *r = P2V(pa);
-        r->next = freelist;
-        freelist = r;
-        nfree++;
-    }
+    /* Every page from the end of the early pages to the end of RAM is free,
+     * untouched until kalloc hands it out. */
+    fresh = V2P(bump);
+    fresh_end = PGROUNDDOWN(ram_end);
+    nfree = (fresh_end - fresh) / PGSIZE;
 }
 
 /* Allocate one page (contents undefined) with reference count 1.
@@ -77,9 +83,14 @@ void kalloc_init(uint ram_end)
 void *kalloc(void)
 {
     struct run *r = freelist;
-    if (!r)
+    if (r) {
+        freelist = r->next;
+    } else if (fresh < fresh_end) {
+        r = P2V(fresh);
+        fresh += PGSIZE;
+    } else {
         return 0;
-    freelist = r->next;
+    }
     nfree--;
     refcnt[V2P(r) / PGSIZE] = 1;
     return r;
