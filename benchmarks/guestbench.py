@@ -55,6 +55,7 @@ from unicorn import x86_const as X                                              
 from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h                        # noqa: E402
 
 from virtlab import asmguest as A                       # noqa: E402
+from virtlab.decode import forget_blocks               # noqa: E402
 from virtlab.machine import BootSpec, Machine           # noqa: E402
 
 # The machine's own UC_HOOK_INTR signature (virtlab/machine.py).
@@ -77,8 +78,11 @@ def timed_run(backend, guest, ram_size=32 << 20, touch=False):
     machine maps them as anonymous memory that the host kernel allocates on
     first touch (a host page fault of a few microseconds), so a guest that
     touches a new page per iteration would otherwise time the host kernel as
-    much as the exit."""
+    much as the exit.  Every run decodes its blocks afresh (the process keeps
+    decodings between machines), so that what a run costs once is the same
+    for the runs whose difference a Marginal takes."""
     image = guest if isinstance(guest, bytes) else A.build(guest)
+    forget_blocks()
     with Machine(backend, ram_size=ram_size) as m:
         m.boot(BootSpec(image))
         if touch:

@@ -1,4 +1,4 @@
-"""Decoding the instruction at an exit, with a cache.
+"""Decoding the instruction at an exit, and the blocks the CPU translates, with caches.
 
 An exit tells the VMM only where the CPU stopped; what the instruction was (its
 mnemonic, operands and length) comes from capstone.  Decoding costs tens of
@@ -35,6 +35,43 @@ def opcode_of(raw):
     n = 2 if raw[i] == 0x0F else 1
     op = bytes(raw[i:i + n])
     return op, raw[i + n] if i + n < len(raw) else None
+
+
+# Decoding a new translation block with capstone is most of what
+# watching translation costs (intercept.py, icount.py), and every machine a
+# process makes -- each row of a bench, each test -- translates the same blocks
+# again: the kernel's and the workload's.  A block's decoding depends on nothing
+# but its bytes and its address, so it is kept, process-wide, until the cache
+# is full; then it starts afresh (a bound on memory, not an eviction policy
+# worth its bookkeeping).  No detail mode: it triples the cost, and the
+# clients need only the instruction id, mnemonic, length and bytes.
+_BLOCK_CS = Cs(CS_ARCH_X86, CS_MODE_32)
+_blocks = {}                                  # (bytes, address) -> instructions
+_BLOCKS_MAX = 4096
+
+
+def decoded_block(code, pc):
+    """The instructions of the bytes `code` at linear address `pc`, decoded
+    once per process (for a whole block: the cache keeps all of them)."""
+    key = (code, pc)
+    insns = _blocks.get(key)
+    if insns is None:
+        if len(_blocks) >= _BLOCKS_MAX:
+            _blocks.clear()
+        insns = _blocks[key] = tuple(_BLOCK_CS.disasm(code, pc))
+    return insns
+
+
+def forget_blocks():
+    """Empty the block cache: for a measurement whose runs must each decode
+    their blocks afresh, as the first run of a process does."""
+    _blocks.clear()
+
+
+def decode_lazily(code, pc):
+    """The instructions of `code` at `pc` one at a time, for a caller that
+    stops at the end of the first block in a page's worth of bytes."""
+    return _BLOCK_CS.disasm(code, pc)
 
 
 class Insn:

@@ -19,10 +19,10 @@ hooks would distort host time, so timed runs never count.
 """
 import ctypes
 
-from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_EDGE_GENERATED
 from unicorn.unicorn_py3.unicorn import uc_tb
 
+from .decode import decoded_block
 from .memory import GuestMemoryFault
 
 _BLOCK_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
@@ -38,7 +38,6 @@ class InstructionCounter:
         self.current = None           # addresses of the block executing now
         self.span = (0, 0)            # and the block's [start, end]
         self.stopped = False
-        self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         machine.add_hook(UC_HOOK_EDGE_GENERATED, _EDGE_CB(self._on_generated))
         machine.add_hook(UC_HOOK_BLOCK, _BLOCK_CB(self._on_block))
 
@@ -60,7 +59,7 @@ class InstructionCounter:
         if code is None:
             return
         counts = self.machine.backend.is_guest_instruction
-        addrs = tuple(i.address for i in self._cs.disasm(code, pc) if counts(i.address))
+        addrs = tuple(i.address for i in decoded_block(code, pc) if counts(i.address))
         variants = self.blocks.setdefault((pc, size), [])
         if all(v[0] != code for v in variants):
             variants.append((code, addrs))

@@ -35,11 +35,11 @@ on_hit(decoded, kind) with the CPU saved.  The client answers
 """
 import ctypes
 
-from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 from capstone import x86_const as C
 from unicorn import UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED
 from unicorn.unicorn_py3.unicorn import uc_tb
 
+from .decode import decode_lazily, decoded_block
 from .memory import GuestMemoryFault
 
 _EDGE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(uc_tb),
@@ -66,14 +66,12 @@ def _ends_block(insn):
 EMULATED, RAISED = "emulated", "raised"
 
 
+
 class Intercepts:
     def __init__(self, machine):
         self.machine = machine
         self.clients = []
         self.hits = {}                       # address -> [(on_hit, kind)]
-        # No detail mode: it triples the cost of decoding each new block, and
-        # clients select by instruction id, mnemonic and opcode bytes.
-        self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
         self._code_cb = _CODE_CB(self._on_code)
         self._installed = False
         self._retry = {}                     # on_hit -> on_retry
@@ -129,8 +127,10 @@ class Intercepts:
         """Hook every instruction some client selects; True if any is new.
         With one_block, stop after the first control transfer (where Unicorn
         ends a translation block)."""
+        # (A block that is only the start of `code` is decoded lazily, up to
+        # its end, and not kept: decode.py.)
         added = False
-        for insn in self._cs.disasm(code, pc):
+        for insn in decode_lazily(code, pc) if one_block else decoded_block(code, pc):
             if one_block and _ends_block(insn):
                 one_block = None             # this one still belongs to the block
             for select, on_hit in self.clients:
