@@ -185,3 +185,30 @@ def test_two_checkouts_compared_in_instructions(tmp_path):
     assert rows == [["floor", "4000", "1.0", "4000", "1.0", "1.00"],
                     ["idt_syscall", "42000", "10.5", "42000", "10.5", "1.00"],
                     ["pv.bounce", "42000", "10.5", "42000", "10.5", "1.00"]]
+
+
+def test_boot_prints_each_back_ends_run_before_its_workload():
+    out = _boot("--repeat", "1", "--backends", "native,trap", "--json")
+    assert set(out) == {"native", "trap"}
+    for row in out.values():
+        assert set(row) == {"median_ms", "best_ms", "entries"}
+        assert _number(row["median_ms"]) and _number(row["best_ms"])
+    # The entries are counters, not times: the same on every run.
+    assert out["native"]["entries"] == 0
+    again = _boot("--repeat", "1", "--backends", "trap", "--json")
+    assert again["trap"]["entries"] == out["trap"]["entries"] > 0
+
+
+def test_boot_refuses_an_unknown_back_end_or_workload():
+    for args, what in ((["--backends", "vmware"], "unknown back end 'vmware'"),
+                       (["--workload", "nope"], "unknown workload 'nope'")):
+        p = subprocess.run([sys.executable, str(BENCHMARKS / "boot.py"), *args],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 2 and what in p.stderr, p.stderr
+
+
+def _boot(*args):
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "boot.py"), *args],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
