@@ -66,7 +66,6 @@ def _ends_block(insn):
 EMULATED, RAISED = "emulated", "raised"
 
 
-
 class Intercepts:
     def __init__(self, machine):
         self.machine = machine
