@@ -14,13 +14,18 @@ yet, a triple fault at 0x00100014: docs/unicorn.md, item 23.)
 The radix is fixed for an engine's life, so an engine is made once per
 process and checked on a literal whose two readings differ.  An engine that
 reads hex is kept open until a good one is found, so that the next one is not
-built in the same block.  Everything in virtlab that assembles (asm guests,
+built in the same block.  Usually the first engine is good; in a heap where
+many freed blocks hold 16 there (the tests recreate one) it can take dozens of
+engines, and once, in a long-lived test worker, more than 256.  So the search
+goes on for up to 4096 engines (about 14 KiB each while held, some 55 MiB at
+worst, all freed once a good one is found) and then fails with a clear error:
+it never returns an engine that reads hex.  Everything in virtlab that assembles (asm guests,
 the state area's calibration, bt's templates) goes through engine().
 """
 from keystone import Ks, KS_ARCH_X86, KS_MODE_32
 
 _PROBE, _DECIMAL = "push 16", b"\x6a\x10"       # `push 0x16` would be 6a 16
-_TRIES = 256
+_TRIES = 4096
 _ENGINE = None
 
 
