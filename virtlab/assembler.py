@@ -19,8 +19,9 @@ many freed blocks hold 16 there (the tests recreate one) it can take dozens of
 engines, and once, in a long-lived test worker, more than 256.  So the search
 goes on for up to 4096 engines (about 14 KiB each while held, some 55 MiB at
 worst, all freed once a good one is found) and then fails with a clear error:
-it never returns an engine that reads hex.  Everything in virtlab that assembles (asm guests,
-the state area's calibration, bt's templates) goes through engine().
+it never returns an engine that reads hex.  Everything in virtlab that
+assembles (asm guests, the state area's calibration, bt's templates) goes
+through engine().
 """
 from keystone import Ks, KS_ARCH_X86, KS_MODE_32
 
