@@ -488,9 +488,9 @@ def test_pit_hibyte_only_access_zeroes_the_low_byte():
 
 def make_disk(sectors=64):
     irqs = IrqRecorder()
-    image = bytearray(sectors * SECTOR)
-    for s in range(sectors):
-        image[s * SECTOR:(s + 1) * SECTOR] = bytes((s * 7 + i) & 0xFF for i in range(SECTOR))
+    # Sector s holds bytes (7s + i) mod 256: a window of a repeated 0..255.
+    ramp = bytes(range(256)) * (SECTOR // 256 + 1)
+    image = bytearray(b"".join(ramp[s * 7 & 0xFF:(s * 7 & 0xFF) + SECTOR] for s in range(sectors)))
     return irqs, IdeDisk(irqs, image)
 
 
