@@ -34,6 +34,7 @@ from virtlab.vmm.sensitive import SensitiveAudit
 
 
 _CS_EFLAGS = struct.Struct("<II")          # CS and EFLAGS of an iret frame, after EIP
+_IRETD = b"\xcf"
 
 
 # [tour trap 10] Classic trap-and-emulate: the technique.
@@ -92,15 +93,17 @@ class Trap(RingCompressedVmm):
         check of the user code it returns to.  Not an exit (VT-x would not
         see it either, so it is an observer, not an exit): the iret then runs
         natively."""
+        # Every system call returns through here: the view is the shared one,
+        # and the opcode and the frame are read without a call of their own.
         st = self.machine.state
         if not st.live:
             st.save()
+        view = self.paging.shared_view()
+        esp, _, _, _, ss_base = st.frame_regs()
         try:
-            view = self.guest_view()
-            if view.mem.view[view.phys(address)] != 0xCF:      # one byte, as an int
+            if view.read(address, 1) != _IRETD:
                 return                       # other code now lives at this address
-            esp, _, _, _, ss_base = st.frame_regs()
-            cs, eflags = _CS_EFLAGS.unpack(view.read(((ss_base + esp) & 0xFFFFFFFF) + 4, 8))
+            cs, eflags = _CS_EFLAGS.unpack(view.read((ss_base + esp + 4) & 0xFFFFFFFF, 8))
         except GuestMemoryFault:
             return                           # the iret faults; nothing changes
         cs &= 0xFFFF
