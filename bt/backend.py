@@ -81,7 +81,8 @@ class Bt(RingCompressedVmm):
         self._tc_chosen = False             # the VMM set EIP to a TC address this entry
         self.trace_faults = {}              # guest EIP -> traced page-table faults
         self.innocent = {}                  # guilty guest EIP -> callouts without a page table
-        machine.intercepts.watch(_select_user_sensitive, self._user_sensitive, exit=True)
+        machine.intercepts.watch(_select_user_sensitive, self._user_sensitive, exit=True,
+                                 ids=_USER_SENSITIVE)
 
     # -- entering the guest -------------------------------------------------------
     def boot(self):

@@ -241,6 +241,27 @@ def test_user_port_io_with_iopl0_is_gp(backend):
     check_rings(backend, cpls)
 
 
+def rep_outs_guest(eflags):
+    """User code writing one byte to the UART with `rep outsb`: capstone names
+    it "rep outsb", and the check must not depend on that name."""
+    ring3 = ("push 0x43\nmov esi, esp\nmov ecx, 1\nmov dx, 0x3f8\nrep outsb\n"
+             "mov eax, 7\n" + EXIT_FROM_ANY_RING)
+    return A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3, eflags=eflags), ring3=ring3,
+                      handlers={x86.GP: gp_handler(13)})
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("iopl", [0, 3])
+def test_user_rep_outs_is_checked_like_out(backend, iopl):
+    m, out, cpls = run(rep_outs_guest(0x202 | iopl << x86.IOPL_SHIFT), backend)
+    assert out.ok, out.reason
+    if iopl == 3:
+        assert (out.exit_status, bytes(m.uart.output)) == (7, b"C")
+    else:
+        assert (out.exit_status, bytes(m.uart.output)) == (13 + ring_shown(backend), b"")
+    check_rings(backend, cpls)
+
+
 def test_iopl_survives_a_system_call_and_its_return():
     """IOPL 3 given to user code is in the frame of its next system call, and
     the kernel's iret back (natively at ring 1 under trap) keeps it."""

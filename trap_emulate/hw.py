@@ -62,6 +62,9 @@ _ALWAYS = {C.X86_INS_RDMSR: "msr", C.X86_INS_WRMSR: "msr", C.X86_INS_LJMP: "far_
            C.X86_INS_LCALL: "far_transfer", C.X86_INS_IRETD: "iret", C.X86_INS_IRET: "iret"}
 _SHADOW_ONLY = {C.X86_INS_SMSW: "read_shadow", C.X86_INS_INVLPG: "invlpg",
                 C.X86_INS_CLTS: "clts"}           # CR0.TS belongs to the read shadow
+# Every instruction id _exit_kind may answer for (intercept.watch asks about no other).
+_EXIT_IDS = frozenset(_ALWAYS) | frozenset(_SHADOW_ONLY) | {C.X86_INS_MOV, C.X86_INS_JMP,
+                                                          C.X86_INS_CALL}
 
 
 # [tour hw 25, hw-npt 25] Which instructions exit.
@@ -134,7 +137,7 @@ class Hw(Vmm):
         self.events = GuestEvents(machine, self.view, EventNames(
             irq="inject.irq", hlt="exit.hlt", irq_exits=("exit.total", "exit.irq")))
         machine.intercepts.watch(lambda insn, cpl: _exit_kind(insn, self.nested),
-                                 self._intercepted, exit=True)
+                                 self._intercepted, exit=True, ids=_EXIT_IDS)
         self._cpuid_cb = _CPUID_CB(self._on_cpuid)
         machine.add_hook(UC_HOOK_INSN, self._cpuid_cb, ctypes.c_int(X.UC_X86_INS_CPUID))
 

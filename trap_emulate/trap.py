@@ -52,7 +52,7 @@ class Trap(RingCompressedVmm):
     def attach(self, machine):
         super().attach(machine)
         self.audit = SensitiveAudit(machine, self)
-        machine.intercepts.watch(_select_kernel_iret, self._kernel_iret)
+        machine.intercepts.watch(_select_kernel_iret, self._kernel_iret, ids=(C.X86_INS_IRETD,))
 
     # -- exits ----------------------------------------------------------------
     # Every exception or `int n` is ring compression's (the machine calls it

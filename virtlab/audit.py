@@ -7,14 +7,14 @@ natively.  The result is the guest's own Popek-Goldberg profile: the
 sensitive-unprivileged rows are the instructions that a classic
 trap-and-emulate VMM cannot virtualize on IA-32.
 """
-from .popek_goldberg import classify
+from .popek_goldberg import CLASSIFIED_IDS, classify
 
 
 class Audit:
     def __init__(self, machine):
         self.machine = machine
         self.counts = {}                     # (class, name, ring) -> executions
-        machine.intercepts.watch(self._select, self._hit, self._retried)
+        machine.intercepts.watch(self._select, self._hit, self._retried, ids=CLASSIFIED_IDS)
 
     def _select(self, insn, cpl):
         cls, name = classify(insn)

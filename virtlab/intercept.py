@@ -59,10 +59,6 @@ _BLOCK_END_IDS = frozenset(
        C.X86_INS_SYSRET, C.X86_INS_HLT, C.X86_INS_UD2])
 
 
-def _ends_block(insn):
-    return insn.id in _BLOCK_END_IDS
-
-
 EMULATED, RAISED = "emulated", "raised"
 
 
@@ -90,8 +86,15 @@ class Intercepts:
         self.edges = False
         self.examine_resume = False
 
-    def watch(self, select, on_hit, on_retry=None, exit=False):
-        self.clients.append((select, on_hit))
+    def watch(self, select, on_hit, on_retry=None, exit=False, ids=None):
+        """Add a client (the module's docstring).  `ids`: the capstone
+        instruction ids select can answer for; at translation time it is
+        asked about no other instruction (None: about every one), since asking
+        every client about every instruction of every new block was most of
+        what watching translation cost.  select must still answer None for
+        any other: at an exit it is asked about whatever is at the address
+        now."""
+        self.clients.append((select, on_hit, None if ids is None else frozenset(ids)))
         if on_retry is not None:
             self._retry[on_hit] = on_retry
         if exit:
@@ -130,9 +133,12 @@ class Intercepts:
         # its end, and not kept: decode.py.)
         added = False
         for insn in decode_lazily(code, pc) if one_block else decoded_block(code, pc):
-            if one_block and _ends_block(insn):
+            iid = insn.id
+            if one_block and iid in _BLOCK_END_IDS:
                 one_block = None             # this one still belongs to the block
-            for select, on_hit in self.clients:
+            for select, on_hit, ids in self.clients:
+                if ids is not None and iid not in ids:
+                    continue
                 kind = select(insn, cpl)
                 if kind is None:
                     continue

@@ -15,17 +15,21 @@ from capstone import x86_const as C
 from . import x86
 from .devices.platform import PORTS as PLATFORM_PORTS
 from .intercept import RAISED
+from .popek_goldberg import PORT_IDS
 
-PORT_INSNS = {"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"}
+# The width of a string port instruction's access; `in` and `out` name theirs
+# in the data operand.  (By id: a `rep` prefix changes capstone's mnemonic.)
+_STRING_SIZE = {C.X86_INS_INSB: 1, C.X86_INS_OUTSB: 1, C.X86_INS_INSW: 2, C.X86_INS_OUTSW: 2,
+                C.X86_INS_INSD: 4, C.X86_INS_OUTSD: 4}
 
 
 class IoPermission:
     def __init__(self, machine):
         self.machine = machine
-        machine.intercepts.watch(self._select, self._hit, exit=True)
+        machine.intercepts.watch(self._select, self._hit, exit=True, ids=PORT_IDS)
 
     def _select(self, insn, cpl):
-        if cpl > self.machine.backend.kernel_ring and insn.mnemonic in PORT_INSNS:
+        if cpl > self.machine.backend.kernel_ring and insn.id in PORT_IDS:
             return "io"
         return None
 
@@ -41,10 +45,10 @@ class IoPermission:
 
 def _port_and_size(insn, state):
     """The port an I/O instruction addresses and its width in bytes."""
-    m = insn.mnemonic
-    if m in ("in", "out"):
-        ops = insn.operands
-        data, port_op = (ops[0], ops[1]) if m == "in" else (ops[1], ops[0])
-        port = port_op.imm if port_op.type == C.X86_OP_IMM else state.reg("edx")
-        return port & 0xFFFF, data.size
-    return state.reg("edx") & 0xFFFF, {"b": 1, "w": 2, "d": 4}[m[-1]]
+    iid = insn.id
+    if iid in _STRING_SIZE:
+        return state.reg("edx") & 0xFFFF, _STRING_SIZE[iid]
+    ops = insn.operands
+    data, port_op = (ops[0], ops[1]) if iid == C.X86_INS_IN else (ops[1], ops[0])
+    port = port_op.imm if port_op.type == C.X86_OP_IMM else state.reg("edx")
+    return port & 0xFFFF, data.size

@@ -5,19 +5,35 @@ outside the most privileged mode, and *sensitive* if it reads or changes the
 machine's privileged state (control-sensitive) or behaves differently depending
 on it (behaviour-sensitive).  A machine is classically virtualizable, by trap
 and emulate, if every sensitive instruction is privileged.  IA-32 is not: the
-instructions in SENSITIVE_UNPRIVILEGED are sensitive but do not trap at ring 1
+instructions sensitive_kind names are sensitive but do not trap at ring 1
 or 3 (Robin and Irvine, USENIX Security 2000, list them).  Everything else is
 innocuous.
 """
+from capstone import x86_const as C
+
 from .decode import opcode
 
+# By capstone instruction id, not mnemonic: capstone names a prefixed string
+# instruction "rep outsb", and the prefix does not make it any less privileged.
 PRIVILEGED = {
-    "cli", "sti", "hlt", "lgdt", "lidt", "lldt", "ltr", "lmsw", "clts", "invd", "wbinvd",
-    "invlpg", "rdmsr", "wrmsr", "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd",
+    C.X86_INS_CLI: "cli", C.X86_INS_STI: "sti", C.X86_INS_HLT: "hlt",
+    C.X86_INS_LGDT: "lgdt", C.X86_INS_LIDT: "lidt", C.X86_INS_LLDT: "lldt",
+    C.X86_INS_LTR: "ltr", C.X86_INS_LMSW: "lmsw", C.X86_INS_CLTS: "clts",
+    C.X86_INS_INVD: "invd", C.X86_INS_WBINVD: "wbinvd", C.X86_INS_INVLPG: "invlpg",
+    C.X86_INS_RDMSR: "rdmsr", C.X86_INS_WRMSR: "wrmsr",
+    C.X86_INS_IN: "in", C.X86_INS_OUT: "out", C.X86_INS_INSB: "insb", C.X86_INS_INSW: "insw",
+    C.X86_INS_INSD: "insd", C.X86_INS_OUTSB: "outsb", C.X86_INS_OUTSW: "outsw",
+    C.X86_INS_OUTSD: "outsd",
     # `mov` to or from a control or debug register is privileged (below)
 }
-SENSITIVE_ALWAYS = {"popf", "popfd", "pushf", "pushfd", "sgdt", "sidt", "sldt", "smsw",
-                    "str", "lar", "lsl", "verr", "verw"}
+PORT_IDS = frozenset((C.X86_INS_IN, C.X86_INS_OUT, C.X86_INS_INSB, C.X86_INS_INSW,
+                      C.X86_INS_INSD, C.X86_INS_OUTSB, C.X86_INS_OUTSW, C.X86_INS_OUTSD))
+SENSITIVE_ALWAYS = {
+    C.X86_INS_POPF: "popf", C.X86_INS_POPFD: "popf", C.X86_INS_PUSHF: "pushf",
+    C.X86_INS_PUSHFD: "pushf", C.X86_INS_SGDT: "sgdt", C.X86_INS_SIDT: "sidt",
+    C.X86_INS_SLDT: "sldt", C.X86_INS_SMSW: "smsw", C.X86_INS_STR: "str",
+    C.X86_INS_LAR: "lar", C.X86_INS_LSL: "lsl", C.X86_INS_VERR: "verr", C.X86_INS_VERW: "verw",
+}
 SEGMENT_REGS = ("cs", "ss", "ds", "es", "fs", "gs")
 
 
@@ -29,16 +45,22 @@ _MOV_FROM_SREG = 0x8C
 _PUSH_SREG = {0x0E: "push cs", 0x16: "push ss"}
 _CRDR_MOVES = {0x20: "mov from cr", 0x22: "mov to cr", 0x21: "mov from dr", 0x23: "mov to dr"}
 
+# Every instruction id for which sensitive_kind or privileged_kind may answer:
+# what an intercept client that classifies needs to be shown (intercept.watch).
+SENSITIVE_IDS = frozenset(SENSITIVE_ALWAYS) | {C.X86_INS_MOV, C.X86_INS_PUSH}
+CLASSIFIED_IDS = SENSITIVE_IDS | frozenset(PRIVILEGED)
+
 
 def sensitive_kind(insn):
     """The name a sensitive but unprivileged instruction is reported under,
     or None."""
-    m = insn.mnemonic
-    if m in SENSITIVE_ALWAYS:
-        return m.rstrip("d") if m in ("popfd", "pushfd") else m
-    if m == "mov":
+    iid = insn.id
+    name = SENSITIVE_ALWAYS.get(iid)
+    if name is not None:
+        return name
+    if iid == C.X86_INS_MOV:
         return "mov from segment register" if opcode(insn)[0][0] == _MOV_FROM_SREG else None
-    return _PUSH_SREG.get(opcode(insn)[0][0]) if m == "push" else None
+    return _PUSH_SREG.get(opcode(insn)[0][0]) if iid == C.X86_INS_PUSH else None
 
 
 def privileged_kind(insn):
@@ -46,10 +68,11 @@ def privileged_kind(insn):
     instructions are privileged only when CPL > IOPL; they are listed here
     because a guest kernel relies on them being so under a VMM.  iret is
     privileged only in what it may load: innocuous here.)"""
-    m = insn.mnemonic
-    if m in PRIVILEGED:
-        return m
-    if m != "mov":
+    iid = insn.id
+    name = PRIVILEGED.get(iid)
+    if name is not None:
+        return name
+    if iid != C.X86_INS_MOV:
         return None
     op, modrm = opcode(insn)
     if len(op) == 2 and op[1] in _CRDR_MOVES:

@@ -13,6 +13,8 @@ counter is charged: `rdtsc` does not exit under any back end here.
 With CR4.TSD set, `rdtsc` above ring 0 raises #GP: the instruction is then left
 to the CPU, which raises it.
 """
+from capstone import x86_const as C
+
 from . import x86
 from .intercept import EMULATED
 
@@ -23,7 +25,7 @@ class VirtualTsc:
     def __init__(self, machine):
         self.machine = machine
         self.reads = 0
-        machine.intercepts.watch(self._select, self._hit, exit=True)
+        machine.intercepts.watch(self._select, self._hit, exit=True, ids=(C.X86_INS_RDTSC,))
 
     def value(self):
         return (self.machine.clock.now_ns * TSC_PER_NS + self.reads) & (1 << 64) - 1
@@ -34,7 +36,7 @@ class VirtualTsc:
         return self.value()
 
     def _select(self, insn, cpl):
-        return "rdtsc" if insn.mnemonic == "rdtsc" else None
+        return "rdtsc" if insn.id == C.X86_INS_RDTSC else None
 
     def _hit(self, decoded, kind):
         st = self.machine.state

@@ -10,7 +10,7 @@ such instruction in guest code gets a translation-time hook that counts its
 executions (at any ring: a user-mode `sidt` is the classic "red pill"), and the
 run reports them by mnemonic.
 """
-from virtlab.popek_goldberg import sensitive_kind
+from virtlab.popek_goldberg import SENSITIVE_IDS, sensitive_kind
 
 
 # [tour trap 170] What trap cannot catch.
@@ -23,7 +23,7 @@ class SensitiveAudit:
         self.machine = machine
         self.backend = backend
         self.counts = {}
-        machine.intercepts.watch(self._select, self._hit, self._retried)
+        machine.intercepts.watch(self._select, self._hit, self._retried, ids=SENSITIVE_IDS)
 
     def _select(self, insn, cpl):
         return sensitive_kind(insn)
