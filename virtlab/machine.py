@@ -51,6 +51,8 @@ _reg_read = c_entry("uc_reg_read")
 _ctl = c_entry("uc_ctl")
 _EIP_ID = ctypes.c_int(X.UC_X86_REG_EIP)
 _CS_ID = ctypes.c_int(X.UC_X86_REG_CS)
+_PAGING_IDS = tuple(ctypes.c_int(r) for r in (X.UC_X86_REG_CR0, X.UC_X86_REG_CR3,
+                                                X.UC_X86_REG_CR4))
 _TLB_FLUSH_ID = ctypes.c_int(_TLB_FLUSH)
 _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 _IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
@@ -191,6 +193,8 @@ class Machine:
         self._cs_ref = ctypes.byref(self._cs_reg)
         self._eip_reg = ctypes.c_uint64()
         self._eip_ref = ctypes.byref(self._eip_reg)
+        self._paging_regs = tuple(ctypes.c_uint64() for _ in _PAGING_IDS)
+        self._paging_refs = tuple(zip(_PAGING_IDS, map(ctypes.byref, self._paging_regs)))
         self._dispatch(backend)
         backend.attach(self)
         IoPermission(self)
@@ -355,9 +359,14 @@ class Machine:
     def live_view(self):
         """Guest-virtual memory through the live CPU's paging registers, for a
         hook that did not save the CPU (translation-time hooks)."""
-        uc = self.uc
-        return LinearView(self.mem, uc.reg_read(X.UC_X86_REG_CR0),
-                          uc.reg_read(X.UC_X86_REG_CR3), uc.reg_read(X.UC_X86_REG_CR4))
+        # (Every new translation block asks: read straight from the library,
+        # as live_cpl() does, not through the binding's reg_read.)
+        uch = self.uc._uch
+        for reg_id, ref in self._paging_refs:
+            _reg_read(uch, reg_id, ref)
+        cr0, cr3, cr4 = self._paging_regs
+        return LinearView(self.mem, cr0.value & 0xFFFFFFFF, cr3.value & 0xFFFFFFFF,
+                          cr4.value & 0xFFFFFFFF)
 
     def decode_at_eip(self, view):
         """The instruction at the saved CS:EIP, read through `view`."""
