@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from virtlab import backend as backends
 from virtlab.counters import SHARED, CounterSpec
@@ -33,27 +35,36 @@ class Catalog:
     backends: tuple[str, ...]                   # installed, sorted
     priced_like: dict = None                    # back end -> the one whose costs it shares
 
+    # A catalog never changes once made, and the model asks it about every
+    # counter of every row: what it derives from its specs is derived once.
+    @functools.cached_property
+    def _exact(self) -> dict[str, CounterSpec]:
+        out = {}
+        for s in self.specs:
+            out.setdefault(s.name, s)
+        return out
+
     def spec(self, name: str) -> CounterSpec | None:
         """The declaration of a counter name: exact first, then a glob."""
-        exact = [s for s in self.specs if s.name == name]
-        if exact:
-            return exact[0]
+        exact = self._exact.get(name)
+        if exact is not None:
+            return exact
         return next((s for s in self.specs if s.is_glob and s.matches(name)), None)
 
-    @property
+    @functools.cached_property
     def charged(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.specs if s.charged and not s.is_glob)
 
-    @property
+    @functools.cached_property
     def families(self) -> tuple[str, ...]:
         """Charged counters whose ``<name>.*`` subsets are declared."""
         globs = {s.name for s in self.specs if s.is_glob}
         return tuple(n for n in self.charged if n + ".*" in globs)
 
-    @property
-    def not_charged(self) -> dict[str, str]:
-        """Name or pattern -> why the model does not charge it."""
-        return {s.name: s.reason for s in self.specs if not s.charged}
+    @functools.cached_property
+    def not_charged(self) -> Mapping[str, str]:
+        """Name or pattern -> why the model does not charge it (read-only)."""
+        return MappingProxyType({s.name: s.reason for s in self.specs if not s.charged})
 
     def default_cost(self, name: str, profile: str):
         spec = self.spec(name)
