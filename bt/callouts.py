@@ -23,6 +23,7 @@ from virtlab.counters import Named
 from virtlab.delivery import DeliveryFault, Event
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
+from virtlab.tsc import MSR_TSC_AUX
 from virtlab.vmm import gates
 from virtlab.vmm.emulate import (NotPrivileged, Unsupported, effective_address, emulate_store,
                                  reg_write)
@@ -336,6 +337,8 @@ class Callouts:
         tsc = self.m.tsc.read()
         st.set_reg("eax", tsc & 0xFFFFFFFF)
         st.set_reg("edx", tsc >> 32)
+        if c.site.text == "rdtscp":
+            st.set_reg("ecx", self.bt.guest_msr(MSR_TSC_AUX) & 0xFFFFFFFF)
         self._continue(c)
 
     def _ptwrite(self, c):

@@ -335,6 +335,14 @@ def test_rdtsc_calls_out_for_the_virtual_counter_and_the_unit_goes_on():
     assert nop.kind == IDENT and nop.guest == PAGE + 2
 
 
+def test_rdtscp_is_the_same_callout_and_not_an_emulated_0f01():
+    """0F 01 F9 shares its first two bytes with sgdt, lgdt and the rest of
+    group 7, which are emulated; rdtscp reads the virtual counter instead."""
+    unit = translate(b"\x0f\x01\xf9\x90\xeb\xfe")
+    rdtscp, nop = unit.sites[:2]
+    assert callout_kinds(unit, rdtscp) == ["rdtsc"] and rdtscp.text == "rdtscp"
+    assert nop.kind == IDENT and nop.guest == PAGE + 3
+
 def test_a_guilty_store_becomes_a_ptwrite_callout():
     code = asm("mov dword ptr [eax], ecx; mov dword ptr [eax + 4], ecx; jmp 0x101800")
     unit = translate(code, guilty={PAGE})

@@ -307,6 +307,26 @@ def test_rdtsc_is_the_same_under_every_run(backend):
     assert seen[0] == _rdtsc_native(img)
 
 
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_rdtscp_reads_the_virtual_clock_and_the_guests_tsc_aux(backend):
+    """rdtscp too: EDX:EAX from the virtual clock, ECX the TSC_AUX MSR the
+    guest kernel wrote (under a VMM, its virtual MSR)."""
+    body = ("mov ecx, 0xc0000103\nmov eax, 0x1234\nxor edx, edx\nwrmsr\n"
+            "rdtscp\nmov [0x5000], eax\nmov [0x5004], edx\nmov [0x5010], ecx\nin al, 0x21\n"
+            "rdtscp\nmov [0x5008], eax\nmov [0x500c], edx\n" + A.exit_with(0))
+    img = A.build(A.AsmGuest(body=body))
+    seen = []
+    for _ in range(2):
+        with Machine(B.create(backend)) as m:
+            m.boot(BootSpec(img))
+            out = m.run()
+            assert out.ok, out.reason
+            seen.append((m.mem.u32(0x5000) | m.mem.u32(0x5004) << 32,
+                         m.mem.u32(0x5008) | m.mem.u32(0x500c) << 32, m.mem.u32(0x5010)))
+    assert seen[0] == seen[1] and seen[0][1] > seen[0][0] and seen[0][2] == 0x1234
+    assert seen[0][:2] == _rdtsc_native(A.build(A.AsmGuest(body=body.replace("rdtscp", "rdtsc"))))
+
 @lru_cache(maxsize=None)
 def _rdtsc_native(img):
     m = Machine(B.create("native"))

@@ -112,6 +112,11 @@ class Backend(ABC):
         tss, limit = st.seg_base_of("tr"), st.seg_limit_of("tr")
         return io_bitmap_allows(self.guest_view(), tss, limit, port, size)
 
+    def guest_msr(self, index):
+        """A model-specific register as the guest last wrote it: the real
+        one, unless the back end keeps the guest's MSRs itself (a VMM)."""
+        return self.machine.read_msr(index)
+
     def guest_view(self):
         """Guest-virtual memory as the guest sees it (a memory.LinearView).  The
         real CPU's paging unless the back end virtualizes paging."""

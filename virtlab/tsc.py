@@ -10,8 +10,12 @@ answers it from the virtual clock (devices/clock.py): TSC_PER_NS counts per
 virtual nanosecond, plus one per read so that two reads are never equal.  No
 counter is charged: `rdtsc` does not exit under any back end here.
 
-With CR4.TSD set, `rdtsc` above ring 0 raises #GP: the instruction is then left
-to the CPU, which raises it.
+`rdtscp` reads the same counter, and ECX gets the TSC_AUX MSR as the guest
+kernel wrote it (Backend.guest_msr: under a VMM the virtual one, which the
+real CPU never saw).
+
+With CR4.TSD set, `rdtsc` and `rdtscp` above ring 0 raise #GP: the
+instruction is then left to the CPU, which raises it.
 """
 from capstone import x86_const as C
 
@@ -19,13 +23,15 @@ from . import x86
 from .intercept import EMULATED
 
 TSC_PER_NS = 1
+MSR_TSC_AUX = 0xC0000103
+_KINDS = {C.X86_INS_RDTSC: "rdtsc", C.X86_INS_RDTSCP: "rdtscp"}
 
 
 class VirtualTsc:
     def __init__(self, machine):
         self.machine = machine
         self.reads = 0
-        machine.intercepts.watch(self._select, self._hit, exit=True, ids=(C.X86_INS_RDTSC,))
+        machine.intercepts.watch(self._select, self._hit, exit=True, ids=_KINDS)
 
     def value(self):
         return (self.machine.clock.now_ns * TSC_PER_NS + self.reads) & (1 << 64) - 1
@@ -36,7 +42,7 @@ class VirtualTsc:
         return self.value()
 
     def _select(self, insn, cpl):
-        return "rdtsc" if insn.id == C.X86_INS_RDTSC else None
+        return _KINDS.get(insn.id)
 
     def _hit(self, decoded, kind):
         st = self.machine.state
@@ -45,5 +51,7 @@ class VirtualTsc:
         tsc = self.read()
         st.set_reg("eax", tsc & 0xFFFFFFFF)
         st.set_reg("edx", tsc >> 32)
+        if kind == "rdtscp":
+            st.set_reg("ecx", self.machine.backend.guest_msr(MSR_TSC_AUX) & 0xFFFFFFFF)
         st.eip = (st.eip + decoded.size) & 0xFFFFFFFF
         return EMULATED

@@ -53,6 +53,11 @@ class Vmm(Backend):
     def guest_view(self):
         return self.paging.guest_view()
 
+    def guest_msr(self, index):
+        # Every guest wrmsr is emulated into the vCPU (hw writes some of them
+        # through to the real CPU as well).
+        return self.vcpu.msrs.get(index, 0)
+
     def live_view(self):
         return self.paging.live_view()
 
