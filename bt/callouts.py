@@ -42,6 +42,7 @@ class Callouts:
         self.handlers = {"chain": self._chain, "miss": self._miss, "irq": self._irq,
                          "emulate": self._emulate, "iret": self._return, "retf": self._return,
                          "int": self._int, "far": self._far, "rdtsc": self._rdtsc,
+                         "rdrand": self._rdrand,
                          "ptwrite": self._ptwrite, "ud": self._ud, "sysenter": self._sysenter,
                          "flags16": self._flags16, "pop_ss": self._pop_ss, "lss": self._lss}
 
@@ -339,6 +340,11 @@ class Callouts:
         st.set_reg("edx", tsc >> 32)
         if c.site.text == "rdtscp":
             st.set_reg("ecx", self.bt.guest_msr(MSR_TSC_AUX) & 0xFFFFFFFF)
+        self._continue(c)
+
+    def _rdrand(self, c):
+        self._count("rdrand")
+        self.m.rng.perform(self._decoded(c).insn)
         self._continue(c)
 
     def _ptwrite(self, c):

@@ -147,6 +147,8 @@ def classify(insn, guilty=False):
         return IN_TC, "mov from cs/ss: the real RPL (1) taken off in the TC", None
     if op == b"\x0f\x01" and modrm == 0xF9:
         return CALLOUT, "rdtscp: the virtual time-stamp counter and TSC_AUX", "rdtsc"
+    if op == b"\x0f\xc7" and sreg in (6, 7) and modrm >> 6 == 3:
+        return CALLOUT, "rdrand, rdseed: the machine's deterministic numbers", "rdrand"
     if op in _EMULATED_0F or op in _SEG_PUSH or (b0 in (0x8C, 0x8E) and sreg in (1, 2)):
         return CALLOUT, "privileged or sensitive: the VMM gives the virtual answer", "emulate"
     if op == b"\x0f\x31":
@@ -298,8 +300,8 @@ def _ends_unit(insn):
     kind, _, callout = insn.cls
     if kind in (BRANCH, INDIRECT):
         return True
-    return kind == CALLOUT and callout not in ("emulate", "rdtsc", "ptwrite", "flags16",
-                                               "pop_ss", "lss") \
+    return kind == CALLOUT and callout not in ("emulate", "rdtsc", "rdrand", "ptwrite",
+                                               "flags16", "pop_ss", "lss") \
         or insn.op in (b"\xf4", b"\x0f\x35")
 
 

@@ -343,6 +343,19 @@ def test_rdtscp_is_the_same_callout_and_not_an_emulated_0f01():
     assert callout_kinds(unit, rdtscp) == ["rdtsc"] and rdtscp.text == "rdtscp"
     assert nop.kind == IDENT and nop.guest == PAGE + 3
 
+@pytest.mark.parametrize("code", [b"\x0f\xc7\xf0", b"\x66\x0f\xc7\xfb"])   # rdrand eax, rdseed bx
+def test_rdrand_and_rdseed_call_out_and_the_unit_goes_on(code):
+    unit = translate(code + b"\x90\xeb\xfe")
+    rd, nop = unit.sites[:2]
+    assert callout_kinds(unit, rd) == ["rdrand"] and seg(unit, rd) == CALLOUT_INT
+    assert nop.kind == IDENT and nop.guest == PAGE + len(code)
+
+
+def test_cmpxchg8b_is_not_taken_for_rdrand():
+    """0F C7 /1 with a memory operand shares the opcode bytes."""
+    unit = translate(b"\x0f\xc7\x0e\xeb\xfe")                 # cmpxchg8b [esi]
+    assert unit.sites[0].kind == IDENT
+
 def test_a_guilty_store_becomes_a_ptwrite_callout():
     code = asm("mov dword ptr [eax], ecx; mov dword ptr [eax + 4], ecx; jmp 0x101800")
     unit = translate(code, guilty={PAGE})

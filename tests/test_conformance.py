@@ -327,6 +327,36 @@ def test_rdtscp_reads_the_virtual_clock_and_the_guests_tsc_aux(backend):
     assert seen[0] == seen[1] and seen[0][1] > seen[0][0] and seen[0][2] == 0x1234
     assert seen[0][:2] == _rdtsc_native(A.build(A.AsmGuest(body=body.replace("rdtscp", "rdtsc"))))
 
+
+RDRAND_GUEST = ("mov ebx, 0xaaaabbbb\nxor eax, eax\nrdrand eax\nmov [0x5000], eax\n"
+                "setc [0x5010]\nsetz [0x5011]\nseto [0x5012]\nsets [0x5013]\n"
+                "rdseed bx\nmov [0x5004], ebx\nsetc [0x5014]\n" + A.exit_with(0))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_rdrand_and_rdseed_give_the_same_numbers_under_every_run(backend):
+    """Not the host's random source: the machine's fixed sequence, valid (CF
+    set, ZF, OF and SF cleared), into a 32- or a 16-bit register."""
+    img = A.build(A.AsmGuest(body=RDRAND_GUEST))
+    seen = []
+    for _ in range(2):
+        with Machine(B.create(backend)) as m:
+            m.boot(BootSpec(img))
+            out = m.run()
+            assert out.ok, out.reason
+            seen.append((m.mem.u32(0x5000), m.mem.u32(0x5004), m.mem.read(0x5010, 5)))
+    assert seen[0] == seen[1]
+    assert seen[0][2] == bytes([1, 0, 0, 0, 1]) and seen[0][1] >> 16 == 0xAAAA
+    assert seen[0] == _rdrand_native(img)
+
+
+@lru_cache(maxsize=None)
+def _rdrand_native(img):
+    with Machine(B.create("native")) as m:
+        m.boot(BootSpec(img))
+        assert m.run().ok
+        return m.mem.u32(0x5000), m.mem.u32(0x5004), m.mem.read(0x5010, 5)
+
 @lru_cache(maxsize=None)
 def _rdtsc_native(img):
     m = Machine(B.create("native"))

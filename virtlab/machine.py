@@ -41,6 +41,7 @@ from .io_permission import IoPermission
 from .memory import LinearView, PhysMem
 from .memmap import BOOT_GDT, BOOT_INFO, BOOT_MAGIC, BOOT_STACK, IMAGE_BASE, MiB
 from .state_area import c_entry, layout, open_state_area
+from .rng import VirtualRng
 from .tsc import VirtualTsc
 
 NEVER = 1 << 32                  # an emu_start `until` the 32-bit EIP cannot reach
@@ -199,6 +200,7 @@ class Machine:
         backend.attach(self)
         IoPermission(self)
         self.tsc = VirtualTsc(self)
+        self.rng = VirtualRng(self)
         self._install_hooks()
         self.icount = InstructionCounter(self) if count_instructions else None
 
