@@ -147,7 +147,7 @@ def classify(insn, guilty=False):
         return IN_TC, "mov from cs/ss: the real RPL (1) taken off in the TC", None
     if op == b"\x0f\x01" and modrm == 0xF9:
         return CALLOUT, "rdtscp: the virtual time-stamp counter and TSC_AUX", "rdtsc"
-    if op == b"\x0f\xc7" and sreg in (6, 7) and modrm >> 6 == 3:
+    if op == b"\x0f\xc7" and sreg in (6, 7) and modrm >> 6 == 3 and not _rep_prefixed(insn):
         return CALLOUT, "rdrand, rdseed: the machine's deterministic numbers", "rdrand"
     if op in _EMULATED_0F or op in _SEG_PUSH or (b0 in (0x8C, 0x8E) and sreg in (1, 2)):
         return CALLOUT, "privileged or sensitive: the VMM gives the virtual answer", "emulate"
@@ -169,6 +169,13 @@ def classify(insn, guilty=False):
     if guilty:
         return CALLOUT, "adaptive: this store kept hitting traced page tables", "ptwrite"
     return IDENT, "innocuous: copied unchanged", None
+
+
+def _rep_prefixed(insn):
+    """F2 or F3 among the prefixes: with them 0F C7 /7 is rdpid, not rdseed
+    (a CPU without it raises #UD, and so must the copy)."""
+    prefixes = insn.raw[:insn.raw.index(insn.op)]
+    return 0xF2 in prefixes or 0xF3 in prefixes
 
 
 _REASONS = {b"\xcf": "iret: the VMM checks the frame (returns into the kernel are emulated)",

@@ -351,9 +351,12 @@ def test_rdrand_and_rdseed_call_out_and_the_unit_goes_on(code):
     assert nop.kind == IDENT and nop.guest == PAGE + len(code)
 
 
-def test_cmpxchg8b_is_not_taken_for_rdrand():
-    """0F C7 /1 with a memory operand shares the opcode bytes."""
-    unit = translate(b"\x0f\xc7\x0e\xeb\xfe")                 # cmpxchg8b [esi]
+@pytest.mark.parametrize("code", [b"\x0f\xc7\x0e",             # cmpxchg8b [esi]
+                                  b"\xf3\x0f\xc7\xf8"])         # rdpid eax
+def test_other_0fc7_instructions_are_not_taken_for_rdrand(code):
+    """0F C7 is also cmpxchg8b (/1, a memory operand) and, behind F3, rdpid:
+    copied, so that they do what they do natively."""
+    unit = translate(code + b"\xeb\xfe")
     assert unit.sites[0].kind == IDENT
 
 def test_a_guilty_store_becomes_a_ptwrite_callout():
