@@ -284,7 +284,7 @@ def test_mov_from_cs_or_ss_takes_the_real_rpl_off(code, reg, wide):
     "mov cr0, eax", "mov eax, cr3", "mov cr3, eax", "mov eax, cr2", "mov dr7, eax",
     "lgdt [eax]", "lidt [0x2000]", "sgdt [eax]", "sidt [eax]", "smsw eax", "lmsw ax",
     "invlpg [eax]", "ltr ax", "lldt ax", "str eax", "sldt eax", "lar eax, ebx", "lsl eax, ebx",
-    "verr ax", "verw ax", "clts", "wbinvd", "invd", "wrmsr", "rdmsr", "rdpmc",
+    "verr ax", "verw ax", "clts", "wbinvd", "invd", "wrmsr", "rdmsr",
     "mov ss, ax", "mov ss, word ptr [eax]", "push cs", "push ss", "mov word ptr [eax], cs",
 ])
 def test_privileged_and_sensitive_instructions_call_out_to_emulate(text):
@@ -357,6 +357,10 @@ def test_other_0fc7_instructions_are_not_taken_for_rdrand(code):
     """0F C7 is also cmpxchg8b (/1, a memory operand) and, behind F3, rdpid:
     copied, so that they do what they do natively."""
     unit = translate(code + b"\xeb\xfe")
+    assert unit.sites[0].kind == IDENT
+
+def test_rdpmc_is_copied_to_raise_ud_as_the_cpu_model_does():
+    unit = translate(b"\x0f\x33\xeb\xfe")
     assert unit.sites[0].kind == IDENT
 
 def test_a_guilty_store_becomes_a_ptwrite_callout():

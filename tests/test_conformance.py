@@ -357,6 +357,32 @@ def _rdrand_native(img):
         assert m.run().ok
         return m.mem.u32(0x5000), m.mem.u32(0x5004), m.mem.read(0x5010, 5)
 
+
+# Instructions the CPU model has no implementation of: every back end must end
+# them as natively, with the guest's own #UD (a translator that emulated them,
+# or took them for a neighbour sharing their opcode bytes, would not).
+UD_HANDLER = "mov eax, [esp]\nmov [0x5000], eax\nmov dword ptr [0x5004], 6\n" + A.exit_with(0)
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("insn", ["rdpmc", ".byte 0xf3, 0x0f, 0xc7, 0xf8"])    # rdpmc, rdpid eax
+def test_an_instruction_the_cpu_lacks_is_the_guests_ud(backend, insn):
+    img = A.build(A.AsmGuest(body=f"xor ecx, ecx\nnop\n{insn}\n" + A.exit_with(1),
+                             handlers={6: UD_HANDLER}))
+    with Machine(B.create(backend)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+        assert out.ok and out.exit_status == 0, out.reason
+        assert m.mem.read(0x5000, 8) == _ud_native(img)
+
+
+@lru_cache(maxsize=None)
+def _ud_native(img):
+    with Machine(B.create("native")) as m:
+        m.boot(BootSpec(img))
+        assert m.run().ok
+        return m.mem.read(0x5000, 8)
+
 @lru_cache(maxsize=None)
 def _rdtsc_native(img):
     m = Machine(B.create("native"))
