@@ -383,6 +383,24 @@ def _ud_native(img):
         assert m.run().ok
         return m.mem.read(0x5000, 8)
 
+
+DEBUG_REGISTERS = ("mov eax, 0x12345678\nmov dr0, eax\nmov ebx, dr0\nmov [0x5000], ebx\n"
+                   "xor eax, eax\nmov dr6, eax\nmov dr7, eax\nmov ebx, dr6\nmov [0x5004], ebx\n"
+                   "mov ebx, dr7\nmov [0x5008], ebx\nmov ebx, dr5\nmov [0x500c], ebx\n"
+                   + A.exit_with(0))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_the_guest_kernels_debug_register_moves_read_back_as_natively(backend):
+    """A kernel clearing DR7 at boot, as most do, runs on: the bits the CPU
+    keeps set in DR6 and DR7 read back set, and DR5 is DR7 (CR4.DE clear)."""
+    with Machine(B.create(backend)) as m:
+        m.boot(BootSpec(A.build(A.AsmGuest(body=DEBUG_REGISTERS))))
+        out = m.run()
+        assert out.ok, out.reason
+        assert [m.mem.u32(0x5000 + 4 * i) for i in range(4)] == \
+            [0x12345678, 0xFFFF0FF0, 0x400, 0x400]
+
 @lru_cache(maxsize=None)
 def _rdtsc_native(img):
     m = Machine(B.create("native"))

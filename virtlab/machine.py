@@ -52,6 +52,7 @@ _reg_read = c_entry("uc_reg_read")
 _ctl = c_entry("uc_ctl")
 _EIP_ID = ctypes.c_int(X.UC_X86_REG_EIP)
 _CS_ID = ctypes.c_int(X.UC_X86_REG_CS)
+_DR_FIXED_ONES = {6: 0xFFFF0FF0, 7: 0x400}   # read as 1 in DR6 and DR7 (SDM vol. 3, 18.2)
 _PAGING_IDS = tuple(ctypes.c_int(r) for r in (X.UC_X86_REG_CR0, X.UC_X86_REG_CR3,
                                                 X.UC_X86_REG_CR4))
 _TLB_FLUSH_ID = ctypes.c_int(_TLB_FLUSH)
@@ -351,6 +352,24 @@ class Machine:
         end of the exit does not undo it."""
         self.state.load()
         self.uc.msr_write(index, value)
+        self.state.save()
+
+    def read_debug_register(self, n):
+        """A real debug register (DR0-DR3, DR6, DR7), as the guest's own moves
+        at real ring 0 left it, or as write_debug_register set it."""
+        return self.uc.reg_read(X.UC_X86_REG_DR0 + n) & 0xFFFFFFFF
+
+    def write_debug_register(self, n, value):
+        """Write a real debug register during an exit, so that the state-area
+        load at the end of the exit does not undo it: a breakpoint in DR0-DR3
+        enabled by DR7 then fires as it does for the guest's own move.  The
+        bits the CPU's move sets in DR6 and DR7 are set here too: the API
+        stores the value as it is given."""
+        value &= 0xFFFFFFFF
+        if n in _DR_FIXED_ONES:
+            value |= _DR_FIXED_ONES[n]
+        self.state.load()
+        self.uc.reg_write(X.UC_X86_REG_DR0 + n, value)
         self.state.save()
 
     def live_cpl(self):

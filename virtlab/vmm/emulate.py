@@ -15,6 +15,7 @@ from capstone import x86_const as C
 
 from virtlab import fastcall, x86
 from virtlab.counters import Named
+from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, read_descriptor
 from virtlab.memory import LinearView
 
@@ -101,6 +102,12 @@ def control_register(insn, op):
 
 
 _NOT_YET = object()
+
+# mov to or from a debug register: 0F 23 /r (to) and 0F 21 /r (from), DRn in
+# ModRM.reg.  DR4 and DR5 are DR6 and DR7 while CR4.DE is clear; with it set
+# they raise #UD, which virtlab does not reflect from the emulator.
+_DR_MOVES = {b"\x0f\x21": False, b"\x0f\x23": True}
+_DR_ALIAS = {4: 6, 5: 7}
 
 
 def _cr_move(insn):
@@ -225,6 +232,9 @@ class Emulator:
             else:
                 reg_write(state, reg, self.be.read_cr(n))
             return name
+        op, modrm = opcode(insn)
+        if op in _DR_MOVES and isinstance(self.be, KernelHost):
+            return self._dr_move(insn, _DR_MOVES[op], (modrm >> 3) & 7, state)
         dst, src = insn.operands
         if (dst.type == C.X86_OP_REG and insn.reg_name(dst.reg) == "ss"
                 and isinstance(self.be, KernelHost)):
@@ -237,6 +247,22 @@ class Emulator:
             self._store_selector(insn, dst, state, sel)
             return "mov_from_seg"
         raise NotPrivileged()
+
+    def _dr_move(self, insn, to_dr, n, state):
+        """A debug-register move in the deprivileged kernel: on the real
+        register (machine services), so that its breakpoints fire on guest
+        code as they do natively."""
+        if n in _DR_ALIAS:
+            if self.be.vcpu.cr4 & x86.CR4_DE:
+                raise Unsupported(f"mov with dr{n} while CR4.DE is set (#UD)")
+            n = _DR_ALIAS[n]
+        dst, src = insn.operands
+        m = self.be.machine
+        if to_dr:
+            m.write_debug_register(n, reg_read(state, insn.reg_name(src.reg)))
+            return f"mov_dr{n}"
+        reg_write(state, insn.reg_name(dst.reg), m.read_debug_register(n))
+        return f"read_dr{n}"
 
     def _table_load(self, insn, state):
         ea = effective_address(insn, insn.operands[0], state)
