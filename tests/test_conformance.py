@@ -401,6 +401,38 @@ def test_the_guest_kernels_debug_register_moves_read_back_as_natively(backend):
         assert [m.mem.u32(0x5000 + 4 * i) for i in range(4)] == \
             [0x12345678, 0xFFFF0FF0, 0x400, 0x400]
 
+
+# CR4.OSFXSR enables SSE; CR0.TS makes the next x87 or SSE instruction raise
+# #NM, whose handler clears it (lazy FPU switching); lmsw sets TS again.  (The
+# MSW comes from `mov eax, cr0`: smsw shows trap's own MP and NE.)
+FPU_CONTROLS = ("mov eax, cr4\nor eax, 0x200\nmov cr4, eax\n"
+                "mov eax, 7\nmovd xmm0, eax\npaddd xmm0, xmm0\nmovd [0x5000], xmm0\n"
+                "mov eax, cr0\nor eax, 8\nmov cr0, eax\nfld1\nfstp dword ptr [0x5004]\n"
+                "mov eax, cr0\nor eax, 8\nlmsw ax\nmovd xmm1, eax\n"
+                "mov eax, cr0\nmov [0x500c], eax\nmov eax, cr4\nmov [0x5010], eax\n"
+                + A.exit_with(0))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_the_kernels_fpu_and_sse_controls_act_as_natively(backend):
+    img = A.build(A.AsmGuest(body=FPU_CONTROLS,
+                             handlers={7: "inc dword ptr [0x5008]\nclts\niretd\n"}))
+    with Machine(B.create(backend)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+        assert out.ok, out.reason
+        seen = m.mem.read(0x5000, 20)
+    assert seen[:12] == bytes.fromhex("0e000000" "0000803f" "02000000")    # 14, 1.0f, two #NM
+    assert seen == _fpu_native(img)
+
+
+@lru_cache(maxsize=None)
+def _fpu_native(img):
+    with Machine(B.create("native")) as m:
+        m.boot(BootSpec(img))
+        assert m.run().ok
+        return m.mem.read(0x5000, 20)
+
 @lru_cache(maxsize=None)
 def _rdtsc_native(img):
     m = Machine(B.create("native"))

@@ -61,7 +61,8 @@ class ShadowPagingView(RealCpuView):
 _ALWAYS = {C.X86_INS_RDMSR: "msr", C.X86_INS_WRMSR: "msr", C.X86_INS_LJMP: "far_transfer",
            C.X86_INS_LCALL: "far_transfer", C.X86_INS_IRETD: "iret", C.X86_INS_IRET: "iret"}
 _SHADOW_ONLY = {C.X86_INS_SMSW: "read_shadow", C.X86_INS_INVLPG: "invlpg",
-                C.X86_INS_CLTS: "clts"}           # CR0.TS belongs to the read shadow
+                C.X86_INS_CLTS: "clts",           # CR0.TS belongs to the read shadow
+                C.X86_INS_LMSW: "cr_write"}       # and so do MP, EM and TS
 # Every instruction id _exit_kind may answer for (intercept.watch asks about no other).
 _EXIT_IDS = frozenset(_ALWAYS) | frozenset(_SHADOW_ONLY) | {C.X86_INS_MOV, C.X86_INS_JMP,
                                                           C.X86_INS_CALL}

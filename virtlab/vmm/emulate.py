@@ -285,8 +285,16 @@ class Emulator:
         return "invlpg"
 
     def _clts(self, insn, state):
-        self.be.vcpu.cr0 &= ~x86.CR0_TS
+        self.be.write_cr(0, self.be.read_cr(0) & ~x86.CR0_TS)
         return "clts"
+
+    def _lmsw(self, insn, state):
+        """LMSW: PE, MP, EM and TS from the operand's low bits; it can set PE
+        but never clear it."""
+        msw = operand_value(insn, insn.operands[0], state, self.view()) & 0xF
+        cr0 = self.be.read_cr(0)
+        self.be.write_cr(0, (cr0 & ~0xE) | msw | (cr0 & x86.CR0_PE))
+        return "lmsw"
 
     def _cache(self, insn, state):
         return insn.mnemonic                        # wbinvd/invd: nothing to do
@@ -449,6 +457,7 @@ def _set_zf(state, value):
 _CONTROL = {
     "mov": Emulator._mov, "invlpg": Emulator._invlpg, "clts": Emulator._clts,
     "rdmsr": Emulator._rdmsr, "wrmsr": Emulator._wrmsr, "smsw": Emulator._smsw,
+    "lmsw": Emulator._lmsw,
     "wbinvd": Emulator._cache, "invd": Emulator._cache,
 }
 # ... and what only reaches a VMM whose guest kernel runs deprivileged.

@@ -28,8 +28,19 @@ from .shadow import HIDDEN, TRACE, ShadowMmu, Violation
 
 # The real CR0 while the guest runs on shadow tables: protected mode and paging
 # always on (the flat shadow stands in for "paging off"), write protection always
-# on so that ring-1 and ring-0 writes to traced page tables fault.
+# on so that ring-1 and ring-0 writes to traced page tables fault, and the FPU
+# run with MP and NE set, as VT-x requires of NE: the VMM's choice, which `smsw`
+# in the guest gives away (fidelity.smsw).
 SHADOW_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
+# The other bits of CR0 and CR4 that decide how instructions execute, not how
+# memory is translated or protected, are the guest's in the real registers too
+# (VT-x gives them to the guest through its CR0/CR4 guest/host masks): an x87 or
+# SSE instruction after the kernel sets CR0.TS or EM raises #NM, which lazy FPU
+# switching relies on, and SSE works once it sets CR4.OSFXSR.  (CR4.TSD stays
+# virtual: the guest kernel runs above ring 0, and tsc.py answers rdtsc at its
+# ring.)
+GUEST_CR0 = x86.CR0_EM | x86.CR0_TS | x86.CR0_AM
+GUEST_CR4 = x86.CR4_DE | x86.CR4_PCE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT | x86.CR4_OSXSAVE
 
 
 class ShadowPaging:
@@ -47,7 +58,7 @@ class ShadowPaging:
 
     def boot(self):
         """The real CPU starts on the flat shadow, paging on."""
-        self.machine.set_paging(SHADOW_CR0, self.mmu.activate())
+        self.machine.set_paging(SHADOW_CR0 | (self.vcpu.cr0 & GUEST_CR0), self.mmu.activate())
 
     def guest_view(self):
         v = self.vcpu
@@ -123,6 +134,7 @@ class ShadowPaging:
                 self.mmu.reset()               # write rights were derived under the old WP
             if v.paging != paging_before or not self.mmu.current:
                 self.switch()
+            self._give_guest_bits(0, v.cr0)
         elif n == 2:
             v.cr2 = value
         elif n == 3:
@@ -137,8 +149,19 @@ class ShadowPaging:
                 self.mmu.reset()               # 4 MiB pages appear or disappear
             v.cr4 = value
             self.switch()
+            self._give_guest_bits(4, value)
         else:
             raise Unsupported(f"mov to cr{n}")
+
+    def _give_guest_bits(self, n, value):
+        """Carry the guest's GUEST_CR0 or GUEST_CR4 bits of `value` into the
+        real CR0 or CR4 (a write with its side effects: QEMU keeps TS, EM, MP
+        and OSFXSR in its translation flags)."""
+        guest = GUEST_CR0 if n == 0 else GUEST_CR4
+        real = self.machine.state.cr(n)
+        wanted = (real & ~guest) | (value & guest)
+        if wanted != real:
+            self.machine.write_control_register(n, wanted)
 
     def read_cr(self, n):
         v = self.vcpu                  # the vCPU's control registers, CR3 first:
