@@ -63,6 +63,11 @@ _ALWAYS = {C.X86_INS_RDMSR: "msr", C.X86_INS_WRMSR: "msr", C.X86_INS_LJMP: "far_
 _SHADOW_ONLY = {C.X86_INS_SMSW: "read_shadow", C.X86_INS_INVLPG: "invlpg",
                 C.X86_INS_CLTS: "clts",           # CR0.TS belongs to the read shadow
                 C.X86_INS_LMSW: "cr_write"}       # and so do MP, EM and TS
+# Privileged instructions: above ring 0 the CPU raises #GP for them before any
+# VM exit is considered (SDM vol. 3, 25.1.1), so they exit only at ring 0.
+# (Moves to and from control registers too: _exit_kind.)
+_RING0_ONLY = frozenset((C.X86_INS_RDMSR, C.X86_INS_WRMSR, C.X86_INS_CLTS, C.X86_INS_LMSW,
+                         C.X86_INS_INVLPG))
 # Every instruction id _exit_kind may answer for (intercept.watch asks about no other).
 _EXIT_IDS = frozenset(_ALWAYS) | frozenset(_SHADOW_ONLY) | {C.X86_INS_MOV, C.X86_INS_JMP,
                                                           C.X86_INS_CALL}
@@ -71,14 +76,17 @@ _EXIT_IDS = frozenset(_ALWAYS) | frozenset(_SHADOW_ONLY) | {C.X86_INS_MOV, C.X86
 # [tour hw 25, hw-npt 25] Which instructions exit.
 # With nested paging the VMM clears the CR3-load, CR3-store and INVLPG exiting
 # controls; what remains is CR0/CR4 writes, HLT, I/O, MSRs, CPUID and task switches.
-def _exit_kind(insn, nested):
-    """Which VT-x exit, if any, this instruction causes (None: runs natively).
-    `nested`: the guest's paging registers are the real ones (EPT), so the
-    VMM clears the CR3-load, CR3-store and INVLPG exiting controls and needs
-    no read shadow of CR0."""
+def _exit_kind(insn, nested, cpl):
+    """Which VT-x exit, if any, this instruction causes at privilege level
+    `cpl` (None: runs natively, and a privileged one above ring 0 takes the
+    CPU's #GP).  `nested`: the guest's paging registers are the real ones
+    (EPT), so the VMM clears the CR3-load, CR3-store and INVLPG exiting
+    controls and needs no read shadow of CR0."""
     iid = insn.id
     if iid == C.X86_INS_MOV:
-        return _cr_move(insn, nested)
+        return _cr_move(insn, nested) if cpl == 0 else None
+    if cpl and iid in _RING0_ONLY:
+        return None
     if iid in _ALWAYS:
         return _ALWAYS[iid]
     if iid in _SHADOW_ONLY:
@@ -137,7 +145,7 @@ class Hw(Vmm):
             else RealCpuView(machine.state)
         self.events = GuestEvents(machine, self.view, EventNames(
             irq="inject.irq", hlt="exit.hlt", irq_exits=("exit.total", "exit.irq")))
-        machine.intercepts.watch(lambda insn, cpl: _exit_kind(insn, self.nested),
+        machine.intercepts.watch(lambda insn, cpl: _exit_kind(insn, self.nested, cpl),
                                  self._intercepted, exit=True, ids=_EXIT_IDS)
         self._cpuid_cb = _CPUID_CB(self._on_cpuid)
         machine.add_hook(UC_HOOK_INSN, self._cpuid_cb, ctypes.c_int(X.UC_X86_INS_CPUID))
