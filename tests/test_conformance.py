@@ -22,6 +22,7 @@ when trap is named.
 """
 import os
 import re
+import struct
 from functools import lru_cache
 
 import pytest
@@ -307,6 +308,20 @@ def test_rdtsc_is_the_same_under_every_run(backend):
     assert seen[0] == _rdtsc_native(img)
 
 
+def _log(backend, img):
+    """Run `img` under `backend` to a good end: (exit status, the 32 bytes of
+    its log at 0x5000)."""
+    with Machine(B.create(backend)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+        assert out.ok, out.reason
+        return out.exit_status, m.mem.read(0x5000, 32)
+
+
+@lru_cache(maxsize=None)
+def _native_log(img):
+    return _log("native", img)
+
 
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_rdtscp_reads_the_virtual_clock_and_the_guests_tsc_aux(backend):
@@ -316,16 +331,11 @@ def test_rdtscp_reads_the_virtual_clock_and_the_guests_tsc_aux(backend):
             "rdtscp\nmov [0x5000], eax\nmov [0x5004], edx\nmov [0x5010], ecx\nin al, 0x21\n"
             "rdtscp\nmov [0x5008], eax\nmov [0x500c], edx\n" + A.exit_with(0))
     img = A.build(A.AsmGuest(body=body))
-    seen = []
-    for _ in range(2):
-        with Machine(B.create(backend)) as m:
-            m.boot(BootSpec(img))
-            out = m.run()
-            assert out.ok, out.reason
-            seen.append((m.mem.u32(0x5000) | m.mem.u32(0x5004) << 32,
-                         m.mem.u32(0x5008) | m.mem.u32(0x500c) << 32, m.mem.u32(0x5010)))
-    assert seen[0] == seen[1] and seen[0][1] > seen[0][0] and seen[0][2] == 0x1234
-    assert seen[0][:2] == _rdtsc_native(A.build(A.AsmGuest(body=body.replace("rdtscp", "rdtsc"))))
+    _, log = _log(backend, img)
+    assert _log(backend, img)[1] == log
+    first, second, aux = struct.unpack_from("<QQI", log)
+    assert second > first and aux == 0x1234
+    assert (first, second) == _rdtsc_native(A.build(A.AsmGuest(body=body.replace("rdtscp", "rdtsc"))))
 
 
 RDRAND_GUEST = ("mov ebx, 0xaaaabbbb\nxor eax, eax\nrdrand eax\nmov [0x5000], eax\n"
@@ -338,24 +348,9 @@ def test_rdrand_and_rdseed_give_the_same_numbers_under_every_run(backend):
     """Not the host's random source: the machine's fixed sequence, valid (CF
     set, ZF, OF and SF cleared), into a 32- or a 16-bit register."""
     img = A.build(A.AsmGuest(body=RDRAND_GUEST))
-    seen = []
-    for _ in range(2):
-        with Machine(B.create(backend)) as m:
-            m.boot(BootSpec(img))
-            out = m.run()
-            assert out.ok, out.reason
-            seen.append((m.mem.u32(0x5000), m.mem.u32(0x5004), m.mem.read(0x5010, 5)))
-    assert seen[0] == seen[1]
-    assert seen[0][2] == bytes([1, 0, 0, 0, 1]) and seen[0][1] >> 16 == 0xAAAA
-    assert seen[0] == _rdrand_native(img)
-
-
-@lru_cache(maxsize=None)
-def _rdrand_native(img):
-    with Machine(B.create("native")) as m:
-        m.boot(BootSpec(img))
-        assert m.run().ok
-        return m.mem.u32(0x5000), m.mem.u32(0x5004), m.mem.read(0x5010, 5)
+    _, log = _log(backend, img)
+    assert _log(backend, img)[1] == log == _native_log(img)[1]
+    assert log[16:21] == bytes([1, 0, 0, 0, 1]) and log[6:8] == b"\xaa\xaa"
 
 
 # Instructions the CPU model has no implementation of: every back end must end
@@ -369,19 +364,8 @@ UD_HANDLER = "mov eax, [esp]\nmov [0x5000], eax\nmov dword ptr [0x5004], 6\n" + 
 def test_an_instruction_the_cpu_lacks_is_the_guests_ud(backend, insn):
     img = A.build(A.AsmGuest(body=f"xor ecx, ecx\nnop\n{insn}\n" + A.exit_with(1),
                              handlers={6: UD_HANDLER}))
-    with Machine(B.create(backend)) as m:
-        m.boot(BootSpec(img))
-        out = m.run()
-        assert out.ok and out.exit_status == 0, out.reason
-        assert m.mem.read(0x5000, 8) == _ud_native(img)
-
-
-@lru_cache(maxsize=None)
-def _ud_native(img):
-    with Machine(B.create("native")) as m:
-        m.boot(BootSpec(img))
-        assert m.run().ok
-        return m.mem.read(0x5000, 8)
+    assert _log(backend, img) == _native_log(img)
+    assert _native_log(img)[0] == 0
 
 
 DEBUG_REGISTERS = ("mov eax, 0x12345678\nmov dr0, eax\nmov ebx, dr0\nmov [0x5000], ebx\n"
@@ -394,12 +378,8 @@ DEBUG_REGISTERS = ("mov eax, 0x12345678\nmov dr0, eax\nmov ebx, dr0\nmov [0x5000
 def test_the_guest_kernels_debug_register_moves_read_back_as_natively(backend):
     """A kernel clearing DR7 at boot, as most do, runs on: the bits the CPU
     keeps set in DR6 and DR7 read back set, and DR5 is DR7 (CR4.DE clear)."""
-    with Machine(B.create(backend)) as m:
-        m.boot(BootSpec(A.build(A.AsmGuest(body=DEBUG_REGISTERS))))
-        out = m.run()
-        assert out.ok, out.reason
-        assert [m.mem.u32(0x5000 + 4 * i) for i in range(4)] == \
-            [0x12345678, 0xFFFF0FF0, 0x400, 0x400]
+    _, log = _log(backend, A.build(A.AsmGuest(body=DEBUG_REGISTERS)))
+    assert struct.unpack_from("<4I", log) == (0x12345678, 0xFFFF0FF0, 0x400, 0x400)
 
 
 # CR4.OSFXSR enables SSE; CR0.TS makes the next x87 or SSE instruction raise
@@ -417,21 +397,10 @@ FPU_CONTROLS = ("mov eax, cr4\nor eax, 0x200\nmov cr4, eax\n"
 def test_the_kernels_fpu_and_sse_controls_act_as_natively(backend):
     img = A.build(A.AsmGuest(body=FPU_CONTROLS,
                              handlers={7: "inc dword ptr [0x5008]\nclts\niretd\n"}))
-    with Machine(B.create(backend)) as m:
-        m.boot(BootSpec(img))
-        out = m.run()
-        assert out.ok, out.reason
-        seen = m.mem.read(0x5000, 20)
-    assert seen[:12] == bytes.fromhex("0e000000" "0000803f" "02000000")    # 14, 1.0f, two #NM
-    assert seen == _fpu_native(img)
+    _, log = _log(backend, img)
+    assert log[:12] == bytes.fromhex("0e000000" "0000803f" "02000000")    # 14, 1.0f, two #NM
+    assert log == _native_log(img)[1]
 
-
-@lru_cache(maxsize=None)
-def _fpu_native(img):
-    with Machine(B.create("native")) as m:
-        m.boot(BootSpec(img))
-        assert m.run().ok
-        return m.mem.read(0x5000, 20)
 
 @lru_cache(maxsize=None)
 def _rdtsc_native(img):
