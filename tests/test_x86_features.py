@@ -280,6 +280,23 @@ def test_a_privileged_instruction_in_user_code_is_gp0_at_it(backend, insn):
     assert words(m, 2) == words(native_m, 2) and words(m, 1) == [0]   # #GP(0), EIP at it
     check_rings(backend, cpls)
 
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("insn", ["rdtsc", "rdtscp"])
+def test_user_time_stamp_reads_are_gp0_when_the_kernel_set_cr4_tsd(backend, insn):
+    """CR4.TSD is the guest's: under shadow paging it is in the vCPU only, and
+    the kernel's own reads (real ring 1 under trap) stay allowed."""
+    tsd = "mov eax, cr4\nor eax, 4\nmov cr4, eax\nrdtsc\n"
+    g = A.AsmGuest(body=tsd + A.iret_to(3, A.RING3, A.STACK3),
+                   ring3=f"mov ecx, 0x10\nnop\n{insn}\nmov eax, 9\n" + EXIT_FROM_ANY_RING,
+                   handlers={x86.GP: gp_handler(20)})
+    m, out, cpls = run(g, backend)
+    assert out.ok, out.reason
+    assert out.exit_status == 20 + ring_shown(backend)
+    native_m, _, _ = run(g, "native")
+    assert words(m, 2) == words(native_m, 2) and words(m, 1) == [0]
+    check_rings(backend, cpls)
+
 def test_iopl_survives_a_system_call_and_its_return():
     """IOPL 3 given to user code is in the frame of its next system call, and
     the kernel's iret back (natively at ring 1 under trap) keeps it."""

@@ -112,6 +112,11 @@ class Backend(ABC):
         tss, limit = st.seg_base_of("tr"), st.seg_limit_of("tr")
         return io_bitmap_allows(self.guest_view(), tss, limit, port, size)
 
+    def read_cr(self, n):
+        """Control register n as the guest sees it: the real one, unless the
+        back end virtualizes it (a VMM's vCPU)."""
+        return self.machine.state.cr(n)
+
     def guest_msr(self, index):
         """A model-specific register as the guest last wrote it: the real
         one, unless the back end keeps the guest's MSRs itself (a VMM)."""

@@ -14,13 +14,14 @@ counter is charged: `rdtsc` does not exit under any back end here.
 kernel wrote it (Backend.guest_msr: under a VMM the virtual one, which the
 real CPU never saw).
 
-With CR4.TSD set, `rdtsc` and `rdtscp` above ring 0 raise #GP: the
-instruction is then left to the CPU, which raises it.
+With CR4.TSD set, `rdtsc` and `rdtscp` in the guest's user code raise #GP(0),
+whether or not the real CR4 has it (under shadow paging the guest's CR4 is the
+vCPU's, and the guest kernel's ring is not the real ring 0).
 """
 from capstone import x86_const as C
 
 from . import x86
-from .intercept import EMULATED
+from .intercept import EMULATED, RAISED
 
 TSC_PER_NS = 1
 MSR_TSC_AUX = 0xC0000103
@@ -45,9 +46,11 @@ class VirtualTsc:
         return _KINDS.get(insn.id)
 
     def _hit(self, decoded, kind):
-        st = self.machine.state
-        if st.cpl > 0 and st.cr(4) & x86.CR4_TSD:
-            return None
+        st, be = self.machine.state, self.machine.backend
+        if st.cpl > be.kernel_ring and be.read_cr(4) & x86.CR4_TSD:
+            st.set_error_code(0)
+            be.exception(x86.GP)
+            return RAISED
         tsc = self.read()
         st.set_reg("eax", tsc & 0xFFFFFFFF)
         st.set_reg("edx", tsc >> 32)
