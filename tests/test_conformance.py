@@ -402,6 +402,21 @@ def test_the_kernels_fpu_and_sse_controls_act_as_natively(backend):
     assert log == _native_log(img)[1]
 
 
+
+# An unmasked x87 error (a zero divide, ZM clear in the control word) is #MF at
+# the next FPU instruction only with CR0.NE set: the guest's NE, not the VMM's.
+X87_ERROR = ("fninit\nmov word ptr [0x5010], 0x37b\nfldcw [0x5010]\n"
+             "fld1\nfldz\nfdivp st(1), st\nfwait\n")
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_an_x87_error_is_mf_only_when_the_kernel_set_cr0_ne(backend):
+    body = (X87_ERROR + "mov eax, cr0\nor eax, 0x20\nmov cr0, eax\n" + X87_ERROR
+            + A.exit_with(0))
+    img = A.build(A.AsmGuest(body=body, handlers={16: "inc dword ptr [0x5000]\nfnclex\niretd\n"}))
+    _, log = _log(backend, img)
+    assert log[:4] == b"\x01\0\0\0" and log == _native_log(img)[1]
+
 @lru_cache(maxsize=None)
 def _rdtsc_native(img):
     m = Machine(B.create("native"))
