@@ -335,7 +335,8 @@ def test_rdtscp_reads_the_virtual_clock_and_the_guests_tsc_aux(backend):
     assert _log(backend, img)[1] == log
     first, second, aux = struct.unpack_from("<QQI", log)
     assert second > first and aux == 0x1234
-    assert (first, second) == _rdtsc_native(A.build(A.AsmGuest(body=body.replace("rdtscp", "rdtsc"))))
+    as_rdtsc = A.build(A.AsmGuest(body=body.replace("rdtscp", "rdtsc")))
+    assert (first, second) == _rdtsc_native(as_rdtsc)
 
 
 RDRAND_GUEST = ("mov ebx, 0xaaaabbbb\nxor eax, eax\nrdrand eax\nmov [0x5000], eax\n"
