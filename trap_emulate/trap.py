@@ -93,12 +93,10 @@ class Trap(RingCompressedVmm):
         check of the user code it returns to.  Not an exit (VT-x would not
         see it either, so it is an observer, not an exit): the iret then runs
         natively."""
-        # Every system call returns through here: the view is the shared one,
-        # and the opcode and the frame are read without a call of their own.
         st = self.machine.state
         if not st.live:
             st.save()
-        view = self.paging.shared_view()
+        view = self.guest_view()             # the paging component's shared view
         esp, _, _, _, ss_base = st.frame_regs()
         try:
             if view.read(address, 1) != _IRETD:
