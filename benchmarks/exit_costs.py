@@ -10,7 +10,10 @@ and first shadow fills, the first translations -- cancels, and only the exit
 and its loop (nanoseconds) remain.  The median over --repeat such pairs is
 printed, in microseconds of host time per exit and as a ratio to the CPU
 model's floor measured in the same run (floor_exit_us, a bare `int` into an
-empty Python hook: guestbench.py).
+empty Python hook: guestbench.py).  The VMM entries one exit makes are
+counted from the same runs (--json: vmm_entries_per_exit); a path that makes
+more than one (bt.syscall: the reflected `int` and the `iretd` callout) is
+also printed per entry, the cost of each kind it is made of.
 
   trap.priv_us        #GP from `cli` in the guest kernel, decoded and emulated
   trap.io_us          `out` to a port (every port access exits)

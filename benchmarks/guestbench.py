@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 # The code measured: this checkout's, or (an --instructions child of
 # compare_trees.py) the checkout named in GUESTBENCH_CODE.
@@ -69,6 +69,7 @@ clock = time.process_time            # main(--wall) makes it time.perf_counter
 # main(--calls): a run is measured in the Python calls made while the machine
 # runs, not in host time (counted_run).
 count_calls = False
+_last_entries = None                 # the VMM entries of the last timed_run (per_exit)
 
 
 def timed_run(backend, guest, ram_size=32 << 20, touch=False):
@@ -97,6 +98,8 @@ def timed_run(backend, guest, ram_size=32 << 20, touch=False):
             dt = clock() - t0
     if not out.ok:
         raise SystemExit(f"benchmark guest failed: {out.reason}")
+    global _last_entries
+    _last_entries = m.exits
     return dt, m
 
 
@@ -131,10 +134,13 @@ class Marginal(NamedTuple):
     machines' runs whose guests make n and 2n exits.  Their difference over
     n is the exit's cost: what a run costs once (building and booting the
     machine, the guest's set-up, its first translations and shadow fills)
-    cancels."""
+    cancels.  `entries`: the VMM entries one more exit makes, from the
+    same two runs (a system call under trap is two: the reflected `int` and
+    the intercepted `iret`), so that a compound path is also read per entry."""
     n: int
     once: float
     twice: float
+    entries: Optional[float] = None
 
     def us(self):
         return (self.twice - self.once) / self.n * 1e6
@@ -145,7 +151,13 @@ def per_exit(run, n):
     if _child is not None:               # one run of an --instructions child (below)
         print(n, run(_child * n))
         return Marginal(n, 0.0, 0.0)
-    return Marginal(n, run(n), run(2 * n))
+    global _last_entries
+    _last_entries = None                 # (stays None if run() times no machine)
+    once = run(n)
+    first = _last_entries
+    twice = run(2 * n)
+    entries = None if first is None or _last_entries is None else (_last_entries - first) / n
+    return Marginal(n, once, twice, entries)
 
 
 # -- host instructions per exit (--instructions) --------------------------------------
@@ -245,6 +257,14 @@ def best(samples):
     return min(samples)
 
 
+def _entries(samples):
+    """VMM entries per exit of a path (the same in every sample: the runs
+    are deterministic), None for a rate."""
+    if not isinstance(samples[0], Marginal) or samples[0].entries is None:
+        return None
+    return statistics.median(s.entries for s in samples)
+
+
 def _bare_run(body, hook=None, binding_hook=None):
     """Host seconds of `body` run at ring 0 on a bare Unicorn CPU (flat 32-bit,
     no paging, no virtual PC), with `hook` as its raw UC_HOOK_INTR callback
@@ -311,8 +331,9 @@ def _best_ratio(name, samples, floors, raws):
 
 
 def measure(benches, repeat, floor=True):
-    """{name: (median value, median ratio, ratio of the best samples), the
-    ratios None without `floor`} and the floor's medians."""
+    """{name: (median value, median ratio, ratio of the best samples, VMM
+    entries per exit), the ratios None without `floor`, the entries None for
+    a rate} and the floor's medians."""
     samples = {name: [] for name in benches}
     ratios = {name: [] for name in benches}
     floors, raw_floors, raws = [], [], []
@@ -333,7 +354,8 @@ def measure(benches, repeat, floor=True):
                                            raws[-1] if raws else None))
     med = statistics.median
     figures = {name: (med(map(value, samples[name])), med(ratios[name]) if floor else None,
-                      _best_ratio(name, samples[name], floors, raws) if floor else None)
+                      _best_ratio(name, samples[name], floors, raws) if floor else None,
+                      _entries(samples[name]))
                for name in benches}
     base = {}
     if floors:
@@ -388,18 +410,22 @@ def main(doc, benches, argv=None, floor=False):
         out = {k: round(v, 2) for k, (v, *_) in figures.items()}
         if floor:
             out.update({k: round(v, 3) for k, v in base.items()})
-            out["ratio_to_floor"] = {k: round(r, 1) for k, (_, r, _) in figures.items()}
-            out["best_ratio_to_floor"] = {k: round(b, 1) for k, (_, _, b) in figures.items()}
+            out["ratio_to_floor"] = {k: round(r, 1) for k, (_, r, _, _) in figures.items()}
+            out["best_ratio_to_floor"] = {k: round(b, 1) for k, (_, _, b, _) in figures.items()}
+            out["vmm_entries_per_exit"] = {k: e for k, (*_, e) in figures.items()
+                                           if e is not None}
         print(json.dumps(out))
         return
     width = max(map(len, list(figures) + list(base)))
     for k, v in base.items():
         print(f"{k:<{width}} {v:>10.3f}   (floor, this run)")
-    for k, (v, r, best) in figures.items():
+    for k, (v, r, best, entries) in figures.items():
         line = f"{k:<{width}} {v:>10.2f}"
         if r is not None:
             line += (f"   {r:6.1f}x " + ("slower than raw" if k.endswith("_mips") else "floor")
                      + f"   (best samples {best:.1f}x)")
+            if entries and entries >= 1.5:
+                line += f"   {entries:.0f} VMM entries: {r / entries:.1f}x floor each"
         print(line)
 
 

@@ -33,6 +33,8 @@ def test_an_exit_benchmark_prints_each_path_against_the_floor(script, only):
     assert _number(out["floor_exit_us"]) and _number(out["floor_raw_exit_us"])
     for ratios in ("ratio_to_floor", "best_ratio_to_floor"):
         assert set(out[ratios]) == set(names) and all(map(_number, out[ratios].values()))
+    # Not a time: each of these paths enters the platform once per exit, exactly.
+    assert out["vmm_entries_per_exit"] == {n: 1.0 for n in names}
 
 
 def _number(x):
