@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 
-from virtlab.decode import opcode_of
+from virtlab.decode import opcode_of, prefixes_of
 
 from . import templates as T
 
@@ -176,7 +176,7 @@ def classify(insn, guilty=False):
 def _rep_prefixed(insn):
     """F2 or F3 among the prefixes: with them 0F C7 /7 is rdpid, not rdseed
     (a CPU without it raises #UD, and so must the copy)."""
-    prefixes = insn.raw[:insn.raw.index(insn.op)]
+    prefixes = prefixes_of(insn.raw)
     return 0xF2 in prefixes or 0xF3 in prefixes
 
 

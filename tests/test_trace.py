@@ -114,3 +114,54 @@ def test_help_shows_the_defaults(capsys):
     for default in ("(default trap)", "(default 3:", "(default 60)", "(default 0)"):
         assert default in help_text, default
     assert "Not every event is an exit" in help_text
+
+
+# -- string port instructions: one execution per port access -----------------------------
+
+def _audit_rows(tmp_path, body, **guest):
+    from virtlab import asmguest as A
+    image = tmp_path / "g.img"
+    image.write_bytes(A.build(A.AsmGuest(body=body, **guest)))
+    rc, text = audit("--image", str(image), "--format", "json")
+    assert rc == 0, text
+    return {(r["instruction"], r["ring"]): r["executions"]
+            for r in json.loads(text)["instructions"] if r["instruction"] in STRING_IO}
+
+
+STRING_IO = ("insb", "insw", "insd", "outsb", "outsw", "outsd")
+
+
+def test_a_rep_string_port_instruction_executes_once_per_access(tmp_path):
+    """The CPU model enters `rep outsb` ECX + 1 times (the last finds ECX zero);
+    the audit counts the ECX port accesses, as a VMM handles them."""
+    from virtlab import asmguest as A
+    body = ("mov esi, 0x5000\nmov edi, 0x5100\nmov dx, 0x80\n"
+            "mov ecx, 4\nrep outsb\n"
+            "mov ecx, 3\nrep insb\n"
+            "mov ecx, 0\nrep outsd\n"                       # no access at all
+            "mov ecx, 0x10002\n.byte 0x67, 0xf3, 0x66, 0x6f\n"   # addr16: CX = 2
+            "mov ecx, 3\nlp:\noutsb\nloop lp\n"             # no rep: three executions
+            + A.exit_with(0))
+    assert _audit_rows(tmp_path, body) == {("outsb", "kernel"): 4 + 3, ("insb", "kernel"): 3,
+                                           ("outsw", "kernel"): 2}
+
+
+@pytest.mark.parametrize("count", [2, 0])
+def test_a_rep_outs_refused_by_iopl_is_not_an_execution(count):
+    """User code at IOPL 0: the CPU checks the permission before the count, so
+    the #GP comes before any access, and the retried hook takes nothing back
+    that it did not count."""
+    from virtlab import asmguest as A
+    from virtlab.audit import Audit
+    from virtlab.backend import create
+    from virtlab.machine import BootSpec, Machine
+    ring3 = f"mov esi, 0x5000\nmov dx, 0x80\nmov ecx, {count}\nrep outsb\nint 0x81\n"
+    g = A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3), ring3=ring3, user_vectors=(0x81,),
+                   handlers={13: A.exit_with(13), 0x81: A.exit_with(0)})
+    with Machine(create("native")) as m:
+        audit = Audit(m)
+        m.boot(BootSpec(A.build(g)))
+        out = m.run()
+    assert out.ok and out.exit_status == 13, out
+    assert {k: n for k, n in audit.counts.items() if k[1] == "outsb"} in (
+        {}, {("privileged", "outsb", "user"): 0})

@@ -29,12 +29,18 @@ def opcode(insn):
 
 def opcode_of(raw):
     """opcode() of an instruction's raw bytes."""
-    i = 0
-    while i < len(raw) - 1 and raw[i] in _PREFIXES:
-        i += 1
+    i = len(prefixes_of(raw))
     n = 2 if raw[i] == 0x0F else 1
     op = bytes(raw[i:i + n])
     return op, raw[i + n] if i + n < len(raw) else None
+
+
+def prefixes_of(raw):
+    """The legacy prefix bytes an instruction's raw bytes begin with."""
+    i = 0
+    while i < len(raw) - 1 and raw[i] in _PREFIXES:
+        i += 1
+    return bytes(raw[:i])
 
 
 # Decoding a new translation block with capstone is most of what

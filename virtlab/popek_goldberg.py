@@ -11,7 +11,7 @@ innocuous.
 """
 from capstone import x86_const as C
 
-from .decode import opcode
+from .decode import opcode, prefixes_of
 
 # By capstone instruction id, not mnemonic: capstone names a prefixed string
 # instruction "rep outsb", and the prefix does not make it any less privileged.
@@ -28,6 +28,7 @@ PRIVILEGED = {
 }
 PORT_IDS = frozenset((C.X86_INS_IN, C.X86_INS_OUT, C.X86_INS_INSB, C.X86_INS_INSW,
                       C.X86_INS_INSD, C.X86_INS_OUTSB, C.X86_INS_OUTSW, C.X86_INS_OUTSD))
+STRING_PORT_IDS = PORT_IDS - {C.X86_INS_IN, C.X86_INS_OUT}
 SENSITIVE_ALWAYS = {
     C.X86_INS_POPF: "popf", C.X86_INS_POPFD: "popf", C.X86_INS_PUSHF: "pushf",
     C.X86_INS_PUSHFD: "pushf", C.X86_INS_SGDT: "sgdt", C.X86_INS_SIDT: "sidt",
@@ -89,3 +90,19 @@ def classify(insn):
     if k:
         return "sensitive, unprivileged", k
     return None, None
+
+
+# [A rep-prefixed ins or outs is one instruction that makes (E)CX port
+# accesses, each of which a VMM must handle.  The CPU model enters it once
+# per access and once more to find the count zero, so a hook before it runs
+# (E)CX + 1 times: an observer that counts accesses reads the count first.]
+def repeat_count_mask(insn):
+    """For a rep-prefixed ins or outs, the mask of its count register: CX
+    with an address-size prefix (in 32-bit code), ECX otherwise.  0 for any
+    other instruction."""
+    if insn.id not in STRING_PORT_IDS:
+        return 0
+    prefixes = prefixes_of(insn.bytes)
+    if 0xF2 not in prefixes and 0xF3 not in prefixes:
+        return 0
+    return 0xFFFF if 0x67 in prefixes else 0xFFFFFFFF
