@@ -497,3 +497,22 @@ def test_exiting_loop_fails_on_the_exit_budget(tmp_path, backend, loop):
         assert "host-time budget" in r.reason      # nothing exits natively
     else:
         assert "exit budget of 200 exceeded at 0x" in r.reason, r.reason
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_virtual_8086_mode_ends_the_run_with_its_reason(backend):
+    """The kernel irets into a virtual-8086 task whose `int` (IOPL 0) raises
+    #GP: not supported (README), so the run fails there and says why, rather
+    than running the #GP handler as 16-bit code or halting somewhere else."""
+    task = bytes([0xB8, 0x34, 0x12, 0xCD, 0x81, 0xF4])     # mov ax, 0x1234; int 0x81; hlt
+    body = ("".join(f"mov byte ptr [{0x7000 + i}], {b}\n" for i, b in enumerate(task))
+            + "push 0\npush 0\npush 0\npush 0\n"          # GS, FS, DS, ES
+            + "push 0x0600\npush 0x0100\n"                # SS:SP
+            + "push 0x20202\n"                            # EFLAGS: VM, IF
+            + "push 0x0700\npush 0\niretd\n")             # CS:IP = linear 0x7000
+    img = A.build(A.AsmGuest(body=body, handlers={13: A.exit_with(13)}))
+    with Machine(B.create(backend)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+    assert not out.ok
+    assert "virtual-8086 mode is not supported" in out.reason, out.reason

@@ -26,6 +26,8 @@ from .devices.clock import EVENT_NS
 from .errors import GuestStop
 from .memory import Dependencies, GuestMemoryFault, LinearView, tlb_entry, walk
 
+_VM = x86.VM
+
 _STACK = struct.Struct("<I")
 
 
@@ -197,6 +199,8 @@ class InterruptPath:
                 r = self.recent[ev.slot] = self.route(ev.vector, ev.software, key, state)
             if eflags is None:
                 eflags = state.eflags()
+            if eflags & _VM:
+                self._from_vm86(ev)
             pushed = eflags if self._frame_flags is None else self._frame_flags(eflags)
             # (QEMU keeps a selector in 32 bits, of which the high 16 are 0.)
             esp, eip, cs, ss, ss_base = state.frame_regs()
@@ -244,6 +248,17 @@ class InterruptPath:
                 state.enter_handler(r.image, None, esp, r.offset, eflags)
         except (DeliveryFault, GuestMemoryFault) as fault:
             self._escalate(state, _chain or [ev], fault, eflags)
+
+    def _from_vm86(self, ev):
+        """An event in virtual-8086 code.  Its delivery pushes the data
+        segments too, loads them null and leaves 16-bit execution, which
+        the CPU model keeps in state this machine does not write (the
+        README's limitations): the run ends here rather than in a handler
+        run as 16-bit code."""
+        what = "int %#x" % ev.vector if ev.software else \
+            x86.VECTOR_NAMES.get(ev.vector, str(ev.vector))
+        raise GuestStop(f"{self.who}virtual-8086 mode is not supported: {what} in "
+                        f"virtual-8086 code at {self._where()}")
 
     def _escalate(self, state, chain, fault, eflags):
         """Delivering the last event of `chain` faulted with `fault`: deliver
