@@ -30,7 +30,7 @@ import pytest
 import runs
 import virtlab
 from analysis.profile import family_of
-from virtlab import asmguest as A, backend as B, harness
+from virtlab import asmguest as A, backend as B, harness, x86
 from virtlab.audit import Audit
 from virtlab.harness import UsageError
 from virtlab.machine import BootSpec, Machine
@@ -516,3 +516,57 @@ def test_virtual_8086_mode_ends_the_run_with_its_reason(backend):
         out = m.run()
     assert not out.ok
     assert "virtual-8086 mode is not supported" in out.reason, out.reason
+
+
+# PAE paging, turned on by the guest kernel: linear 0-2 MiB through a page table
+# of 4 KiB pages (0x20000 left out), 2-4 MiB as one 2 MiB page; then a system
+# call from user code and a page fault, both delivered through the PAE tables.
+_PAE_BODY = """
+mov dword ptr [0x60000], 0x61001
+mov dword ptr [0x61000], 0x62007
+mov dword ptr [0x61008], 0x200087
+xor ecx, ecx
+fill:
+mov eax, ecx
+shl eax, 12
+or eax, 7
+mov [0x62000 + ecx*8], eax
+inc ecx
+cmp ecx, 512
+jne fill
+mov dword ptr [0x62000 + 0x20 * 8], 0
+mov eax, 0x60000
+mov cr3, eax
+mov eax, cr4
+or eax, 0x20
+mov cr4, eax
+mov eax, cr0
+or eax, 0x80000000
+mov cr0, eax
+"""
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_pae_paging_is_native_or_refused_with_its_reason(backend):
+    """The CPU model advertises PAE (CPUID.1:EDX bit 6) and pages through PAE
+    tables, so every event the platform delivers walks them too.  A back end
+    either runs the guest as native does (the frames pushed through the PAE
+    tables, the fault's CR2 and error code), or ends the run saying PAE is
+    what it does not support."""
+    ring3 = "int 0x80\nmov eax, [0x1ff000]\nmov [0x5004], eax\nmov eax, [0x20010]\n"
+    handlers = {0x80: "mov dword ptr [0x5000], 0x80808080\niretd\n",
+                14: "pop ebx\nmov [0x5008], ebx\nmov eax, cr2\nmov [0x500c], eax\n"
+                    "mov eax, [0x62000 + 0x1ff * 8]\nmov [0x5010], eax\n" + A.exit_with(14)}
+    img = A.build(A.AsmGuest(body=_PAE_BODY + A.iret_to(3, A.RING3, A.STACK3), ring3=ring3,
+                             handlers=handlers))
+    want = _native_log(img)
+    assert want[0] == 14 and want[1][:16] == struct.pack("<IIII", 0x80808080, 0, 4, 0x20010)
+    assert struct.unpack_from("<I", want[1], 16)[0] & x86.PTE_A    # the CPU's own walk
+    with Machine(B.create(backend)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+        got = out.exit_status, m.mem.read(0x5000, 32)
+    if out.ok:
+        assert got == want
+    else:
+        assert "PAE" in out.reason, out.reason

@@ -112,14 +112,16 @@ class PhysMem:
 
 # Bits the walk tests, bound once (module attribute lookups are measurable
 # on a path every exit may take several times).
-_PG, _WP, _PSE = x86.CR0_PG, x86.CR0_WP, x86.CR4_PSE
+_PG, _WP, _PSE, _PAE = x86.CR0_PG, x86.CR0_WP, x86.CR4_PSE, x86.CR4_PAE
+_PAGING_MODE = _PSE | _PAE        # the CR4 bits that decide how entries read
 _P, _A, _D, _PS, _PF_P = x86.PTE_P, x86.PTE_A, x86.PTE_D, x86.PTE_PS, x86.PF_P
 _FRAME = x86.PAGE_MASK
 
 
 def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
     """Translate a linear address as the IA-32 MMU does (two-level, 4 KiB pages,
-    4 MiB pages with CR4.PSE), setting accessed and dirty bits like the hardware.
+    4 MiB pages with CR4.PSE; with CR4.PAE three-level: walk_pae()), setting
+    accessed and dirty bits like the hardware.
     Raises GuestMemoryFault with the #PF error code the CPU would report.
     With `log`, appends the (address, value) of every paging entry it relied on,
     so a caller can cache the result and later check it still holds."""
@@ -127,6 +129,8 @@ def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
         if linear >= mem.size:
             raise GuestMemoryFault(linear, 0)
         return linear
+    if cr4 & _PAE:
+        return walk_pae(mem, cr0, cr3, linear, write, user, log)
     err = (x86.PF_W if write else 0) | (x86.PF_U if user else 0)
     pde_pa = (cr3 & _FRAME) + ((linear >> 22) << 2)
     if pde_pa + 4 > mem.size:
@@ -169,6 +173,70 @@ def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
     return pa
 
 
+# [PAE paging (SDM vol. 3, 4.4): 64-bit entries, three levels.  CR3 holds the
+# 32-byte aligned address of four page-directory-pointer entries, one per GiB;
+# each names a page directory of 512 entries (2 MiB each, a 2 MiB page when PS
+# is set, whatever CR4.PSE says), each a page table of 512.  A PDPTE has only
+# its present bit (no rights, no accessed bit: the CPU loads the four into
+# registers when CR3 is written; this walk reads them from memory each time).
+# The frame bits above 4 GiB lie in the high word, and bit 63 is XD; neither
+# can name RAM here, so a high word other than 0 or XD alone is a fault.]
+def walk_pae(mem, cr0, cr3, linear, write=False, user=False, log=None):
+    """walk() under CR4.PAE."""
+    err = (x86.PF_W if write else 0) | (x86.PF_U if user else 0)
+    pdpte_pa = (cr3 & 0xFFFFFFE0) + ((linear >> 30) << 3)
+    pdpte = _entry64(mem, pdpte_pa, linear, err, log)
+    if not pdpte & _P:
+        raise GuestMemoryFault(linear, err)
+    pde_pa = (pdpte & _FRAME) + (((linear >> 21) & 0x1FF) << 3)
+    pde = _entry64(mem, pde_pa, linear, err, log)
+    if not pde & _P:
+        raise GuestMemoryFault(linear, err)
+    words = mem.words
+    if pde & _PS:
+        _check(pde, pde, cr0, write, user, linear, err)
+        flags = _A | (_D if write else 0)
+        if pde & flags != flags:
+            pde |= flags
+            words[pde_pa >> 2] = pde
+        pa = (pde & 0xFFE00000) | (linear & 0x1FFFFF)
+        if log is not None:
+            log.append((pde_pa, pde))
+    else:
+        pte_pa = (pde & _FRAME) + (((linear >> 12) & 0x1FF) << 3)
+        pte = _entry64(mem, pte_pa, linear, err, log)
+        if not pte & _P:
+            raise GuestMemoryFault(linear, err)
+        _check(pde, pte, cr0, write, user, linear, err)
+        if not pde & _A:
+            pde |= _A
+            words[pde_pa >> 2] = pde
+        flags = _A | (_D if write else 0)
+        if pte & flags != flags:
+            pte |= flags
+            words[pte_pa >> 2] = pte
+        if log is not None:
+            log.append((pde_pa, pde))
+            log.append((pte_pa, pte))
+        pa = (pte & _FRAME) | (linear & 0xFFF)
+    if pa >= mem.size:
+        raise GuestMemoryFault(linear, err | _PF_P)
+    return pa
+
+
+def _entry64(mem, pa, linear, err, log):
+    """The low word of the 64-bit paging entry at `pa`, its high word checked
+    (and logged: a change there changes the translation)."""
+    if pa + 8 > mem.size:
+        raise GuestMemoryFault(linear, err)
+    low, high = mem.words[pa >> 2], mem.words[(pa >> 2) + 1]
+    if log is not None:
+        log.append((pa + 4, high))
+    if high & 0x7FFFFFFF and low & _P:
+        raise GuestMemoryFault(linear, err | _PF_P)      # a frame beyond RAM
+    return low
+
+
 TLB_ENTRIES = 4096
 
 
@@ -176,7 +244,7 @@ def translate(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
     """walk(), remembered as a TLB remembers it.
 
     What a walk returns (and whether it faults) is a function of CR0.PG and
-    CR0.WP, CR3, CR4.PSE, the page, the kind of access and the one or two
+    CR0.WP, CR3, CR4.PSE and PAE, the page, the kind of access and the one or two
     paging entries it reads; and once those entries have their accessed (and,
     for a write, dirty) bits set, the walk writes nothing.  So a successful
     walk is kept with the entries as it left them, and reused only while
@@ -197,7 +265,7 @@ def tlb_entry(mem, cr0, cr3, cr4, linear, write=False, user=False):
     """translate()'s cached walk of the page of `linear` (paging on):
     (check, expected, frame, entries), valid while check() == expected;
     walked now if there is none or it no longer holds."""
-    key = (linear >> 12, cr3, cr0 & _WP, cr4 & _PSE, write, user)
+    key = (linear >> 12, cr3, cr0 & _WP, cr4 & _PAGING_MODE, write, user)
     tlb = mem.tlb
     hit = tlb.get(key)
     if hit is not None and hit[0]() == hit[1]:
@@ -240,7 +308,7 @@ class LinearView:
         cr0 = self.cr0
         if cr0 & _PG:
             if self.log is None:                       # translate(), its common case inline
-                hit = self.mem.tlb.get((linear >> 12, self.cr3, cr0 & _WP, self.cr4 & _PSE,
+                hit = self.mem.tlb.get((linear >> 12, self.cr3, cr0 & _WP, self.cr4 & _PAGING_MODE,
                                         write, user))  # (the key as tlb_entry() makes it)
                 if hit is not None and hit[0]() == hit[1]:
                     return hit[2] | (linear & 0xFFF)
@@ -252,7 +320,7 @@ class LinearView:
         if (linear & 0xFFF) + n <= x86.PAGE_SIZE:         # within one page: one translation
             cr0 = self.cr0
             if cr0 & _PG and self.log is None:             # phys(), its common case inline
-                hit = self.mem.tlb.get((linear >> 12, self.cr3, cr0 & _WP, self.cr4 & _PSE,
+                hit = self.mem.tlb.get((linear >> 12, self.cr3, cr0 & _WP, self.cr4 & _PAGING_MODE,
                                         False, user))      # (the key as tlb_entry() makes it)
                 if hit is not None and hit[0]() == hit[1]:
                     pa = hit[2] | (linear & 0xFFF)

@@ -18,8 +18,9 @@ CR0_ET, CR0_NE, CR0_WP, CR0_PG = 1 << 4, 1 << 5, 1 << 16, 1 << 31
 CR0_AM = 1 << 18
 CR4_PSE, CR4_PGE, CR4_TSD, CR4_DE = 1 << 4, 1 << 7, 1 << 2, 1 << 3
 CR4_PCE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_OSXSAVE = 1 << 8, 1 << 9, 1 << 10, 1 << 18
+CR4_PAE = 1 << 5
 
-# Page-table entry bits (4 KiB pages, no PAE)
+# Page-table entry bits (the low word of a PAE entry has the same)
 PTE_P, PTE_W, PTE_U = 1 << 0, 1 << 1, 1 << 2
 PTE_A, PTE_D, PTE_PS, PTE_G = 1 << 5, 1 << 6, 1 << 7, 1 << 8
 PAGE_SIZE = 4096
