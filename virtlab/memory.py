@@ -182,7 +182,9 @@ def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
 # The frame bits above 4 GiB lie in the high word, and bit 63 is XD; neither
 # can name RAM here, so a high word other than 0 or XD alone is a fault.]
 def walk_pae(mem, cr0, cr3, linear, write=False, user=False, log=None):
-    """walk() under CR4.PAE."""
+    """walk() under CR4.PAE.  The log holds the high word of each entry as
+    it is read, then the low words in walk order (PDPTE, PDE[, PTE]): the
+    entries at addresses that are multiples of 8."""
     err = (x86.PF_W if write else 0) | (x86.PF_U if user else 0)
     pdpte_pa = (cr3 & 0xFFFFFFE0) + ((linear >> 30) << 3)
     pdpte = _entry64(mem, pdpte_pa, linear, err, log)
@@ -193,6 +195,8 @@ def walk_pae(mem, cr0, cr3, linear, write=False, user=False, log=None):
     if not pde & _P:
         raise GuestMemoryFault(linear, err)
     words = mem.words
+    if log is not None:
+        log.append((pdpte_pa, pdpte))
     if pde & _PS:
         _check(pde, pde, cr0, write, user, linear, err)
         flags = _A | (_D if write else 0)
@@ -233,6 +237,8 @@ def _entry64(mem, pa, linear, err, log):
     if log is not None:
         log.append((pa + 4, high))
     if high & 0x7FFFFFFF and low & _P:
+        if log is not None:
+            log.append((pa, low))
         raise GuestMemoryFault(linear, err | _PF_P)      # a frame beyond RAM
     return low
 

@@ -146,14 +146,8 @@ class ShadowPaging:
             if v.paging:
                 self.switch()
         elif n == 4:
-            if value & x86.CR4_PAE:
-                # The shadow MMU derives its two-level tables entry for entry
-                # from two-level guest tables: a PAE directory's 2 MiB entries
-                # and 512-entry tables do not line up with them.
-                raise GuestStop(f"shadow paging: the guest turned on PAE paging (CR4.PAE) "
-                                f"at {self.machine.where()}: not supported (README)")
-            if (v.cr4 ^ value) & x86.CR4_PSE:
-                self.mmu.reset()               # 4 MiB pages appear or disappear
+            if (v.cr4 ^ value) & (x86.CR4_PSE | x86.CR4_PAE):
+                self.mmu.reset()               # the guest's entries read differently
             v.cr4 = value
             self.switch()
             self._give_guest_bits(4, value)

@@ -20,6 +20,9 @@ the guest's entry has been marked dirty by the VMM's own walk.
 
 A shadow entry only ever points into guest RAM (the walk refuses frames beyond
 it), so no guest-controlled mapping can reach machine memory.
+
+The shadows are two-level whatever the guest uses; a PAE guest's tables are
+walked as such and traced as pae.py describes.
 """
 from dataclasses import dataclass, field
 
@@ -27,6 +30,7 @@ from virtlab import x86
 from virtlab.memory import GuestMemoryFault, walk
 
 from .memory import OutOfFrames
+from .pae import PDPT, PT, PaeShadowing
 
 VMM_PDE = 0x3F0                    # 0xFC000000 >> 22: the VMM window's PDE
 MAX_SHADOWS = 48
@@ -42,14 +46,16 @@ class ShadowTable:
     pa: int                        # machine address of the shadow page table
     guest_pt: int = None           # guest frame it shadows (None for a 4 MiB page)
     filled: set = field(default_factory=set)
+    halves: set = field(default_factory=set)      # PAE: the (guest PT, first index) it shadows
 
 
 @dataclass
 class Shadow:
-    key: object                    # guest page-directory frame, or "flat"
+    key: object                    # guest page-directory frame, ("pae", CR3), or "flat"
     pd: int                        # machine address of the shadow page directory
     tables: dict = field(default_factory=dict)    # pde index -> ShadowTable
     idle_writes: int = 0
+    directories: set = field(default_factory=set)  # PAE: the guest frames of its PDPT and PDs
 
 
 # Outcomes of a page fault, as the back end needs to act on them.
@@ -58,11 +64,12 @@ HIDDEN, TRUE, TRACE = "hidden", "true", "trace"
 # Bits a fault and a fill test, bound once (every hidden fault reads a dozen).
 _PG, _WP = x86.CR0_PG, x86.CR0_WP
 _P, _W, _U, _A, _D = x86.PTE_P, x86.PTE_W, x86.PTE_U, x86.PTE_A, x86.PTE_D
+_PAE = x86.CR4_PAE
 _PF_W, _PF_U, _PF_P = x86.PF_W, x86.PF_U, x86.PF_P
 _FRAME = x86.PAGE_MASK
 
 
-class ShadowMmu:
+class ShadowMmu(PaeShadowing):
     def __init__(self, machine, vcpu, vmm, window_pde=None):
         self.mem = machine.mem
         self.vcpu = vcpu
@@ -79,12 +86,19 @@ class ShadowMmu:
         self.pt_users = {}                         # guest PT frame -> {(key, pde index)}
         self.rmap = {}                             # guest frame -> {shadow PTE address}
         self.watched = {}                          # guest frame -> on_write(frame)
+        self.pae = {}                              # guest frame -> {its PAE uses} (pae.py)
 
     # -- which shadow the CPU walks ------------------------------------------
     def activate(self):
         """Select (or build) the shadow for the vCPU's paging state and return
         the machine address the real CR3 must hold."""
-        key = self.vcpu.cr3 & x86.PAGE_MASK if self.vcpu.paging else "flat"
+        v = self.vcpu
+        if not v.paging:
+            key = "flat"
+        elif v.cr4 & _PAE:
+            key = ("pae", v.cr3 & 0xFFFFFFE0)
+        else:
+            key = v.cr3 & x86.PAGE_MASK
         sh = self.shadows.pop(key, None)
         if sh is None:
             sh = self._new_shadow(key)
@@ -101,7 +115,9 @@ class ShadowMmu:
         sh = Shadow(key, pd)
         if self.window_pde is not None:
             self.vmm.set_u32(pd + 4 * VMM_PDE, self.window_pde)
-        if key != "flat":
+        if isinstance(key, tuple):
+            self._pae_use(key[1] & _FRAME, (PDPT, key, 0, 0), sh)
+        elif key != "flat":
             self.pd_of[key] = sh
             self._write_protect(key)
         return sh
@@ -128,6 +144,8 @@ class ShadowMmu:
     def _drop(self, sh):
         for idx in list(sh.tables):
             self._zap_table(sh, idx)
+        for frame in sh.directories:
+            self._pae_forget(frame, lambda use: use[1] == sh.key)
         self.shadows.pop(sh.key, None)
         self.pd_of.pop(sh.key, None)
         self.vmm.pool.give(sh.pd)
@@ -158,6 +176,8 @@ class ShadowMmu:
             if f.error_code & _PF_P and self._beyond_ram(log):
                 raise Violation(f"guest page table maps {linear:#010x} beyond RAM") from None
             return TRUE, f.error_code
+        if v.cr4 & _PAE:
+            return self._fill_pae(linear, gpa, log, write, user, cr0)
         pde, pte = log[0][1], log[-1][1]
         two_level = len(log) > 1                   # else a 4 MiB page
         rights = pde & pte if two_level else pde
@@ -167,6 +187,10 @@ class ShadowMmu:
         return self._fill(linear, gpa, rights & (_W | _U) | (pte & _D), pde, write, large_pd)
 
     def _beyond_ram(self, log):
+        if self.vcpu.cr4 & _PAE:                   # (a PAE frame's high word: memory.walk_pae)
+            high = {pa - 4: value for pa, value in log if pa & 7}
+            return any(v & _P and (high.get(pa, 0) & 0x7FFFFFFF or (v & _FRAME) >= self.mem.size)
+                       for pa, v in log if not pa & 7)
         return any(isinstance(v, int) and v & x86.PTE_P and (v & x86.PAGE_MASK) >= self.mem.size
                    for _, v in log)
 
@@ -176,11 +200,11 @@ class ShadowMmu:
     def _fill(self, linear, gpa, rights, pde, write, large=None):
         # (traced() and protected() are inline: dictionary membership tests.)
         frame = gpa & _FRAME
-        pd_of, pt_users, watched = self.pd_of, self.pt_users, self.watched
+        pd_of, pt_users, watched, pae = self.pd_of, self.pt_users, self.watched, self.pae
         if write:
             if frame in watched and rights & _W:
                 watched.pop(frame)(frame)          # before the write lands
-            if frame in pd_of or frame in pt_users:
+            if frame in pd_of or frame in pt_users or frame in pae:
                 return TRACE, gpa
         sh = self.current
         idx, pti = linear >> 22, (linear >> 12) & 0x3FF
@@ -189,7 +213,7 @@ class ShadowMmu:
             table = self._new_table(sh, idx, None if (pde is None or large) else pde & _FRAME)
         flags = _P | _A | (rights & _U)
         if rights & _W and rights & _D and not (frame in pd_of or frame in pt_users
-                                                or frame in watched):
+                                                or frame in watched or frame in pae):
             flags |= _W | _D
         spte = table.pa + 4 * pti
         words, word = self._words, (spte - self._words_base) >> 2
@@ -219,12 +243,12 @@ class ShadowMmu:
 
     # -- tracing --------------------------------------------------------------
     def traced(self, frame):
-        return frame in self.pd_of or frame in self.pt_users
+        return frame in self.pd_of or frame in self.pt_users or frame in self.pae
 
     def protected(self, frame):
         """No shadow may map `frame` writable: it is a page table, or a back end
         watches it."""
-        return frame in self.pd_of or frame in self.pt_users or frame in self.watched
+        return self.traced(frame) or frame in self.watched
 
     def watch(self, frame, on_write):
         """Call on_write(frame) before the guest next writes the guest frame,
@@ -260,7 +284,7 @@ class ShadowMmu:
         frame, off = gpa & _FRAME, gpa & 0xFFF
         last = (off + size - 1) >> 2
         entries = range(off >> 2, last + 1 if last < 1024 else 1024)   # those written
-        changed = False
+        changed = frame in self.pae and self._pae_write(frame, off, size)
         sh = self.pd_of.get(frame)
         if sh is not None:
             for idx in entries:
@@ -268,11 +292,7 @@ class ShadowMmu:
                     self._zap_table(sh, idx)
                     changed = True
             if sh is not self.current:
-                sh.idle_writes += 1
-                if sh.idle_writes > UNSHADOW_AFTER:          # no longer a live PD
-                    self.counters["shadow.unshadow"] += 1
-                    self._drop(sh)
-                    changed = True
+                changed |= self._idle_write(sh)
         # (Walked without a copy: dropping entries changes no table's users.)
         for key, idx in self.pt_users.get(frame, ()):
             table = self.shadows[key].tables[idx]
@@ -288,6 +308,17 @@ class ShadowMmu:
         if changed:
             self.flush_tlb()
 
+    def _idle_write(self, sh):
+        """A traced write to the directory of a shadow the CPU is not walking:
+        after enough of them it is no longer a live address space (its frame
+        is being reused), and is dropped.  True if it was."""
+        sh.idle_writes += 1
+        if sh.idle_writes <= UNSHADOW_AFTER:
+            return False
+        self.counters["shadow.unshadow"] += 1
+        self._drop(sh)
+        return True
+
     def untrace(self, frame):
         """Stop treating `frame` as a page table (the guest is reusing it as
         data, e.g. zeroing it with a string instruction the VMM does not
@@ -295,6 +326,8 @@ class ShadowMmu:
         directory the CPU is walking right now, which cannot be dropped."""
         sh = self.pd_of.get(frame)
         if sh is self.current and sh is not None:
+            return False
+        if not self._pae_untrace(frame):
             return False
         if sh is not None:
             self._drop(sh)
@@ -323,6 +356,12 @@ class ShadowMmu:
                 users.discard((sh.key, idx))
                 if not users:
                     del self.pt_users[table.guest_pt]
+        for guest_pt, first in table.halves:
+            uses = self.pae.get(guest_pt)
+            if uses is not None:
+                uses.discard((PT, sh.key, idx, first))
+                if not uses:
+                    del self.pae[guest_pt]
         self.vmm.pool.give(table.pa)
 
     def _unmap(self, frame, spte):
