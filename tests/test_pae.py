@@ -178,3 +178,26 @@ def test_every_back_end_leaves_natives_log(backend):
 @pytest.mark.parametrize("backend", SHADOWING)
 def test_the_same_counters_every_run(backend):
     assert _run(backend)[1] == _run(backend)[1]
+
+
+# Execute-disable: the kernel sets EFER.NXE, marks a page XD and calls into it.
+NX = (TABLES.replace("mov eax, cr4", "mov ecx, 0xc0000080\nrdmsr\nor eax, 0x800\nwrmsr\n"
+                     "mov eax, cr4")
+      + """
+mov byte ptr [0x1f0000], 0xc3
+mov dword ptr [0x62000 + 0x1f0 * 8 + 4], 0x80000000
+invlpg [0x1f0000]
+mov eax, 0x1f0000
+call eax
+""" + A.exit_with(0))
+NX_FAULT = "pop ebx\nmov [0x5000], ebx\nmov eax, cr2\nmov [0x5004], eax\n" + A.exit_with(14)
+
+
+@pytest.mark.parametrize("backend", ["native", "hw-npt"])
+def test_execute_disable_where_the_cpu_walks_the_guests_tables(backend):
+    """A fetch from an XD page is #PF with I/D set (0x11), natively and under
+    nested paging, where the guest's EFER reaches the CPU as VM entry loads it."""
+    with Machine(create(backend)) as m:
+        m.boot(BootSpec(A.build(A.AsmGuest(body=NX, handlers={14: NX_FAULT}))))
+        out = m.run()
+        assert (out.exit_status, m.mem.u32(0x5000), m.mem.u32(0x5004)) == (14, 0x11, 0x1f0000)

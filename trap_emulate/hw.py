@@ -221,10 +221,12 @@ class Hw(Vmm):
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported) as exc:
             raise GuestStop(f"cannot emulate at {m.where()}: {exc or decoded.text()}") from None
-        if name == "wrmsr" and m.state.reg("ecx") in fastcall.MSRS:
+        if name == "wrmsr" and m.state.reg("ecx") in _GUEST_STATE_MSRS:
             # The VMCS guest-state area holds IA32_SYSENTER_CS/ESP/EIP and VM
             # entry loads them: the guest's SYSENTER and SYSEXIT, which do not
-            # exit, then use its own values.
+            # exit, then use its own values.  IA32_EFER too (the load-EFER
+            # entry control): under nested paging the CPU walks the guest's
+            # PAE tables with the guest's EFER.NXE.
             st = m.state
             m.write_msr(st.reg("ecx"), st.reg("edx") << 32 | st.reg("eax"))
         c = m.counters
@@ -294,6 +296,7 @@ class Hw(Vmm):
         return {}
 
 
+_GUEST_STATE_MSRS = frozenset(fastcall.MSRS) | {x86.MSR_EFER}
 _TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
 _HW_COUNTERS = Named("hw.")                 # what hw does without an exit -> its counter
 

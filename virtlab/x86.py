@@ -19,6 +19,7 @@ CR0_AM = 1 << 18
 CR4_PSE, CR4_PGE, CR4_TSD, CR4_DE = 1 << 4, 1 << 7, 1 << 2, 1 << 3
 CR4_PCE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_OSXSAVE = 1 << 8, 1 << 9, 1 << 10, 1 << 18
 CR4_PAE = 1 << 5
+MSR_EFER, EFER_NXE = 0xC0000080, 1 << 11     # execute-disable in PAE entries
 
 # Page-table entry bits (the low word of a PAE entry has the same)
 PTE_P, PTE_W, PTE_U = 1 << 0, 1 << 1, 1 << 2
