@@ -32,6 +32,10 @@ _W, _U, _D, _WP = x86.PTE_W, x86.PTE_U, x86.PTE_D, x86.CR0_WP
 class PaeShadowing:
     """ShadowMmu's part for PAE guests (self is the ShadowMmu)."""
 
+    # [tour trap 155, hw 115, bt 177] A PAE guest under a two-level shadow.
+    # The fill is the same; what a write to the guest's tables must drop is not: a
+    # directory entry covers half a shadow table, a page table half of one, and a
+    # kernel's directory may serve every address space.  Each frame is traced per use.
     def _fill_pae(self, linear, gpa, log, write, user, cr0):
         """fault() for a PAE guest, after its walk succeeded: trace the
         directory the walk went through, fill, and trace the page table."""
