@@ -23,7 +23,8 @@ from virtlab.errors import GuestStop
 from virtlab.memory import LinearView
 
 from . import memory as vmm_memory
-from .emulate import Unsupported, emulate_store
+from .emulate import Unsupported
+from .pt_store import emulate_store
 from .shadow import HIDDEN, TRACE, ShadowMmu, Violation
 
 # The real CR0 while the guest runs on shadow tables: protected mode and paging
