@@ -9,7 +9,7 @@ IA-32, so under `trap` (ring compression) they tell the truth about the real
 CPU: those are kept out of trap's comparison and checked against the
 documented difference instead (the Popek-Goldberg point).
 
-Also unit tests of virtlab.vmm.emulate.emulate_store and
+Also unit tests of virtlab.vmm.pt_store.emulate_store and
 virtlab.vmm.rings.compress with hand-computed expectations.
 """
 import functools
@@ -26,7 +26,8 @@ from virtlab.machine import BootSpec, Machine
 from virtlab.memmap import VMM_BASE_LINEAR
 from virtlab.native import Native
 from virtlab.vmm import rings, memory as vmm_memory
-from virtlab.vmm.emulate import Unsupported, emulate_store
+from virtlab.vmm.emulate import Unsupported
+from virtlab.vmm.pt_store import emulate_store
 from trap_emulate.hw import Hw, HwNpt
 from trap_emulate.trap import Trap
 
@@ -548,6 +549,57 @@ def test_emulate_store_refuses_other_instructions(code):
     with pytest.raises(Unsupported):
         emulate_store(decoded(code), st, mem, 0x100)
     assert bytes(mem.view) == before and st.eip == 0x100000
+
+
+def test_emulate_store_lock_prefixed_or():
+    """capstone names it "lock or": chosen by instruction id, it is emulated."""
+    mem, st = FakeMem(), FakeState(eax=0x7000)
+    mem.view[0x7000:0x7004] = (0x00400007).to_bytes(4, "little")
+    assert emulate_store(decoded(b"\xf0\x83\x08\x20"), st, mem, 0x7000) == 4  # lock or [eax], 0x20
+    assert int.from_bytes(mem.view[0x7000:0x7004], "little") == 0x00400027
+
+
+def test_emulate_store_btr_sets_carry_to_the_old_bit():
+    mem, st = FakeMem(), FakeState(eax=0x7000, eflags=0x2 | x86.ZF)
+    mem.view[0x7000:0x7004] = (0x00400027).to_bytes(4, "little")
+    # lock btr dword ptr [eax], 5
+    assert emulate_store(decoded(b"\xf0\x0f\xba\x30\x05"), st, mem, 0x7000) == 4
+    assert int.from_bytes(mem.view[0x7000:0x7004], "little") == 0x00400007
+    assert st.flags == 0x2 | x86.ZF | x86.CF                      # ZF left as it was
+
+
+def test_emulate_store_cmpxchg_compares_as_cmp():
+    mem, st = FakeMem(), FakeState(eax=0x00400027, ecx=0x00400007, ebx=0x7000)
+    mem.view[0x7000:0x7004] = (0x00400027).to_bytes(4, "little")
+    # lock cmpxchg [ebx], ecx: equal, the source is stored
+    assert emulate_store(decoded(b"\xf0\x0f\xb1\x0b"), st, mem, 0x7000) == 4
+    assert int.from_bytes(mem.view[0x7000:0x7004], "little") == 0x00400007
+    assert st.flags == 0x2 | x86.ZF | x86.PF_FLAG
+    st = FakeState(eax=0x00400027, ecx=1, ebx=0x7000)
+    # not equal (0x400027 - 0x400007 = 0x20): the entry goes to EAX, no borrow
+    assert emulate_store(decoded(b"\x0f\xb1\x0b"), st, mem, 0x7000) == 4
+    assert st.regs["eax"] == 0x00400007 and st.flags == 0x2
+    assert int.from_bytes(mem.view[0x7000:0x7004], "little") == 0x00400007
+
+
+def test_emulate_store_cmpxchg8b_swaps_a_64_bit_entry():
+    mem = FakeMem()
+    mem.view[0x7000:0x7008] = (0x1_00400027).to_bytes(8, "little")
+    st = FakeState(eax=0x00400027, edx=1, ebx=0x00500007, ecx=0, esi=0x7000,
+                   eflags=0x2 | x86.CF)
+    # lock cmpxchg8b qword ptr [esi]
+    assert emulate_store(decoded(b"\xf0\x0f\xc7\x0e"), st, mem, 0x7000) == 8
+    assert int.from_bytes(mem.view[0x7000:0x7008], "little") == 0x00500007
+    assert st.flags == 0x2 | x86.CF | x86.ZF                      # only ZF changes
+    st = FakeState(eax=0, edx=0, ebx=1, ecx=1, esi=0x7000)
+    assert emulate_store(decoded(b"\x0f\xc7\x0e"), st, mem, 0x7000) == 8
+    assert (st.regs["edx"], st.regs["eax"]) == (0, 0x00500007) and not st.flags & x86.ZF
+
+
+def test_emulate_store_refuses_a_store_across_a_page():
+    mem, st = FakeMem(), FakeState(eax=0x7ffe, ecx=1)
+    with pytest.raises(Unsupported):
+        emulate_store(decoded(b"\x89\x08"), st, mem, 0x7ffe)           # mov [eax], ecx
 
 
 # -- unit: compress -------------------------------------------------------------------
