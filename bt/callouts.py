@@ -183,10 +183,11 @@ class Callouts:
         except GuestMemoryFault as fault:
             self._at_guest(c.site.guest)
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
-        if cs & 3 == 0:
+        if cs & 3 == 0 and not (far_iret and eflags & x86.VM):
             # Emulated, or a fault of the guest's instruction: either way from
             # its own address.  (The way out to user code below runs the
-            # instruction itself, in the TC, and needs no guest EIP.)
+            # instruction itself, in the TC, and needs no guest EIP; so does
+            # the way into virtual-8086 code, whose CS is a paragraph number.)
             self._at_guest(c.site.guest)
             extra = 0 if far_iret else self._decoded(c).insn.operands[0].imm \
                 if self._decoded(c).insn.operands else 0

@@ -200,7 +200,7 @@ class InterruptPath:
             if eflags is None:
                 eflags = state.eflags()
             if eflags & _VM:
-                self._from_vm86(ev)
+                return self._deliver_from_vm86(state, ev, eflags, r, key)
             pushed = eflags if self._frame_flags is None else self._frame_flags(eflags)
             # (QEMU keeps a selector in 32 bits, of which the high 16 are 0.)
             esp, eip, cs, ss, ss_base = state.frame_regs()
@@ -249,16 +249,36 @@ class InterruptPath:
         except (DeliveryFault, GuestMemoryFault) as fault:
             self._escalate(state, _chain or [ev], fault, eflags)
 
-    def _from_vm86(self, ev):
-        """An event in virtual-8086 code.  Its delivery pushes the data
-        segments too, loads them null and leaves 16-bit execution, which
-        the CPU model keeps in state this machine does not write (the
-        README's limitations): the run ends here rather than in a handler
-        run as 16-bit code."""
-        what = "int %#x" % ev.vector if ev.software else \
-            x86.VECTOR_NAMES.get(ev.vector, str(ev.vector))
-        raise GuestStop(f"{self.who}virtual-8086 mode is not supported: {what} in "
-                        f"virtual-8086 code at {self._where()}")
+    def _deliver_from_vm86(self, state, ev, eflags, r, key):
+        """deliver() of an event in virtual-8086 code (SDM vol. 3, 20.3.1.1):
+        the handler must be at ring 0 (else #GP with its code segment); the
+        frame holds the data segments too, after SS, and they are loaded
+        null; the CPU leaves 16-bit execution (StateArea.leave_vm86).  A
+        handler whose code or stack segment is not flat 32-bit is not
+        supported (the README's limitations)."""
+        if r.new_cpl != 0:
+            raise DeliveryFault(x86.GP, r.cs_cache[0] & ~3,
+                                "the handler of an event in virtual-8086 code is not at ring 0")
+        if state.layout.vm86_mode is None or r.inner_image is None or r.ss_base \
+                or not r.cs_cache[3] & r.ss_cache[3] & x86.DESC_B:
+            what = "int %#x" % ev.vector if ev.software else \
+                x86.VECTOR_NAMES.get(ev.vector, str(ev.vector))
+            raise GuestStop(f"{self.who}{what} in virtual-8086 code at {self._where()}: "
+                            f"its handler's segments are not flat 32-bit ones (not supported)")
+        pushed = eflags if self._frame_flags is None else self._frame_flags(eflags)
+        esp, eip, cs, ss, _ = state.frame_regs()
+        frame = (eip, cs, pushed, esp, ss) + tuple(state.seg_selector(name)
+                                                   for name in ("es", "ds", "fs", "gs"))
+        if ev.error_code is not None:
+            frame = (ev.error_code,) + frame
+        esp = (self.mem.words[r.esp_word] - 4 * len(frame)) & 0xFFFFFFFF
+        self._push(key, esp, frame)
+        if ev.cr2 is not None:
+            self.cpu.set_cr2(ev.cr2)
+        kept = r.flags_kept
+        eflags = eflags & kept if self._entry_flags is None else self._entry_flags(eflags, kept)
+        state.enter_handler(r.inner_image, r.ss_dpl, esp, r.offset, eflags)
+        state.leave_vm86()
 
     def _escalate(self, state, chain, fault, eflags):
         """Delivering the last event of `chain` faulted with `fault`: deliver
@@ -387,7 +407,7 @@ def _resolve(cpu, mem, vector, software, cpl):
                  *extra)
 
 
-_FRAMES = {n: struct.Struct(f"<{n}I") for n in range(3, 7)}
+_FRAMES = {n: struct.Struct(f"<{n}I") for n in range(3, 11)}   # (10: VM86, an error code)
 
 
 def _u32s(values):

@@ -84,6 +84,9 @@ class Layout:
     old_exception: int   # QEMU's "exception in flight" (-1 when none)
     flags: "FlagOffsets" = None
     header: int = 0      # bytes of uc_context header before the CPU state
+    # The hflags bits of the execution mode that leaving virtual-8086 mode
+    # changes, and their value in flat 32-bit protected mode (None: not found)
+    vm86_mode: tuple = None
 
 
 @dataclass(frozen=True)
@@ -487,6 +490,17 @@ class StateArea:
         w[self._cc_op] = self._cc_op_eflags
         self.wi[self._df] = -1 if eflags & _DF else 1
 
+    def leave_vm86(self):
+        """The rest of an event's delivery out of virtual-8086 code, after
+        enter_handler: QEMU's mode bits of hflags as for the flat 32-bit
+        handler (32-bit code and stack, no segment base to add), and DS, ES,
+        FS and GS null, as the CPU loads them (SDM vol. 3, 20.3.1.1)."""
+        mask, flat = self.layout.vm86_mode
+        w, hf = self.w, self._hflags
+        w[hf] = (w[hf] & ~mask) | flat
+        for name in ("es", "ds", "fs", "gs"):
+            self.set_segment(name, 0, 0, 0, 0)
+
     def set_segment(self, name, selector, base, limit, flags):
         """Write a segment register (selector and hidden part).  For SS this is
         also where the privilege level changes: QEMU keeps the CPL in hflags and
@@ -676,14 +690,20 @@ def _run_events(uc):
             uc_.reg_write(X.UC_X86_REG_EIP, uc_.reg_read(X.UC_X86_REG_EIP) + mov_ds_len)
         if intno == 0x42:
             uc_.emu_stop()
+    _run_scratch(uc, on_intr)
+    if set(shots) != {"before", x86.GP, 0x41, 0x42}:
+        raise CalibrationError("calibration guest did not raise the expected events: %r" % sorted(map(str, shots)))
+    return shots
+
+
+def _run_scratch(uc, on_intr):
+    """Run the scratch CPU's code at 0x20000 (64 instructions at most) with
+    `on_intr` as its interrupt hook."""
     h = uc.hook_add(UC_HOOK_INTR, on_intr)
     try:
         uc.emu_start(0x20000, 0, count=64)
     finally:
         uc.hook_del(h)
-    if set(shots) != {"before", x86.GP, 0x41, 0x42}:
-        raise CalibrationError("calibration guest did not raise the expected events: %r" % sorted(map(str, shots)))
-    return shots
 
 
 def _diff_u32(a, b, pred):
@@ -725,9 +745,37 @@ def _calibrate():
     flags = _calibrate_flags(_scratch_cpu())
     lay = Layout(size=size, gpr=gpr, eip=eip, cr=cr, seg=seg, gdt=seg.pop("gdt"),
                  idt=seg.pop("idt"), hflags=hflags, error_code=error_code,
-                 is_int=is_int, old_exception=old_exc, flags=flags, header=_Scan.data)
+                 is_int=is_int, old_exception=old_exc, flags=flags, header=_Scan.data,
+                 vm86_mode=_calibrate_vm86(_scratch_cpu(), hflags))
     verify(uc, lay)
     return lay
+
+
+def _calibrate_vm86(uc, hflags):
+    """Enter virtual-8086 mode by a real `iretd` and take the #GP of an `int`
+    there (IOPL 0): the hflags bits other than the CPL that differ from flat
+    32-bit protected mode are QEMU's execution mode (32-bit code, 32-bit
+    stack, segment bases added), which a delivery out of VM86 must set as
+    for its handler.  (mask, flat 32-bit value), or None unless exactly
+    three bits differ (VM86 events then end the run)."""
+    from .assembler import engine
+    frame = "push 0\npush 0\npush 0x800\npush 0\npush 0x600\npush 0x100\n" \
+            "push 0x20002\npush 0x700\npush 0\niretd\n"       # GS..ES, SS:SP, EFLAGS.VM, CS:IP
+    code, _ = engine().asm(frame, 0x20000)
+    uc.mem_write(0x20000, bytes(code))
+    uc.mem_write(0x7000, b"\xcd\x43")                          # int 0x43
+    uc.reg_write(X.UC_X86_REG_ESP, 0x9F000)
+    shots = [_snapshot(uc)]
+
+    def on_intr(uc_, intno, _):
+        shots.append(_snapshot(uc_))
+        uc_.emu_stop()
+    _run_scratch(uc, on_intr)
+    if len(shots) != 2:
+        return None
+    flat, vm86 = (_U32.unpack_from(shot, hflags)[0] for shot in shots)
+    mask = (flat ^ vm86) & ~3
+    return (mask, flat & mask) if bin(mask).count("1") == 3 and vm86 & 3 == 3 else None
 
 
 def _calibrate_flags(uc):

@@ -293,9 +293,6 @@ class RingCompressedVmm(Vmm):
         except GuestMemoryFault:
             raise NotPrivileged() from None
         eip, cs = frame[0], frame[1] & 0xFFFF
-        if far_iret and frame[2] & x86.VM:
-            raise GuestStop(f"{self.name}: an iret to virtual-8086 mode at "
-                            f"{self.machine.where()}: virtual-8086 mode is not supported")
         if cs & 3 != 0:
             raise NotPrivileged()
         self._load_segment("cs", cs)
