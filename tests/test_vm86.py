@@ -165,3 +165,18 @@ def test_a_task_given_iopl_3_runs_its_sensitive_instructions(backend):
         out = m.run()
         assert out.ok and out.exit_status == 0x81, out.reason
         assert (m.mem.u32(0x5004), m.mem.u32(0x5008) & 0xFFFF) == (0xE, 0x3202)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_port_io_in_the_task_is_decided_by_the_bitmap_alone(backend):
+    """In virtual-8086 code the TSS's I/O bitmap decides, whatever IOPL: at
+    IOPL 3, with no bitmap (asmguest's TSS has none), `out` is #GP(0)."""
+    task = bytes([0xB0, 0x01, 0xE6, 0x80, 0xF4])         # mov al, 1; out 0x80, al; hlt
+    gp = ("mov bx, 0x10\nmov ds, bx\nmov ebx, [esp]\nmov [0x5000], ebx\n"
+          "mov ebx, [esp + 4]\nmov [0x5004], ebx\n" + A.exit_with(13))
+    guest = A.AsmGuest(body=_enter(task, 0x23202), handlers={13: gp})
+    with Machine(create(backend)) as m:
+        m.boot(BootSpec(A.build(guest)))
+        out = m.run()
+        assert out.ok and out.exit_status == 13, out.reason
+        assert (m.mem.u32(0x5000), m.mem.u32(0x5004)) == (0, 2)     # #GP(0) at the out

@@ -11,6 +11,7 @@ import sys
 from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
 
+from . import x86
 from .errors import GuestStop
 
 GROUP = "virtlab.backends"
@@ -105,9 +106,10 @@ class Backend(ABC):
     def io_permitted(self, port, size):
         """The I/O permission check (SDM vol. 1, 18.5): allowed when CPL <=
         IOPL, else only if the TSS I/O bitmap clears every byte of the access.
+        In virtual-8086 code the bitmap alone decides (vol. 3, 20.2.8.1).
         The state area has been saved."""
         st = self.machine.state
-        if st.cpl <= st.iopl:
+        if st.cpl <= st.iopl and not st.system_flags() & x86.VM:
             return True
         tss, limit = st.seg_base_of("tr"), st.seg_limit_of("tr")
         return io_bitmap_allows(self.guest_view(), tss, limit, port, size)

@@ -52,6 +52,7 @@ _reg_read = c_entry("uc_reg_read")
 _ctl = c_entry("uc_ctl")
 _EIP_ID = ctypes.c_int(X.UC_X86_REG_EIP)
 _CS_ID = ctypes.c_int(X.UC_X86_REG_CS)
+_EFLAGS_ID = ctypes.c_int(X.UC_X86_REG_EFLAGS)
 _DR_FIXED_ONES = {6: 0xFFFF0FF0, 7: 0x400}   # read as 1 in DR6 and DR7 (SDM vol. 3, 18.2)
 _PAGING_IDS = tuple(ctypes.c_int(r) for r in (X.UC_X86_REG_CR0, X.UC_X86_REG_CR3,
                                                 X.UC_X86_REG_CR4))
@@ -375,7 +376,13 @@ class Machine:
     def live_cpl(self):
         """The CPL of the live CPU (from a hook that did not save it)."""
         _reg_read(self.uc._uch, _CS_ID, self._cs_ref)
-        return self._cs_reg.value & 3
+        cpl = self._cs_reg.value & 3
+        if cpl != 3:
+            # In virtual-8086 mode CS holds a paragraph number and the CPL is 3.
+            _reg_read(self.uc._uch, _EFLAGS_ID, self._cs_ref)
+            if self._cs_reg.value & x86.VM:
+                return 3
+        return cpl
 
     def live_view(self):
         """Guest-virtual memory through the live CPU's paging registers, for a

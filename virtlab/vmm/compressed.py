@@ -247,8 +247,10 @@ class RingCompressedVmm(Vmm):
 
     def io_permitted(self, port, size):
         """Ring compression: the check is made against the guest's own view,
-        its virtual IOPL and the TSS its `ltr` named."""
-        if self.machine.state.cpl != 3 or self.vcpu.iopl == 3:
+        its virtual IOPL and the TSS its `ltr` named (in virtual-8086 code
+        the bitmap alone)."""
+        st = self.machine.state
+        if st.cpl != 3 or (self.vcpu.iopl == 3 and not st.system_flags() & x86.VM):
             return True
         sel, base, limit = self.vcpu.tr
         return io_bitmap_allows(self.guest_view(), base, limit, port, size)
