@@ -20,7 +20,7 @@ from capstone import x86_const as C
 
 from virtlab import x86
 from virtlab.counters import Named
-from virtlab.delivery import DeliveryFault, Event
+from virtlab.delivery import DeliveryFault, Event, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
 from virtlab.tsc import MSR_TSC_AUX
@@ -230,6 +230,8 @@ class Callouts:
                 self.m.counters["reflect.syscall"] += 1
                 return
             selector, offset = _far_pointer(decoded, st, view)
+            if not selector & 4:
+                _check_far_target(view, bt.view.gdtr(), selector, self.m)
             if decoded.insn.id == C.X86_INS_LCALL or decoded.insn.id == C.X86_INS_CALL:
                 esp = (st.reg("esp") - 8) & 0xFFFFFFFF
                 view.write((st.seg_base_of("ss") + esp) & 0xFFFFFFFF,
@@ -397,6 +399,19 @@ class Callouts:
             return walk(self.m.mem, v.cr0, v.cr3, v.cr4, linear, True, False)
         except GuestMemoryFault:
             return None
+
+
+def _check_far_target(view, gdtr, selector, machine):
+    """A far jmp or call must name a present code segment (or a call gate,
+    taken before): a task switch is not supported, anything else raises the
+    CPU's #GP or #NP with the selector (DeliveryFault)."""
+    if gates.switches_tasks(view, gdtr, selector):
+        raise GuestStop(f"bt: a task switch at {machine.where()}: not supported")
+    _, hi = read_descriptor(view, gdtr, selector)
+    if not hi & x86.DESC_S or not hi & x86.DESC_CODE:
+        raise DeliveryFault(x86.GP, selector & 0xFFFC, f"far transfer to {selector:#x}: no code segment")
+    if not hi & x86.DESC_P:
+        raise DeliveryFault(x86.NP, selector & 0xFFFC, f"far transfer to {selector:#x}: not present")
 
 
 def _far_pointer(decoded, state, view):

@@ -573,3 +573,61 @@ def test_pae_paging_is_native_or_refused_with_its_reason(backend):
         assert got == want
     else:
         assert "PAE" in out.reason, out.reason
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("gtype, named", [(x86.GATE_TASK, "task gate"), (0x6, "16-bit interrupt gate")])
+def test_a_gate_the_platform_does_not_take_ends_the_run_with_its_reason(backend, gtype, named):
+    """A task gate (a hardware task switch) or a 16-bit gate in the IDT: the
+    CPU would take it, virtlab does not, so the run ends naming it, rather
+    than the guest getting a #GP its CPU would never raise."""
+    lo, hi = struct.unpack("<II", x86.make_gate(A.TSS_SEL, 0, gtype, 0))
+    at = A.IDT + 0x80 * 8
+    body = f"mov dword ptr [{at:#x}], {lo:#x}\nmov dword ptr [{at + 4:#x}], {hi:#x}\nint 0x80\n"
+    img = A.build(A.AsmGuest(body=body + A.exit_with(0), handlers={13: A.exit_with(13)}))
+    with Machine(B.create(backend)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+    assert not out.ok and named in out.reason and "not supported" in out.reason, out.reason
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("selector", [A.TSS_SEL, A.KDATA, 0x48])
+def test_a_far_jump_to_no_code_segment_is_gp_with_the_selector(backend, selector):
+    """To the busy TSS (the one `ltr` loaded), a data segment, or beyond the
+    GDT: #GP(selector), not a task switch or a code segment made of the
+    descriptor."""
+    gp = "mov eax, [esp]\nmov [0x5000], eax\n" + A.exit_with(13)
+    img = A.build(A.AsmGuest(body=f"ljmp {selector:#x}:0\n" + A.exit_with(0), handlers={13: gp}))
+    want = _native_log(img)
+    assert want[0] == 13 and struct.unpack_from("<I", want[1])[0] == selector
+    assert _log(backend, img) == want
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_a_far_jump_to_an_available_tss_switches_tasks_or_says_why_not(backend):
+    """A hardware task switch: the CPU model's own under native; a back end
+    either does what native does or ends the run naming the task switch."""
+    lo, hi = struct.unpack("<II", x86.make_segment(0x60000, 0x67, 0x89, 0x0))
+    body = (f"mov dword ptr [{A.GDT + 0x40:#x}], {lo:#x}\n"
+            f"mov dword ptr [{A.GDT + 0x44:#x}], {hi:#x}\n"
+            f"mov word ptr [{A.GDT + 0xF00:#x}], 0x47\nlgdt [{A.GDT + 0xF00:#x}]\n"
+            # The new task's state: EIP at the code of "vector 0x90", flat segments.
+            + "".join(f"mov dword ptr [{0x60000 + off:#x}], {value:#x}\n" for off, value in (
+                (0x20, A.HANDLERS + 0x90 * 0x100), (0x24, 0x2), (0x38, 0x9E000), (0x48, A.KDATA),
+                (0x4C, A.KCODE), (0x50, A.KDATA), (0x54, A.KDATA), (0x58, A.KDATA),
+                (0x5C, A.KDATA)))
+            + "ljmp 0x40:0\n" + A.exit_with(1))
+    gp = "mov eax, [esp]\nmov [0x5000], eax\n" + A.exit_with(13)
+    img = A.build(A.AsmGuest(body=body, handlers={13: gp, 0x90: A.exit_with(7)}))
+    with Machine(B.create("native")) as m:
+        m.boot(BootSpec(img))
+        want = m.run(), m.mem.read(0x5000, 4)
+    assert want[0].ok and want[0].exit_status == 7       # natively it ran the new task
+    with Machine(B.create(backend)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+        if out.ok:
+            assert (out.exit_status, m.mem.read(0x5000, 4)) == (want[0].exit_status, want[1])
+        else:
+            assert "task switch" in out.reason and "not supported" in out.reason, out.reason

@@ -31,7 +31,7 @@ from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.intercept import EMULATED, RAISED
 from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported
-from virtlab.vmm.gates import far_target, is_far_transfer, task_return
+from virtlab.vmm.gates import far_target, is_far_transfer, switches_tasks, task_return
 from virtlab.vmm.monitor import Vmm
 from virtlab.vmm.paging import NestedPaging
 
@@ -268,11 +268,7 @@ class Hw(Vmm):
             return
         if target & 4:
             raise GuestStop(f"far transfer through the LDT at {m.where()}: not supported by this VMM")
-        try:
-            d = read_descriptor(self.guest_view(), m.state.table("gdt"), target)
-        except DeliveryFault:
-            return                   # the CPU raises the #GP itself
-        if not d[1] & x86.DESC_S and (d[1] >> 8) & 0xF in _TASK_TYPES:
+        if switches_tasks(self.guest_view(), m.state.table("gdt"), target):
             raise GuestStop(f"task switch at {m.where()}: not supported by this VMM")
 
     # [tour hw 140] CPUID always exits on VT-x.
@@ -297,7 +293,6 @@ class Hw(Vmm):
 
 
 _GUEST_STATE_MSRS = frozenset(fastcall.MSRS) | {x86.MSR_EFER}
-_TASK_TYPES = (0x1, 0x3, 0x5, 0x9, 0xB)     # 16/32-bit TSS (available, busy), task gate
 _HW_COUNTERS = Named("hw.")                 # what hw does without an exit -> its counter
 
 

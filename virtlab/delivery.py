@@ -132,6 +132,16 @@ def read_descriptor(view, gdtr, selector):
     return x86.split_descriptor(raw)
 
 
+# Gates the CPU takes and virtlab does not: a task gate switches tasks (the
+# whole register state to and from TSSs), a 16-bit gate pushes a 16-bit frame.
+_UNSUPPORTED_GATES = {x86.GATE_TASK: "a task gate (a hardware task switch)",
+                      0x6: "a 16-bit interrupt gate", 0x7: "a 16-bit trap gate"}
+
+
+class UnsupportedGate(Exception):
+    """An IDT gate of a kind the CPU takes but this delivery does not."""
+
+
 def read_gate(view, idtr, vector):
     base, limit = idtr
     if vector * 8 + 7 > limit:
@@ -310,7 +320,10 @@ class InterruptPath:
         if r is not None and r.check() == r.expected:
             return r
         cpl = self.cpu.cpl()
-        r = _resolve(self.cpu, self.mem, vector, software, cpl)
+        try:
+            r = _resolve(self.cpu, self.mem, vector, software, cpl)
+        except UnsupportedGate as gate:
+            raise GuestStop(f"{self.who}{gate} at {self._where()}: not supported") from None
         # What loading its segments writes into the state area, made once.
         r = dataclasses.replace(r, image=state.segment_image(r.cs_cache),
                                 inner_image=r.ss_cache and state.segment_image(r.cs_cache, r.ss_cache),
@@ -385,8 +398,10 @@ def _resolve(cpu, mem, vector, software, cpl):
         raise DeliveryFault(x86.GP, vector * 8 + 2, f"int {vector:#x} gate DPL {gdpl} < CPL {cpl}")
     if not present:
         raise DeliveryFault(x86.NP, vector * 8 + 2, f"vector {vector} gate not present")
+    if gtype in _UNSUPPORTED_GATES:
+        raise UnsupportedGate(f"vector {vector:#x} through {_UNSUPPORTED_GATES[gtype]}")
     if gtype not in (x86.GATE_INTR32, x86.GATE_TRAP32):
-        raise DeliveryFault(x86.GP, vector * 8 + 2, f"vector {vector}: unsupported gate type {gtype:#x}")
+        raise DeliveryFault(x86.GP, vector * 8 + 2, f"vector {vector}: not a gate (type {gtype:#x})")
     cs_lo, cs_hi = read_descriptor(view, gdtr, selector)
     if not cs_hi & x86.DESC_CODE or not cs_hi & x86.DESC_P:
         raise DeliveryFault(x86.GP, selector & ~3, f"gate selector {selector:#x} is not a present code segment")

@@ -91,6 +91,10 @@ class RingCompressedVmm(Vmm):
         m = self.machine
         if decoded is None or not gates.is_far_transfer(decoded.insn):
             return False
+        target = gates.far_target(decoded, m.state, self.guest_view())
+        if target is not None and not target & 4 and \
+                gates.switches_tasks(self.guest_view(), self.vcpu.gdtr, target):
+            raise GuestStop(f"{self.name}: a task switch at {m.where()}: not supported")
         try:
             if not gates.through_call_gate(self.view, m.state, self.guest_view(), decoded):
                 return False

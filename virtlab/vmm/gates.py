@@ -55,6 +55,21 @@ def far_target(decoded, state, view):
     return None
 
 
+# System descriptors a far jmp or call switches tasks through: an available
+# 16- or 32-bit TSS, or a task gate.  (To a busy TSS it raises #GP.)
+_TASK_SWITCH_TYPES = (0x1, 0x9, 0x5)
+
+
+def switches_tasks(view, gdtr, selector):
+    """Whether a far jmp or call to `selector` (in the GDT) is a hardware task
+    switch.  False for a selector the CPU refuses (beyond the limit: #GP)."""
+    try:
+        _, hi = read_descriptor(view, gdtr, selector)
+    except DeliveryFault:
+        return False
+    return not hi & x86.DESC_S and (hi >> 8) & 0xF in _TASK_SWITCH_TYPES
+
+
 def through_call_gate(cpu, state, view, decoded):
     """Perform the far call or jmp at EIP if it names a 32-bit call gate in the
     guest's GDT; False if it does not (the #GP is then the guest's own).
