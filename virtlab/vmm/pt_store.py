@@ -35,7 +35,15 @@ def emulate_store(decoded, state, mem, gpa):
     if (gpa & 0xFFF) + size > x86.PAGE_SIZE:
         raise Unsupported(f"store across a page boundary by '{decoded.text()}'")
     if insn.id == C.X86_INS_MOV:
-        new = _moved(insn, ops, state)
+        # A store of an immediate (the commonest, a kernel setting an entry
+        # to a constant) is worked out once per decoded instruction: the
+        # value is a function of its bytes (decode.Insn.memo).
+        memo = getattr(insn, "memo", None)
+        new = None if memo is None else memo.get("store_imm")
+        if new is None:
+            new = operand_value(insn, ops[1], state, None)
+            if memo is not None and ops[1].type == C.X86_OP_IMM:
+                memo["store_imm"] = new
     else:
         perform = _READ_MODIFY_WRITE.get(insn.id)
         if perform is None:
@@ -45,19 +53,6 @@ def emulate_store(decoded, state, mem, gpa):
     mem.view[gpa:gpa + size] = (new & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
     state.eip = state.eip + decoded.size
     return size
-
-
-def _moved(insn, ops, state):
-    # A store of an immediate (the commonest, a kernel setting an entry to a
-    # constant) is worked out once per decoded instruction: the value is a
-    # function of its bytes (decode.Insn.memo).
-    memo = getattr(insn, "memo", None)
-    new = None if memo is None else memo.get("store_imm")
-    if new is None:
-        new = operand_value(insn, ops[1], state, None)
-        if memo is not None and ops[1].type == C.X86_OP_IMM:
-            memo["store_imm"] = new
-    return new
 
 
 def _xchg(insn, ops, state, old, size):

@@ -248,7 +248,8 @@ class ShadowMmu(PaeShadowing):
     def protected(self, frame):
         """No shadow may map `frame` writable: it is a page table, or a back end
         watches it."""
-        return self.traced(frame) or frame in self.watched
+        return (frame in self.pd_of or frame in self.pt_users or frame in self.pae
+                or frame in self.watched)
 
     def watch(self, frame, on_write):
         """Call on_write(frame) before the guest next writes the guest frame,
