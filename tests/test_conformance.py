@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import pytest
 
+import pae_guest
 import runs
 import virtlab
 from analysis.profile import family_of
@@ -524,29 +525,7 @@ def test_an_event_in_virtual_8086_code_reaches_the_kernel_as_natively(backend):
 # PAE paging, turned on by the guest kernel: linear 0-2 MiB through a page table
 # of 4 KiB pages (0x20000 left out), 2-4 MiB as one 2 MiB page; then a system
 # call from user code and a page fault, both delivered through the PAE tables.
-_PAE_BODY = """
-mov dword ptr [0x60000], 0x61001
-mov dword ptr [0x61000], 0x62007
-mov dword ptr [0x61008], 0x200087
-xor ecx, ecx
-fill:
-mov eax, ecx
-shl eax, 12
-or eax, 7
-mov [0x62000 + ecx*8], eax
-inc ecx
-cmp ecx, 512
-jne fill
-mov dword ptr [0x62000 + 0x20 * 8], 0
-mov eax, 0x60000
-mov cr3, eax
-mov eax, cr4
-or eax, 0x20
-mov cr4, eax
-mov eax, cr0
-or eax, 0x80000000
-mov cr0, eax
-"""
+_PAE_BODY = pae_guest.tables_on("mov dword ptr [0x62000 + 0x20 * 8], 0")
 
 
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)

@@ -15,25 +15,14 @@ import struct
 
 import pytest
 
+import pae_guest
 from virtlab import asmguest as A
 from virtlab.backend import create
 from virtlab.machine import BootSpec, Machine
 
 SHADOWING = ("trap", "hw", "bt")
 
-TABLES = """
-mov dword ptr [0x60000], 0x61001
-mov dword ptr [0x61000], 0x62007
-mov dword ptr [0x61008], 0x200087
-xor ecx, ecx
-fill:
-mov eax, ecx
-shl eax, 12
-or eax, 7
-mov [0x62000 + ecx*8], eax
-inc ecx
-cmp ecx, 512
-jne fill
+TABLES = pae_guest.tables_on("""
 mov dword ptr [0x62000 + 0x1f2 * 8], 0x1f2005
 mov dword ptr [0x60020], 0x63001
 mov dword ptr [0x63000], 0x62007
@@ -41,16 +30,7 @@ mov dword ptr [0x63008], 0x400087
 mov dword ptr [0x64000], 0x400087
 mov dword ptr [0x1f0000], 0xaaaa0000
 mov dword ptr [0x1f1000], 0xbbbb1111
-mov dword ptr [0x300000], 0xcccc2222
-mov eax, 0x60000
-mov cr3, eax
-mov eax, cr4
-or eax, 0x20
-mov cr4, eax
-mov eax, cr0
-or eax, 0x80010000
-mov cr0, eax
-"""
+mov dword ptr [0x300000], 0xcccc2222""", cr0_bits=0x80010000)
 TESTS = """
 mov eax, [0x1f0000]
 mov [0x5000], eax

@@ -141,10 +141,7 @@ def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
         raise GuestMemoryFault(linear, err)
     if pde & _PS and cr4 & _PSE:
         _check(pde, pde, cr0, write, user, linear, err)
-        flags = _A | (_D if write else 0)
-        if pde & flags != flags:
-            pde |= flags
-            words[pde_pa >> 2] = pde
+        pde = _mark(words, pde_pa, pde, write)
         if log is not None:
             log.append((pde_pa, pde))
         pa = (pde & 0xFFC00000) | (linear & 0x3FFFFF)
@@ -157,17 +154,28 @@ def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
             raise GuestMemoryFault(linear, err)
         if (write or user) and (pde & pte & 6) != 6:
             _check(pde, pte, cr0, write, user, linear, err)
-        if not pde & _A:
-            pde |= _A
-            words[pde_pa >> 2] = pde
-        flags = _A | (_D if write else 0)
-        if pte & flags != flags:
-            pte |= flags
-            words[pte_pa >> 2] = pte
-        if log is not None:
-            log.append((pde_pa, pde))
-            log.append((pte_pa, pte))
-        pa = (pte & _FRAME) | (linear & 0xFFF)
+        return _through_table(mem, pde_pa, pde, pte_pa, pte, linear, write, err, log)
+    if pa >= mem.size:
+        raise GuestMemoryFault(linear, err | _PF_P)
+    return pa
+
+
+def _through_table(mem, pde_pa, pde, pte_pa, pte, linear, write, err, log):
+    """The end of a walk through a page table, two-level or PAE (the low
+    words of the entries): the accessed bits, and the dirty bit of a write,
+    set as the CPU sets them; the entries logged; the physical address."""
+    words = mem.words
+    if not pde & _A:
+        pde |= _A
+        words[pde_pa >> 2] = pde
+    flags = _A | (_D if write else 0)          # (_mark(), inline: every fill walks here)
+    if pte & flags != flags:
+        pte |= flags
+        words[pte_pa >> 2] = pte
+    if log is not None:
+        log.append((pde_pa, pde))
+        log.append((pte_pa, pte))
+    pa = (pte & _FRAME) | (linear & 0xFFF)
     if pa >= mem.size:
         raise GuestMemoryFault(linear, err | _PF_P)
     return pa
@@ -199,10 +207,7 @@ def walk_pae(mem, cr0, cr3, linear, write=False, user=False, log=None):
         log.append((pdpte_pa, pdpte))
     if pde & _PS:
         _check(pde, pde, cr0, write, user, linear, err)
-        flags = _A | (_D if write else 0)
-        if pde & flags != flags:
-            pde |= flags
-            words[pde_pa >> 2] = pde
+        pde = _mark(words, pde_pa, pde, write)
         pa = (pde & 0xFFE00000) | (linear & 0x1FFFFF)
         if log is not None:
             log.append((pde_pa, pde))
@@ -212,20 +217,20 @@ def walk_pae(mem, cr0, cr3, linear, write=False, user=False, log=None):
         if not pte & _P:
             raise GuestMemoryFault(linear, err)
         _check(pde, pte, cr0, write, user, linear, err)
-        if not pde & _A:
-            pde |= _A
-            words[pde_pa >> 2] = pde
-        flags = _A | (_D if write else 0)
-        if pte & flags != flags:
-            pte |= flags
-            words[pte_pa >> 2] = pte
-        if log is not None:
-            log.append((pde_pa, pde))
-            log.append((pte_pa, pte))
-        pa = (pte & _FRAME) | (linear & 0xFFF)
+        return _through_table(mem, pde_pa, pde, pte_pa, pte, linear, write, err, log)
     if pa >= mem.size:
         raise GuestMemoryFault(linear, err | _PF_P)
     return pa
+
+
+def _mark(words, pa, entry, write):
+    """The paging entry at `pa` with its accessed bit, and for a write its
+    dirty bit, set in memory as the CPU sets them."""
+    flags = _A | (_D if write else 0)
+    if entry & flags != flags:
+        entry |= flags
+        words[pa >> 2] = entry
+    return entry
 
 
 def _entry64(mem, pa, linear, err, log):
