@@ -194,6 +194,8 @@ class Machine:
         self.backend = backend
         self._cs_reg = ctypes.c_uint64()
         self._cs_ref = ctypes.byref(self._cs_reg)
+        self._flags_reg = ctypes.c_uint64()
+        self._flags_ref = ctypes.byref(self._flags_reg)
         self._eip_reg = ctypes.c_uint64()
         self._eip_ref = ctypes.byref(self._eip_reg)
         self._paging_regs = tuple(ctypes.c_uint64() for _ in _PAGING_IDS)
@@ -379,8 +381,8 @@ class Machine:
         cpl = self._cs_reg.value & 3
         if cpl != 3:
             # In virtual-8086 mode CS holds a paragraph number and the CPL is 3.
-            _reg_read(self.uc._uch, _EFLAGS_ID, self._cs_ref)
-            if self._cs_reg.value & x86.VM:
+            _reg_read(self.uc._uch, _EFLAGS_ID, self._flags_ref)
+            if self._flags_reg.value & x86.VM:
                 return 3
         return cpl
 

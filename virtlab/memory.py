@@ -255,8 +255,9 @@ def translate(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
     """walk(), remembered as a TLB remembers it.
 
     What a walk returns (and whether it faults) is a function of CR0.PG and
-    CR0.WP, CR3, CR4.PSE and PAE, the page, the kind of access and the one or two
-    paging entries it reads; and once those entries have their accessed (and,
+    CR0.WP, CR3, CR4.PSE and PAE, the page, the kind of access and the
+    paging entries it reads (two at most; under PAE three, with their high
+    words); and once those entries have their accessed (and,
     for a write, dirty) bits set, the walk writes nothing.  So a successful
     walk is kept with the entries as it left them, and reused only while
     both still hold exactly those values: a guest store to either, an
