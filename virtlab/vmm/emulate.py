@@ -27,6 +27,7 @@ _REG16 = {"ax": "eax", "cx": "ecx", "dx": "edx", "bx": "ebx", "sp": "esp",
           "bp": "ebp", "si": "esi", "di": "edi"}
 _REG8 = {"al": ("eax", 0), "cl": ("ecx", 0), "dl": ("edx", 0), "bl": ("ebx", 0),
          "ah": ("eax", 8), "ch": ("ecx", 8), "dh": ("edx", 8), "bh": ("ebx", 8)}
+_REG16_OF = {full: part for part, full in _REG16.items()}
 _SREGS = {"cs", "ss", "ds", "es", "fs", "gs"}
 
 
@@ -332,11 +333,16 @@ class Emulator:
     def _smsw(self, insn, state):
         """SMSW: the machine status word (CR0's low bits).  Not privileged, so
         only a VMM that intercepts it (a VT-x read shadow) or translates it
-        into a callout comes here; read_cr(0) is the guest's CR0 either way."""
+        into a callout comes here; read_cr(0) is the guest's CR0 either way.
+        The SDM leaves the upper half of a 32-bit destination undefined; the
+        CPU model writes the low 16 bits and keeps the rest (QEMU stores a
+        word in 32-bit code), so the VMM does too, and the guest sees the
+        register it would see natively."""
         op = insn.operands[0]
         cr0 = self.be.read_cr(0)
         if op.type == C.X86_OP_REG:
-            reg_write(state, insn.reg_name(op.reg), cr0 & ((1 << (8 * op.size)) - 1))
+            full = insn.reg_name(op.reg)
+            reg_write(state, _REG16_OF.get(full, full), cr0 & 0xFFFF)
         else:
             self.view().write(effective_address(insn, op, state), (cr0 & 0xFFFF).to_bytes(2, "little"))
         return "smsw"
