@@ -20,7 +20,7 @@ from capstone import x86_const as C
 
 from virtlab import x86
 from virtlab.counters import Named
-from virtlab.delivery import DeliveryFault, Event, read_descriptor
+from virtlab.delivery import DeliveryFault, Event, fault_event, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
 from virtlab.tsc import MSR_TSC_AUX
@@ -44,7 +44,8 @@ class Callouts:
                          "int": self._int, "far": self._far, "rdtsc": self._rdtsc,
                          "rdrand": self._rdrand,
                          "ptwrite": self._ptwrite, "ud": self._ud, "sysenter": self._sysenter,
-                         "flags16": self._flags16, "pop_ss": self._pop_ss, "lss": self._lss}
+                         "flags16": self._flags16,
+                         "pop_ss": self._emulate, "lss": self._emulate}
 
     # [tour bt 90] A callout: translated code enters the VMM.
     # A callout is an `int` to a vector of the VMM's own in the cache.  The machine
@@ -267,8 +268,8 @@ class Callouts:
             return bt.deliver_fault(Event(x86.GP, 0))
         except Unsupported as exc:
             raise GuestStop(f"cannot emulate at {self.m.where()}: {exc}") from None
-        except GuestMemoryFault as fault:
-            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
+        except (GuestMemoryFault, DeliveryFault) as fault:
+            return bt.deliver_fault(fault_event(fault))
         if name == "hlt":                    # a halt is counted by the wait (bt.callout.hlt)
             return
         self.m.counters[_KINDS[name]] += 1   # (_count, inline: the commonest callout)
@@ -302,37 +303,6 @@ class Callouts:
         except GuestMemoryFault as fault:
             return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
         self._count("flags16")
-        self._continue(c)
-
-    def _pop_ss(self, c):
-        """pop ss: the kernel's selector has RPL 0, which the CPU refuses at
-        ring 1; the VMM loads SS as ring compression does (as for mov ss)."""
-        bt, st = self.bt, self.m.state
-        self._at_guest(c.site.guest)
-        try:
-            selector = bt.guest_view().u32((st.seg_base_of("ss") + st.reg("esp")) & 0xFFFFFFFF)
-        except GuestMemoryFault as fault:
-            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
-        bt.load_ss(selector & 0xFFFF)
-        st.set_reg("esp", st.reg("esp") + 4)
-        self._count("pop_ss")
-        self._continue(c)
-
-    def _lss(self, c):
-        """lss r32, m16:32: SS as for pop ss, the offset into the register."""
-        bt, st = self.bt, self.m.state
-        self._at_guest(c.site.guest)
-        insn = self._decoded(c).insn
-        reg, mem = insn.operands
-        try:
-            ea = effective_address(insn, mem, st)
-            view = bt.guest_view()
-            offset, selector = view.u32(ea), int.from_bytes(view.read(ea + 4, 2), "little")
-        except GuestMemoryFault as fault:
-            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
-        bt.load_ss(selector)
-        reg_write(st, insn.reg_name(reg.reg), offset)
-        self._count("lss")
         self._continue(c)
 
     def _rdtsc(self, c):

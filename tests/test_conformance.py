@@ -431,6 +431,109 @@ def test_smsw_writes_the_low_half_of_its_register_as_natively(backend, ring):
         got, want = [w >> 16 for w in got], [w >> 16 for w in want]
     assert got == want
 
+# -- loads the VMM performs for a deprivileged kernel --------------------------------
+# At real ring 1 the kernel's SS selector (RPL 0) is refused, and ltr and lldt are
+# privileged, so trap and bt load them for it: first making the CPU's checks, so
+# that a selector the CPU would refuse is the guest's fault, with the CPU's vector
+# and error code, and not a load (or the end of the run).  The handlers count the
+# fault, keep its error code and step over the faulting instruction.
+def _faults_skipping(n):
+    def handler(count, code):
+        return (f"inc dword ptr [{count:#x}]\npop eax\nmov [{code:#x}], eax\n"
+                f"add dword ptr [esp], {n}\niretd\n")
+    return {x86.GP: handler(0x5000, 0x5004), x86.SS: handler(0x5008, 0x500c),
+            x86.NP: handler(0x5008, 0x500c)}
+
+
+KDATA_ACCESS = A.GDT + (A.KDATA & ~7) + 5        # the kernel data descriptor's access byte
+SS_LOADS = {
+    "null": (0, (1, 0, 0, 0)),
+    "past the GDT limit": (0x7F8, (1, 0x7F8, 0, 0)),
+    "RPL not the CPL": (A.KDATA | 3, (1, A.KDATA, 0, 0)),
+    "a code segment": (A.KCODE, (1, A.KCODE, 0, 0)),
+    "DPL not the CPL": (A.UDATA & ~3, (1, A.UDATA & ~3, 0, 0)),
+    "not present": (A.KDATA, (0, 0, 1, A.KDATA)),
+}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", SS_LOADS)
+def test_a_stack_segment_the_cpu_refuses_is_the_guests_fault(backend, case):
+    selector, want = SS_LOADS[case]
+    absent = case == "not present"
+    body = (f"and byte ptr [{KDATA_ACCESS:#x}], 0x7f\n" if absent else "") \
+        + f"mov ax, {selector:#x}\nmov ss, ax\n" \
+        + (f"or byte ptr [{KDATA_ACCESS:#x}], 0x80\n" if absent else "") + A.exit_with(0)
+    img = A.build(A.AsmGuest(body=body, handlers=_faults_skipping(3)))     # 66 8e d0: 3 bytes
+    log = _log(backend, img)
+    assert struct.unpack_from("<4I", log[1]) == want
+    assert log == _native_log(img)
+
+
+# pop ss (32-bit, then 16-bit) and lss: ESP as natively.  (SS itself is not
+# logged: trap's `mov eax, ss` shows RPL 1, its documented hole.)
+STACK_SWITCHES = (f"push {A.KDATA}\n.byte 0x17\nmov [0x5010], esp\n"
+                  f"push {A.KDATA}\n.byte 0x66, 0x17\nmov [0x5014], esp\n"
+                  f"mov dword ptr [0x6f00], 0x8fff0\nmov word ptr [0x6f04], {A.KDATA}\n"
+                  f"lss esp, [0x6f00]\nmov [0x5018], esp\nmov esp, {A.STACK0:#x}\n"
+                  f"push {A.KCODE}\n.byte 0x17\n" + A.exit_with(0))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_pop_ss_and_lss_move_esp_as_natively(backend):
+    img = A.build(A.AsmGuest(body=STACK_SWITCHES, handlers=_faults_skipping(1)))
+    log = _log(backend, img)
+    # The last pop ss, of a code segment, is #GP(selector) with ESP unchanged.
+    esp = (A.STACK0, A.STACK0 - 2, 0x8FFF0)
+    assert struct.unpack_from("<2I", log[1]) == (1, A.KCODE)
+    assert struct.unpack_from("<3I", log[1], 0x10) == esp
+    assert log == _native_log(img)
+
+
+TR_LDTR_LOADS = {
+    "ltr null": ("ltr", 0, (0, 0)),          # a null TR in the CPU model (the SDM: #GP(0))
+    "ltr past the GDT limit": ("ltr", 0x7F8, (1, 0x7F8)),
+    "ltr of a data segment": ("ltr", A.KDATA, (1, A.KDATA)),
+    "ltr of the busy TSS": ("ltr", A.TSS_SEL, (1, A.TSS_SEL)),
+    "lldt of a data segment": ("lldt", A.KDATA, (1, A.KDATA)),
+    "lldt null": ("lldt", 0, (0, 0)),
+}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", TR_LDTR_LOADS)
+def test_ltr_and_lldt_of_a_selector_the_cpu_refuses_are_the_guests_gp(backend, case):
+    insn, selector, want = TR_LDTR_LOADS[case]
+    body = f"mov ax, {selector:#x}\n{insn} ax\n" + A.exit_with(0)       # ltr/lldt ax: 3 bytes
+    img = A.build(A.AsmGuest(body=body, handlers=_faults_skipping(3)))
+    log = _log(backend, img)
+    assert struct.unpack_from("<2I", log[1]) == want
+    assert log == _native_log(img)
+
+
+# A privileged instruction whose memory operand is not mapped faults with #PF
+# before it does anything, as natively: under trap and bt the VMM finds the
+# fault while performing it and delivers it (trap ended the run with a Python
+# traceback), under hw the CPU runs it and faults (VT-x takes the operand's
+# fault before the exit).
+UNMAPPED = 0x700000
+OPERAND_FAULTS = {"lgdt": ("lgdt [0x700000]", 0), "lidt": ("lidt [0x700000]", 0),
+                  "lmsw": ("lmsw word ptr [0x700000]", 0),
+                  "smsw": ("smsw word ptr [0x700000]", x86.PF_W),
+                  "lss": ("lss esp, [0x700000]", 0)}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("insn", OPERAND_FAULTS)
+def test_a_privileged_instruction_with_an_unmapped_operand_is_a_page_fault(backend, insn):
+    text, error = OPERAND_FAULTS[insn]
+    pf = "pop eax\nmov [0x5000], eax\nmov eax, cr2\nmov [0x5004], eax\n" + A.exit_with(0)
+    img = A.build(A.AsmGuest(paging=True, unmapped=(UNMAPPED,), body=text + "\n" + A.exit_with(1),
+                             handlers={x86.PF: pf}))
+    log = _log(backend, img)
+    assert log[0] == 0 and struct.unpack_from("<2I", log[1]) == (error, UNMAPPED)
+    assert log == _native_log(img)
+
 # An unmasked x87 error (a zero divide, ZM clear in the control word) is #MF at
 # the next FPU instruction only with CR0.NE set: the guest's NE, not the VMM's.
 X87_ERROR = ("fninit\nmov word ptr [0x5010], 0x37b\nfldcw [0x5010]\n"

@@ -27,6 +27,7 @@ from virtlab import fastcall, x86
 from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec, Named
 from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
+from virtlab.memory import GuestMemoryFault
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.intercept import EMULATED, RAISED
@@ -221,6 +222,11 @@ class Hw(Vmm):
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported) as exc:
             raise GuestStop(f"cannot emulate at {m.where()}: {exc or decoded.text()}") from None
+        except GuestMemoryFault:
+            # Its memory operand (lmsw, smsw) is not mapped: on VT-x the
+            # operand's #PF comes before the exit, so the CPU runs the
+            # instruction and faults as it would natively.
+            return None
         if name == "wrmsr" and m.state.reg("ecx") in _GUEST_STATE_MSRS:
             # The VMCS guest-state area holds IA32_SYSENTER_CS/ESP/EIP and VM
             # entry loads them: the guest's SYSENTER and SYSEXIT, which do not

@@ -25,6 +25,7 @@ from capstone import x86_const as C
 
 from virtlab import x86
 from virtlab.counters import EXITS, REFLECTION, SENSITIVE, SHADOW
+from virtlab.delivery import DeliveryFault, fault_event
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault
 
@@ -76,6 +77,12 @@ class Trap(RingCompressedVmm):
             return False
         except Unsupported as exc:
             raise GuestStop(f"cannot emulate at {m.where()}: {exc}") from None
+        except (GuestMemoryFault, DeliveryFault) as fault:
+            # The instruction faults as the CPU would have faulted it (its
+            # memory operand not mapped, a selector it loads refused): the
+            # exit becomes the reflection of that fault, at the instruction.
+            self._reflect(fault_event(fault))
+            return True
         m.counters["exit.total"] += 1
         if name != "hlt":                  # a halt is counted once, as exit.hlt
             m.counters["exit.priv"] += 1

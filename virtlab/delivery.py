@@ -303,7 +303,7 @@ class InterruptPath:
             if ev.software:           # a fault of the `int` itself: EIP at it
                 back = int_length(LinearView(self.mem, *self.cpu.paging()), state)
                 state.eip = state.eip - (back or 0)
-            chain.append(_as_event(fault))
+            chain.append(fault_event(fault))
         self.deliver(state, chain[-1], eflags, chain)
 
     # [tour native 70] The route cache: why delivery can run on every system call.
@@ -460,7 +460,10 @@ def _cpu_text(cpu, state):
     return text + f", EAX={state.reg('eax'):#010x}"
 
 
-def _as_event(fault):
+def fault_event(fault):
+    """The guest's event for a fault found while performing an instruction
+    or a delivery for it: a #PF on guest memory (GuestMemoryFault), or the
+    exception a descriptor check raised (DeliveryFault)."""
     if isinstance(fault, GuestMemoryFault):
         return Event(x86.PF, fault.error_code, cr2=fault.linear)
     return Event(fault.vector, fault.error_code)

@@ -21,7 +21,7 @@ from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.memory import GuestMemoryFault
 
-from . import gates, rings, memory as vmm_memory
+from . import gates, loads, rings, memory as vmm_memory
 from .emulate import NotPrivileged
 from .monitor import Vmm
 from .reflect import VirtualCpuView
@@ -274,15 +274,28 @@ class RingCompressedVmm(Vmm):
             self.vcpu.idtr = (base, limit)
 
     def load_tr(self, selector):
-        d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
-        if d is None or (d[1] >> 8) & 0xF not in (0x9, 0xB):
-            raise GuestStop(f"ltr of a non-TSS selector {selector:#x} at {self.machine.where()}")
-        self.vcpu.tr = (selector, x86.seg_base(*d), x86.seg_limit(*d))
-        # As the CPU does: mark the TSS busy in the guest's own descriptor.
+        """ltr in the guest kernel: the CPU's checks (a #GP or #NP for the
+        guest), then TR is the vCPU's and the TSS is marked busy in the
+        guest's own descriptor, as the CPU marks it."""
+        view = self.guest_view()
+        checked = loads.check_task_register(view, self.vcpu.gdtr, selector)
+        if checked is None:
+            self.vcpu.tr = (selector, 0, 0)
+            return
+        lo, hi = checked
+        if (hi >> 8) & 0xF == loads.TSS16_AVAILABLE:
+            raise GuestStop(f"ltr of a 16-bit TSS {selector:#x} at {self.machine.where()}: "
+                            f"not supported")
+        self.vcpu.tr = (selector, x86.seg_base(lo, hi), x86.seg_limit(lo, hi))
         base, _ = self.vcpu.gdtr
-        self.guest_view().write(base + (selector & ~7) + 4, (d[1] | 0x200).to_bytes(4, "little"))
+        view.write(base + (selector & ~7) + 4, (hi | 0x200).to_bytes(4, "little"))
 
     def load_ss(self, selector):
+        """mov ss, pop ss or lss in the guest kernel, whose RPL-0 selector
+        the CPU refuses at ring 1: the CPU's checks against the guest's CPL
+        and descriptor (a #GP or #SS for the guest), then the load."""
+        loads.check_stack_segment(self.guest_view(), self.vcpu.gdtr, selector,
+                                  rings.guest_ring(self.machine.state.cpl))
         self._load_segment("ss", selector)
 
     def emulate_return(self, far_iret, extra=0):

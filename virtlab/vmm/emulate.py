@@ -19,7 +19,7 @@ from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, read_descriptor
 from virtlab.memory import LinearView
 
-from . import rings
+from . import loads, rings
 from .vcpu import VirtualCpu
 
 _REG32 = {"eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"}
@@ -272,13 +272,45 @@ class Emulator:
         self.be.load_table(which, base, limit)
         return insn.mnemonic
 
+    # A stack switch: the kernel's SS selector has RPL 0, which the CPU refuses
+    # at ring 1 whichever instruction loads it (mov ss is _mov's).  The
+    # host's load_ss makes the CPU's checks and the load.
+    def _pop(self, insn, state):
+        """POP SS: the selector from the top of the stack (the old SS's), then
+        ESP past it, by 2 with an operand-size prefix, else by 4.  Any other
+        pop is not the VMM's business."""
+        op = insn.operands[0]
+        if op.type != C.X86_OP_REG or insn.reg_name(op.reg) != "ss":
+            raise NotPrivileged()
+        esp = state.reg("esp")
+        selector = int.from_bytes(
+            self.view().read((state.seg_base_of("ss") + esp) & 0xFFFFFFFF, 2), "little")
+        self.be.load_ss(selector)
+        state.set_reg("esp", esp + (2 if insn.prefix[2] == 0x66 else 4))
+        return "pop_ss"
+
+    def _lss(self, insn, state):
+        """LSS r, m16:32 (m16:16 with an operand-size prefix): the offset
+        into the register once SS is loaded."""
+        reg, mem = insn.operands
+        ea = effective_address(insn, mem, state)
+        view, size = self.view(), reg.size
+        offset = int.from_bytes(view.read(ea, size), "little")
+        selector = int.from_bytes(view.read(ea + size, 2), "little")
+        self.be.load_ss(selector)
+        reg_write(state, insn.reg_name(reg.reg), offset)
+        return "lss"
+
     def _ltr(self, insn, state):
         sel = operand_value(insn, insn.operands[0], state, self.view()) & 0xFFFF
         self.be.load_tr(sel)
         return "ltr"
 
     def _lldt(self, insn, state):
-        self.be.vcpu.ldtr = operand_value(insn, insn.operands[0], state, self.view()) & 0xFFFF
+        view = self.view()
+        selector = operand_value(insn, insn.operands[0], state, view) & 0xFFFF
+        loads.check_ldt(view, self.be.vcpu.gdtr, selector)
+        self.be.vcpu.ldtr = selector
         return "lldt"
 
     def _invlpg(self, insn, state):
@@ -471,6 +503,7 @@ _KERNEL = {
     "cli": Emulator._cli, "sti": Emulator._sti, "hlt": Emulator._hlt,
     "lgdt": Emulator._table_load, "lidt": Emulator._table_load,
     "ltr": Emulator._ltr, "lldt": Emulator._lldt,
+    "pop": Emulator._pop, "lss": Emulator._lss,
     "iretd": Emulator._iret, "iret": Emulator._iret,
     "retf": Emulator._retf, "lret": Emulator._retf,
     "sysexit": Emulator._sysexit,

@@ -1,0 +1,75 @@
+"""The checks the CPU makes before it loads SS, TR or LDTR from a selector.
+
+A deprivileged guest kernel cannot load these itself: at real ring 1 its
+RPL-0 stack selector is refused (RPL must equal the CPL), and `ltr` and `lldt`
+are privileged.  The VMM performs the load for it, and must first fault
+exactly where the CPU would, with the same vector and error code; otherwise a
+kernel that relies on the fault (or a buggy one) runs on with a code segment
+in SS, a busy TSS loaded twice, or a data descriptor as its LDT -- or, worse,
+with an SS of DPL 3 that silently drops the CPU to ring 3 (QEMU takes the CPL
+from SS).  The rules are the SDM's (vol. 2: MOV, POP, LSS, LTR, LLDT); the
+error code is the selector without its RPL, as the CPU pushes it.
+
+TR and LDTR come only from the GDT (a selector with TI set is #GP); a stack
+selector with TI set names the LDT, whose loads the VMM does not perform
+(check_stack_segment leaves it to the caller, which ends the run saying so).
+Each function returns the descriptor (lo, hi) it checked, or raises
+DeliveryFault, which the VMM delivers at the instruction.
+"""
+from virtlab import x86
+from virtlab.delivery import DeliveryFault, read_descriptor
+
+TSS16_AVAILABLE, TSS32_AVAILABLE, LDT_TYPE = 0x1, 0x9, 0x2
+
+
+def _type(hi):
+    return (hi >> 8) & 0xF
+
+
+def _fault(vector, selector, why):
+    return DeliveryFault(vector, selector & 0xFFFC, f"{why} ({selector:#x})")
+
+
+def check_stack_segment(view, gdtr, selector, cpl):
+    """SS: not null (#GP(0)); within the table, RPL = CPL, a writable data
+    segment of DPL = CPL (else #GP(selector)); present (else #SS(selector)).
+    None for an LDT selector (not checked here)."""
+    if selector & 4:
+        return None
+    if selector & 0xFFFC == 0:
+        raise DeliveryFault(x86.GP, 0, "null selector loaded into SS")
+    lo, hi = read_descriptor(view, gdtr, selector)        # #GP(selector) past the limit
+    writable_data = hi & x86.DESC_S and not hi & x86.DESC_CODE and hi & x86.DESC_RW
+    if selector & 3 != cpl or not writable_data or x86.seg_dpl(hi) != cpl:
+        raise _fault(x86.GP, selector, "not a writable data segment of the CPL for SS")
+    if not hi & x86.DESC_P:
+        raise _fault(x86.SS, selector, "stack segment not present")
+    return lo, hi
+
+
+def check_task_register(view, gdtr, selector):
+    """LTR: an available TSS in the GDT (a busy one, or anything else:
+    #GP(selector)), present (else #NP(selector)).  A null selector, for which
+    the SDM gives #GP(0), the CPU model loads as a null TR, and so does the
+    VMM, as the guest would see natively: None."""
+    if selector & 0xFFFC == 0:
+        return None
+    lo, hi = read_descriptor(view, gdtr, selector)
+    if hi & x86.DESC_S or _type(hi) not in (TSS16_AVAILABLE, TSS32_AVAILABLE):
+        raise _fault(x86.GP, selector, "ltr of a selector that is not an available TSS")
+    if not hi & x86.DESC_P:
+        raise _fault(x86.NP, selector, "TSS not present")
+    return lo, hi
+
+
+def check_ldt(view, gdtr, selector):
+    """LLDT: a null selector is allowed (LDTR becomes unusable: None); else
+    an LDT descriptor in the GDT (#GP(selector)), present (#NP(selector))."""
+    if selector & 0xFFFC == 0:
+        return None
+    lo, hi = read_descriptor(view, gdtr, selector)
+    if hi & x86.DESC_S or _type(hi) != LDT_TYPE:
+        raise _fault(x86.GP, selector, "lldt of a selector that is not an LDT")
+    if not hi & x86.DESC_P:
+        raise _fault(x86.NP, selector, "LDT not present")
+    return lo, hi
