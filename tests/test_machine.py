@@ -384,3 +384,39 @@ def test_calibration_never_scans_the_uc_context_header():
     offsets = [*lay.gpr.values(), lay.eip, *lay.cr.values(), lay.hflags, lay.error_code,
                lay.is_int, lay.old_exception]
     assert min(offsets) >= header and len(set(offsets)) == len(offsets)
+
+
+# -- a bug in a back end -----------------------------------------------------------
+class _Raising(Native):
+    """A back end whose exception handler raises what it is given."""
+
+    def __init__(self, exc):
+        super().__init__()
+        self.exc = exc
+
+    def exception(self, vector):
+        raise self.exc
+
+
+def _run_raising(exc):
+    m = Machine(_Raising(exc))
+    m.boot(BootSpec(A.build(A.AsmGuest(body="nop\nint 0x80\n" + A.exit_with(0),
+                                       handlers={0x80: "iretd\n"}))))
+    return m, m.run()
+
+
+def test_a_back_ends_bug_fails_the_run_naming_it_instead_of_raising():
+    """A bug that a guest reaches ends that run, with a reason that names the
+    exception, the line that raised it and where the guest was, and the
+    exception kept for a debugger; not a traceback that ends the bench."""
+    bug = ValueError("no such frame")
+    m, out = _run_raising(bug)
+    assert not out.ok and m.internal_error is bug
+    assert out.reason.startswith("internal error at 0x")
+    assert ": ValueError: no such frame (test_machine.py:" in out.reason
+    assert out.reason.endswith("a bug in virtlab, not in the guest")
+
+
+def test_an_interrupt_from_the_keyboard_inside_a_hook_goes_on_up():
+    with pytest.raises(KeyboardInterrupt):
+        _run_raising(KeyboardInterrupt())

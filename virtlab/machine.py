@@ -15,6 +15,7 @@ Python binding's wrappers cost more than the work of a typical exit):
 import ctypes
 import struct
 import time
+import traceback
 import weakref
 from dataclasses import dataclass, field
 
@@ -186,6 +187,7 @@ class Machine:
         self._devices()
         self._hooks = []
         self._hook_error = None
+        self.internal_error = None    # what a back end's own bug raised (_internal_error)
         self._restart = []
         self._restart_cr2 = 0
         self._started = False
@@ -688,7 +690,8 @@ class Machine:
             except UcError as err:
                 self._emu_error(err)
             if self._hook_error is not None:
-                raise self._hook_error
+                self._internal_error(self._hook_error)
+                break
             if self.outcome is not None:
                 break
             if self._restart:
@@ -703,6 +706,25 @@ class Machine:
             self._stopped()
         self.backend.fold_counters()
         return self.outcome
+
+    def _internal_error(self, exc):
+        """Code of the machine's or the back end's raised while the guest ran:
+        a bug in virtlab that this guest reached, not a fault of the guest's.
+        The run fails saying so, with where the guest was and the line that
+        raised (the exception itself is kept in `internal_error`, traceback
+        and all, for a debugger), so that one run's bug ends that run and not
+        the bench it is part of.  An interrupt from the keyboard goes on up."""
+        if not isinstance(exc, Exception):
+            raise exc
+        self.internal_error = exc
+        frames = traceback.extract_tb(exc.__traceback__)
+        line = f" ({frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+        try:
+            where = self.where()
+        except Exception:
+            where = "an address that cannot be read"
+        self.fail(f"internal error at {where}: {type(exc).__name__}: {exc}{line}; "
+                  f"a bug in virtlab, not in the guest")
 
     def _stopped(self):
         """emu_start returned by itself: at ring 0 that means `hlt`."""
