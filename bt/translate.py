@@ -250,7 +250,11 @@ class Translator:
             site.faults[out.here] = ()
             out.callout(site, callout)
             if callout in ("iret", "retf"):
-                out.raw(insn.raw)            # performed by the CPU when it leaves the kernel
+                # Performed by the CPU when it leaves the kernel, and so where
+                # a frame the CPU refuses (a bad or absent CS or SS) faults:
+                # the guest's fault at its iret, like the callout's own.
+                site.faults[out.here] = ()
+                out.raw(insn.raw)
         elif kind == IN_TC and insn.op == b"\x8c":
             out.raw(T.movseg(insn.raw, insn.modrm & 7, insn.wide))
             out.template(site, "count_movseg")

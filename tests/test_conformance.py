@@ -534,6 +534,35 @@ def test_a_privileged_instruction_with_an_unmapped_operand_is_a_page_fault(backe
     assert log[0] == 0 and struct.unpack_from("<2I", log[1]) == (error, UNMAPPED)
     assert log == _native_log(img)
 
+
+# The kernel's way out to user code with a frame the CPU refuses: the fault is
+# the kernel's, at its iret or retf, with the CPU's error code.  (bt has the
+# CPU perform that iret from a copy in the translation cache, where the fault
+# had no guest instruction to belong to and ended the run.)
+def _frame(cs, ss=A.UDATA, far_return=False):
+    words = [ss, A.STACK3] + ([] if far_return else [0x202]) + [cs, A.RING3]
+    return "".join(f"push {w:#x}\n" for w in words) + ("retf\n" if far_return else "iretd\n")
+
+
+UCODE_ACCESS = A.GDT + (A.UCODE & ~7) + 5
+REFUSED_RETURNS = {
+    "iret to CS past the GDT limit": (_frame(0x7FB), (1, 0x7F8, 0, 0)),
+    "iret with a kernel SS": (_frame(A.UCODE, ss=A.KDATA), (1, A.KDATA, 0, 0)),
+    "iret to a CS not present": (f"and byte ptr [{UCODE_ACCESS:#x}], 0x7f\n" + _frame(A.UCODE),
+                                 (0, 0, 1, A.UCODE & ~3)),
+    "retf to CS past the GDT limit": (_frame(0x7FB, far_return=True), (1, 0x7F8, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", REFUSED_RETURNS)
+def test_a_return_to_user_code_the_cpu_refuses_is_the_kernels_fault(backend, case):
+    code, want = REFUSED_RETURNS[case]
+    img = A.build(A.AsmGuest(body=code + A.exit_with(0), handlers=_faults_skipping(1)))
+    log = _log(backend, img)
+    assert struct.unpack_from("<4I", log[1]) == want
+    assert log == _native_log(img)
+
 # An unmasked x87 error (a zero divide, ZM clear in the control word) is #MF at
 # the next FPU instruction only with CR0.NE set: the guest's NE, not the VMM's.
 X87_ERROR = ("fninit\nmov word ptr [0x5010], 0x37b\nfldcw [0x5010]\n"
