@@ -152,7 +152,7 @@ class TranslationCache:
                 users.discard(unit)
                 if not users:
                     del self.by_frame[frame]
-                    self.paging.unwatch_writes(frame)
+                    self.paging.unwatch_writes(frame, self.written)
         if self.on_invalidate is not None:
             self.on_invalidate(unit)
 
@@ -162,7 +162,7 @@ class TranslationCache:
     def flush(self):
         """Empty the TC (bt.tc.flush): every unit dies, every watch ends."""
         for frame in self.by_frame:
-            self.paging.unwatch_writes(frame)
+            self.paging.unwatch_writes(frame, self.written)
         for unit in self.units:
             unit.dead = True
         self._reset()

@@ -35,6 +35,7 @@ from virtlab import asmguest as A, backend as B, harness, x86
 from virtlab.audit import Audit
 from virtlab.harness import UsageError
 from virtlab.machine import BootSpec, Machine
+from virtlab.vmm.compressed import RingCompressedVmm
 from workloads.catalog import CATALOG
 
 
@@ -562,6 +563,52 @@ def test_a_return_to_user_code_the_cpu_refuses_is_the_kernels_fault(backend, cas
     log = _log(backend, img)
     assert struct.unpack_from("<4I", log[1]) == want
     assert log == _native_log(img)
+
+
+# -- the guest's GDT, rewritten in place ------------------------------------------------
+# A descriptor the guest rewrites with plain stores, after it was loaded once, is
+# what its next load sees (a segment register already loaded keeps its copy, on
+# the hardware too).  trap and bt give the CPU a shadow GDT; they watch the
+# guest's GDT pages and derive a written page's entries again at their next load.
+EXTRA = A.GDT + 0x40                       # an entry past asmguest's own, for FS
+
+
+def _gdt_rewrite(rewrite):
+    """Kernel code: entry 0x40 a flat data segment, loaded into FS and read
+    through; then (with `rewrite`) its base set to 0x1000 by a store, FS
+    loaded again and read through at the same offset."""
+    def load_and_read(at):
+        return f"mov ax, 0x40\nmov fs, ax\nmov eax, fs:[0x5000]\nmov [{at:#x}], eax\n"
+    body = (f"mov dword ptr [0x6000], 0x600d\nmov dword ptr [0x5000], 0x5000\n"
+            f"mov dword ptr [{EXTRA:#x}], 0x0000ffff\nmov dword ptr [{EXTRA + 4:#x}], 0x00cf9200\n"
+            f"mov word ptr [{A.GDT + 0xF00:#x}], 0x47\nlgdt [{A.GDT + 0xF00:#x}]\n"
+            + load_and_read(0x5010))
+    if rewrite:
+        body += f"mov word ptr [{EXTRA + 2:#x}], 0x1000\n" + load_and_read(0x5014)
+    return A.build(A.AsmGuest(body=body + A.exit_with(0)))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_a_gdt_entry_rewritten_in_place_is_what_the_next_load_sees(backend):
+    img = _gdt_rewrite(True)
+    log = _log(backend, img)
+    assert struct.unpack_from("<2I", log[1], 0x10) == (0x5000, 0x600D)
+    assert log == _native_log(img)
+
+
+SHADOW_GDT = [b for b in NATIVE_IMAGE if issubclass(B.load(b), RingCompressedVmm)]
+
+
+@pytest.mark.parametrize("backend", SHADOW_GDT)
+def test_a_gdt_rewrite_costs_a_write_fault_and_a_hidden_np_on_the_next_load(backend):
+    def counters(img):
+        with Machine(B.create(backend)) as m:
+            m.boot(BootSpec(img))
+            assert m.run().ok
+            return m.counters
+    plain, rewritten = counters(_gdt_rewrite(False)), counters(_gdt_rewrite(True))
+    assert rewritten["exit.pf.hidden"] - plain["exit.pf.hidden"] == 1
+    assert rewritten["exit.np.hidden"] - plain["exit.np.hidden"] == 1
 
 # An unmasked x87 error (a zero divide, ZM clear in the control word) is #MF at
 # the next FPU instruction only with CR0.NE set: the guest's NE, not the VMM's.

@@ -38,6 +38,7 @@ TOURS = {
         (10, "trap_emulate/trap.py"),
         (20, "virtlab/vmm/compressed.py"),
         (25, "virtlab/vmm/rings.py"),
+        (27, "virtlab/vmm/rings.py"),
         (30, "virtlab/machine.py"),
         (40, "virtlab/vmm/compressed.py"),
         (50, "virtlab/decode.py"),

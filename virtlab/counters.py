@@ -171,7 +171,8 @@ EXITS = (
     CounterSpec("exit.pf.true", "a page fault that is the guest's own", kind="paging"),
     CounterSpec("exit.np.hidden", "a segment-not-present fault the guest never sees: the "
                 "first load of a descriptor, whose accessed bit the VMM sets in the guest's "
-                "GDT (ring compression's shadow GDT)", kind="privileged",
+                "GDT, or the first load since the guest wrote its GDT's page, which made the "
+                "shadow entry stale (ring compression's shadow GDT)", kind="privileged",
                 # Priced here, not in every profile: it happens a few times a run
                 # (once per descriptor), and a user's own profile need not know it.
                 cost=(Cost(2030, source="Adams & Agesen 2006: a trap-and-emulate round trip "

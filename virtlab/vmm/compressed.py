@@ -42,7 +42,7 @@ class RingCompressedVmm(Vmm):
     def attach(self, machine):
         super().attach(machine)
         self.vmm = self.paging.vmm
-        self.gdt = rings.ShadowGdt(self.vmm)
+        self.gdt = rings.ShadowGdt(self.vmm, self.paging.watch_writes)
         self.view = VirtualCpuView(machine.state, self.vcpu)
         self.events = GuestEvents(machine, self.view, self.event_names)
 

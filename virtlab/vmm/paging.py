@@ -193,8 +193,8 @@ class ShadowPaging:
         (shadow.ShadowMmu.watch)."""
         self.mmu.watch(frame, on_write)
 
-    def unwatch_writes(self, frame):
-        self.mmu.unwatch(frame)
+    def unwatch_writes(self, frame, on_write):
+        self.mmu.unwatch(frame, on_write)
 
 
 # [tour hw-npt 20] The paging component without shadows.

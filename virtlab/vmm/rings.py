@@ -103,17 +103,29 @@ def segment_cache(selector, lo, hi, ring):
     return ((selector & ~3) | real_ring(ring), x86.seg_base(lo, hi), x86.seg_limit(lo, hi), hi)
 
 
+# [tour trap 27] Keeping the shadow GDT coherent.
+# The guest may rewrite a descriptor with a plain store, long after its lgdt, and
+# expect the next load to see it (a segment register already loaded keeps what it
+# has, on a real CPU too).  The frames of the guest's GDT are watched by the shadow
+# MMU: the guest's first write to one makes every shadow entry of that page stale,
+# that is not present, so that the next load of any of them faults (#NP) and the
+# VMM derives the entry again from what the guest's GDT says by then.
 class ShadowGdt:
-    """The GDT the CPU uses, kept in machine memory inside the VMM window."""
+    """The GDT the CPU uses, kept in machine memory inside the VMM window.
+    `watch(frame, on_write)`: the paging component's write watch."""
 
-    def __init__(self, vmm):
+    def __init__(self, vmm, watch):
         self.vmm = vmm
         self.base_linear = vmm.linear(GDT_OFF)
         self.base_phys = vmm.phys(GDT_OFF)
+        self.watch = watch
+        self.frames = {}          # guest frame of the GDT -> offsets of its entries there
+        self.stale = set()        # offsets of entries the guest may have rewritten
 
     def sync(self, view, gdtr):
         """Rebuild from the guest's GDT at gdtr = (base, limit), read through
-        the guest's own paging; returns the real GDTR (base, limit)."""
+        the guest's own paging, and watch its frames; returns the real GDTR
+        (base, limit)."""
         base, limit = gdtr
         limit = min(limit, MAX_GDT - 1)
         raw = view.read(base, limit + 1) if limit else b""
@@ -124,16 +136,47 @@ class ShadowGdt:
             struct.pack_into("<II", out, i, *shadow_descriptor(lo, hi))
         self.vmm.write(self.base_phys, bytes(out))
         self.vmm.map_gdt(len(raw))
+        self.stale.clear()
+        self.frames = {}
+        for i in range(8, len(raw) - 7, 8):
+            frame = view.phys((base + i) & 0xFFFFFFFF) & x86.PAGE_MASK
+            self.frames.setdefault(frame, []).append(i)
+        for frame in self.frames:
+            self.watch(frame, self._written)
         return self.base_linear, limit
 
+    def _written(self, frame):
+        """The guest is about to write a frame of its GDT (the watch then
+        ends: _refresh watches it again)."""
+        for i in self.frames.get(frame, ()):
+            at = self.base_phys + i + 4
+            self.vmm.write(at, (self.vmm.u32(at) & ~x86.DESC_P).to_bytes(4, "little"))
+            self.stale.add(i)
+
+    def _refresh(self, view, gdtr, selector):
+        """The shadow of a stale entry, derived again from the guest's
+        descriptor (its page watched again); True if it is now present."""
+        index = selector & ~7
+        self.stale.discard(index)
+        for frame, offsets in self.frames.items():
+            if index in offsets:
+                self.watch(frame, self._written)
+        d = self.descriptor(view, gdtr, selector)
+        entry = shadow_descriptor(*d) if d is not None else (0, 0)
+        self.vmm.write(self.base_phys + index, struct.pack("<II", *entry))
+        return bool(entry[1] & x86.DESC_P)
+
     def first_load(self, view, gdtr, selector, into_cs=False):
-        """A #NP on loading `selector`: if the guest's descriptor is present
-        but not yet accessed, this is the first load (shadow_descriptor): set
+        """A #NP on loading `selector`: if its shadow was stale and is present
+        again (_refresh), the load is retried.  If the guest's descriptor is
+        present but not yet accessed, this is the first load (shadow_descriptor): set
         the accessed bit in the guest's GDT as the CPU would have, and make
         the shadow entry present.  False if the #NP is the guest's own.
         `into_cs`: a load of CS, for which the CPU model (the reference)
         leaves the bit alone (measured: a far jump or iret does not set it;
         a load of a readable code segment into DS does)."""
+        if selector & ~7 in self.stale and self._refresh(view, gdtr, selector):
+            return True
         d = self.descriptor(view, gdtr, selector)
         if d is None or not _first_use(*d):
             return False

@@ -85,7 +85,7 @@ class ShadowMmu(PaeShadowing):
         self.pd_of = {}                            # guest PD frame -> Shadow
         self.pt_users = {}                         # guest PT frame -> {(key, pde index)}
         self.rmap = {}                             # guest frame -> {shadow PTE address}
-        self.watched = {}                          # guest frame -> on_write(frame)
+        self.watched = {}                          # guest frame -> {on_write(frame): None}
         self.pae = {}                              # guest frame -> {its PAE uses} (pae.py)
 
     # -- which shadow the CPU walks ------------------------------------------
@@ -203,7 +203,8 @@ class ShadowMmu(PaeShadowing):
         pd_of, pt_users, watched, pae = self.pd_of, self.pt_users, self.watched, self.pae
         if write:
             if frame in watched and rights & _W:
-                watched.pop(frame)(frame)          # before the write lands
+                for on_write in watched.pop(frame):      # before the write lands
+                    on_write(frame)
             if frame in pd_of or frame in pt_users or frame in pae:
                 return TRACE, gpa
         sh = self.current
@@ -257,14 +258,20 @@ class ShadowMmu(PaeShadowing):
         would make its translations stale).  The frame is made read-only in
         every shadow; the first write fault calls back, ends the watch, and
         the write then proceeds as an ordinary hidden fault.  Exact, because
-        every mapping the CPU can use is a shadow entry the VMM made."""
+        every mapping the CPU can use is a shadow entry the VMM made.  A
+        frame may have several watchers (a translator's code and the guest's
+        GDT on one page): each is called."""
         first = frame not in self.watched
-        self.watched[frame] = on_write
+        self.watched.setdefault(frame, {})[on_write] = None
         if first and not self.traced(frame):
             self._write_protect(frame)
 
-    def unwatch(self, frame):
-        self.watched.pop(frame, None)
+    def unwatch(self, frame, on_write):
+        watchers = self.watched.get(frame)
+        if watchers is not None:
+            watchers.pop(on_write, None)
+            if not watchers:
+                del self.watched[frame]
 
     def _write_protect(self, frame):
         """A guest frame became a page table: no shadow may map it writable."""

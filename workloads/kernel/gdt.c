@@ -42,7 +42,18 @@ struct tss {
     uchar iomap_end;        /* the CPU may read one byte past the map: all ones */
 } __attribute__((packed));
 
-static struct segdesc gdt[NSEGS] __attribute__((aligned(8)));
+/*
+ * The GDT has a page to itself.  A VMM that shadows it (trap-and-emulate,
+ * binary translation) must see the kernel's writes to it, and can only watch
+ * whole pages: sharing one with the TSS, whose ESP0 changes on every process
+ * switch, would make each switch a write fault in the VMM.  Xen requires the
+ * same of its guests' GDT frames.
+ */
+static union {
+    struct segdesc d[NSEGS];
+    uchar page[PGSIZE];
+} gdt_page __attribute__((aligned(PGSIZE)));
+#define gdt (gdt_page.d)
 static struct tss tss __attribute__((aligned(16)));
 uint gdt_base_addr;
 
