@@ -287,7 +287,6 @@ def _host_text(r):
 def cmd_bench(args, out):
     from .api import load_profile
     from .matrix import Interrupted, run_matrix, select_backends, select_workloads
-    from analysis.table import breakdown, frame
     prof = load_profile(args.profile)
     workloads = select_workloads(args.workloads)
     names = select_backends(args.backends)
@@ -306,6 +305,7 @@ def cmd_bench(args, out):
         raise
     if args.save:
         _save(args.save, results, meta)
+    from analysis.table import breakdown, frame      # (pandas: only once there is a table)
     df = frame(results, prof)
     if args.plot:
         from analysis.plots import bench_figures

@@ -14,8 +14,7 @@ roi_host_samples) into --save, and analysis/hosttime.py derives the minimum
 and the spread from them.
 """
 import dataclasses
-
-import numpy as np
+from statistics import median
 
 # What a repetition must reproduce exactly.
 DETERMINISTIC = ("ok", "exit_status", "reason", "console", "counters", "roi_counters",
@@ -42,8 +41,8 @@ def combined(runs):
     whole = [r.host_seconds for r in runs]
     roi = [r.roi_host_seconds for r in runs if r.roi_host_seconds is not None]
     return dataclasses.replace(
-        runs[0], host_seconds=float(np.median(whole)), host_samples=whole,
-        roi_host_seconds=float(np.median(roi)) if roi else None, roi_host_samples=roi)
+        runs[0], host_seconds=median(whole), host_samples=whole,
+        roi_host_seconds=median(roi) if roi else None, roi_host_samples=roi)
 
 
 def _check_same(first, again, n):
