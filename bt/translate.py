@@ -147,6 +147,8 @@ def classify(insn, guilty=False):
     sreg = (modrm >> 3) & 7 if modrm is not None else None
     if b0 == 0x8C and sreg in (1, 2) and modrm >> 6 == 3 and modrm & 7 != 4:
         return IN_TC, "mov from cs/ss: the real RPL (1) taken off in the TC", None
+    if op == b"\x0f\x01" and modrm == 0xD0:
+        return IDENT, "xgetbv: reads XCR0, at any ring", None
     if op == b"\x0f\x01" and modrm == 0xF9:
         return CALLOUT, "rdtscp: the virtual time-stamp counter and TSC_AUX", "rdtsc"
     if op == b"\x0f\xc7" and sreg in (6, 7) and modrm >> 6 == 3 and not _rep_prefixed(insn):

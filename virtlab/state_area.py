@@ -31,7 +31,7 @@ import struct
 from dataclasses import dataclass
 from functools import partial
 
-from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR
+from unicorn import Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
@@ -87,6 +87,9 @@ class Layout:
     # The hflags bits of the execution mode that leaving virtual-8086 mode
     # changes, and their value in flat 32-bit protected mode (None: not found)
     vm86_mode: tuple = None
+    # XCR0 (64 bits), for a VMM that performs the guest kernel's xsetbv
+    # (None: not found)
+    xcr0: int = None
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,16 @@ class StateArea:
 
     def cr(self, n):
         return self.w[self._cr[n]]
+
+    def xcr0(self):
+        at = self.layout.xcr0
+        return self.w[at >> 2] | self.w[(at >> 2) + 1] << 32
+
+    def set_xcr0(self, value):
+        """XCR0 as `xsetbv` loads it (the caller has made the CPU's checks)."""
+        at = self.layout.xcr0
+        self.w[at >> 2] = value & 0xFFFFFFFF
+        self.w[(at >> 2) + 1] = value >> 32
 
     def set_cr(self, n, value):
         self.w[self._cr[n]] = value & 0xFFFFFFFF
@@ -746,9 +759,29 @@ def _calibrate():
     lay = Layout(size=size, gpr=gpr, eip=eip, cr=cr, seg=seg, gdt=seg.pop("gdt"),
                  idt=seg.pop("idt"), hflags=hflags, error_code=error_code,
                  is_int=is_int, old_exception=old_exc, flags=flags, header=_Scan.data,
-                 vm86_mode=_calibrate_vm86(_scratch_cpu(), hflags))
+                 vm86_mode=_calibrate_vm86(_scratch_cpu(), hflags),
+                 **_calibrate_xcr0(_scratch_cpu()))
     verify(uc, lay)
     return lay
+
+
+def _calibrate_xcr0(uc):
+    """Two real `xsetbv`s at ring 0 (with CR4.OSXSAVE), of XCR0 = 1 and 3
+    (EAX cleared after each): the word that changes from one to the other is
+    XCR0's low half (the high half follows it)."""
+    uc.reg_write(X.UC_X86_REG_CR4, uc.reg_read(X.UC_X86_REG_CR4) | x86.CR4_OSXSAVE)
+
+    def xsetbv(value):
+        return _run_one(uc, "xsetbv\nxor eax, eax",
+                        {X.UC_X86_REG_EAX: value, X.UC_X86_REG_ECX: 0, X.UC_X86_REG_EDX: 0})
+    try:
+        one, three = xsetbv(1), xsetbv(3)
+    except UcError:                        # a CPU model without XSAVE
+        return {}
+    hits = _diff_u32(one, three, lambda a, b: a == 1 and b == 3)
+    if len(hits) != 1:
+        return {}
+    return {"xcr0": hits[0]}
 
 
 def _calibrate_vm86(uc, hflags):

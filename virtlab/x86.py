@@ -19,6 +19,9 @@ CR0_AM = 1 << 18
 CR4_PSE, CR4_PGE, CR4_TSD, CR4_DE = 1 << 4, 1 << 7, 1 << 2, 1 << 3
 CR4_PCE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_OSXSAVE = 1 << 8, 1 << 9, 1 << 10, 1 << 18
 CR4_PAE = 1 << 5
+# XCR0's state components: x87 must always be enabled.  The CPU model's xsetbv
+# accepts x87, SSE and AVX (measured: any other bit, MPX's pair included, is #GP).
+XCR0_X87, XCR0_SUPPORTED = 1 << 0, 0x7
 MSR_EFER, EFER_NXE = 0xC0000080, 1 << 11     # execute-disable in PAE entries
 
 # Page-table entry bits (the low word of a PAE entry has the same)

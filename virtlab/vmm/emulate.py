@@ -301,6 +301,22 @@ class Emulator:
         reg_write(state, insn.reg_name(reg.reg), offset)
         return "lss"
 
+    def _xsetbv(self, insn, state):
+        """XSETBV: XCR0, the state components xsave and xrstor manage.  As
+        the CPU model: #UD without CR4.OSXSAVE (at ring 1 the CPU raises it
+        before the #GP that brings trap here; a translator's callout comes
+        here first), #GP(0) for an XCR other than 0, a value without x87, or
+        a component the CPU lacks."""
+        if not self.be.vcpu.cr4 & x86.CR4_OSXSAVE:
+            raise DeliveryFault(x86.UD, None, "xsetbv without CR4.OSXSAVE")
+        value = state.reg("edx") << 32 | state.reg("eax")
+        if state.reg("ecx") != 0 or not value & x86.XCR0_X87 or value & ~x86.XCR0_SUPPORTED:
+            raise DeliveryFault(x86.GP, 0, f"xsetbv of {value:#x} into XCR{state.reg('ecx')}")
+        if state.layout.xcr0 is None:
+            raise Unsupported("xsetbv: XCR0 was not found in this Unicorn build's CPU state")
+        state.set_xcr0(value)
+        return "xsetbv"
+
     def _ltr(self, insn, state):
         sel = operand_value(insn, insn.operands[0], state, self.view()) & 0xFFFF
         self.be.load_tr(sel)
@@ -503,7 +519,7 @@ _KERNEL = {
     "cli": Emulator._cli, "sti": Emulator._sti, "hlt": Emulator._hlt,
     "lgdt": Emulator._table_load, "lidt": Emulator._table_load,
     "ltr": Emulator._ltr, "lldt": Emulator._lldt,
-    "pop": Emulator._pop, "lss": Emulator._lss,
+    "pop": Emulator._pop, "lss": Emulator._lss, "xsetbv": Emulator._xsetbv,
     "iretd": Emulator._iret, "iret": Emulator._iret,
     "retf": Emulator._retf, "lret": Emulator._retf,
     "sysexit": Emulator._sysexit,
