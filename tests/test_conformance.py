@@ -640,6 +640,26 @@ def test_xsetbv_sets_xcr0_as_natively(backend, case):
     assert struct.unpack_from("<3I", log[1]) == want
     assert log == _native_log(img)
 
+
+# An MSR the kernel reads before it ever writes it holds the CPU model's value
+# from reset (PAT, MTRRcap, the microcode revision), under a VMM too; one it wrote
+# reads back as written.  (The VMMs answered 0.)
+MSR_READS = ("mov ecx, 0x277\nrdmsr\nmov [0x5000], eax\nmov [0x5004], edx\n"
+             "mov ecx, 0xfe\nrdmsr\nmov [0x5008], eax\n"
+             "mov ecx, 0x8b\nrdmsr\nmov [0x500c], edx\n"
+             "mov ecx, 0x277\nmov eax, 0x06060606\nmov edx, 0x06060606\nwrmsr\n"
+             "xor eax, eax\nxor edx, edx\nrdmsr\nmov [0x5010], eax\nmov [0x5014], edx\n"
+             + A.exit_with(0))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_an_msr_never_written_reads_as_the_cpu_models(backend):
+    img = A.build(A.AsmGuest(body=MSR_READS))
+    log = _log(backend, img)
+    assert struct.unpack_from("<6I", log[1]) == (0x70406, 0x70406, 0x508, 1, 0x06060606,
+                                                 0x06060606)
+    assert log == _native_log(img)
+
 # An unmasked x87 error (a zero divide, ZM clear in the control word) is #MF at
 # the next FPU instruction only with CR0.NE set: the guest's NE, not the VMM's.
 X87_ERROR = ("fninit\nmov word ptr [0x5010], 0x37b\nfldcw [0x5010]\n"

@@ -143,6 +143,7 @@ class ControlHost(Protocol):
     def read_cr(self, n: int) -> int: ...
     def write_cr(self, n: int, value: int) -> None: ...
     def invlpg(self, linear: int) -> None: ...
+    def guest_msr(self, index: int) -> int: ...
 
 
 @runtime_checkable
@@ -349,7 +350,7 @@ class Emulator:
         return insn.mnemonic                        # wbinvd/invd: nothing to do
 
     def _rdmsr(self, insn, state):
-        value = self.be.vcpu.msrs.get(state.reg("ecx"), 0)
+        value = self.be.guest_msr(state.reg("ecx"))
         state.set_reg("eax", value & 0xFFFFFFFF)
         state.set_reg("edx", value >> 32)
         return "rdmsr"

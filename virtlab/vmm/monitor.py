@@ -54,9 +54,13 @@ class Vmm(Backend):
         return self.paging.guest_view()
 
     def guest_msr(self, index):
-        # Every guest wrmsr is emulated into the vCPU (hw writes some of them
-        # through to the real CPU as well).
-        return self.vcpu.msrs.get(index, 0)
+        """What the guest's last wrmsr of `index` wrote (every guest wrmsr is
+        emulated into the vCPU; hw writes some through to the real CPU as
+        well), or, for an MSR it never wrote, the CPU model's own value: the
+        one it has had since reset (PAT, MTRRcap, the microcode revision),
+        which no VMM changes."""
+        value = self.vcpu.msrs.get(index)
+        return self.machine.read_msr(index) if value is None else value
 
     def live_view(self):
         return self.paging.live_view()
