@@ -325,6 +325,14 @@ def _native_log(img):
     return _log("native", img)
 
 
+def _as_natively(backend, img, fmt, want, at=0):
+    """Run `img` under `backend`: its log holds `want` (struct format `fmt`,
+    at offset `at`) and is native's, byte for byte."""
+    log = _log(backend, img)
+    assert struct.unpack_from(fmt, log[1], at) == want
+    assert log == _native_log(img)
+
+
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_rdtscp_reads_the_virtual_clock_and_the_guests_tsc_aux(backend):
     """rdtscp too: EDX:EAX from the virtual clock, ECX the TSC_AUX MSR the
@@ -466,9 +474,7 @@ def test_a_stack_segment_the_cpu_refuses_is_the_guests_fault(backend, case):
         + f"mov ax, {selector:#x}\nmov ss, ax\n" \
         + (f"or byte ptr [{KDATA_ACCESS:#x}], 0x80\n" if absent else "") + A.exit_with(0)
     img = A.build(A.AsmGuest(body=body, handlers=_faults_skipping(3)))     # 66 8e d0: 3 bytes
-    log = _log(backend, img)
-    assert struct.unpack_from("<4I", log[1]) == want
-    assert log == _native_log(img)
+    _as_natively(backend, img, "<4I", want)
 
 
 # pop ss (32-bit, then 16-bit) and lss: ESP as natively.  (SS itself is not
@@ -483,12 +489,10 @@ STACK_SWITCHES = (f"push {A.KDATA}\n.byte 0x17\nmov [0x5010], esp\n"
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_pop_ss_and_lss_move_esp_as_natively(backend):
     img = A.build(A.AsmGuest(body=STACK_SWITCHES, handlers=_faults_skipping(1)))
-    log = _log(backend, img)
     # The last pop ss, of a code segment, is #GP(selector) with ESP unchanged.
     esp = (A.STACK0, A.STACK0 - 2, 0x8FFF0)
-    assert struct.unpack_from("<2I", log[1]) == (1, A.KCODE)
-    assert struct.unpack_from("<3I", log[1], 0x10) == esp
-    assert log == _native_log(img)
+    _as_natively(backend, img, "<2I", (1, A.KCODE))
+    _as_natively(backend, img, "<3I", esp, at=0x10)
 
 
 TR_LDTR_LOADS = {
@@ -507,9 +511,7 @@ def test_ltr_and_lldt_of_a_selector_the_cpu_refuses_are_the_guests_gp(backend, c
     insn, selector, want = TR_LDTR_LOADS[case]
     body = f"mov ax, {selector:#x}\n{insn} ax\n" + A.exit_with(0)       # ltr/lldt ax: 3 bytes
     img = A.build(A.AsmGuest(body=body, handlers=_faults_skipping(3)))
-    log = _log(backend, img)
-    assert struct.unpack_from("<2I", log[1]) == want
-    assert log == _native_log(img)
+    _as_natively(backend, img, "<2I", want)
 
 
 # A privileged instruction whose memory operand is not mapped faults with #PF
@@ -531,9 +533,8 @@ def test_a_privileged_instruction_with_an_unmapped_operand_is_a_page_fault(backe
     pf = "pop eax\nmov [0x5000], eax\nmov eax, cr2\nmov [0x5004], eax\n" + A.exit_with(0)
     img = A.build(A.AsmGuest(paging=True, unmapped=(UNMAPPED,), body=text + "\n" + A.exit_with(1),
                              handlers={x86.PF: pf}))
-    log = _log(backend, img)
-    assert log[0] == 0 and struct.unpack_from("<2I", log[1]) == (error, UNMAPPED)
-    assert log == _native_log(img)
+    assert _native_log(img)[0] == 0                 # the #PF handler's exit status
+    _as_natively(backend, img, "<2I", (error, UNMAPPED))
 
 
 # The kernel's way out to user code with a frame the CPU refuses: the fault is
@@ -560,9 +561,7 @@ REFUSED_RETURNS = {
 def test_a_return_to_user_code_the_cpu_refuses_is_the_kernels_fault(backend, case):
     code, want = REFUSED_RETURNS[case]
     img = A.build(A.AsmGuest(body=code + A.exit_with(0), handlers=_faults_skipping(1)))
-    log = _log(backend, img)
-    assert struct.unpack_from("<4I", log[1]) == want
-    assert log == _native_log(img)
+    _as_natively(backend, img, "<4I", want)
 
 
 # -- the guest's GDT, rewritten in place ------------------------------------------------
@@ -591,9 +590,7 @@ def _gdt_rewrite(rewrite):
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_a_gdt_entry_rewritten_in_place_is_what_the_next_load_sees(backend):
     img = _gdt_rewrite(True)
-    log = _log(backend, img)
-    assert struct.unpack_from("<2I", log[1], 0x10) == (0x5000, 0x600D)
-    assert log == _native_log(img)
+    _as_natively(backend, img, "<2I", (0x5000, 0x600D), at=0x10)
 
 
 SHADOW_GDT = [b for b in NATIVE_IMAGE if issubclass(B.load(b), RingCompressedVmm)]
@@ -636,9 +633,7 @@ def test_xsetbv_sets_xcr0_as_natively(backend, case):
         + f"mov eax, {eax:#x}\nmov ecx, {ecx}\nxor edx, edx\nxsetbv\n" \
         + "xor eax, eax\nxor ecx, ecx\nxgetbv\nmov [0x5008], eax\n" + A.exit_with(0)
     img = A.build(A.AsmGuest(body=body, handlers=handlers))        # xsetbv, xgetbv: 3 bytes
-    log = _log(backend, img)
-    assert struct.unpack_from("<3I", log[1]) == want
-    assert log == _native_log(img)
+    _as_natively(backend, img, "<3I", want)
 
 
 # An MSR the kernel reads before it ever writes it holds the CPU model's value
@@ -655,10 +650,8 @@ MSR_READS = ("mov ecx, 0x277\nrdmsr\nmov [0x5000], eax\nmov [0x5004], edx\n"
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_an_msr_never_written_reads_as_the_cpu_models(backend):
     img = A.build(A.AsmGuest(body=MSR_READS))
-    log = _log(backend, img)
-    assert struct.unpack_from("<6I", log[1]) == (0x70406, 0x70406, 0x508, 1, 0x06060606,
-                                                 0x06060606)
-    assert log == _native_log(img)
+    _as_natively(backend, img, "<6I", (0x70406, 0x70406, 0x508, 1, 0x06060606, 0x06060606))
+
 
 # An unmasked x87 error (a zero divide, ZM clear in the control word) is #MF at
 # the next FPU instruction only with CR0.NE set: the guest's NE, not the VMM's.
