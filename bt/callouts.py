@@ -25,7 +25,7 @@ from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
 from virtlab.tsc import MSR_TSC_AUX
 from virtlab.vmm import gates
-from virtlab.vmm.emulate import NotPrivileged, Unsupported, effective_address, reg_write
+from virtlab.vmm.emulate import NotPrivileged, Unsupported, effective_address
 from virtlab.vmm.pt_store import emulate_store
 
 from . import layout as L

@@ -49,7 +49,7 @@ class HyperSpace:
         for i in range(L.GDT_PAGES - 1):
             self._map(area_l1, i, zero, 1)
         self._map(area_l1, L.GDT_PAGES - 1, last, 1)
-        page = self.gdt_page = last << 12
+        self.gdt_page = last << 12
         for selector, access in ((abi.FLAT_KERNEL_CS, 0xBB), (abi.FLAT_KERNEL_DS, 0xB3),
                                  (abi.FLAT_USER_CS, 0xFB), (abi.FLAT_USER_DS, 0xF3)):
             self.mem.write(self._slot(selector),

@@ -26,11 +26,11 @@ from unicorn import x86_const as X
 from virtlab import fastcall, x86
 from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec, Named
 from virtlab.decode import opcode
-from virtlab.delivery import DeliveryFault, Event, RealCpuView, read_descriptor
-from virtlab.memory import GuestMemoryFault
+from virtlab.delivery import Event, RealCpuView
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.intercept import EMULATED, RAISED
+from virtlab.memory import GuestMemoryFault
 from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported
 from virtlab.vmm.gates import far_target, is_far_transfer, switches_tasks, task_return
 from virtlab.vmm.monitor import Vmm
