@@ -491,8 +491,7 @@ def test_pop_ss_and_lss_move_esp_as_natively(backend):
     img = A.build(A.AsmGuest(body=STACK_SWITCHES, handlers=_faults_skipping(1)))
     # The last pop ss, of a code segment, is #GP(selector) with ESP unchanged.
     esp = (A.STACK0, A.STACK0 - 2, 0x8FFF0)
-    _as_natively(backend, img, "<2I", (1, A.KCODE))
-    _as_natively(backend, img, "<3I", esp, at=0x10)
+    _as_natively(backend, img, "<2I8x3I", (1, A.KCODE, *esp))
 
 
 TR_LDTR_LOADS = {

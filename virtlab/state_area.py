@@ -347,10 +347,6 @@ class StateArea:
     def cr(self, n):
         return self.w[self._cr[n]]
 
-    def xcr0(self):
-        at = self.layout.xcr0
-        return self.w[at >> 2] | self.w[(at >> 2) + 1] << 32
-
     def set_xcr0(self, value):
         """XCR0 as `xsetbv` loads it (the caller has made the CPU's checks)."""
         at = self.layout.xcr0
