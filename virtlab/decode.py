@@ -74,10 +74,23 @@ def forget_blocks():
     _blocks.clear()
 
 
+# capstone's disasm decodes all it is asked for before it yields the first
+# instruction: a page's worth of bytes is about a thousand instructions and
+# half a millisecond, where the first block is a handful.  So ask in chunks.
+_LAZY_CHUNK = 16
+
+
 def decode_lazily(code, pc):
     """The instructions of `code` at `pc` one at a time, for a caller that
     stops at the end of the first block in a page's worth of bytes."""
-    return _BLOCK_CS.disasm(code, pc)
+    done = 0
+    while done < len(code):
+        insn = None
+        for insn in _BLOCK_CS.disasm(code[done:], pc + done, _LAZY_CHUNK):
+            yield insn
+        if insn is None:
+            return                       # bytes that do not decode end the block
+        done = insn.address + insn.size - pc
 
 
 class Insn:
