@@ -103,17 +103,20 @@ class Trap(RingCompressedVmm):
         st = self.machine.state
         if not st.live:
             st.save()
-        view = self.guest_view()             # the paging component's shared view
         esp, _, _, _, ss_base = st.frame_regs()
+        view = self.guest_view()             # the paging component's shared view
         try:
-            if view.read(address, 1) != _IRETD:
-                return                       # other code now lives at this address
             cs, eflags = _CS_EFLAGS.unpack(view.read((ss_base + esp + 4) & 0xFFFFFFFF, 8))
+            if cs & 3 <= 1:
+                return                       # not to an outer ring: the CPU keeps IOPL
+            iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
+            # (The common case, IOPL as it was, needs no look at the code:
+            # whatever instruction now lives at this address, nothing changes.)
+            if iopl == self.vcpu.iopl or view.read(address, 1) != _IRETD:
+                return
         except GuestMemoryFault:
             return                           # the iret faults; nothing changes
-        cs &= 0xFFFF
-        if cs & 3 > 1:
-            self.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
+        self.vcpu.iopl = iopl
 
     def report(self):
         return {"sensitive": self.audit.sightings()}
