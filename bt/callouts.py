@@ -27,6 +27,7 @@ from virtlab.tsc import MSR_TSC_AUX
 from virtlab.vmm import gates
 from virtlab.vmm.emulate import NotPrivileged, Unsupported, effective_address
 from virtlab.vmm.pt_store import emulate_store
+from virtlab.vmm.reflect import user_flags
 
 from . import layout as L
 
@@ -157,8 +158,8 @@ class Callouts:
         """iret or retf.  Back into the kernel (a frame with RPL 0, which the
         CPU refuses at ring 1): emulated.  Out to user code: the CPU performs
         it, from the copy of the instruction that follows the callout, once the
-        VMM has taken the virtual IOPL from the frame (the CPU loads IOPL
-        only at CPL 0)."""
+        VMM has made the real IF and IOPL the frame's (the CPU loads IOPL only
+        at CPL 0)."""
         bt, st = self.bt, self.m.state
         far_iret = c.kind == "iret"
         if far_iret and st.system_flags() & x86.NT:
@@ -198,8 +199,15 @@ class Callouts:
                 return bt.deliver_fault(Event(x86.GP, 0))
             return self._count(c.kind)
         self._count(c.kind)
-        if far_iret:
-            bt.vcpu.iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
+        if cs & 3 > 1:
+            # The user's IF and IOPL go to the real CPU (reflect.py), which
+            # loads neither at ring 1 (IF not with IOPL 0): an iret's from
+            # its frame, and a retf keeps the kernel's.  (The common case, IF
+            # set and IOPL 0, are the kernel's real flags already.)
+            if not far_iret:
+                eflags = (x86.IF if bt.vcpu.if_ else 0) | bt.vcpu.iopl << x86.IOPL_SHIFT
+            if eflags & (x86.IF | x86.IOPL_MASK) != x86.IF:
+                user_flags(st, eflags & x86.IF, (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT)
         bt.run_tc(c.resume)
 
     def _int(self, c):

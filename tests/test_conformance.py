@@ -494,6 +494,61 @@ def test_pop_ss_and_lss_move_esp_as_natively(backend):
     _as_natively(backend, img, "<2I8x3I", (1, A.KCODE, *esp))
 
 
+# User code's IF and IOPL, as the kernel's iret gives them: a user given IOPL
+# 3 runs cli, sti and popf itself and sees its flags with pushf; a frame with
+# IF clear leaves interrupts off in user code.  Under trap and bt the kernel's
+# IF and IOPL are virtual, but the user's are the real ones (trap and bt
+# showed IOPL 0 and IF set, and took #GP at the user's cli).  Each case logs
+# what user code's pushf shows and the EFLAGS of its next system call's frame.
+USER_SYSCALL = "mov eax, [esp + 8]\nmov [0x5010], eax\niretd\n"
+USER_FLAGS = {
+    "IOPL 3, cli and sti": (0x3202, "cli\npushfd\npop dword ptr [0x5000]\nint 0x80\nsti\n"
+                            "pushfd\npop dword ptr [0x5004]\n"),
+    "IOPL 3, popf clears IF": (0x3202, "push 0x3002\npopfd\npushfd\npop dword ptr [0x5000]\n"
+                               "int 0x80\n"),
+    "IOPL 0, a frame with IF clear": (0x2, "pushfd\npop dword ptr [0x5000]\nint 0x80\n"
+                                      "push 0x3202\npopfd\npushfd\npop dword ptr [0x5004]\n"),
+    "IOPL 1": (0x1202, "pushfd\npop dword ptr [0x5000]\nint 0x80\n"),
+}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", USER_FLAGS)
+def test_user_code_runs_with_the_if_and_iopl_its_kernel_gave_it(backend, case):
+    eflags, ring3 = USER_FLAGS[case]
+    img = A.build(A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3, eflags=eflags),
+                             ring3=ring3 + "int 0x81\n", user_vectors=(0x80, 0x81),
+                             handlers={0x80: USER_SYSCALL, 0x81: A.exit_with(0)}))
+    shown = eflags & (x86.IF | x86.IOPL_MASK)
+    first = struct.unpack_from("<I", _native_log(img)[1])[0]
+    assert first & (x86.IF | x86.IOPL_MASK) == (shown & ~x86.IF if "cli" in case or "popf" in case
+                                                 else shown)
+    assert _log(backend, img) == _native_log(img)
+
+
+# ... and after a far call through a call gate and the kernel's retf back,
+# which keeps EFLAGS: the user's IF (cleared by its own cli under IOPL 3) is
+# the kernel's while it runs, and the user's again after, with what the
+# kernel did to it (an sti).
+def _call_gate_guest(kernel):
+    lo, hi = struct.unpack("<II", x86.make_gate(A.KCODE, A.HANDLERS + 0x100, 0xC, 3))
+    grow = (f"mov dword ptr [{A.GDT + 0x40:#x}], {lo:#x}\n"
+            f"mov dword ptr [{A.GDT + 0x44:#x}], {hi:#x}\n"
+            f"mov word ptr [{A.GDT + 0xF00:#x}], 0x47\nlgdt [{A.GDT + 0xF00:#x}]\n")
+    ring3 = "cli\nlcall 0x43:0\npushfd\npop dword ptr [0x5000]\nint 0x81\n"
+    return A.AsmGuest(body=grow + A.iret_to(3, A.RING3, A.STACK3, eflags=0x3202),
+                      ring3=ring3, user_vectors=(0x81,),
+                      handlers={1: kernel + "retf\n", 0x81: A.exit_with(0)})
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("kernel, user_if", [("", 0), ("sti\n", x86.IF)],
+                         ids=["kernel leaves IF", "kernel sti"])
+def test_a_call_gate_and_its_retf_keep_the_users_flags(backend, kernel, user_if):
+    img = A.build(_call_gate_guest(kernel))
+    _as_natively(backend, img, "<I", (user_if | x86.IOPL_MASK | 0x2,))
+
+
 TR_LDTR_LOADS = {
     "ltr null": ("ltr", 0, (0, 0)),          # a null TR in the CPU model (the SDM: #GP(0))
     "ltr past the GDT limit": ("ltr", 0x7F8, (1, 0x7F8)),

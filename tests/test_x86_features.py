@@ -110,7 +110,8 @@ def sysenter_guest():
              + cpl_of_ring0_code(40) + f"mov [{LOG + 16:#x}], eax\n"
              f"mov edx, {AFTER_SYSEXIT:#x}\nmov ecx, 0x6f000\nsysexit\n")
     after = (f"mov eax, cs\nmov [{LOG + 20:#x}], eax\nmov eax, ss\nmov [{LOG + 24:#x}], eax\n"
-             f"mov [{LOG + 28:#x}], esp\nmov eax, [{LOG + 16:#x}]\n" + EXIT_FROM_ANY_RING)
+             f"mov [{LOG + 28:#x}], esp\npushfd\npop eax\nand eax, 0x3200\n"
+             f"mov [{LOG + 32:#x}], eax\nmov eax, [{LOG + 16:#x}]\n" + EXIT_FROM_ANY_RING)
     return A.AsmGuest(body=body, ring3=ring3, handlers={0: entry}), [(AFTER_SYSEXIT, after)]
 
 
@@ -120,13 +121,16 @@ def test_sysenter_enters_the_kernel_and_sysexit_returns(backend):
     m, out, cpls = run(guest, backend, patch)
     assert out.ok, out.reason
     assert out.exit_status == 40 + ring_shown(backend)
-    flags, esp, ss, esi, _, cs3, ss3, esp3 = words(m, 8)
+    flags, esp, ss, esi, _, cs3, ss3, esp3, user_flags = words(m, 9)
     # The kernel's IF is clear natively; under trap its pushf shows the real IF
     # (set: the VMM never masks real interrupts), the known pushf hole.
     assert flags == (x86.ZF | (x86.IF if backend == "trap" else 0))
     assert (esp, esi) == (0x88000, 0x1234)
     assert ss == (SYS_CS + 8) | ring_shown(backend)
     assert (cs3, ss3, esp3) == ((SYS_CS + 16) | 3, (SYS_CS + 24) | 3, 0x6f000)
+    # SYSEXIT keeps EFLAGS: the user runs with the kernel's IF (clear: no sti
+    # since SYSENTER cleared it) and IOPL 0, on the real CPU under trap too.
+    assert user_flags == 0
     check_rings(backend, cpls)
     if backend == "trap":
         assert m.counters["reflect.syscall"] == 1 and m.counters["exit.priv.sysexit"] == 1

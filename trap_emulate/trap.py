@@ -13,6 +13,8 @@ ring 0's job: every exception and interrupt stops in the VMM first.
     (reflect.syscall, reflect.exception).
   - HLT is emulated: the virtual CPU sleeps until the next interrupt, which is
     injected through the guest's IDT when the virtual IF allows it.
+  - The kernel's returns to user code (iret, retf) run natively, watched: just
+    before each, the real IF and IOPL become the user's (vmm/reflect.py).
 
 What it cannot do is the point of the technique's history: popf, pushf, sgdt,
 sidt, sldt, smsw, str, push cs/ss, mov from a segment register, lar, lsl, verr
@@ -31,11 +33,14 @@ from virtlab.memory import GuestMemoryFault
 
 from virtlab.vmm.compressed import RingCompressedVmm
 from virtlab.vmm.emulate import PRIV_COUNTERS, NotPrivileged, Unsupported
+from virtlab.vmm.reflect import user_flags
 from virtlab.vmm.sensitive import SensitiveAudit
 
 
 _CS_EFLAGS = struct.Struct("<II")          # CS and EFLAGS of an iret frame, after EIP
 _IRETD = b"\xcf"
+_RETF = (b"\xcb", b"\xca")
+_IF, _IF_IOPL = x86.IF, x86.IF | x86.IOPL_MASK
 
 
 # [tour trap 10] Classic trap-and-emulate: the technique.
@@ -54,6 +59,7 @@ class Trap(RingCompressedVmm):
         super().attach(machine)
         self.audit = SensitiveAudit(machine, self)
         machine.intercepts.watch(_select_kernel_iret, self._kernel_iret, ids=(C.X86_INS_IRETD,))
+        machine.intercepts.watch(_select_kernel_retf, self._kernel_retf, ids=(C.X86_INS_RETF,))
 
     # -- exits ----------------------------------------------------------------
     # Every exception or `int n` is ring compression's (the machine calls it
@@ -95,11 +101,12 @@ class Trap(RingCompressedVmm):
 
     def _kernel_iret(self, address, kind):
         """The guest kernel's iret to an outer ring runs natively at ring 1,
-        where the CPU leaves IOPL alone (it loads it only at CPL 0): the
-        virtual IOPL the frame gives is recorded here, for the I/O permission
-        check of the user code it returns to.  Not an exit (VT-x would not
-        see it either, so it is an observer, not an exit): the iret then runs
-        natively."""
+        where the CPU loads neither IOPL (it does only at CPL 0) nor, with
+        IOPL 0, IF.  So just before it the real IF and IOPL become the
+        frame's, the user's own (reflect.user_flags).  Not an exit (VT-x
+        would not see it either, so it is an observer, not an exit): the
+        iret then runs natively.  (If it faults, the fault's delivery gives
+        the kernel its real flags back.)"""
         st = self.machine.state
         if not st.live:
             st.save()
@@ -107,19 +114,51 @@ class Trap(RingCompressedVmm):
         view = self.guest_view()             # the paging component's shared view
         try:
             cs, eflags = _CS_EFLAGS.unpack(view.read((ss_base + esp + 4) & 0xFFFFFFFF, 8))
-            if cs & 3 <= 1:
-                return                       # not to an outer ring: the CPU keeps IOPL
-            iopl = (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
-            # (The common case, IOPL as it was, needs no look at the code:
-            # whatever instruction now lives at this address, nothing changes.)
-            if iopl == self.vcpu.iopl or view.read(address, 1) != _IRETD:
+            # (The common case, a return to user code with IF set and IOPL 0,
+            # finds the real CPU as the frame leaves it, and needs no look at
+            # the code; nor does a return within the kernel's ring.)
+            if cs & 3 <= 1 or eflags & _IF_IOPL == _IF:
                 return
+            if view.read(address, 1) != _IRETD:
+                return                       # other code now lives at this address
         except GuestMemoryFault:
             return                           # the iret faults; nothing changes
-        self.vcpu.iopl = iopl
+        user_flags(st, eflags & x86.IF, (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT)
+        if not st.live:
+            st.load()
+
+    def _kernel_retf(self, address, kind):
+        """The guest kernel's far return to an outer ring (from a call gate)
+        also runs natively at ring 1.  It keeps EFLAGS: the user gets the
+        kernel's IF and IOPL, which are virtual, so they go to the real CPU
+        first.  Nothing to do in the common case, IF set and IOPL 0: the
+        kernel's real flags."""
+        v = self.vcpu
+        if v.if_ and not v.iopl:
+            return
+        st = self.machine.state
+        if not st.live:
+            st.save()
+        esp, _, _, _, ss_base = st.frame_regs()
+        view = self.guest_view()
+        try:
+            if view.u32((ss_base + esp + 4) & 0xFFFFFFFF) & 3 <= 1 \
+                    or view.read(address, 1) not in _RETF:
+                return
+        except GuestMemoryFault:
+            return                           # the retf faults; nothing changes
+        user_flags(st, v.if_, v.iopl)
+        if not st.live:
+            st.load()
 
     def report(self):
         return {"sensitive": self.audit.sightings()}
+
+
+def _select_kernel_retf(insn, cpl):
+    """The guest kernel's 32-bit far return (retf, retf n)."""
+    return "retf_out" if cpl == 1 and insn.id == C.X86_INS_RETF and insn.bytes[0] != 0x66 \
+        else None
 
 
 def _select_kernel_iret(insn, cpl):

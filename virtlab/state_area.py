@@ -419,6 +419,14 @@ class StateArea:
         w[self._cc_op] = self._cc_op_eflags
         self.wi[self._df] = -1 if value & x86.DF else 1
 
+    def set_system_flags(self, mask, value):
+        """Replace the system flags under `mask` (IF, IOPL, ...) with
+        `value`'s, leaving every other bit as it is: they live in QEMU's
+        plain `eflags` field, apart from the arithmetic flags, which a
+        lazily computed result may still hold."""
+        w, at = self.w, self._eflags_w
+        w[at] = (w[at] & ~mask) | (value & mask)
+
     def lazy_flags(self):
         """The arithmetic flags and DF exactly as QEMU holds them now (cc_src,
         cc_op, df and the arithmetic bits of `eflags`), for restore_lazy_flags."""

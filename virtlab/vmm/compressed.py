@@ -24,7 +24,7 @@ from virtlab.memory import GuestMemoryFault
 from . import gates, loads, rings, memory as vmm_memory
 from .emulate import NotPrivileged
 from .monitor import Vmm
-from .reflect import VirtualCpuView
+from .reflect import VirtualCpuView, enter_kernel_flags
 
 
 class RingCompressedVmm(Vmm):
@@ -95,6 +95,7 @@ class RingCompressedVmm(Vmm):
         if target is not None and not target & 4 and \
                 gates.switches_tasks(self.guest_view(), self.vcpu.gdtr, target):
             raise GuestStop(f"{self.name}: a task switch at {m.where()}: not supported")
+        from_user = m.state.cpl == 3
         try:
             if not gates.through_call_gate(self.view, m.state, self.guest_view(), decoded):
                 return False
@@ -104,6 +105,8 @@ class RingCompressedVmm(Vmm):
         except GuestMemoryFault as fault:
             self._reflect(Event(x86.PF, fault.error_code, cr2=fault.linear))
             return True
+        if from_user and m.state.cpl != 3:
+            enter_kernel_flags(m.state, self.vcpu)       # a gate keeps EFLAGS
         self._count_syscall()
         m.clock.tick()
         m.emulated()
@@ -123,23 +126,26 @@ class RingCompressedVmm(Vmm):
         if cs & 0xFFFC == 0:
             self._reflect(Event(x86.GP, 0))
             return False
+        if st.cpl == 3:
+            enter_kernel_flags(st, self.vcpu)
         self._count_syscall()
         m.clock.tick()
         fastcall.enter_kernel(st, self.view, cs, msrs.get(fastcall.SYSENTER_ESP, 0) & 0xFFFFFFFF,
                               msrs.get(fastcall.SYSENTER_EIP, 0) & 0xFFFFFFFF)
         self.vcpu.if_ = False
-        st.set_eflags((st.eflags() & ~(x86.VM | x86.RF)) | x86.IF)
+        st.set_eflags((st.eflags() & ~(x86.VM | x86.RF | x86.IOPL_MASK)) | x86.IF)
         return True
 
     # -- reflection ---------------------------------------------------------------
     def _reflect_software(self, vector):
         # Every system call comes here, so the small calls are inline:
-        # view.virtual_if() (user code always has IF set; the kernel's is the
+        # view.virtual_if() (user code's IF is the real one, the kernel's the
         # vCPU's) and _count_syscall().  (pending_irq() first: nothing pending
         # is decided without interrupt_first's call, which asks it again.)
         m = self.machine
-        if (m.state.cpl == 3 or self.vcpu.if_) and m.pending_irq() is not None \
-                and self.events.interrupt_first(True, self):
+        st = m.state
+        if (st.system_flags() & _IF if st.cpl == 3 else self.vcpu.if_) \
+                and m.pending_irq() is not None and self.events.interrupt_first(True, self):
             return
         c = m.counters
         c["exit.total"] += 1
@@ -251,10 +257,11 @@ class RingCompressedVmm(Vmm):
 
     def io_permitted(self, port, size):
         """Ring compression: the check is made against the guest's own view,
-        its virtual IOPL and the TSS its `ltr` named (in virtual-8086 code
-        the bitmap alone)."""
+        its IOPL (in user code the real one, which is the guest's:
+        reflect.py) and the TSS its `ltr` named (in virtual-8086 code the
+        bitmap alone)."""
         st = self.machine.state
-        if st.cpl != 3 or (self.vcpu.iopl == 3 and not st.system_flags() & x86.VM):
+        if st.cpl != 3 or (st.system_flags() & (x86.IOPL_MASK | x86.VM) == x86.IOPL_MASK):
             return True
         sel, base, limit = self.vcpu.tr
         return io_bitmap_allows(self.guest_view(), base, limit, port, size)
@@ -329,3 +336,4 @@ _CS_LOADS = frozenset((C.X86_INS_IRET, C.X86_INS_IRETD, C.X86_INS_RETF))
 # The ids under which capstone reports every far call or jmp (and the near
 # ones too: gates.is_far_transfer tells them apart).
 _FAR_IDS = frozenset((C.X86_INS_LJMP, C.X86_INS_LCALL, C.X86_INS_JMP, C.X86_INS_CALL))
+_IF = x86.IF

@@ -20,6 +20,7 @@ from virtlab.delivery import DeliveryFault, read_descriptor
 from virtlab.memory import LinearView
 
 from . import loads, rings
+from .reflect import user_flags
 from .vcpu import VirtualCpu
 
 _REG32 = {"eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"}
@@ -377,6 +378,7 @@ class Emulator:
         if cs & 0xFFFC == 0:
             raise NotPrivileged()
         fastcall.exit_to_user(state, rings.segment_cache, cs)
+        user_flags(state, self.be.vcpu.if_, self.be.vcpu.iopl)     # SYSEXIT keeps EFLAGS
         return "sysexit"
 
     def _smsw(self, insn, state):
