@@ -28,20 +28,20 @@ from .pt_store import emulate_store
 from .shadow import HIDDEN, TRACE, ShadowMmu, Violation
 
 # The real CR0 while the guest runs on shadow tables: protected mode and paging
-# always on (the flat shadow stands in for "paging off"), write protection always
-# on so that ring-1 and ring-0 writes to traced page tables fault, and MP set, so
-# that TS stops `fwait` too, as a VMM that switches the FPU lazily between
-# itself and the guest needs: the VMM's choice, which `smsw` in the guest gives
-# away (fidelity.smsw).
-SHADOW_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_WP | x86.CR0_PG
+# always on (the flat shadow stands in for "paging off"), and write protection
+# always on so that ring-1 and ring-0 writes to traced page tables fault: the
+# VMM's choice, which `smsw` in the guest gives away (fidelity.smsw).
+SHADOW_CR0 = x86.CR0_PE | x86.CR0_ET | x86.CR0_WP | x86.CR0_PG
 # The other bits of CR0 and CR4 that decide how instructions execute, not how
 # memory is translated or protected, are the guest's in the real registers too
 # (VT-x gives them to the guest through its CR0/CR4 guest/host masks): an x87 or
 # SSE instruction after the kernel sets CR0.TS or EM raises #NM, which lazy FPU
-# switching relies on, an x87 error is #MF only if the kernel set NE, and SSE
-# works once it sets CR4.OSFXSR.  (CR4.TSD stays virtual: the guest kernel runs
-# above ring 0, and tsc.py answers rdtsc at its ring.)
-GUEST_CR0 = x86.CR0_EM | x86.CR0_TS | x86.CR0_NE | x86.CR0_AM
+# switching relies on, and `fwait` too only if it set MP (this VMM never uses
+# the FPU itself, so it has no reason to set MP for its own switching); an x87
+# error is #MF only if the kernel set NE, and SSE works once it sets
+# CR4.OSFXSR.  (CR4.TSD stays virtual: the guest kernel runs above ring 0, and
+# tsc.py answers rdtsc at its ring.)
+GUEST_CR0 = x86.CR0_MP | x86.CR0_EM | x86.CR0_TS | x86.CR0_NE | x86.CR0_AM
 GUEST_CR4 = x86.CR4_DE | x86.CR4_PCE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT | x86.CR4_OSXSAVE
 
 
