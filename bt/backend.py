@@ -330,9 +330,9 @@ class Bt(RingCompressedVmm):
 
     # -- user code's sensitive reads ----------------------------------------------------------
     def _user_sensitive(self, decoded, kind):
-        """sgdt, sidt, sldt, str or smsw in directly executed user code.
-        VMware's VMM of 2006 let them run, and user code saw the VMM's tables
-        (the "red pill").  Here they exit, through a translation-time
+        """sgdt, sidt, sldt, str, smsw, lar, lsl, verr or verw in directly
+        executed user code.  VMware's VMM of 2006 let them run, and user code
+        saw the VMM's tables (the "red pill").  Here they exit, through a translation-time
         intercept that changes no byte of the guest's code, and get the
         virtual answers: bt is faithful, at the price of an exit each."""
         try:
@@ -440,8 +440,13 @@ class Bt(RingCompressedVmm):
                                 "guilty_stores": len(self.guilty)}}
 
 
+# The five that CR4.UMIP would make fault outside ring 0, and the four that
+# read a descriptor: run on the CPU they would read the shadow GDT, whose
+# entries differ from the guest's (DPL 1 for 0, present only once loaded,
+# accessed).
 _USER_SENSITIVE = frozenset((C.X86_INS_SGDT, C.X86_INS_SIDT, C.X86_INS_SLDT, C.X86_INS_STR,
-                             C.X86_INS_SMSW))
+                             C.X86_INS_SMSW, C.X86_INS_LAR, C.X86_INS_LSL, C.X86_INS_VERR,
+                             C.X86_INS_VERW))
 
 
 def _select_user_sensitive(insn, cpl):

@@ -630,6 +630,26 @@ def test_a_tc_of_one_unit_flushes_at_every_translation(monkeypatch):
     assert m.counters["bt.tc.flush"] > 3
 
 
+# -- user code's descriptor reads ------------------------------------------------------
+def test_user_lar_lsl_verr_and_verw_read_the_guests_gdt_not_the_shadow():
+    """User code is not translated, so lar, lsl, verr and verw there would read
+    the shadow GDT, whose user segments show accessed where the guest's do
+    not (and a segment not loaded yet, not present).  They exit and are
+    answered from the guest's GDT, as natively, refusals included (a DPL-1
+    segment and the TSS from ring 3)."""
+    ring3 = "".join(f"mov ecx, {sel:#x}\nlar eax, ecx\n" + store(i)
+                    for i, sel in enumerate((A.UDATA, A.UCODE, A.R1DATA)))
+    ring3 += (f"mov ecx, {A.TSS_SEL:#x}\nlsl eax, ecx\n" + store(3)
+              + f"mov ecx, {A.R1DATA:#x}\nlsl eax, ecx\n" + store(4)
+              + f"mov ecx, {A.KDATA:#x}\nverr cx\nsetz al\nmov ecx, {A.UDATA:#x}\nverw cx\n"
+              "setz ah\nmovzx eax, ax\n" + store(5) + "int 0x81\n")
+    g = A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3), ring3=ring3,
+                   handlers={0x81: A.exit_with(0)}, user_vectors=(0x81,))
+    m, nlog = assert_like_native(g, status=0)
+    assert nlog[5] == 0x100                          # kernel data unreadable, user data writable
+    assert m.counters["exit.priv.lar"] == 3 and m.counters["exit.priv.lsl"] == 2
+
+
 # -- 7. faithfulness of translated kernel code ------------------------------------------------------
 def probe(body, **kw):
     return A.AsmGuest(body=body + A.exit_with(0), handlers={**RECORD, **kw.pop("handlers", {})},
