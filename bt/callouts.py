@@ -204,10 +204,12 @@ class Callouts:
             # loads neither at ring 1 (IF not with IOPL 0): an iret's from
             # its frame, and a retf keeps the kernel's.  (The common case, IF
             # set and IOPL 0, are the kernel's real flags already.)
-            if not far_iret:
-                eflags = (x86.IF if bt.vcpu.if_ else 0) | bt.vcpu.iopl << x86.IOPL_SHIFT
-            if eflags & (x86.IF | x86.IOPL_MASK) != x86.IF:
-                user_flags(st, eflags & x86.IF, (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT)
+            if far_iret:
+                if_, iopl = eflags & x86.IF, (eflags & x86.IOPL_MASK) >> x86.IOPL_SHIFT
+            else:
+                if_, iopl = bt.vcpu.if_, bt.vcpu.iopl
+            if iopl or not if_:
+                user_flags(st, if_, iopl)
         bt.run_tc(c.resume)
 
     def _int(self, c):

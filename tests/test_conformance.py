@@ -396,8 +396,7 @@ def test_the_guest_kernels_debug_register_moves_read_back_as_natively(backend):
 
 
 # CR4.OSFXSR enables SSE; CR0.TS makes the next x87 or SSE instruction raise
-# #NM, whose handler clears it (lazy FPU switching); lmsw sets TS again.  (The
-# MSW comes from `mov eax, cr0`: smsw shows trap's own MP and NE.)
+# #NM, whose handler clears it (lazy FPU switching); lmsw sets TS again.
 FPU_CONTROLS = ("mov eax, cr4\nor eax, 0x200\nmov cr4, eax\n"
                 "mov eax, 7\nmovd xmm0, eax\npaddd xmm0, xmm0\nmovd [0x5000], xmm0\n"
                 "mov eax, cr0\nor eax, 8\nmov cr0, eax\nfld1\nfstp dword ptr [0x5004]\n"
