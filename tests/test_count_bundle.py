@@ -25,6 +25,27 @@ def test_the_bundle_covers_the_default_bench():
                          "'python -m virtlab.count_cache --bundle'; missing " + ", ".join(missing[:5]))
 
 
+def test_a_bundled_count_differs_from_natives_only_where_the_back_end_is_unfaithful():
+    # A back end that runs a workload faithfully runs the same guest
+    # instructions as native (test_icount.py), so the bundle can be checked
+    # whole without counting again: a row of the same image that differs
+    # from native's must be a divergence the back end declares.  (A stale
+    # entry was caught so: trap's fidelity.smsw, counted before trap came
+    # to run it faithfully.)
+    rows = {}
+    for key, value in count_cache._bundle().items():
+        digest, workload, scale, b, ram, _ = key.split("|")
+        rows.setdefault((digest, workload, scale, ram), {})[b] = value
+    wrong = []
+    for (_, workload, scale, _), per in sorted(rows.items()):
+        native = per.get("native")
+        for b, value in per.items():
+            if native is not None and value != native \
+                    and workload not in backend.load(b).unfaithful:
+                wrong.append(f"{workload} at scale {scale} under {b}: {value} != native {native}")
+    assert not wrong, "stale workloads/images/counts.json? " + "; ".join(wrong[:5])
+
+
 # Cheap rows, one per back end (each counted afresh here).
 SAMPLE = [("nano.cli", "native"), ("nano.cli", "trap"), ("nano.cli", "hw"),
           ("nano.cli", "hw-npt"), ("nano.cli", "bt"), ("nano.crwr", "pv")]
@@ -44,12 +65,12 @@ def test_the_bundle_can_be_switched_off(monkeypatch):
     assert count_cache.lookup(key) is not None
     monkeypatch.setenv("VIRTLAB_NO_BUNDLED_COUNTS", "1")
     monkeypatch.setenv("VIRTLAB_CACHE", "/nonexistent/virtlab-cache")
-    count_cache._bundle.cache_clear()
+    count_cache.clear_bundle()
     try:
         assert count_cache.lookup(key) is None
     finally:
         monkeypatch.undo()
-        count_cache._bundle.cache_clear()
+        count_cache.clear_bundle()
 
 
 def test_rebuilding_the_bundle_writes_the_same_bytes(tmp_path):
@@ -58,3 +79,16 @@ def test_rebuilding_the_bundle_writes_the_same_bytes(tmp_path):
     count_cache.write_bundle(entries, a)
     count_cache.write_bundle(dict(reversed(list(entries.items()))), b)
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_entries_in_reads_back_what_a_cache_holds(tmp_path, monkeypatch):
+    # How the lessons' counts reach the bundle: what runs with an empty
+    # cache counted, read back key by key; an unreadable or foreign file is
+    # no entry.
+    monkeypatch.setenv("VIRTLAB_CACHE", str(tmp_path))
+    count_cache.store("a|key", (10, 4))
+    count_cache.store("b|key", (7, 0))
+    (tmp_path / "instructions" / "junk.json").write_text("{not json")
+    (tmp_path / "instructions" / "other.json").write_text('{"key": 3, "value": [1, 2]}')
+    assert count_cache.entries_in(tmp_path) == {"a|key": [10, 4], "b|key": [7, 0]}
+    assert count_cache.entries_in(tmp_path / "nothing-here") == {}

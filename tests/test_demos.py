@@ -21,7 +21,7 @@ import pytest
 from analysis import profile as profiles
 from analysis.model import model
 from virtlab import backend as backends
-from virtlab import demos
+from virtlab import demos, harness
 from virtlab.cli import main
 from virtlab.demos import render, runs
 from virtlab.demos.claims import All, Claim, Cmp, Evidence, Lit, eq, ge
@@ -38,6 +38,17 @@ def count_cache(tmp_path_factory):
         del os.environ["VIRTLAB_CACHE"]
     else:
         os.environ["VIRTLAB_CACHE"] = old
+
+
+def _watch_counting(monkeypatch):
+    """The keys of the counting passes made from now on (harness._count)."""
+    counted, real = [], harness._count
+
+    def count(guest, backend, *args):
+        counted.append(harness.count_key(guest, backend))
+        return real(guest, backend, *args)
+    monkeypatch.setattr(harness, "_count", count)
+    return counted
 
 
 # -- reading a lesson's JSON ------------------------------------------------------
@@ -289,8 +300,13 @@ def check_evidence(doc):
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
-def test_lesson(name):
+def test_lesson(name, monkeypatch):
+    counted = _watch_counting(monkeypatch)
     lesson = demos.lesson(name)
+    # The bundle ships every count a lesson needs: its first run on a new
+    # machine counts nothing (this module's count cache starts empty).
+    assert not counted, (f"{name} counted {counted[:3]}: the bundle lacks them; run "
+                         "'python -m virtlab.count_cache --bundle'")
     doc = json.loads(render.as_json(lesson))
     text = _flat(render.text(lesson))
     assert doc["demo"] == name and doc["ok"], [r["reason"] for r in doc["runs"].values()]

@@ -11,8 +11,9 @@ its result depends only on the image, the workload, its scale and the back end
     name and renamed into place, so a reader sees no file or a complete one;
   - in the bundle shipped beside the images (workloads/images/counts.json):
     the counts of every catalog workload at its default scale under every
-    bundled back end, so that the first `virtlab bench` on a new machine
-    counts nothing.  Its keys hold the images' digests, so an entry of an
+    bundled back end, and of every run the lessons of `virtlab demo` make,
+    so that the first `virtlab bench` or lesson on a new machine counts
+    nothing.  Its keys hold the images' digests, so an entry of an
     image that has changed is simply never found; tests/test_count_bundle.py
     checks that it covers the committed images and that sampled entries are
     what counting gives.  `python -m virtlab.count_cache --bundle` rebuilds it.
@@ -63,6 +64,12 @@ def _bundle():
     return {k: v for k, v in entries.items() if isinstance(v, list) and len(v) == 2}
 
 
+def clear_bundle():
+    """Read the bundle afresh at the next lookup (after a change to the
+    environment that decides whether it is used)."""
+    _bundle.cache_clear()
+
+
 def _lookup_user(key):
     """An entry is one small file written whole (see store), so a reader
     sees either no file or a complete one; anything else counts as a miss."""
@@ -101,11 +108,27 @@ def store(key, result):
         pass                      # a read-only cache: count again next time
 
 
+def entries_in(directory):
+    """Every entry of the user's cache under `directory` (a VIRTLAB_CACHE),
+    as {key: [instructions, roi_instructions]}: what the runs made with
+    that cache counted."""
+    found = {}
+    for path in sorted((Path(directory) / "instructions").glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("key"), str) \
+                and isinstance(entry.get("value"), list) and len(entry["value"]) == 2:
+            found[entry["key"]] = entry["value"]
+    return found
+
+
 def write_bundle(entries, path=BUNDLE):
     """Write the bundle (sorted, so that rebuilding it gives the same bytes)."""
     text = json.dumps({"entries": dict(sorted(entries.items()))}, indent=1, sort_keys=True)
     Path(path).write_text(text + "\n")
-    _bundle.cache_clear()
+    clear_bundle()
 
 
 def _main(argv=None):
@@ -114,10 +137,16 @@ def _main(argv=None):
                                 description="rebuild the bundled instruction counts")
     p.add_argument("--bundle", action="store_true", required=True,
                    help="count every catalog workload at its default scale under every "
-                        "installed back end and write workloads/images/counts.json")
+                        "bundled back end, and every run of the lessons, and write "
+                        "workloads/images/counts.json")
     p.parse_args(argv)
+    # The one place below the front end that composes the lessons with the
+    # catalog: the bundle is made for both.
+    from .demos import lesson_counts
     from .harness import bundle_counts
-    write_bundle(bundle_counts(progress=print))
+    entries = bundle_counts(progress=print)
+    entries.update(lesson_counts(progress=print))
+    write_bundle(entries)
 
 
 if __name__ == "__main__":
