@@ -197,6 +197,8 @@ class Callouts:
                 bt.emulate_return(far_iret, extra)
             except NotPrivileged:
                 return bt.deliver_fault(Event(x86.GP, 0))
+            except DeliveryFault as fault:          # the CS it would load is refused
+                return bt.deliver_fault(fault_event(fault))
             return self._count(c.kind)
         self._count(c.kind)
         if cs & 3 > 1:

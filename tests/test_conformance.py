@@ -34,7 +34,7 @@ from analysis.profile import family_of
 from virtlab import asmguest as A, backend as B, harness, x86
 from virtlab.audit import Audit
 from virtlab.harness import UsageError
-from virtlab.machine import BootSpec, Machine
+from virtlab.machine import BootSpec, Budget, Machine
 from virtlab.vmm.compressed import RingCompressedVmm
 from workloads.catalog import CATALOG
 
@@ -314,8 +314,9 @@ def test_rdtsc_is_the_same_under_every_run(backend):
 
 def _log(backend, img):
     """Run `img` under `backend` to a good end: (exit status, the 32 bytes of
-    its log at 0x5000)."""
-    with Machine(B.create(backend)) as m:
+    its log at 0x5000).  Each makes a few hundred exits at most: the budget
+    ends a guest that a VMM sends into a loop in a second, not two minutes."""
+    with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
         m.boot(BootSpec(img))
         out = m.run()
         assert out.ok, out.reason
@@ -631,6 +632,44 @@ REFUSED_RETURNS = {
 @pytest.mark.parametrize("case", REFUSED_RETURNS)
 def test_a_return_to_user_code_the_cpu_refuses_is_the_kernels_fault(backend, case):
     code, want = REFUSED_RETURNS[case]
+    img = A.build(A.AsmGuest(body=code + A.exit_with(0), handlers=_faults_skipping(1)))
+    _as_natively(backend, img, "<4I", want)
+
+
+# The kernel's return to its own ring with a CS the CPU refuses: #GP or #NP
+# at the iret or retf, with the CPU's error code.  Under trap and bt the
+# kernel's RPL-0 return is the VMM's to perform, and it loaded any selector
+# it found a descriptor for: a null or unknown one ended the run, a data
+# segment or the TSS became CS.
+def _kernel_frame(cs, far_return=False):
+    words = ([] if far_return else [0x202]) + [cs, 0x100000]
+    return "".join(f"push {w:#x}\n" for w in words) + ("retf\n" if far_return else "iretd\n")
+
+
+# A second kernel code descriptor at index 8 (the GDT grown to hold it), not
+# present: the kernel's own code segment must stay present for its handlers.
+ABSENT_CODE = 0x40
+_ABSENT_LO, _ABSENT_HI = struct.unpack("<II", bytes.fromhex("ffff0000009acf00"))
+ABSENT = (f"mov dword ptr [{A.GDT + ABSENT_CODE:#x}], {_ABSENT_LO:#x}\n"
+          f"mov dword ptr [{A.GDT + ABSENT_CODE + 4:#x}], {_ABSENT_HI & ~x86.DESC_P:#x}\n"
+          f"mov word ptr [{A.GDT + 0xF00:#x}], 0x47\nlgdt [{A.GDT + 0xF00:#x}]\n")
+REFUSED_KERNEL_RETURNS = {
+    "iret to a null CS": (_kernel_frame(0), (1, 0, 0, 0)),
+    "retf to a null CS": (_kernel_frame(0, far_return=True), (1, 0, 0, 0)),
+    "iret to CS past the GDT limit": (_kernel_frame(0x7F8), (1, 0x7F8, 0, 0)),
+    "retf to the kernel's data segment": (_kernel_frame(A.KDATA, far_return=True),
+                                          (1, A.KDATA, 0, 0)),
+    "iret to the TSS": (_kernel_frame(A.TSS_SEL), (1, A.TSS_SEL & ~3, 0, 0)),
+    "retf to user code with RPL 0": (_kernel_frame(A.UCODE & ~3, far_return=True),
+                                     (1, A.UCODE & ~3, 0, 0)),
+    "iret to a CS not present": (ABSENT + _kernel_frame(ABSENT_CODE), (0, 0, 1, ABSENT_CODE)),
+}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", REFUSED_KERNEL_RETURNS)
+def test_a_return_within_the_kernel_the_cpu_refuses_is_the_kernels_fault(backend, case):
+    code, want = REFUSED_KERNEL_RETURNS[case]
     img = A.build(A.AsmGuest(body=code + A.exit_with(0), handlers=_faults_skipping(1)))
     _as_natively(backend, img, "<4I", want)
 

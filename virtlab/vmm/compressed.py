@@ -321,6 +321,11 @@ class RingCompressedVmm(Vmm):
         eip, cs = frame[0], frame[1] & 0xFFFF
         if cs & 3 != 0:
             raise NotPrivileged()
+        # The checks the CPU makes at CPL 0 (a #GP or #NP for the guest,
+        # delivered at the instruction); the kernel's CPL is 0.
+        if loads.check_return_code_segment(view, self.vcpu.gdtr, cs, 0) is None:
+            raise GuestStop(f"{self.name}: a return to a code segment in the LDT at "
+                            f"{self.machine.where()}: not supported")
         self._load_segment("cs", cs)
         st.eip = eip
         st.set_reg("esp", esp + 4 * words + extra)

@@ -1,13 +1,15 @@
-"""The checks the CPU makes before it loads SS, TR or LDTR from a selector.
+"""The checks the CPU makes before it loads SS, TR, LDTR or a returning CS
+from a selector.
 
-A deprivileged guest kernel cannot load these itself: at real ring 1 its
-RPL-0 stack selector is refused (RPL must equal the CPL), and `ltr` and `lldt`
-are privileged.  The VMM performs the load for it, and must first fault
-exactly where the CPU would, with the same vector and error code; otherwise a
-kernel that relies on the fault (or a buggy one) runs on with a code segment
-in SS, a busy TSS loaded twice, or a data descriptor as its LDT -- or, worse,
+A deprivileged guest kernel cannot load these itself: at real ring 1 the CPU
+refuses its RPL-0 stack selector (RPL must equal the CPL) and the RPL-0 code
+selector of its far return or iret to its own ring, and `ltr` and `lldt` are
+privileged.  The VMM performs the load for it, and must first fault exactly
+where the CPU would, with the same vector and error code; otherwise a kernel
+that relies on the fault (or a buggy one) runs on with a code segment in SS,
+a data segment or a TSS in CS, a busy TSS loaded twice, or a data descriptor as its LDT -- or, worse,
 with an SS of DPL 3 that silently drops the CPU to ring 3 (QEMU takes the CPL
-from SS).  The rules are the SDM's (vol. 2: MOV, POP, LSS, LTR, LLDT); the
+from SS).  The rules are the SDM's (vol. 2: MOV, POP, LSS, LTR, LLDT, RET, IRET); the
 error code is the selector without its RPL, as the CPU pushes it.
 
 TR and LDTR come only from the GDT (a selector with TI set is #GP); a stack
@@ -44,6 +46,28 @@ def check_stack_segment(view, gdtr, selector, cpl):
         raise _fault(x86.GP, selector, "not a writable data segment of the CPL for SS")
     if not hi & x86.DESC_P:
         raise _fault(x86.SS, selector, "stack segment not present")
+    return lo, hi
+
+
+def check_return_code_segment(view, gdtr, selector, cpl):
+    """CS of a far return or iret to the same privilege level (vol. 2: RET,
+    IRET): not null (#GP(0)); within the table, a code segment whose DPL is
+    the RPL (or at most the RPL if it is conforming), the RPL not below the
+    CPL (else #GP(selector)); present (else #NP(selector)).  The CPU pops the
+    frame before it checks any of this, so a fault here leaves ESP as it
+    was.  None for an LDT selector (not checked here)."""
+    if selector & 4:
+        return None
+    if selector & 0xFFFC == 0:
+        raise DeliveryFault(x86.GP, 0, "null selector loaded into CS")
+    lo, hi = read_descriptor(view, gdtr, selector)        # #GP(selector) past the limit
+    rpl, dpl = selector & 3, x86.seg_dpl(hi)
+    code = hi & x86.DESC_S and hi & x86.DESC_CODE
+    allowed = dpl <= rpl if hi & x86.DESC_CONFORMING else dpl == rpl
+    if not code or rpl < cpl or not allowed:
+        raise _fault(x86.GP, selector, "not a code segment a return may load")
+    if not hi & x86.DESC_P:
+        raise _fault(x86.NP, selector, "code segment not present")
     return lo, hi
 
 
