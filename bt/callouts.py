@@ -20,11 +20,11 @@ from capstone import x86_const as C
 
 from virtlab import x86
 from virtlab.counters import Named
-from virtlab.delivery import DeliveryFault, Event, fault_event, read_descriptor
+from virtlab.delivery import DeliveryFault, Event, fault_event
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
 from virtlab.tsc import MSR_TSC_AUX
-from virtlab.vmm import gates
+from virtlab.vmm import gates, loads
 from virtlab.vmm.emulate import NotPrivileged, Unsupported, effective_address
 from virtlab.vmm.pt_store import emulate_store
 from virtlab.vmm.reflect import user_flags
@@ -384,16 +384,13 @@ class Callouts:
 
 
 def _check_far_target(view, gdtr, selector, machine):
-    """A far jmp or call must name a present code segment (or a call gate,
-    taken before): a task switch is not supported, anything else raises the
-    CPU's #GP or #NP with the selector (DeliveryFault)."""
+    """A far jmp or call must name a code segment the guest kernel (CPL 0)
+    may jump to (a call gate is taken before): a task switch is not
+    supported, anything else raises the CPU's #GP or #NP with the selector
+    (DeliveryFault)."""
     if gates.switches_tasks(view, gdtr, selector):
         raise GuestStop(f"bt: a task switch at {machine.where()}: not supported")
-    _, hi = read_descriptor(view, gdtr, selector)
-    if not hi & x86.DESC_S or not hi & x86.DESC_CODE:
-        raise DeliveryFault(x86.GP, selector & 0xFFFC, f"far transfer to {selector:#x}: no code segment")
-    if not hi & x86.DESC_P:
-        raise DeliveryFault(x86.NP, selector & 0xFFFC, f"far transfer to {selector:#x}: not present")
+    loads.check_far_code_segment(view, gdtr, selector, 0)
 
 
 def _far_pointer(decoded, state, view):

@@ -674,6 +674,31 @@ def test_a_return_within_the_kernel_the_cpu_refuses_is_the_kernels_fault(backend
     _as_natively(backend, img, "<4I", want)
 
 
+# A far jmp or call from the kernel to a code segment the CPU refuses.  bt
+# performs the kernel's far transfers itself, and checked only that the
+# target was a present code segment: a jump to user code (DPL 3) went there.
+def _far(opcode, selector):
+    raw = bytes([opcode]) + struct.pack("<IH", 0x100000, selector)     # ptr16:32, 7 bytes
+    return ".byte " + ", ".join(f"{b:#x}" for b in raw) + "\n"
+
+
+REFUSED_FAR_TRANSFERS = {
+    "jmp to a null CS": (_far(0xEA, 0), (1, 0, 0, 0)),
+    "call to the kernel's data segment": (_far(0x9A, A.KDATA), (1, A.KDATA, 0, 0)),
+    "jmp to user code": (_far(0xEA, A.UCODE & ~3), (1, A.UCODE & ~3, 0, 0)),
+    "call to user code": (_far(0x9A, A.UCODE), (1, A.UCODE & ~3, 0, 0)),
+    "jmp to a CS not present": (ABSENT + _far(0xEA, ABSENT_CODE), (0, 0, 1, ABSENT_CODE)),
+}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", REFUSED_FAR_TRANSFERS)
+def test_a_far_transfer_the_cpu_refuses_is_the_kernels_fault(backend, case):
+    code, want = REFUSED_FAR_TRANSFERS[case]
+    img = A.build(A.AsmGuest(body=code + A.exit_with(0), handlers=_faults_skipping(7)))
+    _as_natively(backend, img, "<4I", want)
+
+
 # -- the guest's GDT, rewritten in place ------------------------------------------------
 # A descriptor the guest rewrites with plain stores, after it was loaded once, is
 # what its next load sees (a segment register already loaded keeps its copy, on

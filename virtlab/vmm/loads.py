@@ -9,7 +9,7 @@ where the CPU would, with the same vector and error code; otherwise a kernel
 that relies on the fault (or a buggy one) runs on with a code segment in SS,
 a data segment or a TSS in CS, a busy TSS loaded twice, or a data descriptor as its LDT -- or, worse,
 with an SS of DPL 3 that silently drops the CPU to ring 3 (QEMU takes the CPL
-from SS).  The rules are the SDM's (vol. 2: MOV, POP, LSS, LTR, LLDT, RET, IRET); the
+from SS).  The rules are the SDM's (vol. 2: MOV, POP, LSS, LTR, LLDT, RET, IRET, JMP, CALL); the
 error code is the selector without its RPL, as the CPU pushes it.
 
 TR and LDTR come only from the GDT (a selector with TI set is #GP); a stack
@@ -51,21 +51,37 @@ def check_stack_segment(view, gdtr, selector, cpl):
 
 def check_return_code_segment(view, gdtr, selector, cpl):
     """CS of a far return or iret to the same privilege level (vol. 2: RET,
-    IRET): not null (#GP(0)); within the table, a code segment whose DPL is
-    the RPL (or at most the RPL if it is conforming), the RPL not below the
-    CPL (else #GP(selector)); present (else #NP(selector)).  The CPU pops the
-    frame before it checks any of this, so a fault here leaves ESP as it
-    was.  None for an LDT selector (not checked here)."""
+    IRET): a code segment whose DPL is the RPL (at most the RPL if it is
+    conforming), the RPL not below the CPL.  The CPU pops the frame before it
+    checks any of this, so a fault here leaves ESP as it was."""
+    rpl = selector & 3
+    return _code_segment(view, gdtr, selector, lambda dpl, conforming: rpl >= cpl and (
+        dpl <= rpl if conforming else dpl == rpl))
+
+
+def check_far_code_segment(view, gdtr, selector, cpl):
+    """CS of a far jmp or call to a code segment (vol. 2: JMP, CALL): a
+    conforming one of DPL at most the CPL, or a nonconforming one of DPL the
+    CPL with an RPL not above it.  (A call gate or a TSS is the caller's to
+    recognise first.)"""
+    rpl = selector & 3
+    return _code_segment(view, gdtr, selector, lambda dpl, conforming: (
+        dpl <= cpl if conforming else rpl <= cpl and dpl == cpl))
+
+
+def _code_segment(view, gdtr, selector, allowed):
+    """What every load of CS checks: not null (#GP(0)); within the table, a
+    code segment that allowed(dpl, conforming) accepts (else #GP(selector));
+    present (else #NP(selector)).  None for an LDT selector (not checked
+    here)."""
     if selector & 4:
         return None
     if selector & 0xFFFC == 0:
         raise DeliveryFault(x86.GP, 0, "null selector loaded into CS")
     lo, hi = read_descriptor(view, gdtr, selector)        # #GP(selector) past the limit
-    rpl, dpl = selector & 3, x86.seg_dpl(hi)
     code = hi & x86.DESC_S and hi & x86.DESC_CODE
-    allowed = dpl <= rpl if hi & x86.DESC_CONFORMING else dpl == rpl
-    if not code or rpl < cpl or not allowed:
-        raise _fault(x86.GP, selector, "not a code segment a return may load")
+    if not code or not allowed(x86.seg_dpl(hi), hi & x86.DESC_CONFORMING):
+        raise _fault(x86.GP, selector, "not a code segment this transfer may load")
     if not hi & x86.DESC_P:
         raise _fault(x86.NP, selector, "code segment not present")
     return lo, hi
