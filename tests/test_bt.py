@@ -784,3 +784,25 @@ def test_a_return_whose_frame_is_not_mapped_is_a_page_fault_at_it(insn, esp):
     body = unmap(0x601000) + f"mov esp, {esp:#x}\n{insn}\n"
     m, nlog = assert_like_native(probe(body), status=x86.PF)
     assert nlog[1] == 0x601000
+
+
+def _trace_events(backend):
+    import io
+    import json
+    from virtlab.cli import main
+    out = io.StringIO()
+    assert main(["trace", "nano.crwr", "--backend", backend, "--scale", "2", "--format", "json",
+                 "--limit", "500"], out=out) == 0
+    return json.loads(out.getvalue())["events"]
+
+
+def test_trace_shows_each_emulating_callout_at_the_instruction_it_stands_for():
+    # The callout's `int` is the last thing in its instruction's translation,
+    # so the address after it may already be the next instruction's: the
+    # trace showed `test ebx, ebx` for the `mov esi, cr0` it emulated.  The
+    # same instructions that trap emulates at #GP, at the same addresses.
+    trap = [(e["eip"], e["instruction"]) for e in _trace_events("trap") if e["cause"] == "#GP"]
+    bt = [(e["eip"], e["instruction"]) for e in _trace_events("bt")
+          if e["cause"] == "callout emulate"]
+    assert bt == trap
+    assert [i for _, i in bt] == ["mov esi, cr0", "mov cr0, esi", "mov cr0, esi"]

@@ -54,11 +54,8 @@ class Tracer:
         def traced(*args):
             own = self.machine.backend.exit_cause(name, args)
             cause = own or _cause(name, args, self.machine.state)
-            # (A back end that runs code of its own names the guest PC of its
-            # exits itself, through guest_address: bt's callouts.)
             before = self._begin(name != "exception" and name != "invalid_opcode",
-                                 name == "exception" and bool(self.machine.state.is_software_int())
-                                 and (own is None or self.machine._pc_map is None))
+                                 name == "exception" and bool(self.machine.state.is_software_int()))
             result = handler(*args)
             self._end(before, cause)
             return result
@@ -74,10 +71,17 @@ class Tracer:
         st = self.machine.state
         if save:
             st.save()
-        linear = self.machine.guest_pc()
-        if software_int:              # EIP is past the `int`: show the `int` itself
-            linear -= int_length(self.machine.backend.guest_view(), st) or 0
-        return linear, dict(self.machine.counters)
+        eip = st.eip
+        if software_int:
+            # EIP is past the `int`: show the `int` itself.  In code of the
+            # back end's own (bt's callouts in its translation cache), the
+            # `int` lies inside the translation of the guest instruction it
+            # stands for, where the instruction after it may already belong
+            # to the next: so it is the `int` whose address is mapped back to
+            # the guest's (Backend.guest_address).
+            code = self.machine.backend.code_view((st.seg_base_of("cs") + eip) & 0xFFFFFFFF)
+            eip -= int_length(code, st) or 0
+        return self.machine.guest_pc(eip), dict(self.machine.counters)
 
     def _end(self, before, cause):
         linear, counters = before
