@@ -52,6 +52,7 @@ def images(tmp_path_factory):
     (d / "hi.img").write_bytes(A.build(A.AsmGuest(body=A.putc("h") + A.putc("i")
                                                   + A.exit_with(0))))
     (d / "hlt.img").write_bytes(A.build(A.AsmGuest(body="cli\nhlt\n")))
+    (d / "ud2.img").write_bytes(A.build(A.AsmGuest(body="ud2\n")))
     return d
 
 
@@ -102,6 +103,26 @@ def test_audit_of_a_failing_image_gives_no_verdict(cache_dir, images):
     assert p.returncode == 1
     assert "virtualizable" not in p.stdout
     assert "no verdict" in p.stdout and "run failed" in p.stdout
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_trace_of_a_failing_guest_exits_1(cache_dir, images, fmt):
+    # As run, audit and translate do: the trace is shown, and the status says the run failed.
+    p = in_process(cache_dir, "trace", "--image", images / "ud2.img", "--backend", "hw",
+                   "--format", fmt)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr == ""
+    reason = json.loads(p.stdout)["reason"] if fmt == "json" else p.stdout
+    assert "ud2" in reason
+    if fmt == "json":
+        assert json.loads(p.stdout)["ok"] is False
+
+
+def test_a_trace_cut_at_its_limit_exits_0(cache_dir, images):
+    p = in_process(cache_dir, "trace", "--image", images / "hi.img", "--limit", 1,
+                   "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["ok"] is True
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The `virtlab` command line (also `python -m virtlab`).
 
 Every user error (an unknown name, a bad option, an unreadable image) is one line
-on stderr and exit status 2; a guest that fails makes `run` exit 1.
+on stderr and exit status 2; a guest that fails makes `run`, `trace`, `audit` and
+`translate` exit 1.
 """
 import argparse
 import json
@@ -384,18 +385,22 @@ def cmd_trace(args, out):
                        on_machine=lambda m: tracers.append(
                            Tracer(m, args.limit, args.skip, roi_only=bool(args.workload) and not args.all)))
     events = tracers[0].events
+    # A trace cut at --limit is a run that went as asked; a guest that failed is not.
+    rc = 0 if result.ok else 1
     if args.format == "json":
         json.dump({"workload": result.workload, "backend": result.backend,
                    "scale": result.scale, "events": [asdict(e) for e in events],
                    "ok": result.ok, "reason": result.reason}, out, indent=1)
         out.write("\n")
-        return 0
+        return rc
     where = "from boot" if args.all or not args.workload else "in the region of interest"
     title = f"{result.workload} under {result.backend} (scale {result.scale})"
     if not events:
         out.write(f"{title}: no events {where}"
                   + (f" after the first {args.skip}" if args.skip else "") + "\n")
-        return 0
+        if result.reason:
+            out.write(f"({result.reason})\n")
+        return rc
     out.write(f"{title}: events {events[0].n}..{events[-1].n} {where}\n")
     out.write(f"{'#':>6}  {'guest EIP':<10}  {'instruction':<34} {'cause':<14} what was done\n")
     for e in events:
@@ -403,7 +408,7 @@ def cmd_trace(args, out):
     out.write(_exits_text(result.backend, events) + "\n")
     if result.reason:
         out.write(f"({result.reason})\n")
-    return 0
+    return rc
 
 
 def _exits_text(backend, events):
