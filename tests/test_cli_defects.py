@@ -153,6 +153,30 @@ def test_a_bench_whose_runs_all_fail_exits_1(cache_dir):
     assert p.stdout.count(",False,") == 2         # the table still says what happened
 
 
+# -- budgets ---------------------------------------------------------------------------------
+
+GUEST_COMMANDS = [["run", "nano.cli"], ["trace", "nano.cli"], ["audit", "nano.cli"],
+                  ["translate", "nano.cli"], ["bench", "--workloads", "nano.cli"]]
+
+
+@pytest.mark.parametrize("command", GUEST_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("option, value", [
+    ("--timeout", "inf"), ("--timeout", "-inf"), ("--timeout", "nan"), ("--timeout", "1e13"),
+    ("--max-exits", "inf"), ("--max-exits", "1e3"),
+])
+def test_a_budget_the_machine_cannot_keep_is_refused(cache_dir, no_guest_runs, command,
+                                                      option, value):
+    # inf once reached Unicorn as a count of microseconds: OverflowError after the boot.
+    one_line_error(in_process(cache_dir, *command, f"{option}={value}"), 2, option, value)
+
+
+def test_the_longest_timeout_is_accepted(cache_dir):
+    p = in_process(cache_dir, "run", "nano.cli", "--scale", 1, "--repeat", 1,
+                   "--timeout", "1e12", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["ok"] is True
+
+
 # -- report and sensitivity arguments -------------------------------------------------------
 
 @pytest.mark.parametrize("sweep, mentions", [

@@ -172,7 +172,7 @@ def _repeat_arg(p, default):
 
 
 def _budget_args(p):
-    p.add_argument("--timeout", type=_positive_float, default=120.0,
+    p.add_argument("--timeout", type=_seconds, default=120.0,
                    help="host-time budget per run, seconds (default 120)")
     p.add_argument("--max-exits", type=_positive, default=50_000_000,
                    help="exit budget per run (default 50M)")
@@ -198,13 +198,15 @@ def _address(text):
     return v
 
 
-def _positive_float(text):
+def _seconds(text):
+    from .machine import MAX_HOST_SECONDS
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'")
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got '{text}'")
+    if not 0 < v <= MAX_HOST_SECONDS:             # nan and inf fail this too
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds up to "
+                                         f"{MAX_HOST_SECONDS:g}, got '{text}'")
     return v
 
 
