@@ -170,6 +170,33 @@ def test_a_budget_the_machine_cannot_keep_is_refused(cache_dir, no_guest_runs, c
     one_line_error(in_process(cache_dir, *command, f"{option}={value}"), 2, option, value)
 
 
+@pytest.mark.parametrize("command", GUEST_COMMANDS, ids=lambda c: c[0])
+def test_a_scale_beyond_the_limit_says_the_limit(cache_dir, no_guest_runs, command):
+    one_line_error(in_process(cache_dir, *command, "--scale", 10_000_001), 2,
+                   "from 1 to 10,000,000", "10000001")
+
+
+def test_jobs_never_start_more_workers_than_rows(monkeypatch):
+    """Under fork a process pool starts all its workers at once."""
+    from concurrent.futures import Future
+    started = []
+
+    class Pool:
+        def __init__(self, max_workers):
+            started.append(max_workers)
+
+        def submit(self, fn, task):
+            f = Future()
+            f.set_result(task)
+            return f
+
+        def shutdown(self, **_kw):
+            pass
+    monkeypatch.setattr(virtlab.matrix.cf, "ProcessPoolExecutor", Pool)
+    assert sorted(r for _, r in virtlab.matrix._parallel(["a", "b"], 100_000)) == ["a", "b"]
+    assert started == [2]
+
+
 def test_the_longest_timeout_is_accepted(cache_dir):
     p = in_process(cache_dir, "run", "nano.cli", "--scale", 1, "--repeat", 1,
                    "--timeout", "1e12", "--format", "json")
