@@ -17,6 +17,7 @@ out-nano.png and out-breakdown.png, each only when it has something to show.
 Colours never depend on what one bench happened to select: a back end and an
 event kind keep theirs in every figure (color, kind_color).
 """
+import io
 import zlib
 
 import matplotlib
@@ -29,6 +30,7 @@ from matplotlib.lines import Line2D                  # noqa: E402
 from matplotlib.patches import Patch                 # noqa: E402
 
 from virtlab import backend as backends            # noqa: E402
+from virtlab import outfile                          # noqa: E402
 
 from .counters import catalog                        # noqa: E402
 from .figfmt import FORMATS, figure_format, figure_paths   # noqa: E402,F401
@@ -60,8 +62,11 @@ KIND_PALETTE = ("#17becf", "#6b8e23", "#000080", "#fb9a99", "#800000", "#a6cee3"
 # -- files ------------------------------------------------------------------------
 
 def save(fig, path):
-    fig.savefig(path, dpi=DPI, format=figure_format(path))
+    """Write `fig` to `path` as every output file is written (virtlab/outfile.py)."""
+    data = io.BytesIO()
+    fig.savefig(data, dpi=DPI, format=figure_format(path))
     plt.close(fig)
+    outfile.write(path, data.getvalue())
 
 
 # -- colours ----------------------------------------------------------------------

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from virtlab import outfile
+
 from . import counters, explain, htmlpage, numbers, plots, sensitivity
 from .table import breakdown, frame
 
@@ -124,13 +126,13 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png", provenance=
     it with where the results came from."""
     out = Path(out)
     if not is_html(out):
-        out.write_text(_markdown(results, profile, out, sweep, figures, provenance))
+        outfile.write(out, _markdown(results, profile, out, sweep, figures, provenance))
         return out
     check_format(out, figures)
     with tempfile.TemporaryDirectory(prefix="virtlab-report-") as tmp:
         md = Path(tmp) / out.with_suffix(".md").name
-        out.write_text(htmlpage.page(_markdown(results, profile, md, sweep, figures,
-                                               provenance), tmp))
+        outfile.write(out, htmlpage.page(_markdown(results, profile, md, sweep, figures,
+                                                   provenance), tmp))
     return out
 
 

@@ -9,8 +9,11 @@ it saves an interpreter start per command), with a failed run's exit status 1
 also seen from a separate process; `virtlab.cli.main` directly where a test
 must reach inside (Ctrl-C from a patched runner).
 """
+import errno
 import io
 import json
+import os
+import stat
 
 import pytest
 
@@ -18,6 +21,7 @@ from isolated_cli import cache_dir, in_process, isolated_cache, vl  # noqa: F401
 
 import virtlab.matrix
 from virtlab import asmguest as A
+from virtlab import outfile
 from virtlab.cli import main
 from virtlab.machine import Machine
 from virtlab.result import load_results
@@ -227,6 +231,85 @@ def test_report_default_sweep_falls_back_when_hw_was_not_saved(cache_dir, saved,
 def test_sensitivity_range_has_an_upper_bound(cache_dir, saved, no_guest_runs):
     one_line_error(in_process(cache_dir, "sensitivity", saved, "--event", "exit.priv", "--range",
                       "1:10:100000"), 2, "1:10:100000", "200")
+
+
+# -- output files ------------------------------------------------------------------------------
+# Only files under tmp_path are written: a FIFO stands for a device, a failing
+# write for a full disk (test_outfile.py tests the rule itself).
+
+@pytest.fixture
+def fake_runs(saved, monkeypatch):
+    """`virtlab bench` in this process returns the saved bench instead of
+    running guests; the list of its calls."""
+    calls = []
+
+    def fake(workloads, names, *_args, **_kw):
+        calls.append(names)
+        return load_results(saved)[0]
+    monkeypatch.setattr(virtlab.matrix, "run_matrix", fake)
+    return calls
+
+
+QUICK = ["bench", "--workloads", "nano.cli", "--backends", "trap", "--repeat", 1]
+
+
+def _saved_bench(path):
+    return [(r.workload, r.backend) for r in load_results(path)[0]]
+
+
+@pytest.mark.parametrize("writer", ["save", "bench-out", "report-out"])
+def test_an_output_through_a_symlink_replaces_its_target_and_keeps_the_link(
+        cache_dir, saved, fake_runs, tmp_path, writer):
+    real, link = tmp_path / "real.out", tmp_path / "link.out"
+    real.write_text("old")
+    link.symlink_to(real.name)
+    argv = {"save": [*QUICK, "--format", "csv", "--save", link],
+            "bench-out": [*QUICK, "--format", "csv", "--out", link],
+            "report-out": ["report", saved, "--out", link]}[writer]
+    p = in_process(cache_dir, *argv)
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink() and os.readlink(link) == real.name
+    text = real.read_text()
+    if writer == "save":
+        assert _saved_bench(real) == [("nano.cli", "native"), ("nano.cli", "trap")]
+    else:
+        assert "nano.cli" in text and text != "old"
+
+
+def test_save_into_a_fifo_writes_through_it(cache_dir, fake_runs, tmp_path):
+    from test_outfile import fifo_reader
+    pipe = tmp_path / "pipe"
+    read = fifo_reader(pipe)
+    p = in_process(cache_dir, *QUICK, "--format", "csv", "--save", pipe)
+    assert p.returncode == 0, p.stderr
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert json.loads(read())["format"] == "virtlab-bench/1"
+
+
+@pytest.mark.parametrize("writer", ["save", "bench-out", "report-out", "sensitivity-plot"])
+def test_a_failed_write_after_the_work_is_one_line(cache_dir, saved, fake_runs, tmp_path,
+                                                   monkeypatch, writer):
+    """A full disk (ENOSPC, as /dev/full gives) once the runs are done: the
+    same one line and status as an output refused beforehand; what was there
+    stays."""
+    dest = tmp_path / ("s.png" if writer == "sensitivity-plot" else "dest")
+    dest.write_text("old")
+    argv = {"save": [*QUICK, "--format", "csv", "--save", dest],
+            "bench-out": [*QUICK, "--format", "csv", "--out", dest],
+            "report-out": ["report", saved, "--out", dest],
+            "sensitivity-plot": ["sensitivity", saved, "--event", "exit.priv",
+                                 "--range", "0:10:3", "--plot", dest]}[writer]
+
+    write = outfile.write
+
+    def full(path, data):
+        if os.fspath(path) != str(dest):          # a report's figures go beside it
+            return write(path, data)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+    monkeypatch.setattr(outfile, "write", full)
+    one_line_error(in_process(cache_dir, *argv), 2,
+                   f"cannot write '{dest}': No space left on device")
+    assert dest.read_text() == "old"
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------------

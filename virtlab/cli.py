@@ -5,6 +5,7 @@ on stderr and exit status 2; a guest that fails makes `run`, `trace`, `audit` an
 `translate` exit 1.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -312,7 +313,8 @@ def cmd_bench(args, out):
     df = frame(results, prof)
     if args.plot:
         from analysis.plots import bench_figures
-        drawn = bench_figures(df, breakdown(results, prof), args.plot)
+        with _writing():
+            drawn = bench_figures(df, breakdown(results, prof), args.plot)
         sys.stderr.write("figures: " + (", ".join(map(str, drawn.values())) or
                                         "none (no successful run to draw)") + "\n")
     _emit(_bench_table(df, fmt, args.host), args.out, out)
@@ -356,10 +358,8 @@ def _bench_meta(args, prof):
 
 def _save(path, results, meta):
     from .result import save_results
-    try:
+    with _writing():
         save_results(path, results, meta)
-    except OSError as exc:
-        raise UsageError(f"cannot write '{path}': {exc.strerror}") from None
 
 
 def _keep_interrupted(path, results, meta):
@@ -562,13 +562,21 @@ def _check_writable(path):
         raise UsageError(f"cannot write '{path}': no such writable directory")
 
 
+@contextlib.contextmanager
+def _writing():
+    """An output that fails once the work is done (a full disk, /dev/full)
+    is still one line and exit status 2, as when it is refused before."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"cannot write '{exc.filename}': {exc.strerror}") from None
+
+
 def _emit(text, path, out):
     if path:
-        try:
-            with open(path, "w") as f:
-                f.write(text)
-        except OSError as exc:
-            raise UsageError(f"cannot write '{path}': {exc.strerror}")
+        from .outfile import write
+        with _writing():
+            write(path, text)
     else:
         out.write(text)
 
@@ -606,8 +614,9 @@ def cmd_report(args, out):
     sweep = _report_sweep(args.sweep, results, prof)
     # The saved file's provenance, which only the command has read, ends the report.
     provenance = describe(meta.get("provenance"))
-    report.write(results, prof, args.out, sweep, figures=args.figures,
-                 provenance=(args.saved, provenance))
+    with _writing():
+        report.write(results, prof, args.out, sweep, figures=args.figures,
+                     provenance=(args.saved, provenance))
     out.write(f"wrote {args.out}\n")
     out.write(f"results analysed ({args.saved}):\n" + "".join(f"  {ln}\n" for ln in provenance))
     return 0
@@ -661,7 +670,8 @@ def cmd_sensitivity(args, out):
         fig = plots.sensitivity_figure(df, cross, args.event
                                        + (f" ({args.backend})" if args.backend else ""))
         if fig is not None:
-            plots.save(fig, args.plot)
+            with _writing():
+                plots.save(fig, args.plot)
     out.write(render(df, args.format))
     if args.format in ("markdown", "latex"):
         for c in cross:

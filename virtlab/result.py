@@ -1,8 +1,9 @@
 """The record of one run, as the harness returns it and JSON carries it."""
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
+
+from . import outfile
 
 
 @dataclass
@@ -64,12 +65,9 @@ def save_results(path, results, meta=None):
     counts), enough to analyse them again under any profile."""
     doc = {"format": SAVED_FORMAT, "meta": meta or {},
            "results": [r.to_dict() for r in results]}
-    # Written beside and renamed over: a second Ctrl-C while saving the rows
-    # an interrupted bench finished leaves the old file or the new, never half.
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    # Whole or not at all, even on a second Ctrl-C while an interrupted
+    # bench keeps its rows (outfile.py).
+    outfile.write(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def load_results(path):
