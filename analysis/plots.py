@@ -33,7 +33,7 @@ from virtlab import backend as backends            # noqa: E402
 from virtlab import outfile                          # noqa: E402
 
 from .counters import catalog                        # noqa: E402
-from .figfmt import FORMATS, figure_format, figure_paths   # noqa: E402,F401
+from .figfmt import BENCH_FIGURES, FORMATS, figure_format, figure_paths   # noqa: E402,F401
 
 DPI = 120
 # The hatch over a segment below zero: dark enough to show on yellow.
@@ -462,7 +462,7 @@ def sensitivity_figure(sweep, crossovers, event):
 def bench_figures(df, bd, path):
     """Write each bench figure that has data to its own file beside `path`
     (out.png -> out-overhead.png, ...): {name: path} of those written."""
-    paths = figure_paths(path, ("overhead", "nano", "breakdown"))
+    paths = figure_paths(path, BENCH_FIGURES)
     draw = {"overhead": lambda: overhead_figure(df), "nano": lambda: nano_figure(df),
             "breakdown": lambda: breakdown_figure(df, bd)}
     written = {}

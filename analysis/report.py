@@ -15,6 +15,7 @@ import pandas as pd
 from virtlab import outfile
 
 from . import counters, explain, htmlpage, numbers, plots, sensitivity
+from .figfmt import BENCH_FIGURES, figure_paths
 from .table import breakdown, frame
 
 DEFAULT_SWEEP = ("exit.priv", "hw", "0:6000:25")
@@ -136,18 +137,30 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png", provenance=
     return out
 
 
+def outputs(out, figures):
+    """Every file the report may write for `out` (as given): the page alone
+    for HTML, else the markdown and each figure beside it."""
+    if is_html(out):
+        return [out]
+    return [out, *map(str, _figure_paths(out, figures).values())]
+
+
+def _figure_paths(out, figures):
+    return figure_paths(f"{Path(out).with_suffix('')}.{figures}",
+                        (*BENCH_FIGURES, "sensitivity"))
+
+
 def _markdown(results, profile, out, sweep, figures, provenance):
     """The markdown report's text, its figures written beside `out`."""
-    stem = out.with_suffix("")
     df = frame(results, profile)
     bd = breakdown(results, profile)
-    figs = plots.bench_figures(df, bd, f"{stem}.{figures}")
+    figs = plots.bench_figures(df, bd, f"{out.with_suffix('')}.{figures}")
     event, backend, rng = sweep
     sw = sensitivity.sweep(results, profile, event, sensitivity.parse_range(rng), backend)
     cross = sensitivity.crossovers(sw)
     fig = plots.sensitivity_figure(sw, cross, f"{event} ({backend})" if backend else event)
     if fig is not None:
-        figs["sensitivity"] = Path(f"{stem}-sensitivity.{figures}")
+        figs["sensitivity"] = _figure_paths(out, figures)["sensitivity"]
         plots.save(fig, figs["sensitivity"])
 
     side = df[["workload", "backend", "iterations", "modeled_overhead", "host_overhead",

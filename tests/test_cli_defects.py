@@ -312,6 +312,42 @@ def test_a_failed_write_after_the_work_is_one_line(cache_dir, saved, fake_runs, 
     assert dest.read_text() == "old"
 
 
+PROC = "/proc/virtlab-test"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("option", ["--save", "--out", "--plot"])
+def test_bench_refuses_an_output_where_no_file_can_be_made_before_running(
+        cache_dir, fake_runs, option):
+    # As root, os.access says /proc is writable: the runs went ahead, then a traceback.
+    name = f"{PROC}.png"
+    one_line_error(in_process(cache_dir, *QUICK, option, name), 2, "cannot write", PROC)
+    assert fake_runs == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["report", "sensitivity"])
+def test_report_and_sensitivity_refuse_a_figure_where_none_can_be_made(cache_dir, saved,
+                                                                       command):
+    argv = (["report", saved, "--out", f"{PROC}.md"] if command == "report" else
+            ["sensitivity", saved, "--event", "exit.priv", "--range", "0:10:3",
+             "--plot", f"{PROC}.png"])
+    one_line_error(in_process(cache_dir, *argv), 2, "cannot write", PROC)
+
+
+@pytest.mark.parametrize("command", ["bench", "report"])
+def test_a_figure_name_taken_by_a_directory_is_refused_before_any_work(
+        cache_dir, saved, fake_runs, tmp_path, command):
+    """bench --plot fig.png and report --out fig.md write fig-overhead.png
+    beside: each of those is checked, not only the name given."""
+    (tmp_path / "fig-overhead.png").mkdir()
+    argv = ([*QUICK, "--format", "csv", "--plot", tmp_path / "fig.png"] if command == "bench"
+            else ["report", saved, "--out", tmp_path / "fig.md"])
+    one_line_error(in_process(cache_dir, *argv), 2, "fig-overhead.png", "directory")
+    assert fake_runs == []
+    assert [p.name for p in tmp_path.iterdir()] == ["fig-overhead.png"]
+
+
 # -- Ctrl-C ----------------------------------------------------------------------------------
 
 BENCH = ["bench", "--workloads", "nano.syscall,nano.cli", "--backends", "trap", "--scale",

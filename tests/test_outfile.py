@@ -1,4 +1,5 @@
-"""virtlab/outfile.py: how every output the user names is written.  Only files under tmp_path are written: a device
+"""virtlab/outfile.py: how every output the user names is written, and the
+check made before any work.  Only files under tmp_path are written: a device
 is stood in for by a FIFO, a full disk by a write that fails, so that no test
 can replace a system file even if the rule regresses."""
 import errno
@@ -114,3 +115,25 @@ def test_a_failed_write_in_place_is_an_error(tmp_path, full_disk):
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
     assert stat.S_ISFIFO(os.stat(path).st_mode) and read() == b""
 
+
+@pytest.mark.parametrize("name, why", [
+    ("dir", "that names a directory"), ("new/", "that names a directory"),
+    ("missing/x.json", "no such writable directory"),
+    ("file.txt/x.json", "no such writable directory"),
+    ("fine.json", None), ("pipe", None), ("link-to-dir", "that names a directory"),
+])
+def test_problem(tmp_path, name, why):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file.txt").write_text("")
+    (tmp_path / "link-to-dir").symlink_to("dir")
+    os.mkfifo(tmp_path / "pipe")
+    got = outfile.problem(f"{tmp_path}/{name}")
+    assert got == why if why is None else got.startswith(why), got
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file.txt", "link-to-dir",
+                                                          "pipe"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_problem_sees_a_directory_where_nothing_can_be_made():
+    # os.access says yes to root in /proc; making a file there fails.
+    assert outfile.problem("/proc/virtlab-test.png") == "no such writable directory"

@@ -7,7 +7,6 @@ on stderr and exit status 2; a guest that fails makes `run`, `trace`, `audit` an
 import argparse
 import contextlib
 import json
-import os
 import sys
 
 from . import backend as backends
@@ -294,9 +293,9 @@ def cmd_bench(args, out):
     prof = load_profile(args.profile)
     workloads = select_workloads(args.workloads)
     names = select_backends(args.backends)
-    for path in (args.out, args.plot, args.save):
+    for path in (args.out, args.save):
         _check_writable(path)
-    _check_figure(args.plot)
+    _check_figure(args.plot, several=True)
     fmt = _bench_format(args, out)
     args.repeat = args.repeat or _default_repeat(args, fmt)
     meta = _bench_meta(args, prof)
@@ -539,27 +538,31 @@ def _tc_rows(guest, mark, text, code, reason):
     return rows
 
 
-def _check_figure(path):
+def _check_figure(path, several=False):
     """A figure file name every drawing command accepts (analysis/figfmt.py),
-    checked before any work; and somewhere it can be written."""
-    from analysis.figfmt import figure_format
+    checked before any work; and every file it stands for (bench's, one per
+    figure beside it) somewhere it can be written."""
+    from analysis.figfmt import BENCH_FIGURES, figure_format, figure_paths
     if path is None:
         return
     try:
         figure_format(path)
+        paths = figure_paths(path, BENCH_FIGURES).values() if several else [path]
     except ValueError as exc:
         raise UsageError(f"--plot: {exc}") from None
-    _check_writable(path)
+    for p in paths:
+        _check_writable(p)
 
 
 def _check_writable(path):
+    """Refuse, before any work, an output that cannot be written
+    (virtlab/outfile.py has the rule)."""
+    from .outfile import problem
     if path is None:
         return
-    if os.path.isdir(path) or path.endswith(("/", os.sep)):
-        raise UsageError(f"cannot write '{path}': that names a directory, not a file")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot write '{path}': no such writable directory")
+    why = problem(path)
+    if why:
+        raise UsageError(f"cannot write '{path}': {why}")
 
 
 @contextlib.contextmanager
@@ -610,7 +613,8 @@ def cmd_report(args, out):
         raise UsageError(f"--figures: {exc}") from None
     prof = load_profile(args.profile)
     results, meta = _load_saved(args.saved)
-    _check_writable(args.out)
+    for path in report.outputs(args.out, args.figures):
+        _check_writable(path)
     sweep = _report_sweep(args.sweep, results, prof)
     # The saved file's provenance, which only the command has read, ends the report.
     provenance = describe(meta.get("provenance"))

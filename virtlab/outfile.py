@@ -1,5 +1,6 @@
 """Every file written where the user said (--save, --out, --plot, a report's
-figures): one rule for all of them.
+figures): one rule for all of them, and the check made before any work by
+the same rule.
 
 A regular file, or a new one, is written whole beside itself and renamed over
 the old one, so that nothing ever sees half of it: not a reader, not a second
@@ -11,6 +12,7 @@ pipe) is written in place: renaming over it would put a file where
 """
 import os
 import stat
+import tempfile
 
 
 def write(path, data):
@@ -32,6 +34,24 @@ def write(path, data):
     except OSError as exc:
         exc.filename = path
         raise
+
+
+def problem(path):
+    """Why write() could not write `path`, or None: what can be told
+    without writing it (a full disk shows only then)."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        return "that names a directory, not a file"
+    if _special(path):
+        return None if os.access(path, os.W_OK) else "permission denied"
+    # Make a file there and drop it: os.access answers for permissions
+    # alone, which root always has, even in /proc where nothing can be made.
+    try:
+        with tempfile.TemporaryFile(dir=os.path.dirname(os.path.realpath(path))):
+            pass
+    except OSError:
+        return "no such writable directory"
+    return None
 
 
 def _special(path):
