@@ -428,18 +428,24 @@ def _breakdown_legend(shown):
 
 # -- sensitivity ------------------------------------------------------------------
 
+# Why sensitivity_figure drew nothing, for the report and the command line.
+NOTHING_SWEPT = "no back end in the sweep has a successful run that could be priced"
+
+
 def sensitivity_figure(sweep, crossovers, event):
     """Each back end's geometric-mean overhead against one event's cost;
-    None for an empty sweep."""
-    if not len(sweep):
+    None when there is none to draw (NOTHING_SWEPT)."""
+    # A back end whose runs all failed has no overhead at any cost.
+    drawn = sweep[np.isfinite(sweep["overhead"].astype(float))]
+    if not len(drawn):
         return None
     fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
-    names = backend_order(sweep["backend"])
+    names = backend_order(drawn["backend"])
     for b in names:
-        sub = sweep[sweep["backend"] == b].sort_values("cost")
+        sub = drawn[drawn["backend"] == b].sort_values("cost")
         ax.plot(sub["cost"], sub["overhead"], marker=".", color=color(b), linewidth=1.6)
     ax.axhline(1.0, color=COLORS["native"], linewidth=1.2)
-    top = max(float(sweep["overhead"].max()), 1.0)
+    top = max(float(drawn["overhead"].max()), 1.0)
     ax.set_ylim(0, top * 1.15)
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(_plain))

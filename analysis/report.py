@@ -195,7 +195,7 @@ def _markdown(results, profile, out, sweep, figures, provenance):
         ("Crossovers: " + "; ".join(f"{c['faster']} overtakes {c['slower']} at "
                                     f"{c['cost']:.0f} cycles" for c in cross)
          if cross else "No crossover in this range."), "",
-        _figure("sensitivity", figs), "",
+        _figure("sensitivity", figs) or f"No figure: {plots.NOTHING_SWEPT}.", "",
     ]
     if len(failed):
         text += ["## Failed runs", "", _md(failed), ""]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .evaluate import overhead
-from .profile import EventCost
+from .profile import MAX_COST, EventCost
 from .table import natives
 
 
@@ -100,8 +100,7 @@ def parse_range(text):
         steps = int(parts[2]) if len(parts) > 2 else 21
     except (ValueError, IndexError):
         raise ValueError(f"range must be LO:HI[:STEPS], got '{text}'") from None
-    if len(parts) > 3 or not 2 <= steps <= MAX_STEPS \
-            or not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi <= lo:
-        raise ValueError(f"range must be LO:HI[:STEPS] with 0 <= LO < HI and 2 <= STEPS <= "
-                         f"{MAX_STEPS}, got '{text}'")
+    if len(parts) > 3 or not 2 <= steps <= MAX_STEPS or not 0 <= lo < hi <= MAX_COST:
+        raise ValueError(f"range must be LO:HI[:STEPS] with 0 <= LO < HI <= {MAX_COST:g} and "
+                         f"2 <= STEPS <= {MAX_STEPS}, got '{text}'")
     return list(np.linspace(lo, hi, steps))

@@ -737,7 +737,7 @@ def test_sensitivity_flat_without_hw_privileged_exits(bench, cache_dir, work):
 
 
 @pytest.mark.parametrize("rng", ["8000:0", "a:b", "5", "0:10:1", "0:10:2:3", "-1:5",
-                                 "0:10:x", "0:nan:3", "0:inf:3"])
+                                 "0:10:x", "0:nan:3", "0:inf:3", "0:1e308:3", "0:2e9"])
 def test_sensitivity_bad_range(bench, capsys, rng):
     status, out, err = call(["sensitivity", bench["saved"], "--event", "exit.priv",
                              f"--range={rng}"], capsys)

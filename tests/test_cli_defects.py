@@ -215,6 +215,8 @@ def test_the_longest_timeout_is_accepted(cache_dir):
     ("exit.priv", ["EVENT[@BACKEND]=LO:HI", "exit.priv"]),
     ("exit.priv@=0:10", ["EVENT[@BACKEND]=LO:HI"]),
     ("exit.priv@trap=0:10:100000", ["100000"]),
+    # once a figure of overheads of inf: "Axis limits cannot be NaN or Inf"
+    ("exit.priv@trap=0:1e308:3", ["0:1e308:3", "HI <= 1e+09"]),
 ])
 def test_report_sweep_errors(cache_dir, saved, tmp_path, sweep, mentions):
     line = one_line_error(in_process(cache_dir, "report", saved, "--out", tmp_path / "r.md",

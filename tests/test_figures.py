@@ -253,6 +253,56 @@ def test_sensitivity_figure_has_the_baseline():
     assert plots.sensitivity_figure(sweep.iloc[0:0], [], "exit.priv") is None
 
 
+def test_sensitivity_figure_draws_only_the_back_ends_with_an_overhead():
+    import pandas as pd
+    sweep = pd.DataFrame({"cost": [0.0, 1.0, 0.0, 1.0], "backend": ["trap", "trap", "hw", "hw"],
+                          "overhead": [2.0, 2.0, None, None]})
+    fig = plots.sensitivity_figure(sweep, [], "exit.priv")
+    assert list(legend_colours(fig)) == ["trap", "native (= 1)"]
+    plots.plt.close(fig)
+    # every swept run failed: the table's rows are all '-', and there is no figure
+    assert plots.sensitivity_figure(sweep[sweep["backend"] == "hw"], [], "exit.priv") is None
+
+
+def failed_beside_native(which):
+    """The hand-made bench with the runs of `which` back ends failed."""
+    out = []
+    for r in results(["nano.in", "nano.cli"]):
+        if r.backend in which:
+            r = RunResult(r.workload, r.backend, r.scale, ok=False,
+                          reason="exit budget of 150 exceeded at 0xc0100d90: cli",
+                          counters=r.counters, iterations=0)
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("which", [("trap", "hw"), ("native", "trap", "hw")],
+                         ids=["swept-failed", "all-failed"])
+@pytest.mark.parametrize("out", ["r.md", "r.html"])
+def test_report_of_a_bench_whose_swept_runs_failed_says_there_is_no_figure(
+        tmp_path, capsys, which, out):
+    saved = tmp_path / "saved.json"
+    save_results(saved, failed_beside_native(which), {"profile": "p4-2006"})
+    status, _, err = call(["report", saved, "--out", tmp_path / out], capsys)
+    assert status == 0, err
+    assert f"No figure: {plots.NOTHING_SWEPT}." in (tmp_path / out).read_text()
+    assert not list(tmp_path.glob("r-sensitivity.*"))
+
+
+@pytest.mark.parametrize("which", [("trap", "hw"), ("native", "trap", "hw")],
+                         ids=["swept-failed", "all-failed"])
+def test_sensitivity_plot_of_failed_runs_says_why_there_is_no_figure(tmp_path, capsys, which):
+    saved = tmp_path / "saved.json"
+    save_results(saved, failed_beside_native(which), {"profile": "p4-2006"})
+    status, out, err = call(["sensitivity", saved, "--event", "exit.priv", "--range",
+                             "0:3000:4", "--plot", tmp_path / "s.png", "--format", "csv"],
+                            capsys)
+    assert status == 0, err                                  # as the table of '-' rows
+    assert err == f"figure: none ({plots.NOTHING_SWEPT})\n"
+    assert out.splitlines()[0] == "cost,backend,overhead" and len(out.splitlines()) == 9
+    assert not (tmp_path / "s.png").exists()
+
+
 # -- the command line: every drawing command takes the same extensions -------------
 
 def call(argv, capsys):

@@ -673,7 +673,9 @@ def cmd_sensitivity(args, out):
     if args.plot:
         fig = plots.sensitivity_figure(df, cross, args.event
                                        + (f" ({args.backend})" if args.backend else ""))
-        if fig is not None:
+        if fig is None:                # as the table's '-' rows: said, and not an error
+            sys.stderr.write(f"figure: none ({plots.NOTHING_SWEPT})\n")
+        else:
             with _writing():
                 plots.save(fig, args.plot)
     out.write(render(df, args.format))
