@@ -597,7 +597,7 @@ def _load_saved(path):
         raise UsageError(str(exc)) from None
     if not any(r.backend == "native" for r in results):
         raise UsageError(f"'{path}' has no native runs to compare with")
-    return results, meta if isinstance(meta, dict) else {}
+    return results, meta
 
 
 DEFAULT_SWEEP = "exit.priv@hw=0:6000:25"
