@@ -328,16 +328,21 @@ def breakdown_figure(df, bd):
     rows = _ok(df)
     rows = rows[rows["backend"] != "native"]
     failed = df[~df["ok"].astype(bool) & (df["backend"] != "native")]
+    # Without its overhead a run has no breakdown either: not "= native".
+    unpriced = rows[rows["modeled_overhead"].isna()]
+    rows = rows[rows["modeled_overhead"].notna()]
     if not len(rows):
         return None
-    names = backend_order(rows["backend"])
-    fams = families(dict.fromkeys(list(rows["workload"]) + list(failed["workload"])))
+    names = backend_order(list(rows["backend"]) + list(unpriced["backend"]))
+    fams = families(dict.fromkeys(list(rows["workload"]) + list(failed["workload"])
+                                  + list(unpriced["workload"])))
     parts = split_by_kind(bd)
     good = _ok(df)
     native = {r.workload: r.modeled_cycles_per_iteration
               for r in good[good["backend"] == "native"].itertuples()}
     state = {(r.workload, r.backend): "ran" for r in rows.itertuples()}
     state.update({(r.workload, r.backend): "failed" for r in failed.itertuples()})
+    state.update({(r.workload, r.backend): "not priced" for r in unpriced.itertuples()})
     slot = len(names) + 1
     per_row = max(len(ws) for ws in fams.values())
     fig, panels = _panels(fams, per_row, slot * 0.2, 3.3)
@@ -363,7 +368,7 @@ def _share_bar(ax, x, state, added, saved, native):
     """One back end's bar; the kinds it drew."""
     gross = sum(added.values()) + sum(saved.values())
     net = sum(added.values()) - sum(saved.values())
-    note = {None: None, "failed": "failed", "ran": None}[state]
+    note = {None: None, "failed": "failed", "not priced": "not priced", "ran": None}[state]
     if state == "ran" and not gross:
         note = "= native"
     elif state == "ran" and native and gross < 0.01 * native:

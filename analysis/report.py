@@ -15,6 +15,7 @@ import pandas as pd
 from virtlab import outfile
 
 from . import counters, explain, htmlpage, numbers, plots, sensitivity
+from .evaluate import not_priced
 from .figfmt import BENCH_FIGURES, figure_paths
 from .table import breakdown, frame
 
@@ -199,6 +200,10 @@ def _markdown(results, profile, out, sweep, figures, provenance):
     ]
     if len(failed):
         text += ["## Failed runs", "", _md(failed), ""]
+    unpriced = not_priced(results)
+    if unpriced:
+        text += ["## Runs not priced", "", "They ran, and their host figures are shown; "
+                 "their modeled ones are not.", "", *(f"- {s}" for s in unpriced), ""]
     text += [_profile_section(profile), "",
              "## Counters", "", "Every counter the core and the installed back ends "
              "declare (docs/counters.md).", "", counters.markdown(), ""]

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .counters import catalog
 from .evaluate import overhead
 from .profile import MAX_COST, EventCost
 from .table import natives
@@ -43,6 +44,8 @@ def check_target(results, profile, event, backend):
     if backend is not None and backend not in present:
         raise ValueError(f"back end '{backend}' is not in these results "
                          f"({', '.join(sorted(present))})")
+    if backend is not None and backend not in catalog().known_backends:
+        raise ValueError(f"back end '{backend}' is not installed: its runs cannot be priced")
 
 
 def sweep(results, profile, event, costs, backend=None, workloads=None):

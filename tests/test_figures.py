@@ -303,6 +303,73 @@ def test_sensitivity_plot_of_failed_runs_says_why_there_is_no_figure(tmp_path, c
     assert not (tmp_path / "s.png").exists()
 
 
+# -- runs the model cannot price -------------------------------------------------------
+
+def with_uninstalled_backend():
+    """The hand-made bench with hw's runs as a back end uninstalled since."""
+    return [RunResult(**{**r.to_dict(), "backend": "gone"}) if r.backend == "hw" else r
+            for r in results(["nano.in", "nano.cli"])]
+
+
+GONE = ("2 runs under gone not priced: back end 'gone' is not installed (its counters "
+        "and their costs came with it)")
+
+
+def test_report_prices_what_it_can_and_names_the_uninstalled_back_end(tmp_path, capsys):
+    saved = tmp_path / "saved.json"
+    save_results(saved, with_uninstalled_backend(), {"profile": "p4-2006"})
+    status, _, err = call(["report", saved, "--out", tmp_path / "r.md"], capsys)
+    assert status == 0, err
+    assert err == f"virtlab: {GONE}\n"
+    text = (tmp_path / "r.md").read_text()
+    assert f"## Runs not priced\n\nThey ran, and their host figures are shown; their modeled " \
+        f"ones are not.\n\n- {GONE}\n" in text
+
+
+def test_an_uninstalled_back_end_keeps_its_host_figures_and_leaves_the_others_alone(p4):
+    df = frame(with_uninstalled_backend(), p4).set_index(["workload", "backend"])
+    alone = frame(results(["nano.in", "nano.cli"], ["trap"]), p4).set_index(
+        ["workload", "backend"])
+    gone = df.xs("gone", level="backend")
+    assert gone["modeled_overhead"].isna().all() and gone["modeled_cycles"].isna().all()
+    assert (gone["host_overhead"] == 1.0).all()              # the hand-made host times
+    assert df.loc[alone.index, "modeled_overhead"].tolist() == \
+        alone["modeled_overhead"].tolist()
+
+
+def test_sensitivity_shows_an_uninstalled_back_end_unpriced(tmp_path, capsys):
+    saved = tmp_path / "saved.json"
+    save_results(saved, with_uninstalled_backend(), {"profile": "p4-2006"})
+    argv = ["sensitivity", saved, "--event", "exit.priv", "--range", "0:10:2", "--format", "csv"]
+    status, out, err = call(argv, capsys)
+    assert status == 0 and err == f"virtlab: {GONE}\n"
+    assert [ln for ln in out.splitlines() if "gone" in ln] == ["0.0,gone,", "10.0,gone,"]
+    status, out, err = call([*argv, "--backend", "gone"], capsys)
+    assert status == 2 and out == ""
+    assert err.splitlines()[-1] == ("virtlab: error: back end 'gone' is not installed: its "
+                                    "runs cannot be priced")
+
+
+def test_runs_saved_without_their_instruction_count_are_not_priced(tmp_path, capsys):
+    saved = tmp_path / "saved.json"
+    uncounted = [RunResult(**{**r.to_dict(), "instructions": None, "roi_instructions": None})
+                 for r in results(["nano.in"])]
+    save_results(saved, uncounted, {"profile": "p4-2006"})
+    status, _, err = call(["report", saved, "--out", tmp_path / "r.md"], capsys)
+    assert status == 0, err
+    assert "1 run under trap not priced: its guest instructions were not counted" in err
+    assert "- 1 run under native not priced: its guest instructions were not counted" in \
+        (tmp_path / "r.md").read_text()
+
+
+def test_breakdown_says_not_priced_rather_than_equal_to_native(p4):
+    df, bd = tables(with_uninstalled_backend(), p4)
+    fig = plots.breakdown_figure(df, bd)
+    notes = [t.get_text() for ax in fig.axes for t in ax.texts]
+    plots.plt.close(fig)
+    assert notes.count("not priced") == 2 and "= native" not in notes
+
+
 # -- the command line: every drawing command takes the same extensions -------------
 
 def call(argv, capsys):

@@ -589,7 +589,9 @@ def _saved(path):
 
 
 def _load_saved(path):
-    """(results, meta) of a saved bench, or a UsageError."""
+    """(results, meta) of a saved bench, or a UsageError.  Runs the model
+    cannot price are analysed as far as they can be, and said so here."""
+    from analysis.evaluate import not_priced
     from .result import SavedResultsError, load_results
     try:
         results, meta = load_results(path)
@@ -597,6 +599,8 @@ def _load_saved(path):
         raise UsageError(str(exc)) from None
     if not any(r.backend == "native" for r in results):
         raise UsageError(f"'{path}' has no native runs to compare with")
+    for line in not_priced(results):
+        sys.stderr.write(f"virtlab: {line}\n")
     return results, meta
 
 
