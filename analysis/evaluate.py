@@ -8,8 +8,10 @@ Overheads are taken over the region of interest when both runs have one (every
 catalog workload marks it) and over the whole run otherwise, so boot and
 set-up do not dilute what a workload measures.
 """
+from collections import Counter
 from dataclasses import dataclass
 
+from .counters import catalog
 from .model import microseconds, model
 
 
@@ -29,9 +31,29 @@ def measured_region(result):
     return result.counters, result.instructions
 
 
+def unpriced(result):
+    """Why the model cannot price a run, or None.  A saved bench outlives the
+    back ends it ran: one uninstalled since took the declarations of its
+    counters, and their costs, with it, so its runs would be priced wrong."""
+    if result.instructions is None:
+        return "its guest instructions were not counted"
+    if result.backend not in catalog().known_backends:
+        return (f"back end '{result.backend}' is not installed (its counters and their "
+                "costs came with it)")
+    return None
+
+
+def not_priced(results):
+    """A sentence per back end and reason for the successful runs that have
+    no modeled figures: what the tables show as '-' without a failure."""
+    tally = Counter((r.backend, why) for r in results if r.ok and (why := unpriced(r)))
+    return [f"{n} run{'' if n == 1 else 's'} under {b} not priced: {why}"
+            for (b, why), n in tally.items()]
+
+
 def evaluate(result, profile):
-    """Modeled figures for one run (None if the run failed or was not counted)."""
-    if not result.ok or result.instructions is None:
+    """Modeled figures for one run (None if the run failed or cannot be priced)."""
+    if not result.ok or unpriced(result):
         return None
     whole = model(result.counters, result.instructions, profile, result.backend)
     counters, instructions = measured_region(result)

@@ -6,6 +6,9 @@ accepts the same formats, chosen by the file name's extension."""
 from pathlib import Path
 
 FORMATS = ("png", "svg", "pdf")
+# The files `bench --plot out.png` stands for (out-overhead.png, ...); a
+# report writes these and a sensitivity figure.
+BENCH_FIGURES = ("overhead", "nano", "breakdown")
 
 
 def figure_format(path):

@@ -17,6 +17,7 @@ out-nano.png and out-breakdown.png, each only when it has something to show.
 Colours never depend on what one bench happened to select: a back end and an
 event kind keep theirs in every figure (color, kind_color).
 """
+import io
 import zlib
 
 import matplotlib
@@ -29,9 +30,10 @@ from matplotlib.lines import Line2D                  # noqa: E402
 from matplotlib.patches import Patch                 # noqa: E402
 
 from virtlab import backend as backends            # noqa: E402
+from virtlab import outfile                          # noqa: E402
 
 from .counters import catalog                        # noqa: E402
-from .figfmt import FORMATS, figure_format, figure_paths   # noqa: E402,F401
+from .figfmt import BENCH_FIGURES, FORMATS, figure_format, figure_paths   # noqa: E402,F401
 
 DPI = 120
 # The hatch over a segment below zero: dark enough to show on yellow.
@@ -60,8 +62,11 @@ KIND_PALETTE = ("#17becf", "#6b8e23", "#000080", "#fb9a99", "#800000", "#a6cee3"
 # -- files ------------------------------------------------------------------------
 
 def save(fig, path):
-    fig.savefig(path, dpi=DPI, format=figure_format(path))
+    """Write `fig` to `path` as every output file is written (virtlab/outfile.py)."""
+    data = io.BytesIO()
+    fig.savefig(data, dpi=DPI, format=figure_format(path))
     plt.close(fig)
+    outfile.write(path, data.getvalue())
 
 
 # -- colours ----------------------------------------------------------------------
@@ -323,16 +328,21 @@ def breakdown_figure(df, bd):
     rows = _ok(df)
     rows = rows[rows["backend"] != "native"]
     failed = df[~df["ok"].astype(bool) & (df["backend"] != "native")]
+    # Without its overhead a run has no breakdown either: not "= native".
+    unpriced = rows[rows["modeled_overhead"].isna()]
+    rows = rows[rows["modeled_overhead"].notna()]
     if not len(rows):
         return None
-    names = backend_order(rows["backend"])
-    fams = families(dict.fromkeys(list(rows["workload"]) + list(failed["workload"])))
+    names = backend_order(list(rows["backend"]) + list(unpriced["backend"]))
+    fams = families(dict.fromkeys(list(rows["workload"]) + list(failed["workload"])
+                                  + list(unpriced["workload"])))
     parts = split_by_kind(bd)
     good = _ok(df)
     native = {r.workload: r.modeled_cycles_per_iteration
               for r in good[good["backend"] == "native"].itertuples()}
     state = {(r.workload, r.backend): "ran" for r in rows.itertuples()}
     state.update({(r.workload, r.backend): "failed" for r in failed.itertuples()})
+    state.update({(r.workload, r.backend): "not priced" for r in unpriced.itertuples()})
     slot = len(names) + 1
     per_row = max(len(ws) for ws in fams.values())
     fig, panels = _panels(fams, per_row, slot * 0.2, 3.3)
@@ -358,7 +368,7 @@ def _share_bar(ax, x, state, added, saved, native):
     """One back end's bar; the kinds it drew."""
     gross = sum(added.values()) + sum(saved.values())
     net = sum(added.values()) - sum(saved.values())
-    note = {None: None, "failed": "failed", "ran": None}[state]
+    note = {None: None, "failed": "failed", "not priced": "not priced", "ran": None}[state]
     if state == "ran" and not gross:
         note = "= native"
     elif state == "ran" and native and gross < 0.01 * native:
@@ -423,18 +433,24 @@ def _breakdown_legend(shown):
 
 # -- sensitivity ------------------------------------------------------------------
 
+# Why sensitivity_figure drew nothing, for the report and the command line.
+NOTHING_SWEPT = "no back end in the sweep has a successful run that could be priced"
+
+
 def sensitivity_figure(sweep, crossovers, event):
     """Each back end's geometric-mean overhead against one event's cost;
-    None for an empty sweep."""
-    if not len(sweep):
+    None when there is none to draw (NOTHING_SWEPT)."""
+    # A back end whose runs all failed has no overhead at any cost.
+    drawn = sweep[np.isfinite(sweep["overhead"].astype(float))]
+    if not len(drawn):
         return None
     fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
-    names = backend_order(sweep["backend"])
+    names = backend_order(drawn["backend"])
     for b in names:
-        sub = sweep[sweep["backend"] == b].sort_values("cost")
+        sub = drawn[drawn["backend"] == b].sort_values("cost")
         ax.plot(sub["cost"], sub["overhead"], marker=".", color=color(b), linewidth=1.6)
     ax.axhline(1.0, color=COLORS["native"], linewidth=1.2)
-    top = max(float(sweep["overhead"].max()), 1.0)
+    top = max(float(drawn["overhead"].max()), 1.0)
     ax.set_ylim(0, top * 1.15)
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(_plain))
@@ -457,7 +473,7 @@ def sensitivity_figure(sweep, crossovers, event):
 def bench_figures(df, bd, path):
     """Write each bench figure that has data to its own file beside `path`
     (out.png -> out-overhead.png, ...): {name: path} of those written."""
-    paths = figure_paths(path, ("overhead", "nano", "breakdown"))
+    paths = figure_paths(path, BENCH_FIGURES)
     draw = {"overhead": lambda: overhead_figure(df), "nano": lambda: nano_figure(df),
             "breakdown": lambda: breakdown_figure(df, bd)}
     written = {}

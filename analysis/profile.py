@@ -182,6 +182,13 @@ def _key(*parts: str) -> str:
                     for p in parts)
 
 
+# A second per event on a 1 GHz CPU: dearer than any event ever measured, and
+# far enough from a float's limit that count x cost stays finite (a cost of
+# 1e308 made overheads of inf, which no table or axis can show).  A profile's
+# costs and a sensitivity sweep's both stay below it.
+MAX_COST = 1e9
+
+
 class _Checker:
     def __init__(self, label):
         self.label = label
@@ -223,6 +230,8 @@ class _Checker:
         self.only(t, ("cycles", "source", "assumption"), *path)
         cycles = self.number(self.require(t, "cycles", *path), _key(*path, "cycles"),
                              positive=positive)
+        if cycles > MAX_COST:
+            self.fail(_key(*path, "cycles"), f"must be at most {MAX_COST:g}, got {cycles:g}")
         source = t.get("source")
         assumption = t.get("assumption")
         if source is None and assumption is None:

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from virtlab import outfile
+
 from . import counters, explain, htmlpage, numbers, plots, sensitivity
+from .evaluate import not_priced
+from .figfmt import BENCH_FIGURES, figure_paths
 from .table import breakdown, frame
 
 DEFAULT_SWEEP = ("exit.priv", "hw", "0:6000:25")
@@ -124,28 +128,40 @@ def write(results, profile, out, sweep=DEFAULT_SWEEP, figures="png", provenance=
     it with where the results came from."""
     out = Path(out)
     if not is_html(out):
-        out.write_text(_markdown(results, profile, out, sweep, figures, provenance))
+        outfile.write(out, _markdown(results, profile, out, sweep, figures, provenance))
         return out
     check_format(out, figures)
     with tempfile.TemporaryDirectory(prefix="virtlab-report-") as tmp:
         md = Path(tmp) / out.with_suffix(".md").name
-        out.write_text(htmlpage.page(_markdown(results, profile, md, sweep, figures,
-                                               provenance), tmp))
+        outfile.write(out, htmlpage.page(_markdown(results, profile, md, sweep, figures,
+                                                   provenance), tmp))
     return out
+
+
+def outputs(out, figures):
+    """Every file the report may write for `out` (as given): the page alone
+    for HTML, else the markdown and each figure beside it."""
+    if is_html(out):
+        return [out]
+    return [out, *map(str, _figure_paths(out, figures).values())]
+
+
+def _figure_paths(out, figures):
+    return figure_paths(f"{Path(out).with_suffix('')}.{figures}",
+                        (*BENCH_FIGURES, "sensitivity"))
 
 
 def _markdown(results, profile, out, sweep, figures, provenance):
     """The markdown report's text, its figures written beside `out`."""
-    stem = out.with_suffix("")
     df = frame(results, profile)
     bd = breakdown(results, profile)
-    figs = plots.bench_figures(df, bd, f"{stem}.{figures}")
+    figs = plots.bench_figures(df, bd, f"{out.with_suffix('')}.{figures}")
     event, backend, rng = sweep
     sw = sensitivity.sweep(results, profile, event, sensitivity.parse_range(rng), backend)
     cross = sensitivity.crossovers(sw)
     fig = plots.sensitivity_figure(sw, cross, f"{event} ({backend})" if backend else event)
     if fig is not None:
-        figs["sensitivity"] = Path(f"{stem}-sensitivity.{figures}")
+        figs["sensitivity"] = _figure_paths(out, figures)["sensitivity"]
         plots.save(fig, figs["sensitivity"])
 
     side = df[["workload", "backend", "iterations", "modeled_overhead", "host_overhead",
@@ -180,10 +196,14 @@ def _markdown(results, profile, out, sweep, figures, provenance):
         ("Crossovers: " + "; ".join(f"{c['faster']} overtakes {c['slower']} at "
                                     f"{c['cost']:.0f} cycles" for c in cross)
          if cross else "No crossover in this range."), "",
-        _figure("sensitivity", figs), "",
+        _figure("sensitivity", figs) or f"No figure: {plots.NOTHING_SWEPT}.", "",
     ]
     if len(failed):
         text += ["## Failed runs", "", _md(failed), ""]
+    unpriced = not_priced(results)
+    if unpriced:
+        text += ["## Runs not priced", "", "They ran, and their host figures are shown; "
+                 "their modeled ones are not.", "", *(f"- {s}" for s in unpriced), ""]
     text += [_profile_section(profile), "",
              "## Counters", "", "Every counter the core and the installed back ends "
              "declare (docs/counters.md).", "", counters.markdown(), ""]

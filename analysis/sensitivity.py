@@ -12,8 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from .counters import catalog
 from .evaluate import overhead
-from .profile import EventCost
+from .profile import MAX_COST, EventCost
 from .table import natives
 
 
@@ -43,6 +44,8 @@ def check_target(results, profile, event, backend):
     if backend is not None and backend not in present:
         raise ValueError(f"back end '{backend}' is not in these results "
                          f"({', '.join(sorted(present))})")
+    if backend is not None and backend not in catalog().known_backends:
+        raise ValueError(f"back end '{backend}' is not installed: its runs cannot be priced")
 
 
 def sweep(results, profile, event, costs, backend=None, workloads=None):
@@ -100,8 +103,7 @@ def parse_range(text):
         steps = int(parts[2]) if len(parts) > 2 else 21
     except (ValueError, IndexError):
         raise ValueError(f"range must be LO:HI[:STEPS], got '{text}'") from None
-    if len(parts) > 3 or not 2 <= steps <= MAX_STEPS \
-            or not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi <= lo:
-        raise ValueError(f"range must be LO:HI[:STEPS] with 0 <= LO < HI and 2 <= STEPS <= "
-                         f"{MAX_STEPS}, got '{text}'")
+    if len(parts) > 3 or not 2 <= steps <= MAX_STEPS or not 0 <= lo < hi <= MAX_COST:
+        raise ValueError(f"range must be LO:HI[:STEPS] with 0 <= LO < HI <= {MAX_COST:g} and "
+                         f"2 <= STEPS <= {MAX_STEPS}, got '{text}'")
     return list(np.linspace(lo, hi, steps))

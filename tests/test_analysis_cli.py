@@ -614,13 +614,32 @@ def _corrupt_cases(bench, d):
     bad = copy.deepcopy(good)
     bad["results"][1]["counters"] = {"exit.priv": "lots"}
     put("counter-not-a-number", bad)
+    # Hand edits that once reached the analysis as a traceback.
+    for name, where, key, value in [
+            ("matches-native-a-string", "result", "matches_native", "no"),
+            ("iterations-negative", "result", "iterations", -5),
+            ("instructions-beyond-64-bits", "result", "instructions", 2**64),
+            ("host-seconds-inf", "result", "host_seconds", math.inf),
+            ("roi-sample-nan", "result", "roi_host_samples", [math.nan]),
+            ("meta-a-list", "doc", "meta", [1, 2]),
+            ("provenance-a-string", "meta", "provenance", "hello"),
+            ("host-a-string", "provenance", "host", "a laptop")]:
+        bad = copy.deepcopy(good)
+        {"result": bad["results"][1], "doc": bad, "meta": bad["meta"],
+         "provenance": bad["meta"]["provenance"]}[where][key] = value
+        put(name, bad)
+    bad = copy.deepcopy(good)
+    bad["results"][1]["counters"]["exit.total"] = 2**64
+    put("counter-beyond-64-bits", bad)
     cases["missing"] = d / "does-not-exist.json"
     return cases
 
 
 CORRUPT = ["truncated", "not-json", "wrong-format", "no-results", "results-not-a-list",
            "record-not-an-object", "record-missing-fields", "instructions-not-a-number",
-           "counter-not-a-number", "missing"]
+           "counter-not-a-number", "matches-native-a-string", "iterations-negative",
+           "instructions-beyond-64-bits", "host-seconds-inf", "roi-sample-nan", "meta-a-list",
+           "provenance-a-string", "host-a-string", "counter-beyond-64-bits", "missing"]
 
 
 @pytest.mark.parametrize("case", CORRUPT)
@@ -737,7 +756,7 @@ def test_sensitivity_flat_without_hw_privileged_exits(bench, cache_dir, work):
 
 
 @pytest.mark.parametrize("rng", ["8000:0", "a:b", "5", "0:10:1", "0:10:2:3", "-1:5",
-                                 "0:10:x", "0:nan:3", "0:inf:3"])
+                                 "0:10:x", "0:nan:3", "0:inf:3", "0:1e308:3", "0:2e9"])
 def test_sensitivity_bad_range(bench, capsys, rng):
     status, out, err = call(["sensitivity", bench["saved"], "--event", "exit.priv",
                              f"--range={rng}"], capsys)

@@ -214,6 +214,13 @@ def test_negative_cycles(write):
     assert 'events."exit.io".cycles: must be a non-negative number, got -1' in err(write, text)
 
 
+def test_cycles_beyond_any_real_cost(write):
+    # 1e308 priced a run at inf: no table or figure can show it.
+    text = toml_for().replace('[events."exit.io"]\ncycles = 2000',
+                              '[events."exit.io"]\ncycles = 1e308')
+    assert 'events."exit.io".cycles: must be at most 1e+09, got 1e+308' in err(write, text)
+
+
 def test_clock_not_positive(write):
     msg = err(write, toml_for().replace("clock_ghz = 2.0", "clock_ghz = 0"))
     assert "profile.clock_ghz: must be a positive number, got 0" in msg

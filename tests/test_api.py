@@ -99,3 +99,19 @@ def test_bench_refuses_an_empty_or_unknown_selection(workloads, backends, mentio
 def test_repeat_must_be_a_positive_integer(repeat):
     with pytest.raises(UsageError, match="repeat"):
         virtlab.run("nano.cli", "native", scale=SCALE, model=False, repeat=repeat)
+
+
+@pytest.mark.parametrize("budget", [dict(timeout=float("inf")), dict(timeout=float("nan")),
+                                    dict(timeout=0), dict(timeout=1e13), dict(timeout="5"),
+                                    dict(max_exits=0), dict(max_exits=float("inf"))])
+def test_a_budget_the_machine_cannot_keep_is_refused_before_a_run(budget, monkeypatch):
+    from virtlab.machine import Machine
+
+    def boot(*_args, **_kw):
+        raise AssertionError("a guest was booted for a refused budget")
+    monkeypatch.setattr(Machine, "boot", boot)
+    (name,) = budget
+    with pytest.raises(UsageError, match=name):
+        virtlab.run("nano.cli", "native", scale=SCALE, model=False, **budget)
+    with pytest.raises(UsageError, match=name):
+        virtlab.bench("nano.cli", "trap", scale=SCALE, repeat=1, **budget)

@@ -9,8 +9,11 @@ it saves an interpreter start per command), with a failed run's exit status 1
 also seen from a separate process; `virtlab.cli.main` directly where a test
 must reach inside (Ctrl-C from a patched runner).
 """
+import errno
 import io
 import json
+import os
+import stat
 
 import pytest
 
@@ -18,6 +21,7 @@ from isolated_cli import cache_dir, in_process, isolated_cache, vl  # noqa: F401
 
 import virtlab.matrix
 from virtlab import asmguest as A
+from virtlab import outfile
 from virtlab.cli import main
 from virtlab.machine import Machine
 from virtlab.result import load_results
@@ -52,6 +56,7 @@ def images(tmp_path_factory):
     (d / "hi.img").write_bytes(A.build(A.AsmGuest(body=A.putc("h") + A.putc("i")
                                                   + A.exit_with(0))))
     (d / "hlt.img").write_bytes(A.build(A.AsmGuest(body="cli\nhlt\n")))
+    (d / "ud2.img").write_bytes(A.build(A.AsmGuest(body="ud2\n")))
     return d
 
 
@@ -104,6 +109,26 @@ def test_audit_of_a_failing_image_gives_no_verdict(cache_dir, images):
     assert "no verdict" in p.stdout and "run failed" in p.stdout
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_trace_of_a_failing_guest_exits_1(cache_dir, images, fmt):
+    # As run, audit and translate do: the trace is shown, and the status says the run failed.
+    p = in_process(cache_dir, "trace", "--image", images / "ud2.img", "--backend", "hw",
+                   "--format", fmt)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr == ""
+    reason = json.loads(p.stdout)["reason"] if fmt == "json" else p.stdout
+    assert "ud2" in reason
+    if fmt == "json":
+        assert json.loads(p.stdout)["ok"] is False
+
+
+def test_a_trace_cut_at_its_limit_exits_0(cache_dir, images):
+    p = in_process(cache_dir, "trace", "--image", images / "hi.img", "--limit", 1,
+                   "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["ok"] is True
+
+
 @pytest.fixture
 def no_guest_runs(monkeypatch):
     """A refusal must come before any guest runs: booting one fails the test."""
@@ -132,6 +157,57 @@ def test_a_bench_whose_runs_all_fail_exits_1(cache_dir):
     assert p.stdout.count(",False,") == 2         # the table still says what happened
 
 
+# -- budgets ---------------------------------------------------------------------------------
+
+GUEST_COMMANDS = [["run", "nano.cli"], ["trace", "nano.cli"], ["audit", "nano.cli"],
+                  ["translate", "nano.cli"], ["bench", "--workloads", "nano.cli"]]
+
+
+@pytest.mark.parametrize("command", GUEST_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("option, value", [
+    ("--timeout", "inf"), ("--timeout", "-inf"), ("--timeout", "nan"), ("--timeout", "1e13"),
+    ("--max-exits", "inf"), ("--max-exits", "1e3"),
+])
+def test_a_budget_the_machine_cannot_keep_is_refused(cache_dir, no_guest_runs, command,
+                                                      option, value):
+    # inf once reached Unicorn as a count of microseconds: OverflowError after the boot.
+    one_line_error(in_process(cache_dir, *command, f"{option}={value}"), 2, option, value)
+
+
+@pytest.mark.parametrize("command", GUEST_COMMANDS, ids=lambda c: c[0])
+def test_a_scale_beyond_the_limit_says_the_limit(cache_dir, no_guest_runs, command):
+    one_line_error(in_process(cache_dir, *command, "--scale", 10_000_001), 2,
+                   "from 1 to 10,000,000", "10000001")
+
+
+def test_jobs_never_start_more_workers_than_rows(monkeypatch):
+    """Under fork a process pool starts all its workers at once."""
+    from concurrent.futures import Future
+    started = []
+
+    class Pool:
+        def __init__(self, max_workers):
+            started.append(max_workers)
+
+        def submit(self, fn, task):
+            f = Future()
+            f.set_result(task)
+            return f
+
+        def shutdown(self, **_kw):
+            pass
+    monkeypatch.setattr(virtlab.matrix.cf, "ProcessPoolExecutor", Pool)
+    assert sorted(r for _, r in virtlab.matrix._parallel(["a", "b"], 100_000)) == ["a", "b"]
+    assert started == [2]
+
+
+def test_the_longest_timeout_is_accepted(cache_dir):
+    p = in_process(cache_dir, "run", "nano.cli", "--scale", 1, "--repeat", 1,
+                   "--timeout", "1e12", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["ok"] is True
+
+
 # -- report and sensitivity arguments -------------------------------------------------------
 
 @pytest.mark.parametrize("sweep, mentions", [
@@ -139,6 +215,8 @@ def test_a_bench_whose_runs_all_fail_exits_1(cache_dir):
     ("exit.priv", ["EVENT[@BACKEND]=LO:HI", "exit.priv"]),
     ("exit.priv@=0:10", ["EVENT[@BACKEND]=LO:HI"]),
     ("exit.priv@trap=0:10:100000", ["100000"]),
+    # once a figure of overheads of inf: "Axis limits cannot be NaN or Inf"
+    ("exit.priv@trap=0:1e308:3", ["0:1e308:3", "HI <= 1e+09"]),
 ])
 def test_report_sweep_errors(cache_dir, saved, tmp_path, sweep, mentions):
     line = one_line_error(in_process(cache_dir, "report", saved, "--out", tmp_path / "r.md",
@@ -155,6 +233,121 @@ def test_report_default_sweep_falls_back_when_hw_was_not_saved(cache_dir, saved,
 def test_sensitivity_range_has_an_upper_bound(cache_dir, saved, no_guest_runs):
     one_line_error(in_process(cache_dir, "sensitivity", saved, "--event", "exit.priv", "--range",
                       "1:10:100000"), 2, "1:10:100000", "200")
+
+
+# -- output files ------------------------------------------------------------------------------
+# Only files under tmp_path are written: a FIFO stands for a device, a failing
+# write for a full disk (test_outfile.py tests the rule itself).
+
+@pytest.fixture
+def fake_runs(saved, monkeypatch):
+    """`virtlab bench` in this process returns the saved bench instead of
+    running guests; the list of its calls."""
+    calls = []
+
+    def fake(workloads, names, *_args, **_kw):
+        calls.append(names)
+        return load_results(saved)[0]
+    monkeypatch.setattr(virtlab.matrix, "run_matrix", fake)
+    return calls
+
+
+QUICK = ["bench", "--workloads", "nano.cli", "--backends", "trap", "--repeat", 1]
+
+
+def _saved_bench(path):
+    return [(r.workload, r.backend) for r in load_results(path)[0]]
+
+
+@pytest.mark.parametrize("writer", ["save", "bench-out", "report-out"])
+def test_an_output_through_a_symlink_replaces_its_target_and_keeps_the_link(
+        cache_dir, saved, fake_runs, tmp_path, writer):
+    real, link = tmp_path / "real.out", tmp_path / "link.out"
+    real.write_text("old")
+    link.symlink_to(real.name)
+    argv = {"save": [*QUICK, "--format", "csv", "--save", link],
+            "bench-out": [*QUICK, "--format", "csv", "--out", link],
+            "report-out": ["report", saved, "--out", link]}[writer]
+    p = in_process(cache_dir, *argv)
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink() and os.readlink(link) == real.name
+    text = real.read_text()
+    if writer == "save":
+        assert _saved_bench(real) == [("nano.cli", "native"), ("nano.cli", "trap")]
+    else:
+        assert "nano.cli" in text and text != "old"
+
+
+def test_save_into_a_fifo_writes_through_it(cache_dir, fake_runs, tmp_path):
+    from test_outfile import fifo_reader
+    pipe = tmp_path / "pipe"
+    read = fifo_reader(pipe)
+    p = in_process(cache_dir, *QUICK, "--format", "csv", "--save", pipe)
+    assert p.returncode == 0, p.stderr
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert json.loads(read())["format"] == "virtlab-bench/1"
+
+
+@pytest.mark.parametrize("writer", ["save", "bench-out", "report-out", "sensitivity-plot"])
+def test_a_failed_write_after_the_work_is_one_line(cache_dir, saved, fake_runs, tmp_path,
+                                                   monkeypatch, writer):
+    """A full disk (ENOSPC, as /dev/full gives) once the runs are done: the
+    same one line and status as an output refused beforehand; what was there
+    stays."""
+    dest = tmp_path / ("s.png" if writer == "sensitivity-plot" else "dest")
+    dest.write_text("old")
+    argv = {"save": [*QUICK, "--format", "csv", "--save", dest],
+            "bench-out": [*QUICK, "--format", "csv", "--out", dest],
+            "report-out": ["report", saved, "--out", dest],
+            "sensitivity-plot": ["sensitivity", saved, "--event", "exit.priv",
+                                 "--range", "0:10:3", "--plot", dest]}[writer]
+
+    write = outfile.write
+
+    def full(path, data):
+        if os.fspath(path) != str(dest):          # a report's figures go beside it
+            return write(path, data)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+    monkeypatch.setattr(outfile, "write", full)
+    one_line_error(in_process(cache_dir, *argv), 2,
+                   f"cannot write '{dest}': No space left on device")
+    assert dest.read_text() == "old"
+
+
+PROC = "/proc/virtlab-test"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("option", ["--save", "--out", "--plot"])
+def test_bench_refuses_an_output_where_no_file_can_be_made_before_running(
+        cache_dir, fake_runs, option):
+    # As root, os.access says /proc is writable: the runs went ahead, then a traceback.
+    name = f"{PROC}.png"
+    one_line_error(in_process(cache_dir, *QUICK, option, name), 2, "cannot write", PROC)
+    assert fake_runs == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["report", "sensitivity"])
+def test_report_and_sensitivity_refuse_a_figure_where_none_can_be_made(cache_dir, saved,
+                                                                       command):
+    argv = (["report", saved, "--out", f"{PROC}.md"] if command == "report" else
+            ["sensitivity", saved, "--event", "exit.priv", "--range", "0:10:3",
+             "--plot", f"{PROC}.png"])
+    one_line_error(in_process(cache_dir, *argv), 2, "cannot write", PROC)
+
+
+@pytest.mark.parametrize("command", ["bench", "report"])
+def test_a_figure_name_taken_by_a_directory_is_refused_before_any_work(
+        cache_dir, saved, fake_runs, tmp_path, command):
+    """bench --plot fig.png and report --out fig.md write fig-overhead.png
+    beside: each of those is checked, not only the name given."""
+    (tmp_path / "fig-overhead.png").mkdir()
+    argv = ([*QUICK, "--format", "csv", "--plot", tmp_path / "fig.png"] if command == "bench"
+            else ["report", saved, "--out", tmp_path / "fig.md"])
+    one_line_error(in_process(cache_dir, *argv), 2, "fig-overhead.png", "directory")
+    assert fake_runs == []
+    assert [p.name for p in tmp_path.iterdir()] == ["fig-overhead.png"]
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------------

@@ -253,6 +253,123 @@ def test_sensitivity_figure_has_the_baseline():
     assert plots.sensitivity_figure(sweep.iloc[0:0], [], "exit.priv") is None
 
 
+def test_sensitivity_figure_draws_only_the_back_ends_with_an_overhead():
+    import pandas as pd
+    sweep = pd.DataFrame({"cost": [0.0, 1.0, 0.0, 1.0], "backend": ["trap", "trap", "hw", "hw"],
+                          "overhead": [2.0, 2.0, None, None]})
+    fig = plots.sensitivity_figure(sweep, [], "exit.priv")
+    assert list(legend_colours(fig)) == ["trap", "native (= 1)"]
+    plots.plt.close(fig)
+    # every swept run failed: the table's rows are all '-', and there is no figure
+    assert plots.sensitivity_figure(sweep[sweep["backend"] == "hw"], [], "exit.priv") is None
+
+
+def failed_beside_native(which):
+    """The hand-made bench with the runs of `which` back ends failed."""
+    out = []
+    for r in results(["nano.in", "nano.cli"]):
+        if r.backend in which:
+            r = RunResult(r.workload, r.backend, r.scale, ok=False,
+                          reason="exit budget of 150 exceeded at 0xc0100d90: cli",
+                          counters=r.counters, iterations=0)
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("which", [("trap", "hw"), ("native", "trap", "hw")],
+                         ids=["swept-failed", "all-failed"])
+@pytest.mark.parametrize("out", ["r.md", "r.html"])
+def test_report_of_a_bench_whose_swept_runs_failed_says_there_is_no_figure(
+        tmp_path, capsys, which, out):
+    saved = tmp_path / "saved.json"
+    save_results(saved, failed_beside_native(which), {"profile": "p4-2006"})
+    status, _, err = call(["report", saved, "--out", tmp_path / out], capsys)
+    assert status == 0, err
+    assert f"No figure: {plots.NOTHING_SWEPT}." in (tmp_path / out).read_text()
+    assert not list(tmp_path.glob("r-sensitivity.*"))
+
+
+@pytest.mark.parametrize("which", [("trap", "hw"), ("native", "trap", "hw")],
+                         ids=["swept-failed", "all-failed"])
+def test_sensitivity_plot_of_failed_runs_says_why_there_is_no_figure(tmp_path, capsys, which):
+    saved = tmp_path / "saved.json"
+    save_results(saved, failed_beside_native(which), {"profile": "p4-2006"})
+    status, out, err = call(["sensitivity", saved, "--event", "exit.priv", "--range",
+                             "0:3000:4", "--plot", tmp_path / "s.png", "--format", "csv"],
+                            capsys)
+    assert status == 0, err                                  # as the table of '-' rows
+    assert err == f"figure: none ({plots.NOTHING_SWEPT})\n"
+    assert out.splitlines()[0] == "cost,backend,overhead" and len(out.splitlines()) == 9
+    assert not (tmp_path / "s.png").exists()
+
+
+# -- runs the model cannot price -------------------------------------------------------
+
+def with_uninstalled_backend():
+    """The hand-made bench with hw's runs as a back end uninstalled since."""
+    return [RunResult(**{**r.to_dict(), "backend": "gone"}) if r.backend == "hw" else r
+            for r in results(["nano.in", "nano.cli"])]
+
+
+GONE = ("2 runs under gone not priced: back end 'gone' is not installed (its counters "
+        "and their costs came with it)")
+
+
+def test_report_prices_what_it_can_and_names_the_uninstalled_back_end(tmp_path, capsys):
+    saved = tmp_path / "saved.json"
+    save_results(saved, with_uninstalled_backend(), {"profile": "p4-2006"})
+    status, _, err = call(["report", saved, "--out", tmp_path / "r.md"], capsys)
+    assert status == 0, err
+    assert err == f"virtlab: {GONE}\n"
+    text = (tmp_path / "r.md").read_text()
+    assert f"## Runs not priced\n\nThey ran, and their host figures are shown; their modeled " \
+        f"ones are not.\n\n- {GONE}\n" in text
+
+
+def test_an_uninstalled_back_end_keeps_its_host_figures_and_leaves_the_others_alone(p4):
+    df = frame(with_uninstalled_backend(), p4).set_index(["workload", "backend"])
+    alone = frame(results(["nano.in", "nano.cli"], ["trap"]), p4).set_index(
+        ["workload", "backend"])
+    gone = df.xs("gone", level="backend")
+    assert gone["modeled_overhead"].isna().all() and gone["modeled_cycles"].isna().all()
+    assert (gone["host_overhead"] == 1.0).all()              # the hand-made host times
+    assert df.loc[alone.index, "modeled_overhead"].tolist() == \
+        alone["modeled_overhead"].tolist()
+
+
+def test_sensitivity_shows_an_uninstalled_back_end_unpriced(tmp_path, capsys):
+    saved = tmp_path / "saved.json"
+    save_results(saved, with_uninstalled_backend(), {"profile": "p4-2006"})
+    argv = ["sensitivity", saved, "--event", "exit.priv", "--range", "0:10:2", "--format", "csv"]
+    status, out, err = call(argv, capsys)
+    assert status == 0 and err == f"virtlab: {GONE}\n"
+    assert [ln for ln in out.splitlines() if "gone" in ln] == ["0.0,gone,", "10.0,gone,"]
+    status, out, err = call([*argv, "--backend", "gone"], capsys)
+    assert status == 2 and out == ""
+    assert err.splitlines()[-1] == ("virtlab: error: back end 'gone' is not installed: its "
+                                    "runs cannot be priced")
+
+
+def test_runs_saved_without_their_instruction_count_are_not_priced(tmp_path, capsys):
+    saved = tmp_path / "saved.json"
+    uncounted = [RunResult(**{**r.to_dict(), "instructions": None, "roi_instructions": None})
+                 for r in results(["nano.in"])]
+    save_results(saved, uncounted, {"profile": "p4-2006"})
+    status, _, err = call(["report", saved, "--out", tmp_path / "r.md"], capsys)
+    assert status == 0, err
+    assert "1 run under trap not priced: its guest instructions were not counted" in err
+    assert "- 1 run under native not priced: its guest instructions were not counted" in \
+        (tmp_path / "r.md").read_text()
+
+
+def test_breakdown_says_not_priced_rather_than_equal_to_native(p4):
+    df, bd = tables(with_uninstalled_backend(), p4)
+    fig = plots.breakdown_figure(df, bd)
+    notes = [t.get_text() for ax in fig.axes for t in ax.texts]
+    plots.plt.close(fig)
+    assert notes.count("not priced") == 2 and "= native" not in notes
+
+
 # -- the command line: every drawing command takes the same extensions -------------
 
 def call(argv, capsys):

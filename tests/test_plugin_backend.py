@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from isolated_cli import install_offline
+from isolated_cli import in_process, install_offline
 
 from analysis import plots
 
@@ -115,6 +115,18 @@ def test_report_shows_the_plugin(saved, vl, tmp_path):
     assert "`paranoid.port` | 150 | paranoid |" in text            # its declared cost
     assert "| `paranoid.port` | a port access checked" in text     # the counter table
     assert (tmp_path / "report-breakdown.png").stat().st_size > 0
+
+
+def test_a_report_once_the_plugin_is_gone_prices_the_rest(saved, tmp_path):
+    """This process never installed it: its saved runs are shown, named as
+    not priced, and native's are priced as ever."""
+    from virtlab import backend as backends
+    assert "paranoid" not in backends.names()
+    p = in_process(tmp_path, "report", saved[0], "--out", tmp_path / "r.md")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ("virtlab: 1 run under paranoid not priced: back end 'paranoid' is "
+                        "not installed (its counters and their costs came with it)\n")
+    assert "- 1 run under paranoid not priced" in (tmp_path / "r.md").read_text()
 
 
 def test_colour_and_kind(vl):

@@ -56,6 +56,7 @@ def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
     times (once by default: a script wants the record; `virtlab run` repeats
     3 times for its host figures); host_seconds and roi_host_seconds are the
     medians, host_samples and roi_host_samples every sample (repeat.py)."""
+    _check_budget(timeout, max_exits)
     prof = load_profile(profile) if model else None
     kind = backends.load(backend).image if backend in backends.names() else "native"
     guest = resolve(workload, image, scale, kind)
@@ -90,8 +91,21 @@ def bench_runs(workloads="*", backend_names=None, scale=None, jobs=1, progress=F
     tabulates.  Their counters are what the analysis prices, so a breakdown
     or a sensitivity sweep (analysis/) re-prices them under any profile
     without running a guest again."""
+    _check_budget(**opts)
     return run_matrix(select_workloads(workloads), select_backends(backend_names),
                       scale, jobs, progress, repeat=_repetitions(repeat), **opts)
+
+
+def _check_budget(timeout=120.0, max_exits=50_000_000, **_other_options):
+    """Refuse, before any run, a budget the machine cannot keep, as the
+    command line's --timeout and --max-exits do."""
+    from .machine import MAX_HOST_SECONDS
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout <= MAX_HOST_SECONDS:           # nan and inf fail this too
+        raise UsageError(f"timeout must be a positive number of seconds up to "
+                         f"{MAX_HOST_SECONDS:g}, not {timeout!r}")
+    if isinstance(max_exits, bool) or not isinstance(max_exits, int) or max_exits < 1:
+        raise UsageError(f"max_exits must be a positive integer, not {max_exits!r}")
 
 
 def _repetitions(repeat):

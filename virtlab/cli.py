@@ -1,11 +1,12 @@
 """The `virtlab` command line (also `python -m virtlab`).
 
 Every user error (an unknown name, a bad option, an unreadable image) is one line
-on stderr and exit status 2; a guest that fails makes `run` exit 1.
+on stderr and exit status 2; a guest that fails makes `run`, `trace`, `audit` and
+`translate` exit 1.
 """
 import argparse
+import contextlib
 import json
-import os
 import sys
 
 from . import backend as backends
@@ -171,7 +172,7 @@ def _repeat_arg(p, default):
 
 
 def _budget_args(p):
-    p.add_argument("--timeout", type=_positive_float, default=120.0,
+    p.add_argument("--timeout", type=_seconds, default=120.0,
                    help="host-time budget per run, seconds (default 120)")
     p.add_argument("--max-exits", type=_positive, default=50_000_000,
                    help="exit budget per run (default 50M)")
@@ -197,13 +198,15 @@ def _address(text):
     return v
 
 
-def _positive_float(text):
+def _seconds(text):
+    from .machine import MAX_HOST_SECONDS
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'")
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got '{text}'")
+    if not 0 < v <= MAX_HOST_SECONDS:             # nan and inf fail this too
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds up to "
+                                         f"{MAX_HOST_SECONDS:g}, got '{text}'")
     return v
 
 
@@ -290,9 +293,9 @@ def cmd_bench(args, out):
     prof = load_profile(args.profile)
     workloads = select_workloads(args.workloads)
     names = select_backends(args.backends)
-    for path in (args.out, args.plot, args.save):
+    for path in (args.out, args.save):
         _check_writable(path)
-    _check_figure(args.plot)
+    _check_figure(args.plot, several=True)
     fmt = _bench_format(args, out)
     args.repeat = args.repeat or _default_repeat(args, fmt)
     meta = _bench_meta(args, prof)
@@ -309,7 +312,8 @@ def cmd_bench(args, out):
     df = frame(results, prof)
     if args.plot:
         from analysis.plots import bench_figures
-        drawn = bench_figures(df, breakdown(results, prof), args.plot)
+        with _writing():
+            drawn = bench_figures(df, breakdown(results, prof), args.plot)
         sys.stderr.write("figures: " + (", ".join(map(str, drawn.values())) or
                                         "none (no successful run to draw)") + "\n")
     _emit(_bench_table(df, fmt, args.host), args.out, out)
@@ -353,10 +357,8 @@ def _bench_meta(args, prof):
 
 def _save(path, results, meta):
     from .result import save_results
-    try:
+    with _writing():
         save_results(path, results, meta)
-    except OSError as exc:
-        raise UsageError(f"cannot write '{path}': {exc.strerror}") from None
 
 
 def _keep_interrupted(path, results, meta):
@@ -384,18 +386,22 @@ def cmd_trace(args, out):
                        on_machine=lambda m: tracers.append(
                            Tracer(m, args.limit, args.skip, roi_only=bool(args.workload) and not args.all)))
     events = tracers[0].events
+    # A trace cut at --limit is a run that went as asked; a guest that failed is not.
+    rc = 0 if result.ok else 1
     if args.format == "json":
         json.dump({"workload": result.workload, "backend": result.backend,
                    "scale": result.scale, "events": [asdict(e) for e in events],
                    "ok": result.ok, "reason": result.reason}, out, indent=1)
         out.write("\n")
-        return 0
+        return rc
     where = "from boot" if args.all or not args.workload else "in the region of interest"
     title = f"{result.workload} under {result.backend} (scale {result.scale})"
     if not events:
         out.write(f"{title}: no events {where}"
                   + (f" after the first {args.skip}" if args.skip else "") + "\n")
-        return 0
+        if result.reason:
+            out.write(f"({result.reason})\n")
+        return rc
     out.write(f"{title}: events {events[0].n}..{events[-1].n} {where}\n")
     out.write(f"{'#':>6}  {'guest EIP':<10}  {'instruction':<34} {'cause':<14} what was done\n")
     for e in events:
@@ -403,7 +409,7 @@ def cmd_trace(args, out):
     out.write(_exits_text(result.backend, events) + "\n")
     if result.reason:
         out.write(f"({result.reason})\n")
-    return 0
+    return rc
 
 
 def _exits_text(backend, events):
@@ -532,36 +538,48 @@ def _tc_rows(guest, mark, text, code, reason):
     return rows
 
 
-def _check_figure(path):
+def _check_figure(path, several=False):
     """A figure file name every drawing command accepts (analysis/figfmt.py),
-    checked before any work; and somewhere it can be written."""
-    from analysis.figfmt import figure_format
+    checked before any work; and every file it stands for (bench's, one per
+    figure beside it) somewhere it can be written."""
+    from analysis.figfmt import BENCH_FIGURES, figure_format, figure_paths
     if path is None:
         return
     try:
         figure_format(path)
+        paths = figure_paths(path, BENCH_FIGURES).values() if several else [path]
     except ValueError as exc:
         raise UsageError(f"--plot: {exc}") from None
-    _check_writable(path)
+    for p in paths:
+        _check_writable(p)
 
 
 def _check_writable(path):
+    """Refuse, before any work, an output that cannot be written
+    (virtlab/outfile.py has the rule)."""
+    from .outfile import problem
     if path is None:
         return
-    if os.path.isdir(path) or path.endswith(("/", os.sep)):
-        raise UsageError(f"cannot write '{path}': that names a directory, not a file")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot write '{path}': no such writable directory")
+    why = problem(path)
+    if why:
+        raise UsageError(f"cannot write '{path}': {why}")
+
+
+@contextlib.contextmanager
+def _writing():
+    """An output that fails once the work is done (a full disk, /dev/full)
+    is still one line and exit status 2, as when it is refused before."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"cannot write '{exc.filename}': {exc.strerror}") from None
 
 
 def _emit(text, path, out):
     if path:
-        try:
-            with open(path, "w") as f:
-                f.write(text)
-        except OSError as exc:
-            raise UsageError(f"cannot write '{path}': {exc.strerror}")
+        from .outfile import write
+        with _writing():
+            write(path, text)
     else:
         out.write(text)
 
@@ -571,7 +589,9 @@ def _saved(path):
 
 
 def _load_saved(path):
-    """(results, meta) of a saved bench, or a UsageError."""
+    """(results, meta) of a saved bench, or a UsageError.  Runs the model
+    cannot price are analysed as far as they can be, and said so here."""
+    from analysis.evaluate import not_priced
     from .result import SavedResultsError, load_results
     try:
         results, meta = load_results(path)
@@ -579,7 +599,9 @@ def _load_saved(path):
         raise UsageError(str(exc)) from None
     if not any(r.backend == "native" for r in results):
         raise UsageError(f"'{path}' has no native runs to compare with")
-    return results, meta if isinstance(meta, dict) else {}
+    for line in not_priced(results):
+        sys.stderr.write(f"virtlab: {line}\n")
+    return results, meta
 
 
 DEFAULT_SWEEP = "exit.priv@hw=0:6000:25"
@@ -595,12 +617,14 @@ def cmd_report(args, out):
         raise UsageError(f"--figures: {exc}") from None
     prof = load_profile(args.profile)
     results, meta = _load_saved(args.saved)
-    _check_writable(args.out)
+    for path in report.outputs(args.out, args.figures):
+        _check_writable(path)
     sweep = _report_sweep(args.sweep, results, prof)
     # The saved file's provenance, which only the command has read, ends the report.
     provenance = describe(meta.get("provenance"))
-    report.write(results, prof, args.out, sweep, figures=args.figures,
-                 provenance=(args.saved, provenance))
+    with _writing():
+        report.write(results, prof, args.out, sweep, figures=args.figures,
+                     provenance=(args.saved, provenance))
     out.write(f"wrote {args.out}\n")
     out.write(f"results analysed ({args.saved}):\n" + "".join(f"  {ln}\n" for ln in provenance))
     return 0
@@ -653,8 +677,11 @@ def cmd_sensitivity(args, out):
     if args.plot:
         fig = plots.sensitivity_figure(df, cross, args.event
                                        + (f" ({args.backend})" if args.backend else ""))
-        if fig is not None:
-            plots.save(fig, args.plot)
+        if fig is None:                # as the table's '-' rows: said, and not an error
+            sys.stderr.write(f"figure: none ({plots.NOTHING_SWEPT})\n")
+        else:
+            with _writing():
+                plots.save(fig, args.plot)
     out.write(render(df, args.format))
     if args.format in ("markdown", "latex"):
         for c in cross:

@@ -63,11 +63,14 @@ def _image_guest(path, workload, scale):
                  _scale(scale, entry.default_scale if entry else 0))
 
 
+MAX_SCALE = 10_000_000
+
+
 def _scale(scale, default):
     if scale is None:
         return default
-    if not isinstance(scale, int) or scale < 1 or scale > 10_000_000:
-        raise UsageError(f"scale must be a positive integer, not {scale!r}")
+    if not isinstance(scale, int) or scale < 1 or scale > MAX_SCALE:
+        raise UsageError(f"scale must be an integer from 1 to {MAX_SCALE:,}, not {scale!r}")
     return scale
 
 

@@ -71,6 +71,12 @@ class Budget:
     max_exits: int = 50_000_000
 
 
+# Unicorn takes the host time left as a 64-bit count of microseconds: a longer
+# budget (or an infinite one) cannot be given to it, and 31,000 years is as
+# good as none.
+MAX_HOST_SECONDS = 1e12
+
+
 @dataclass
 class BootSpec:
     image: bytes

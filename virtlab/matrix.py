@@ -110,7 +110,9 @@ def _serial(tasks):
 
 
 def _parallel(tasks, jobs):
-    pool = cf.ProcessPoolExecutor(max_workers=jobs)
+    # Under fork the pool starts every worker at once: --jobs 100000 would
+    # fork that many for a bench of a few rows.
+    pool = cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)))
     try:
         futures = {pool.submit(run_row, t): i for i, t in enumerate(tasks)}
         for fut in cf.as_completed(futures):

@@ -1,8 +1,10 @@
 """The record of one run, as the harness returns it and JSON carries it."""
 import hashlib
 import json
-import os
+import math
 from dataclasses import asdict, dataclass, field
+
+from . import outfile
 
 
 @dataclass
@@ -64,12 +66,9 @@ def save_results(path, results, meta=None):
     counts), enough to analyse them again under any profile."""
     doc = {"format": SAVED_FORMAT, "meta": meta or {},
            "results": [r.to_dict() for r in results]}
-    # Written beside and renamed over: a second Ctrl-C while saving the rows
-    # an interrupted bench finished leaves the old file or the new, never half.
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    # Whole or not at all, even on a second Ctrl-C while an interrupted
+    # bench keeps its rows (outfile.py).
+    outfile.write(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def load_results(path):
@@ -85,19 +84,35 @@ def load_results(path):
     records = doc.get("results")
     if not isinstance(records, list) or not records:
         raise SavedResultsError(f"'{path}': no results")
+    meta = doc.get("meta")
+    problem = _meta_problem({} if meta is None else meta)
+    if problem:
+        raise SavedResultsError(f"'{path}': {problem}")
     results = []
     for i, d in enumerate(records):
         problem = _record_problem(d)
         if problem:
             raise SavedResultsError(f"'{path}': result {i}: {problem}")
         results.append(RunResult.from_dict(d))
-    return results, doc.get("meta", {})
+    return results, meta or {}
+
+
+def _meta_problem(meta):
+    """Why a saved file's record of itself cannot be shown, or None."""
+    prov = meta.get("provenance") if isinstance(meta, dict) else None
+    host = prov.get("host") if isinstance(prov, dict) else None
+    for key, value in (("meta", meta), ("meta.provenance", prov),
+                       ("meta.provenance.host", host)):
+        if value is not None and not isinstance(value, dict):
+            return f"'{key}' is not an object"
+    return None
 
 
 _TYPES = {"workload": str, "backend": str, "ok": bool, "iterations": int,
           "host_seconds": (int, float), "counters": dict, "roi_counters": dict}
 _OPTIONAL = {"instructions": int, "roi_instructions": int, "roi_host_seconds": (int, float),
-             "scale": int, "exit_status": int, "host_samples": list, "roi_host_samples": list}
+             "scale": int, "exit_status": int, "host_samples": list, "roi_host_samples": list,
+             "matches_native": bool}
 
 
 def _record_problem(d):
@@ -105,17 +120,38 @@ def _record_problem(d):
     if not isinstance(d, dict):
         return "not an object"
     for key, kind in _TYPES.items():
-        if not isinstance(d.get(key), kind) or (kind is int and isinstance(d.get(key), bool)):
+        if not _is(d.get(key), kind):
             return f"'{key}' missing or not {getattr(kind, '__name__', 'a number')}"
     for key, kind in _OPTIONAL.items():
-        if d.get(key) is not None and (not isinstance(d[key], kind) or isinstance(d[key], bool)):
+        if d.get(key) is not None and not _is(d[key], kind):
             return f"'{key}' has the wrong type"
+    for key in ("iterations", "instructions", "roi_instructions"):
+        if d.get(key) is not None and not _count(d[key]):
+            return f"'{key}' is not a count"
     for key in ("counters", "roi_counters"):
         for name, n in d[key].items():
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            if not _count(n):
                 return f"{key}['{name}'] is not a count"
+    for key in ("host_seconds", "roi_host_seconds"):
+        if d.get(key) is not None and not _seconds(d[key]):
+            return f"'{key}' is {d[key]!r}, not a number of seconds"
     for key in ("host_samples", "roi_host_samples"):
         for t in d.get(key) or ():
-            if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
+            if not _seconds(t):
                 return f"{key} holds {t!r}, not a number of seconds"
     return None
+
+
+def _is(value, kind):
+    """isinstance, but a bool is no number (to Python, True is an int)."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def _count(n):
+    # What a 64-bit counter holds: the model multiplies it by a cost as a
+    # float, which a larger integer does not fit.
+    return _is(n, int) and 0 <= n < 2**64
+
+
+def _seconds(t):
+    return _is(t, (int, float)) and math.isfinite(t) and t >= 0

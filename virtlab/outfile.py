@@ -1,0 +1,74 @@
+"""Every file written where the user said (--save, --out, --plot, a report's
+figures): one rule for all of them, and the check made before any work by
+the same rule.
+
+A regular file, or a new one, is written whole beside itself and renamed over
+the old one, so that nothing ever sees half of it: not a reader, not a second
+Ctrl-C while an interrupted bench keeps its rows.  A symbolic link is followed
+first, so its target is what gets replaced and the link stays a link.  A name
+that exists and is not a regular file (a device, a FIFO, /dev/stdout on a
+pipe) is written in place: renaming over it would put a file where
+/dev/null was.
+"""
+import os
+import stat
+import tempfile
+
+
+def write(path, data):
+    """Write `data` (str or bytes) to `path` by the rule above.  An OSError
+    names `path`, the name the user gave, never the temporary file."""
+    path = os.fspath(path)
+    try:
+        if _special(path):
+            _put(path, data)
+            return
+        target = os.path.realpath(path)
+        tmp = f"{target}.tmp"
+        try:
+            _put(tmp, data)
+            os.replace(tmp, target)
+        except BaseException:
+            _remove(tmp)
+            raise
+    except OSError as exc:
+        exc.filename = path
+        raise
+
+
+def problem(path):
+    """Why write() could not write `path`, or None: what can be told
+    without writing it (a full disk shows only then)."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        return "that names a directory, not a file"
+    if _special(path):
+        return None if os.access(path, os.W_OK) else "permission denied"
+    # Make a file there and drop it: os.access answers for permissions
+    # alone, which root always has, even in /proc where nothing can be made.
+    try:
+        with tempfile.TemporaryFile(dir=os.path.dirname(os.path.realpath(path))):
+            pass
+    except OSError:
+        return "no such writable directory"
+    return None
+
+
+def _special(path):
+    """Whether `path`, its links followed, exists and is not a regular file."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _put(path, data):
+    with open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
