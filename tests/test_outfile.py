@@ -137,3 +137,22 @@ def test_problem(tmp_path, name, why):
 def test_problem_sees_a_directory_where_nothing_can_be_made():
     # os.access says yes to root in /proc; making a file there fails.
     assert outfile.problem("/proc/virtlab-test.png") == "no such writable directory"
+
+
+def test_a_file_descriptor_named_through_proc_is_appended_to_not_replaced(tmp_path):
+    # `virtlab bench --out /dev/stdout >> log`: the name leads through /proc
+    # to the regular file the shell opened; renaming over it would replace
+    # the log instead of adding to it.
+    log = tmp_path / "log"
+    log.write_text("before\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        link = tmp_path / "stdout"
+        link.symlink_to(f"/proc/self/fd/{fd}")
+        inode = log.stat().st_ino
+        outfile.write(link, "table\n")
+        assert log.read_text() == "before\ntable\n" and log.stat().st_ino == inode
+        assert link.is_symlink()
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "stdout"]

@@ -2,13 +2,16 @@
 figures): one rule for all of them, and the check made before any work by
 the same rule.
 
-A regular file, or a new one, is written whole beside itself and renamed over
-the old one, so that nothing ever sees half of it: not a reader, not a second
-Ctrl-C while an interrupted bench keeps its rows.  A symbolic link is followed
-first, so its target is what gets replaced and the link stays a link.  A name
-that exists and is not a regular file (a device, a FIFO, /dev/stdout on a
-pipe) is written in place: renaming over it would put a file where
-/dev/null was.
+A regular file, or a new one, is written whole beside itself (under a name
+no other writer uses) and renamed over the old one, so that nothing ever sees
+half of it: not a reader, not a second Ctrl-C while an interrupted bench
+keeps its rows.  A symbolic link is followed first, so its target is what
+gets replaced and the link stays a link.  A name that exists and is not a
+regular file (a device, a FIFO), or one reached through /dev or /proc
+(/dev/stdout, /dev/fd/3: a file descriptor the shell opened, perhaps on a
+regular file with `>>`), is written in place, appended to: renaming over it
+would put a file where /dev/null was, or replace the log that `>>` was
+adding to.
 """
 import os
 import stat
@@ -21,12 +24,14 @@ def write(path, data):
     path = os.fspath(path)
     try:
         if _special(path):
-            _put(path, data)
+            _put(path, data, "a")
             return
         target = os.path.realpath(path)
-        tmp = f"{target}.tmp"
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target) + ".",
+                                   dir=os.path.dirname(target))
+        os.close(fd)
         try:
-            _put(tmp, data)
+            _put(tmp, data, "w")
             os.replace(tmp, target)
         except BaseException:
             _remove(tmp)
@@ -55,15 +60,31 @@ def problem(path):
 
 
 def _special(path):
-    """Whether `path`, its links followed, exists and is not a regular file."""
+    """Whether `path`, its links followed, exists and is not a regular
+    file, or is reached through /dev or /proc."""
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True
     except OSError:
         return False
+    return any(p.startswith(_KERNEL_TREES) for p in _link_chain(path))
 
 
-def _put(path, data):
-    with open(path, "wb" if isinstance(data, bytes) else "w") as f:
+_KERNEL_TREES = ("/dev/", "/proc/")
+
+
+def _link_chain(path, limit=40):
+    """`path` and every name its symbolic links lead through, absolute."""
+    path = os.path.abspath(path)
+    chain = [path]
+    while os.path.islink(path) and len(chain) < limit:
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+        chain.append(os.path.abspath(path))
+    return chain
+
+
+def _put(path, data, mode):
+    with open(path, mode + ("b" if isinstance(data, bytes) else "")) as f:
         f.write(data)
 
 
