@@ -13,18 +13,22 @@ import numpy as np
 import pandas as pd
 
 from .counters import catalog
-from .evaluate import overhead
+from .evaluate import measured_region, overhead
 from .profile import MAX_COST, EventCost
 from .table import natives
 
 
 def with_cost(profile, event, cycles, backend=None):
-    """A copy of `profile` with one event's cost replaced (for one back end's
-    override table, or the generic table)."""
+    """A copy of `profile` with one event's cost replaced: in one back end's
+    override table, or (backend None) everywhere, the generic table and every
+    back end's own cost of it.  A back end whose profile prices the event
+    itself (trap's exit.priv) would otherwise stay flat while the rest move."""
     cost = EventCost(cycles=float(cycles), source=None,
                      assumption=f"varied by a sensitivity sweep to {cycles:g}")
     if backend is None:
-        return dataclasses.replace(profile, events={**profile.events, event: cost})
+        tables = {b: {**t, event: cost} if event in t else t for b, t in profile.backends.items()}
+        return dataclasses.replace(profile, events={**profile.events, event: cost},
+                                   backends=tables)
     table = {**profile.backends.get(backend, {}), event: cost}
     return dataclasses.replace(profile, backends={**profile.backends, backend: table})
 
@@ -46,6 +50,20 @@ def check_target(results, profile, event, backend):
                          f"({', '.join(sorted(present))})")
     if backend is not None and backend not in catalog().known_backends:
         raise ValueError(f"back end '{backend}' is not installed: its runs cannot be priced")
+
+
+def flat(results, event, backend=None):
+    """Why the sweep of `event` (for `backend`, or everywhere) is flat, or
+    None: no run it prices (the native baseline included, for a sweep
+    everywhere) counted the event in its measured region.  Not refused:
+    a flat line is an answer too (a back end that never exits on it), but
+    one to be told."""
+    swept = [r for r in results if backend is None or r.backend == backend]
+    if any(measured_region(r)[0].get(event) for r in swept):
+        return None
+    whose = f"no run under {backend}" if backend else "no run"
+    return (f"{whose} counted '{event}' in its measured region: "
+            f"{'its curve is' if backend else 'every curve is'} flat")
 
 
 def sweep(results, profile, event, costs, backend=None, workloads=None):

@@ -748,11 +748,24 @@ def test_sensitivity_flat_without_hw_privileged_exits(bench, cache_dir, work):
             assert "exit.priv" not in r.roi_counters, r.workload
     p = here(cache_dir, "sensitivity", bench["saved"], *SWEEP, cwd=work)
     assert p.returncode == 0, p.stderr
+    assert p.stderr == ("virtlab: no run under hw counted 'exit.priv' in its measured "
+                        "region: its curve is flat\n")
     hdr, rows = md_tables(p.stdout)[0]
     assert len(rows) == 9 * 2
     for backend in ("trap", "hw"):
         assert len({r[2] for r in rows if r[1] == backend}) == 1, backend
     assert p.stdout.rstrip().endswith("no crossover in this range")
+
+
+def test_a_sweep_without_a_back_end_moves_the_cost_everywhere(bench, cache_dir, work):
+    """exit.priv has a trap cost of its own in the profile: a sweep of the
+    event for every back end must move it too (it stayed flat at 2030)."""
+    p = here(cache_dir, "sensitivity", bench["saved"], "--event", "exit.priv",
+             "--range", "0:8000:5", "--format", "csv", cwd=work)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    hdr, rows = csv_rows(p.stdout)
+    trap = [float(r["overhead"]) for r in rows if r["backend"] == "trap"]
+    assert len(trap) == 5 and trap == sorted(trap) and trap[0] < trap[-1], trap
 
 
 @pytest.mark.parametrize("rng", ["8000:0", "a:b", "5", "0:10:1", "0:10:2:3", "-1:5",

@@ -139,7 +139,8 @@ def _parser():
     sen = sub.add_parser("sensitivity", help="vary one event cost over a saved bench")
     sen.add_argument("saved")
     sen.add_argument("--event", required=True, help="the counter whose cost varies, e.g. exit.priv")
-    sen.add_argument("--backend", help="vary only this back end's cost of the event")
+    sen.add_argument("--backend", help="vary only this back end's cost of the event "
+                     "(default: its cost everywhere, back ends' own costs of it included)")
     sen.add_argument("--range", required=True, help="LO:HI[:STEPS] in cycles")
     sen.add_argument("--profile", default=None)
     sen.add_argument("--format", choices=("markdown", "csv", "json", "latex"), default="markdown")
@@ -672,6 +673,9 @@ def cmd_sensitivity(args, out):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _check_figure(args.plot)
+    why = sensitivity.flat(results, args.event, args.backend)
+    if why:
+        sys.stderr.write(f"virtlab: {why}\n")
     df = sensitivity.sweep(results, prof, args.event, costs, args.backend)
     cross = sensitivity.crossovers(df)
     if args.plot:
