@@ -60,9 +60,14 @@ def parse_header(image, nr_pages):
     magic, base, entry, end, version = abi.IMAGE_HEADER.unpack_from(image)
     h = Header(base, entry, end, version)
     load = base + abi.IMAGE_LOAD
-    if base & 0x3FFFFF or base + nr_pages * L.PAGE > abi.HYPERVISOR_VIRT_START:
+    if base & 0x3FFFFF or base >= abi.HYPERVISOR_VIRT_START:
         raise ValueError(f"PV header: virt_base {base:#x} is not 4 MiB aligned below the "
-                         f"hypervisor with room for {nr_pages} pages")
+                         f"hypervisor at {abi.HYPERVISOR_VIRT_START:#x}")
+    if base + nr_pages * L.PAGE > abi.HYPERVISOR_VIRT_START:
+        room = (abi.HYPERVISOR_VIRT_START - base) >> 20
+        raise ValueError(f"a domain of {nr_pages * L.PAGE >> 20} MiB mapped from virt_base "
+                         f"{base:#x} would reach the hypervisor at "
+                         f"{abi.HYPERVISOR_VIRT_START:#x}: this image has room for {room} MiB")
     if not load <= entry < end or end < load + len(image) or end > base + nr_pages * L.PAGE:
         raise ValueError(f"PV header: entry {entry:#x} or virt_end {end:#x} does not fit the "
                          f"image loaded at {load:#x}")

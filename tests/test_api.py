@@ -103,7 +103,11 @@ def test_repeat_must_be_a_positive_integer(repeat):
 
 @pytest.mark.parametrize("budget", [dict(timeout=float("inf")), dict(timeout=float("nan")),
                                     dict(timeout=0), dict(timeout=1e13), dict(timeout="5"),
-                                    dict(max_exits=0), dict(max_exits=float("inf"))])
+                                    dict(max_exits=0), dict(max_exits=float("inf")),
+                                    # (0 once reached mmap, 4096 a struct packing the VMM's
+                                    # addresses: tracebacks)
+                                    dict(ram_mb=0), dict(ram_mb=-1), dict(ram_mb=2.5),
+                                    dict(ram_mb=4096)])
 def test_a_budget_the_machine_cannot_keep_is_refused_before_a_run(budget, monkeypatch):
     from virtlab.machine import Machine
 

@@ -78,6 +78,15 @@ def test_an_image_without_the_header_is_refused():
         m.boot(BootSpec(bytes(image)))
 
 
+def test_a_domain_too_large_for_its_virt_base_says_how_much_fits():
+    image = K.Kernel(body="").build()
+    pages = (0xFC000000 - K.VIRT_BASE) >> 12          # up to the hypervisor's range
+    assert parse_header(image, pages)
+    with pytest.raises(ValueError, match=f"a domain of {(pages + 256) >> 8} MiB .* room for "
+                                         f"{pages >> 8} MiB"):
+        parse_header(image, pages + 256)
+
+
 # -- system calls, bounces, returns ------------------------------------------------------------
 SYSCALLS = "mov ecx, 3\nagain:\npush ecx\nint 0x80\npop ecx\nloop again\nmov al, 5\n" + EXIT
 

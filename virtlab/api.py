@@ -56,7 +56,7 @@ def run(workload=None, backend="native", scale=None, image=None, timeout=120.0,
     times (once by default: a script wants the record; `virtlab run` repeats
     3 times for its host figures); host_seconds and roi_host_seconds are the
     medians, host_samples and roi_host_samples every sample (repeat.py)."""
-    _check_budget(timeout, max_exits)
+    _check_budget(timeout, max_exits, ram_mb)
     prof = load_profile(profile) if model else None
     kind = backends.load(backend).image if backend in backends.names() else "native"
     guest = resolve(workload, image, scale, kind)
@@ -96,9 +96,16 @@ def bench_runs(workloads="*", backend_names=None, scale=None, jobs=1, progress=F
                       scale, jobs, progress, repeat=_repetitions(repeat), **opts)
 
 
-def _check_budget(timeout=120.0, max_exits=50_000_000, **_other_options):
+# Guest RAM: at least the 1 MiB below the image and a page of it; at most
+# 2 GiB, so that the RAM, and a PV domain's machine frames beside it, leave
+# the VMM's own memory room below 4 GiB of physical address space.
+RAM_MB = (2, 2048)
+
+
+def _check_budget(timeout=120.0, max_exits=50_000_000, ram_mb=32, **_other_options):
     """Refuse, before any run, a budget the machine cannot keep, as the
-    command line's --timeout and --max-exits do."""
+    command line's --timeout and --max-exits do, or guest RAM it cannot
+    have."""
     from .machine import MAX_HOST_SECONDS
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
             or not 0 < timeout <= MAX_HOST_SECONDS:           # nan and inf fail this too
@@ -106,6 +113,10 @@ def _check_budget(timeout=120.0, max_exits=50_000_000, **_other_options):
                          f"{MAX_HOST_SECONDS:g}, not {timeout!r}")
     if isinstance(max_exits, bool) or not isinstance(max_exits, int) or max_exits < 1:
         raise UsageError(f"max_exits must be a positive integer, not {max_exits!r}")
+    if isinstance(ram_mb, bool) or not isinstance(ram_mb, int) \
+            or not RAM_MB[0] <= ram_mb <= RAM_MB[1]:
+        raise UsageError(f"ram_mb must be a whole number of MiB from {RAM_MB[0]} to "
+                         f"{RAM_MB[1]}, not {ram_mb!r}")
 
 
 def _repetitions(repeat):
