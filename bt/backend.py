@@ -175,6 +175,10 @@ class Bt(RingCompressedVmm):
         c["bt.translate.bytes"] += len(unit.code)
         return unit
 
+    def invlpg(self, linear):
+        super().invlpg(linear)
+        self.cache.unmapped(linear)
+
     def deliver_fault(self, event, in_entry=False):
         """An exception (or `int n`) the VMM performs for the guest at a
         callout, delivered through the guest IDT and counted as the callout's

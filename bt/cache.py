@@ -47,6 +47,7 @@ class TranslationCache:
         self.units = []
         self.by_guest = {}                    # guest EIP -> live Unit
         self.by_frame = {}                    # guest frame -> set of live Units
+        self.by_page = {}                     # guest linear page -> set of live Units
         self.callouts = {}                    # TC address past an `int` -> Callout
         self.profiles = 0
         self.mem.view[self._off(L.TABLE):self._off(L.TABLE) + L.TABLE_SIZE] = \
@@ -79,6 +80,8 @@ class TranslationCache:
         if unit.transient:
             return
         self.by_guest[unit.guest] = unit
+        for page in _pages(unit):
+            self.by_page.setdefault(page, set()).add(unit)
         for frame in frames:
             users = self.by_frame.setdefault(frame, set())
             if not users:
@@ -131,6 +134,15 @@ class TranslationCache:
         for unit in list(self.by_frame.pop(frame, ())):
             self.invalidate(unit)
 
+    def unmapped(self, linear):
+        """The guest kernel invalidated its TLB entry for the page of
+        `linear` (invlpg): it may have unmapped or remapped the page, and
+        code fetched from it now would fault or be other code, so the units
+        translated from it go.  (A CR3 load that changes a code page's
+        mapping is not seen: docs/bt.md, known limits.)"""
+        for unit in list(self.by_page.pop(linear >> 12, ())):
+            self.invalidate(unit)
+
     # [tour bt 190] Invalidation: unchain, empty the table slot, stop watching.
     def invalidate(self, unit):
         if unit.dead:
@@ -146,6 +158,12 @@ class TranslationCache:
         slot = self._slot(unit.guest)
         if _ENTRY.unpack_from(self.mem.view, slot)[1] == unit.tc:
             _ENTRY.pack_into(self.mem.view, slot, L.EMPTY, 0)
+        for page in _pages(unit):
+            users = self.by_page.get(page)
+            if users is not None:
+                users.discard(unit)
+                if not users:
+                    del self.by_page[page]
         for frame in unit.frames:
             users = self.by_frame.get(frame)
             if users is not None:
@@ -188,3 +206,8 @@ def frames_of(view, guest, end):
     last_linear = max(guest, end - 1)
     last = view.phys(last_linear) & x86.PAGE_MASK
     return (first,) if first == last else (first, last)
+
+
+def _pages(unit):
+    """The guest linear pages a unit was translated from."""
+    return range(unit.guest >> 12, (max(unit.guest_end, unit.guest + 1) - 1 >> 12) + 1)

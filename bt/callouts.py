@@ -45,7 +45,7 @@ class Callouts:
                          "int": self._int, "far": self._far, "rdtsc": self._rdtsc,
                          "rdrand": self._rdrand,
                          "ptwrite": self._ptwrite, "ud": self._ud, "sysenter": self._sysenter,
-                         "flags16": self._flags16,
+                         "flags16": self._flags16, "o16": self._o16,
                          "pop_ss": self._emulate, "lss": self._emulate}
 
     # [tour bt 90] A callout: translated code enters the VMM.
@@ -223,7 +223,7 @@ class Callouts:
             return
         insn = self._decoded(c).insn
         op = bytes(insn.bytes)[-2:] if insn.id == C.X86_INS_INT else bytes(insn.bytes)[-1:]
-        vector = {b"\xcc": 3, b"\xce": 4, b"\xf1": 1}.get(op, op[-1])
+        vector = {b"\xcc": 3, b"\xce": 4}.get(op, op[-1])
         self._at_guest(c.site.guest + c.site.size)
         if vector == 4 and not self.m.state.eflags() & x86.OF:
             return self._count("into")              # into without overflow: nothing
@@ -261,6 +261,10 @@ class Callouts:
 
     def _sysenter(self, c):
         raise GuestStop(f"bt: sysenter from the guest kernel at {c.site.guest:#010x} is not supported")
+
+    def _o16(self, c):
+        raise GuestStop(f"bt: a near branch with a 16-bit operand size at {c.site.guest:#010x} "
+                        f"({c.site.text}): not supported")
 
     def _ud(self, c):
         self._at_guest(c.site.guest)

@@ -99,8 +99,9 @@ _PORTS = (0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F
 # the guest's own selectors (Bt._load_segment), so pushing them is innocuous.
 _SEG_PUSH = (b"\x0e", b"\x16")
 # Callouts that end the unit: the VMM decides where execution goes next.
+# (icebp, F1, is the guest's #UD: the CPU model has no INT1, natively too.)
 _TRANSFER_CALLOUTS = {b"\xcf": "iret", b"\xcb": "retf", b"\xca": "retf", b"\xcd": "int",
-                      b"\xcc": "int", b"\xce": "int", b"\xf1": "int", b"\xea": "far",
+                      b"\xcc": "int", b"\xce": "int", b"\xf1": "ud", b"\xea": "far",
                       b"\x9a": "far", b"\xf4": "emulate", b"\x0f\x35": "emulate",
                       b"\x0f\x34": "sysenter", b"\x0f\x0b": "ud"}
 # Privileged or sensitive two-byte opcodes: 0F 00 (sldt str lldt ltr verr
@@ -159,6 +160,8 @@ def classify(insn, guilty=False):
         return CALLOUT, "rdtsc: the virtual time-stamp counter", "rdtsc"
     if b0 in _PORTS:
         return IDENT, "port I/O: the CPU enters the VMM through its port hook", None
+    if not wide and _is_near_branch(op, b0, modrm):
+        return CALLOUT, "16-bit near branch (EIP truncated to 16 bits): not supported", "o16"
     if b0 in (0xEB, 0xE9) or b0 in _JCC8 or (len(op) == 2 and 0x80 <= op[1] <= 0x8F and b0 == 0x0F) \
             or b0 in _LOOPS:
         return BRANCH, "direct branch: exits chained to the target's translation", None
@@ -173,6 +176,17 @@ def classify(insn, guilty=False):
     if guilty:
         return CALLOUT, "adaptive: this store kept hitting traced page tables", "ptwrite"
     return IDENT, "innocuous: copied unchanged", None
+
+
+def _is_near_branch(op, b0, modrm):
+    """jmp, jcc, loop, call or ret, direct or through a register or memory:
+    the branches whose templates assume a 32-bit operand size.  (With an
+    operand-size prefix each truncates EIP to 16 bits and moves 2 bytes of
+    stack: code that 32-bit kernels do not contain, and that bt refuses at
+    run time rather than translate as if it were 32-bit.)"""
+    return (b0 in (0xEB, 0xE9, 0xE8, 0xC3, 0xC2) or b0 in _JCC8 or b0 in _LOOPS
+            or (b0 == 0x0F and len(op) == 2 and 0x80 <= op[1] <= 0x8F)
+            or (b0 == 0xFF and modrm is not None and (modrm >> 3) & 7 in (2, 4)))
 
 
 def _rep_prefixed(insn):

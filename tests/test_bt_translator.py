@@ -299,7 +299,8 @@ def test_privileged_and_sensitive_instructions_call_out_to_emulate(text):
 @pytest.mark.parametrize("code,kind", [
     (b"\xf4", "emulate"), (b"\x0f\x35", "emulate"),                  # hlt, sysexit
     (b"\x0f\x34", "sysenter"), (b"\x0f\x0b", "ud"),                  # sysenter, ud2
-    (b"\xcd\x80", "int"), (b"\xcc", "int"), (b"\xce", "int"), (b"\xf1", "int"),
+    (b"\xcd\x80", "int"), (b"\xcc", "int"), (b"\xce", "int"),
+    (b"\xf1", "ud"),                            # icebp: the CPU model's #UD, natively too
     (b"\xea\x00\x10\x00\x00\x08\x00", "far"), (b"\x9a\x00\x10\x00\x00\x08\x00", "far"),
     (b"\xff\x28", "far"), (b"\xff\x18", "far"),                      # jmp/call m16:32
 ], ids=hexid)
@@ -637,3 +638,16 @@ def test_hand_built_encodings():
         assert j.mnemonic == "jmp" and int(j.op_str, 16) == target
     (p,) = dis(T.push_imm32(0xC0101005))
     assert p.mnemonic == "push" and p.op_str == "0xc0101005"
+
+
+@pytest.mark.parametrize("code", [b"\x66\xc3", b"\x66\xc2\x04\x00", b"\x66\xe8\x00\x01",
+                                  b"\x66\xe9\x00\x01", b"\x66\xeb\x02", b"\x66\x74\x02",
+                                  b"\x66\x0f\x84\x00\x01", b"\x66\xff\xe3", b"\x66\xff\xd3"],
+                         ids=hexid)
+def test_a_near_branch_with_a_16_bit_operand_size_is_refused_not_mistranslated(code):
+    # Each truncates EIP to 16 bits and moves 2 bytes of stack; the
+    # templates are 32-bit (a 16-bit ret popped 4 bytes), so the VMM ends
+    # the run if it is ever reached (callouts._o16).
+    unit = translate(code + b"\x90" * 4)
+    (site,) = unit.sites
+    assert site.kind == CALLOUT and callout_kinds(unit, site) == ["o16"]

@@ -984,3 +984,74 @@ def test_a_far_jump_to_an_available_tss_switches_tasks_or_says_why_not(backend):
             assert (out.exit_status, m.mem.read(0x5000, 4)) == (want[0].exit_status, want[1])
         else:
             assert "task switch" in out.reason and "not supported" in out.reason, out.reason
+
+
+# -- corners a differential sweep found ---------------------------------------------------
+# Each guest's handlers log the frame their exception left (vector, error code,
+# EIP, CS, EFLAGS, and CR2) and end the run: every back end must log what
+# native logs.
+def _frame_logger(vector):
+    code = f"pop dword ptr [0x5004]\n" if vector in x86.ERROR_CODE_VECTORS else ""
+    return (f"mov dword ptr [0x5000], {vector}\n" + code
+            + "mov eax, [esp]\nmov [0x5008], eax\nmov eax, [esp+4]\nmov [0x500c], eax\n"
+            "mov eax, [esp+8]\nmov [0x5010], eax\nmov eax, cr2\nmov [0x501c], eax\n"
+            + A.exit_with(vector))
+
+
+LOGGED = {v: _frame_logger(v) for v in (x86.DB, x86.UD, x86.DF_VEC, x86.NP, x86.GP, x86.PF)}
+CODE_PAGE = 0x300000
+CODE_PTE = A.PGTAB + (CODE_PAGE >> 12) * 4
+# A function `mov eax, 0x1234; ret` written to CODE_PAGE and called once.
+_CALLED_ONCE = (f"mov dword ptr [{CODE_PAGE:#x}], 0x001234b8\n"
+                f"mov word ptr [{CODE_PAGE + 4:#x}], 0xc300\nmov ebx, {CODE_PAGE:#x}\ncall ebx\n")
+SWEEP_CORNERS = {
+    # bt delivered INT1 for it; the CPU model has no icebp.
+    "icebp in the kernel": (".byte 0xf1\n", x86.UD, {}),
+    # The VMMs ended the run ("cannot emulate") for moves the CPU refuses.
+    "mov from cr1": (".byte 0x0f, 0x20, 0xc8\n", x86.UD, {}),
+    "mov to cr5": (".byte 0x0f, 0x22, 0xe8\n", x86.UD, {}),
+    "mov from dr4 with CR4.DE set": ("mov eax, cr4\nor eax, 8\nmov cr4, eax\n"
+                                     ".byte 0x0f, 0x21, 0xe0\n", x86.UD, {}),
+    # A #PF whose delivery fails becomes #DF; CR2 was loaded with the #PF
+    # (trap, hw and bt set it only when the #PF itself was delivered).
+    "a page fault that becomes a double fault": (
+        f"mov dword ptr [{A.IDT + 8 * x86.PF + 4:#x}], 0\nmov eax, [{UNMAPPED:#x}]\n",
+        x86.DF_VEC, {"paging": True, "unmapped": (UNMAPPED,)}),
+    # bt ran the page's translation after the kernel unmapped it.
+    "kernel code unmapped with invlpg": (
+        _CALLED_ONCE + f"mov dword ptr [{CODE_PTE:#x}], 0\ninvlpg [{CODE_PAGE:#x}]\ncall ebx\n",
+        x86.PF, {"paging": True}),
+}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", SWEEP_CORNERS)
+def test_a_corner_found_by_the_sweep_is_as_native(backend, case):
+    body, vector, options = SWEEP_CORNERS[case]
+    img = A.build(A.AsmGuest(body=body + A.exit_with(0), handlers=LOGGED, **options))
+    assert _native_log(img)[0] == vector
+    _as_natively(backend, img, "<I", (vector,))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_sysenter_cs_reads_back_only_its_selector(backend):
+    # The CPU model keeps 16 bits of IA32_SYSENTER_CS; the VMMs kept all 32.
+    body = ("mov ecx, 0x174\nmov eax, 0x12345678\nxor edx, edx\nwrmsr\nxor eax, eax\nrdmsr\n"
+            "mov [0x5000], eax\n" + A.exit_with(0))
+    _as_natively(backend, A.build(A.AsmGuest(body=body)), "<I", (0x5678,))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_code_at_the_guests_ring_1_runs_or_ends_the_run_saying_why(backend):
+    # Ring compression runs the guest kernel at ring 1, so code of the
+    # guest's own ring 1 has nowhere to run: trap ran it as the kernel, and
+    # bt ended with an unrelated reason.
+    img = A.build(A.AsmGuest(body=A.iret_to(1, A.RING1, A.STACK1), ring1="int 0x80\n",
+                             user_vectors=(0x80,), handlers={0x80: A.exit_with(5)}))
+    with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+    if issubclass(B.load(backend), RingCompressedVmm):
+        assert not out.ok and "code at the guest's ring 1" in out.reason, out.reason
+    else:
+        assert out.ok and out.exit_status == 5, out.reason

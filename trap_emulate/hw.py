@@ -26,7 +26,7 @@ from unicorn import x86_const as X
 from virtlab import fastcall, x86
 from virtlab.counters import EXITS, NATIVE, REFLECTION, SHADOW, CounterSpec, Named
 from virtlab.decode import opcode
-from virtlab.delivery import Event, RealCpuView
+from virtlab.delivery import DeliveryFault, Event, RealCpuView, fault_event
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.intercept import EMULATED, RAISED
@@ -222,6 +222,12 @@ class Hw(Vmm):
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported) as exc:
             raise GuestStop(f"cannot emulate at {m.where()}: {exc or decoded.text()}") from None
+        except DeliveryFault as fault:
+            # An invalid register (mov with CR1, DR4 while CR4.DE is set): on
+            # VT-x the #UD comes before the exit, the guest's own exception.
+            event = fault_event(fault)
+            self._deliver(event, "native.exception", "native.exception." + vector_name(event.vector))
+            return RAISED
         except GuestMemoryFault:
             # Its memory operand (lmsw, smsw) is not mapped: on VT-x the
             # operand's #PF comes before the exit, so the CPU runs the

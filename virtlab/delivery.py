@@ -203,6 +203,8 @@ class InterruptPath:
             self.clock.now_ns += EVENT_NS      # virtual time (clock.tick(), inline)
         try:
             cpu = self.cpu
+            if ev.cr2 is not None:       # loaded with the fault, whatever its delivery meets
+                cpu.set_cr2(ev.cr2)
             key = cpu.route_key()
             r = self.recent.get(ev.slot)                                 # route(), inline
             if r is None or r.inputs != key or r.check() != r.expected:
@@ -245,8 +247,6 @@ class InterruptPath:
                     self._push(key, linear, frame)
             else:
                 self._push(key, linear, frame)
-            if ev.cr2 is not None:
-                cpu.set_cr2(ev.cr2)
             kept = r.flags_kept
             eflags = eflags & kept if self._entry_flags is None else self._entry_flags(eflags, kept)
             if not inner:
@@ -283,8 +283,6 @@ class InterruptPath:
             frame = (ev.error_code,) + frame
         esp = (self.mem.words[r.esp_word] - 4 * len(frame)) & 0xFFFFFFFF
         self._push(key, esp, frame)
-        if ev.cr2 is not None:
-            self.cpu.set_cr2(ev.cr2)
         kept = r.flags_kept
         eflags = eflags & kept if self._entry_flags is None else self._entry_flags(eflags, kept)
         state.enter_handler(r.inner_image, r.ss_dpl, esp, r.offset, eflags)
@@ -294,6 +292,8 @@ class InterruptPath:
         """Delivering the last event of `chain` faulted with `fault`: deliver
         what that becomes (the rare path)."""
         ev = chain[-1]
+        if isinstance(fault, GuestMemoryFault):
+            self.cpu.set_cr2(fault.linear)   # the CPU loads CR2 at the page fault itself
         if ev.vector == x86.DF_VEC and not ev.software:
             raise GuestStop(f"{self.who}triple fault at {self._where()}: "
                             f"{_chain_text(chain, fault)}; {_cpu_text(self.cpu, state)}") from None

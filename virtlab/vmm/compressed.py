@@ -66,6 +66,16 @@ class RingCompressedVmm(Vmm):
         st.set_eflags(x86.IF | 0x2)
         st.load()
 
+    def refuse_ring1(self, selector):
+        """End the run if `selector` names a code segment of the guest's ring
+        1 (rings.ring1_code): the one ring ring compression takes from the
+        guest, and cannot give back."""
+        d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
+        if d is not None and rings.ring1_code(d[1]):
+            raise GuestStop(f"{self.name}: code at the guest's ring 1 (selector {selector:#x}), "
+                            f"entered at {self.machine.where()}: not supported, since ring "
+                            f"compression runs the guest kernel at ring 1")
+
     def _set_real_gdtr(self, base, limit):
         self.machine.state.set_table("gdt", base, limit)
 
@@ -78,6 +88,8 @@ class RingCompressedVmm(Vmm):
         d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
         if d is None:
             raise GuestStop(f"cannot load {name} with selector {selector:#x}")
+        if name == "cs":
+            self.refuse_ring1(selector)
         ring = rings.guest_ring(self.machine.state.cpl) if name != "cs" else x86.seg_dpl(d[1])
         self.machine.state.set_segment(name, *rings.segment_cache(selector, *d, ring))
 
@@ -207,6 +219,7 @@ class RingCompressedVmm(Vmm):
         decoded = self.machine.decoder.at(self.code_view(linear), linear)
         into_cs = decoded is not None and (decoded.insn.id in _CS_LOADS
                                            or gates.is_far_transfer(decoded.insn))
+        self.refuse_ring1(st.error_code)
         if not self.gdt.first_load(self.guest_view(), self.vcpu.gdtr, st.error_code, into_cs):
             return False
         c = self.machine.counters

@@ -105,9 +105,12 @@ def control_register(insn, op):
 
 _NOT_YET = object()
 
+# The control registers IA-32 has; a move with any other (CR1, CR5 to CR7)
+# is #UD, the guest's own, like a move with DR4 or DR5 while CR4.DE is set.
+_CONTROL_REGISTERS = frozenset((0, 2, 3, 4))
+
 # mov to or from a debug register: 0F 23 /r (to) and 0F 21 /r (from), DRn in
-# ModRM.reg.  DR4 and DR5 are DR6 and DR7 while CR4.DE is clear; with it set
-# they raise #UD, which virtlab does not reflect from the emulator.
+# ModRM.reg.  DR4 and DR5 are DR6 and DR7 while CR4.DE is clear.
 _DR_MOVES = {b"\x0f\x21": False, b"\x0f\x23": True}
 _DR_ALIAS = {4: 6, 5: 7}
 
@@ -228,6 +231,8 @@ class Emulator:
             plan = _cr_move(insn)
         if plan is not None:
             to_cr, n, reg, name = plan
+            if n not in _CONTROL_REGISTERS:
+                raise DeliveryFault(x86.UD, None, f"mov with cr{n}, which does not exist")
             if to_cr:
                 self.be.write_cr(n, state.reg(reg) if reg in _REG32 else reg_read(state, reg))
             elif reg in _REG32:
@@ -257,7 +262,7 @@ class Emulator:
         code as they do natively."""
         if n in _DR_ALIAS:
             if self.be.vcpu.cr4 & x86.CR4_DE:
-                raise Unsupported(f"mov with dr{n} while CR4.DE is set (#UD)")
+                raise DeliveryFault(x86.UD, None, f"mov with dr{n} while CR4.DE is set")
             n = _DR_ALIAS[n]
         dst, src = insn.operands
         m = self.be.machine
@@ -357,7 +362,10 @@ class Emulator:
         return "rdmsr"
 
     def _wrmsr(self, insn, state):
-        self.be.vcpu.msrs[state.reg("ecx")] = state.reg("edx") << 32 | state.reg("eax")
+        ecx, value = state.reg("ecx"), state.reg("edx") << 32 | state.reg("eax")
+        if ecx == fastcall.SYSENTER_CS:
+            value &= 0xFFFF               # the CPU keeps the selector, and reads back only it
+        self.be.vcpu.msrs[ecx] = value
         return "wrmsr"
 
     def _iret(self, insn, state):

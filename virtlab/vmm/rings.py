@@ -83,6 +83,15 @@ def _first_use(lo, hi):
     return bool(hi & x86.DESC_S and hi & x86.DESC_P and not hi & _ACCESSED)
 
 
+def ring1_code(hi):
+    """A code segment of the guest's own ring 1.  Ring compression has no
+    ring left for it: the guest kernel's ring 0 runs at real ring 1, and
+    code there would run as the kernel.  Its shadow is never present, so
+    that every way into it faults into the VMM, which ends the run saying
+    why (RingCompressedVmm.refuse_ring1)."""
+    return bool(hi & x86.DESC_S and hi & x86.DESC_CODE and x86.seg_dpl(hi) == 1)
+
+
 def shadow_descriptor(lo, hi):
     """The shadow GDT's entry: compressed, and not present while the guest's
     descriptor has never been loaded.  The CPU sets a descriptor's accessed
@@ -91,9 +100,9 @@ def shadow_descriptor(lo, hi):
     guest's copy would never show it.  A never-loaded descriptor therefore
     faults (#NP) on its first load, and the VMM sets the bit in the guest's
     GDT (ShadowGdt.first_load)."""
-    first = _first_use(lo, hi)
+    absent = _first_use(lo, hi) or ring1_code(hi)
     lo, hi = compress(lo, hi)
-    return (lo, hi & ~x86.DESC_P) if first else (lo, hi)
+    return (lo, hi & ~x86.DESC_P) if absent else (lo, hi)
 
 
 def segment_cache(selector, lo, hi, ring):
