@@ -339,12 +339,18 @@ class Bt(RingCompressedVmm):
         saw the VMM's tables (the "red pill").  Here they exit, through a translation-time
         intercept that changes no byte of the guest's code, and get the
         virtual answers: bt is faithful, at the price of an exit each."""
+        eflags = self.machine.state.system_flags()
         try:
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported, GuestMemoryFault):
             return None                         # left to the CPU, which faults as it would
         self.count_exit("priv")
         self.machine.counters["exit.priv." + name] += 1
+        if eflags & x86.TF:
+            event = self.single_step_event(eflags, name)
+            if event is not None:
+                self.deliver_fault(event)
+                self._resume()                  # the guest kernel's handler: from the TC
         return EMULATED
 
     # -- port I/O --------------------------------------------------------------------------

@@ -1055,3 +1055,39 @@ def test_code_at_the_guests_ring_1_runs_or_ends_the_run_saying_why(backend):
         assert not out.ok and "code at the guest's ring 1" in out.reason, out.reason
     else:
         assert out.ok and out.exit_status == 5, out.reason
+
+
+# Single-stepping (EFLAGS.TF) over an instruction a VMM performs: the CPU's #DB
+# after it never came, since the instruction completed in the VMM.  The #DB
+# handler logs the low half of each EIP it is given.
+STEP_LOG = {x86.DB: "push eax\npush ebx\nmov ebx, [0x5000]\nmov eax, [esp+8]\n"
+                    "mov [0x5004+ebx*4], ax\ninc dword ptr [0x5000]\npop ebx\npop eax\niretd\n",
+            0x80: A.exit_with(0)}
+KERNEL_STEPPED = {"mov from cr0": "mov eax, cr0", "mov to cr0": "mov eax, cr0\nmov cr0, eax",
+                  "cli and sti": "cli\nsti", "invlpg": "invlpg [0x6000]",
+                  "rdmsr": "mov ecx, 0x277\nrdmsr", "clts": "clts", "smsw": "smsw ax"}
+USER_STEPPED = {"sgdt": ".byte 0x0f, 0x01, 0x05\n.long 0x6000", "smsw": "smsw eax",
+                "str": "str eax", "lar": f"mov ecx, {A.UCODE}\nlar eax, ecx"}
+
+
+def _stepped_as_natively(backend, guest):
+    img = A.build(guest)
+    steps = struct.unpack_from("<I", _native_log(img)[1])[0]
+    assert steps >= 2                    # the instruction and the nop after it, at least
+    _as_natively(backend, img, "<I", (steps,))
+
+
+@pytest.mark.parametrize("backend", [b for b in NATIVE_IMAGE if b != "bt"])   # bt refuses it
+@pytest.mark.parametrize("case", KERNEL_STEPPED)
+def test_single_stepping_the_kernel_over_what_the_vmm_performs(backend, case):
+    body = ("pushfd\nor dword ptr [esp], 0x100\npopfd\n" + KERNEL_STEPPED[case]
+            + "\nnop\npushfd\nand dword ptr [esp], ~0x100\npopfd\n" + A.exit_with(0))
+    _stepped_as_natively(backend, A.AsmGuest(body=body, handlers=STEP_LOG))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", USER_STEPPED)
+def test_single_stepping_user_code_over_what_the_vmm_intercepts(backend, case):
+    _stepped_as_natively(backend, A.AsmGuest(
+        body=A.iret_to(3, A.RING3, A.STACK3, eflags=0x302), ring3=USER_STEPPED[case]
+        + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))

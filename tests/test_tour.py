@@ -43,6 +43,7 @@ TOURS = {
         (40, "virtlab/vmm/compressed.py"),
         (50, "virtlab/decode.py"),
         (60, "trap_emulate/trap.py"),
+        (65, "virtlab/vmm/monitor.py"),
         (70, "virtlab/vmm/emulate.py"),
         (80, "virtlab/vmm/vcpu.py"),
         (90, "virtlab/vmm/compressed.py"),

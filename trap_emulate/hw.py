@@ -218,6 +218,7 @@ class Hw(Vmm):
         if kind == "far_transfer":
             self._far_transfer(decoded)
             return None
+        eflags = m.state.system_flags()
         try:
             name = self.emulator.emulate(decoded)
         except (NotPrivileged, Unsupported) as exc:
@@ -248,6 +249,10 @@ class Hw(Vmm):
             c["exit.total"] += 1
             c["exit.priv"] += 1
             c[PRIV_COUNTERS[name]] += 1
+        if eflags & x86.TF:
+            event = self.single_step_event(eflags, name)
+            if event is not None:
+                self._deliver(event, "native.exception", "native.exception.db")
         return EMULATED
 
     def sysenter(self):

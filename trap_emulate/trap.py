@@ -80,6 +80,7 @@ class Trap(RingCompressedVmm):
         m = self.machine
         if decoded is None:
             return False
+        eflags = m.state.system_flags()
         try:
             name = self.emulator.emulate(decoded)
         except NotPrivileged:
@@ -98,9 +99,17 @@ class Trap(RingCompressedVmm):
             m.counters[PRIV_COUNTERS[name]] += 1
         if m.icount is not None:           # (m.emulated()'s test, inline: counting is rare)
             m.emulated()
+        if eflags & x86.TF:
+            self._single_step(eflags, name)
         return True
 
     emulate_privileged = _privileged
+
+    def _single_step(self, eflags, name):
+        event = self.single_step_event(eflags, name)
+        if event is not None:
+            self.count_reflection(event, exit=False)
+            self.events.deliver(event)
 
     def _kernel_iret(self, address, kind):
         """The guest kernel's iret to an outer ring runs natively at ring 1,

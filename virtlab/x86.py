@@ -9,6 +9,7 @@ import struct
 # EFLAGS bits (SDM vol. 1, 3.4.3)
 CF, PF_FLAG, AF, ZF, SF = 1 << 0, 1 << 2, 1 << 4, 1 << 6, 1 << 7
 TF, IF, DF, OF = 1 << 8, 1 << 9, 1 << 10, 1 << 11
+DR6_BS = 1 << 14          # DR6: the #DB was a single-step trap
 IOPL_MASK, IOPL_SHIFT = 3 << 12, 12
 NT, RF, VM, AC = 1 << 14, 1 << 16, 1 << 17, 1 << 18
 

@@ -6,8 +6,10 @@ that all of them share: port I/O and the paging registers.
 instructions exit; each keeps the guest's processor state in the virtual CPU
 and asks its paging component what a CR write, an INVLPG or a #PF means.
 """
+from virtlab import x86
 from virtlab.backend import Backend
 from virtlab.counters import Named
+from virtlab.delivery import Event
 
 from .emulate import Emulator
 from .paging import ShadowPaging
@@ -15,6 +17,7 @@ from .vcpu import VirtualCpu
 
 
 _EXIT_NAMES = Named("exit.")          # kind -> "exit." + kind
+_STEP_DEFERRED = frozenset(("mov_ss", "pop_ss", "hlt"))
 
 
 class Vmm(Backend):
@@ -67,6 +70,21 @@ class Vmm(Backend):
 
     def decode_current(self):
         return self.machine.decode_at_eip(self.guest_view())
+
+    # [tour trap 65] The single-step trap the CPU cannot raise.
+    # An instruction the VMM performs completes in the VMM, not on the CPU, so
+    # the #DB the CPU raises after each instruction of a program single-stepping
+    # (EFLAGS.TF) never comes for it: the VMM raises it instead.
+    def single_step_event(self, eflags_before, name):
+        """The #DB to deliver after an instruction the VMM performed (`name`,
+        the emulator's) that began with `eflags_before`, or None: with TF set,
+        unless the instruction holds the trap back past the next one (mov ss,
+        pop ss) or halted.  DR6.BS is set, as the CPU sets it."""
+        if not eflags_before & x86.TF or name in _STEP_DEFERRED:
+            return None
+        m = self.machine
+        m.write_debug_register(6, m.read_debug_register(6) | x86.DR6_BS)
+        return Event(x86.DB)
 
     def count_exit(self, kind):
         c = self.machine.counters
