@@ -179,6 +179,17 @@ class Bt(RingCompressedVmm):
         super().invlpg(linear)
         self.cache.unmapped(linear)
 
+    def write_cr(self, n, value):
+        """A CR0 write that turns paging or protection on or off changes
+        what every linear address of the kernel's code means: the whole
+        cache goes (a kernel does it once, at boot), so that the next
+        instruction is fetched, and faults, as the CPU would fetch it."""
+        modes = x86.CR0_PG | x86.CR0_PE
+        changed = n == 0 and (self.vcpu.cr0 ^ value) & modes
+        super().write_cr(n, value)
+        if changed:
+            self.cache.flush()
+
     def deliver_fault(self, event, in_entry=False):
         """An exception (or `int n`) the VMM performs for the guest at a
         callout, delivered through the guest IDT and counted as the callout's

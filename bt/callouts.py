@@ -58,7 +58,14 @@ class Callouts:
         if c is None:
             raise GuestStop(f"bt: an int at {pc - 2:#010x} in the translation cache is no callout")
         self.m.counters["bt.callout"] += 1
-        self.handlers[c.kind](c)
+        try:
+            self.handlers[c.kind](c)
+        except GuestMemoryFault as fault:
+            # The guest instruction itself could not be fetched (paging just
+            # changed under the unit: CR0.PG set, a page unmapped), or its
+            # operand not read: the guest's #PF at that instruction.
+            self._at_guest(c.site.guest)
+            self.bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
 
     def _count(self, kind):
         self.m.counters[_KINDS[kind]] += 1

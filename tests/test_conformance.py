@@ -1091,3 +1091,41 @@ def test_single_stepping_user_code_over_what_the_vmm_intercepts(backend, case):
     _stepped_as_natively(backend, A.AsmGuest(
         body=A.iret_to(3, A.RING3, A.STACK3, eflags=0x302), ring3=USER_STEPPED[case]
         + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
+
+
+def _paging_on_under_the_code():
+    """The kernel turns paging off, unmaps the page its next code is on, jumps
+    there and turns paging on: the fetch after its `mov cr0` faults."""
+    page = 0x101000
+    body = ("mov eax, cr0\nand eax, 0x7fffffff\nmov cr0, eax\n"
+            f"mov dword ptr [{A.PGTAB + (page >> 12) * 4:#x}], 0\nmov ebx, {page:#x}\njmp ebx\n")
+    img = bytearray(A.build(A.AsmGuest(body=body + A.exit_with(0), handlers=LOGGED, paging=True)))
+    # mov eax, cr0; or eax, 0x80000000; mov cr0, eax; nop x4
+    tail = bytes.fromhex("0f20c0" "0d00000080" "0f22c0" "90909090")
+    at = page - 0x100000
+    img[len(img):] = bytes(max(0, at + len(tail) - len(img)))
+    img[at:at + len(tail)] = tail
+    return bytes(img)
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_turning_paging_on_under_the_running_code_faults_at_the_next_fetch(backend):
+    # bt ran the translations it had made with paging off (linear addresses
+    # meant something else then): a CR0 write that changes PG or PE now
+    # empties its cache.
+    img = _paging_on_under_the_code()
+    assert _native_log(img)[0] == x86.PF
+    _as_natively(backend, img, "<I", (x86.PF,))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_paging_without_protection_ends_as_natively(backend):
+    # CR0.PG without PE: the CPU model triple-faults on the next fetch.  bt
+    # found the fault while decoding the next callout's instruction, and
+    # ended with an internal error.
+    body = "mov eax, cr0\nand eax, ~1\nor eax, 0x80000000\nmov cr0, eax\nmov eax, cr0\n"
+    img = A.build(A.AsmGuest(body=body + A.exit_with(0), handlers=_faults_skipping(3)))
+    with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+    assert not out.ok and out.reason.startswith("triple fault at 0x00100045"), out.reason
