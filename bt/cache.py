@@ -192,7 +192,9 @@ class TranslationCache:
         if self.profiles * 4 >= L.PROFILE_SIZE:
             return None
         self.profiles += 1
-        return L.PROFILE + 4 * (self.profiles - 1)
+        slot = L.PROFILE + 4 * (self.profiles - 1)
+        self.mem.set_u32(self._off(slot), 0)      # a flush hands out slots again: count afresh
+        return slot
 
     def executions(self, unit):
         if unit.profile_slot is None:
