@@ -1129,3 +1129,26 @@ def test_paging_without_protection_ends_as_natively(backend):
         m.boot(BootSpec(img))
         out = m.run()
     assert not out.ok and out.reason.startswith("triple fault at 0x00100045"), out.reason
+
+
+# The kernel halts with interrupts on while the only armed source's line is
+# masked, or blocked behind an interrupt it never ended: a PC sleeps for ever.
+# The halt skipped virtual time from one timer period to the next without end
+# (and without looking at the host-time budget): the run hung.
+SLEEPS_FOR_EVER = {
+    "timer masked": ("mov al, 0xff\nout 0x21, al\nsti\nhlt\n", {}),
+    "timer never ended": ("sti\nhlt\nhlt\n", {0x20: "iretd\n"}),
+}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", SLEEPS_FOR_EVER)
+def test_a_halt_nothing_can_wake_ends_the_run_saying_so(backend, case):
+    body, handlers = SLEEPS_FOR_EVER[case]
+    img = A.build(A.AsmGuest(body=A.timer_setup(12) + body + A.exit_with(0), handlers=handlers))
+    with Machine(B.create(backend), budget=Budget(host_seconds=60)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+    assert not out.ok and out.reason.startswith(
+        "halted with interrupts enabled, but every interrupt armed to wake it is masked or "
+        "blocked at the PIC"), out.reason

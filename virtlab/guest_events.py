@@ -75,9 +75,24 @@ class GuestEvents:
         m.counters[self.names.hlt] += 1
         if not guest_if:
             raise GuestStop("halted with interrupts disabled at " + m.where(hlt_eip))
+        # A device that fires while its line is masked, or blocked behind one
+        # still in service, wakes nothing, and the PIC cannot change while the
+        # CPU sleeps: once every armed device has fired again and left the
+        # PIC as it was, the guest sleeps for ever (a PC would hang).
+        horizon = None
         while m.pending_irq() is None:
+            before = m.pic.state()
             if not m.clock.idle_until_next():
                 raise GuestStop("halted with nothing armed to wake it at " + m.where(hlt_eip))
+            if m.pending_irq() is not None:
+                break
+            if m.pic.state() != before:
+                horizon = None
+            elif horizon is None:
+                horizon = m.clock.last_deadline()
+            elif m.clock.now_ns >= horizon:
+                raise GuestStop("halted with interrupts enabled, but every interrupt armed to "
+                                "wake it is masked or blocked at the PIC, at " + m.where(hlt_eip))
         self.inject()
 
     def exception_event(self, vector):

@@ -25,6 +25,12 @@ class VirtualClock:
         times = [t for t in (d.next_deadline() for d in self.deadlines) if t is not None]
         return min(times) if times else None
 
+    def last_deadline(self):
+        """Latest time at which some device now armed will raise an interrupt,
+        or None: by then each of them has raised its line at least once more."""
+        times = [t for t in (d.next_deadline() for d in self.deadlines) if t is not None]
+        return max(times) if times else None
+
     def idle_until_next(self):
         """Halted: skip idle time to the next deadline.  False if nothing is armed."""
         t = self.next_deadline()

@@ -102,6 +102,12 @@ class Pic:
         else:
             chip.command(value)
 
+    def state(self):
+        """Everything that decides what the PIC will present: two states that
+        compare equal present the same interrupts, now and after the same
+        requests."""
+        return tuple((c.irr, c.isr, c.imr) for c in (self.master, self.slave))
+
     def pending_vector(self):
         """The vector the CPU would receive now, or None."""
         line = self.master.pending(self._cascade())
