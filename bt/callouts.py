@@ -275,6 +275,8 @@ class Callouts:
 
     def _ud(self, c):
         self._at_guest(c.site.guest)
+        if self._interrupt_first():             # as before any exception
+            return
         if not self.bt.invalid_opcode_event():
             raise GuestStop(f"invalid opcode with no handler at {self.m.where()}")
 

@@ -194,9 +194,7 @@ class Hw(Vmm):
         base, limit = self.machine.state.table("idt")
         if x86.UD * 8 + 7 > limit:
             return False
-        self.machine.counters["native.exception"] += 1
-        self.machine.counters["native.exception.ud"] += 1
-        self.events.deliver(Event(x86.UD))
+        self._deliver(Event(x86.UD), "native.exception", "native.exception.ud")
         return True
 
     def halted(self):

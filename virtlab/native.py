@@ -49,6 +49,11 @@ class Native(Backend):
         base, limit = m.state.table("idt")
         if x86.UD * 8 + 7 > limit:
             return False
+        # An interrupt that waits is taken first, as before any exception
+        # (exception() above); the ud2 runs again after its handler.
+        if m.state.eflags() & x86.IF and m.pending_irq() is not None \
+                and self.events.interrupt_first(False, self):
+            return True
         m.counters["native.exception"] += 1
         m.counters["native.exception.ud"] += 1
         self.events.deliver(Event(x86.UD))
