@@ -66,11 +66,12 @@ class RingCompressedVmm(Vmm):
         st.set_eflags(x86.IF | 0x2)
         st.load()
 
-    def refuse_ring1(self, selector):
-        """End the run if `selector` names a code segment of the guest's ring
-        1 (rings.ring1_code): the one ring ring compression takes from the
+    def refuse_ring1(self, selector, d=None):
+        """End the run if `selector` (its guest descriptor `d`, read here if
+        not given) names a code segment of the guest's ring 1
+        (rings.ring1_code): the one ring ring compression takes from the
         guest, and cannot give back."""
-        d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
+        d = d or self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
         if d is not None and rings.ring1_code(d[1]):
             raise GuestStop(f"{self.name}: code at the guest's ring 1 (selector {selector:#x}), "
                             f"entered at {self.machine.where()}: not supported, since ring "
@@ -89,7 +90,7 @@ class RingCompressedVmm(Vmm):
         if d is None:
             raise GuestStop(f"cannot load {name} with selector {selector:#x}")
         if name == "cs":
-            self.refuse_ring1(selector)
+            self.refuse_ring1(selector, d)
         ring = rings.guest_ring(self.machine.state.cpl) if name != "cs" else x86.seg_dpl(d[1])
         self.machine.state.set_segment(name, *rings.segment_cache(selector, *d, ring))
 

@@ -131,6 +131,10 @@ def _cr_move(insn):
         elif src.type == C.X86_OP_REG and insn.reg_name(src.reg).startswith("cr"):
             n = control_register(insn, src)
             plan = (False, n, insn.reg_name(dst.reg), f"read_cr{n}")
+        if plan is not None and plan[1] not in _CONTROL_REGISTERS:
+            # (Raised before the plan is kept, so that a kept plan needs no
+            # check on the exit path.)
+            raise DeliveryFault(x86.UD, None, f"mov with cr{plan[1]}, which does not exist")
         if memo is not None:
             memo["cr_move"] = plan
     return plan
@@ -231,8 +235,6 @@ class Emulator:
             plan = _cr_move(insn)
         if plan is not None:
             to_cr, n, reg, name = plan
-            if n not in _CONTROL_REGISTERS:
-                raise DeliveryFault(x86.UD, None, f"mov with cr{n}, which does not exist")
             if to_cr:
                 self.be.write_cr(n, state.reg(reg) if reg in _REG32 else reg_read(state, reg))
             elif reg in _REG32:
