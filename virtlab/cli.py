@@ -11,6 +11,7 @@ import sys
 
 from . import backend as backends
 from .errors import UsageError
+from .outfile import STDOUT
 
 
 class _Parser(argparse.ArgumentParser):
@@ -296,6 +297,9 @@ def cmd_bench(args, out):
     names = select_backends(args.backends)
     for path in (args.out, args.save):
         _check_writable(path)
+    if args.save == STDOUT and args.out in (None, STDOUT):
+        raise UsageError("--save -: the table goes to standard output; "
+                         "give --out FILE for the table, or --save FILE")
     _check_figure(args.plot, several=True)
     fmt = _bench_format(args, out)
     args.repeat = args.repeat or _default_repeat(args, fmt)
@@ -577,7 +581,7 @@ def _writing():
 
 
 def _emit(text, path, out):
-    if path:
+    if path and path != STDOUT:
         from .outfile import write
         with _writing():
             write(path, text)
@@ -612,6 +616,9 @@ def cmd_report(args, out):
     from .api import load_profile
     from .provenance import describe
     from analysis import report
+    if args.out == STDOUT:
+        raise UsageError("--out: a report is a file, written with its figures beside "
+                         "it; '-' (standard output) cannot hold them")
     try:
         report.check_format(args.out, args.figures)     # .md or .html, by the extension
     except ValueError as exc:

@@ -11,17 +11,23 @@ regular file (a device, a FIFO), or one reached through /dev or /proc
 (/dev/stdout, /dev/fd/3: a file descriptor the shell opened, perhaps on a
 regular file with `>>`), is written in place, appended to: renaming over it
 would put a file where /dev/null was, or replace the log that `>>` was
-adding to.
+adding to.  The name "-" is standard output, as to most Unix tools.
 """
 import os
 import stat
+import sys
 import tempfile
+
+STDOUT = "-"
 
 
 def write(path, data):
     """Write `data` (str or bytes) to `path` by the rule above.  An OSError
     names `path`, the name the user gave, never the temporary file."""
     path = os.fspath(path)
+    if path == STDOUT:
+        _put_stdout(data)
+        return
     try:
         if _special(path):
             _put(path, data, "a")
@@ -45,6 +51,8 @@ def problem(path):
     """Why write() could not write `path`, or None: what can be told
     without writing it (a full disk shows only then)."""
     path = os.fspath(path)
+    if path == STDOUT:
+        return None
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
         return "that names a directory, not a file"
     if _special(path):
@@ -86,6 +94,16 @@ def _link_chain(path, limit=40):
 def _put(path, data, mode):
     with open(path, mode + ("b" if isinstance(data, bytes) else "")) as f:
         f.write(data)
+
+
+def _put_stdout(data):
+    if isinstance(data, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        sys.stdout.write(data)
+        sys.stdout.flush()
 
 
 def _remove(path):

@@ -88,11 +88,20 @@ def load_results(path):
     problem = _meta_problem({} if meta is None else meta)
     if problem:
         raise SavedResultsError(f"'{path}': {problem}")
-    results = []
+    results, first = [], {}
     for i, d in enumerate(records):
         problem = _record_problem(d)
         if problem:
             raise SavedResultsError(f"'{path}': result {i}: {problem}")
+        # A bench measures each workload once per back end and scale (its
+        # repetitions are samples of one row): a second row would be a
+        # second answer to the same question, and the tables show one.
+        key = (d["workload"], d["backend"], d.get("scale"))
+        if key in first:
+            raise SavedResultsError(f"'{path}': result {i}: a second result of {key[0]} "
+                                    f"under {key[1]} at scale {key[2]} (result {first[key]} "
+                                    f"is the first)")
+        first[key] = i
         results.append(RunResult.from_dict(d))
     return results, meta or {}
 
