@@ -18,7 +18,7 @@ or any path a user gives).  Format::
     source = "Adams & Agesen 2006: rdtsc trap-and-emulate 2030 cycles (P4)"
 
 Every cost (``cpi`` and each event) is a table with ``cycles`` (a number >= 0;
-``cpi`` must be > 0) and at least one of ``source`` (a citation into
+``cpi`` at least 0.01) and at least one of ``source`` (a citation into
 docs/cost-sources.md) or ``assumption`` (the written reasoning); both may be
 given when a sourced number was adjusted.
 
@@ -188,6 +188,12 @@ def _key(*parts: str) -> str:
 # costs and a sensitivity sweep's both stay below it.
 MAX_COST = 1e9
 
+# The fewest cycles per instruction a profile may give: no CPU retires a
+# hundred instructions a cycle.  Near 0 (1e-320, which TOML reads as a
+# positive number) every run would be priced at almost nothing, and the
+# overhead, a ratio of two such numbers, at inf.
+MIN_CPI = 0.01
+
 
 class _Checker:
     def __init__(self, label):
@@ -270,6 +276,10 @@ def parse(data: dict, label: str = "<profile>", path: str | None = None) -> Prof
     clock = c.number(c.require(head, "clock_ghz", "profile"), "profile.clock_ghz",
                      positive=True)
     cpi = c.cost(c.require(head, "cpi", "profile"), "profile", "cpi", positive=True)
+    if cpi.cycles < MIN_CPI:
+        c.fail("profile.cpi.cycles", f"must be at least {MIN_CPI:g} (no CPU retires more "
+                                     f"than {1 / MIN_CPI:g} instructions a cycle), "
+                                     f"got {cpi.cycles:g}")
 
     events = c.events(c.require(data, "events"), "events")
     for event in CHARGED:

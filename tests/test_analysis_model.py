@@ -221,6 +221,12 @@ def test_cycles_beyond_any_real_cost(write):
     assert 'events."exit.io".cycles: must be at most 1e+09, got 1e+308' in err(write, text)
 
 
+def test_a_cpi_no_cpu_has(write):
+    # 1e-320 is positive, and priced native runs at almost nothing: inf overheads.
+    text = toml_for().replace("cpi = { cycles = 2,", "cpi = { cycles = 1e-320,")
+    assert "profile.cpi.cycles: must be at least 0.01" in err(write, text)
+
+
 def test_clock_not_positive(write):
     msg = err(write, toml_for().replace("clock_ghz = 2.0", "clock_ghz = 0"))
     assert "profile.clock_ghz: must be a positive number, got 0" in msg

@@ -115,6 +115,10 @@ def test_a_file_or_a_pipe_gets_the_full_markdown_table(fake_matrix, tmp_path):
     (numbers.significant, 0.0807234, "0.0807"), (numbers.significant, 0.000123456, "0.000123"),
     (numbers.significant, 12.345, "12.3"), (numbers.significant, 4567.8, "4568"),
     (numbers.significant, 0.0, "0"), (numbers.ratio, 1.004, "1.00"),
+    (numbers.significant, 2.4703e-318, "2.47e-318"), (numbers.significant, 5e-10, "5.00e-10"),
+    (numbers.significant, 1e-9, "0.00000000100"), (numbers.significant, 3.2e17, "3.20e+17"),
+    (numbers.significant, float("inf"), "inf"), (numbers.ratio, float("-inf"), "-inf"),
+    (numbers.cycles, float("inf"), "inf"),
     (numbers.ratio, None, "-"), (numbers.cycles, float("nan"), "-"),
 ])
 def test_numbers(fn, x, shown):
