@@ -357,11 +357,8 @@ class Bt(RingCompressedVmm):
             return None                         # left to the CPU, which faults as it would
         self.count_exit("priv")
         self.machine.counters["exit.priv." + name] += 1
-        if eflags & x86.TF:
-            event = self.single_step_event(eflags, name)
-            if event is not None:
-                self.deliver_fault(event)
-                self._resume()                  # the guest kernel's handler: from the TC
+        if eflags & x86.TF and self.step_after(eflags, name):
+            self._resume()                      # the guest kernel's handler: from the TC
         return EMULATED
 
     # -- port I/O --------------------------------------------------------------------------

@@ -1093,6 +1093,27 @@ def test_single_stepping_user_code_over_what_the_vmm_intercepts(backend, case):
         + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
 
 
+# A store to a guest page table that the shadow MMU traces is performed by the
+# VMM (the hidden fault's emulated write): the #DB after it is the VMM's too.
+_PTE = A.PGTAB + (0x400000 >> 12) * 4           # the PTE of linear 0x400000
+_TOUCH = "mov eax, [0x400000]\n"                   # its page table shadowed, and traced
+_PTE_STORE = f"mov dword ptr [{_PTE:#x}], 0x400007"
+
+
+@pytest.mark.parametrize("backend", [b for b in NATIVE_IMAGE if b != "bt"])   # bt refuses it
+def test_single_stepping_the_kernel_over_a_traced_page_table_store(backend):
+    body = (_TOUCH + "pushfd\nor dword ptr [esp], 0x100\npopfd\n" + _PTE_STORE
+            + "\nnop\npushfd\nand dword ptr [esp], ~0x100\npopfd\n" + A.exit_with(0))
+    _stepped_as_natively(backend, A.AsmGuest(body=body, paging=True, handlers=STEP_LOG))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
+    _stepped_as_natively(backend, A.AsmGuest(
+        body=_TOUCH + A.iret_to(3, A.RING3, A.STACK3, eflags=0x302), paging=True,
+        ring3=_PTE_STORE + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
+
+
 def _paging_on_under_the_code():
     """The kernel turns paging off, unmaps the page its next code is on, jumps
     there and turns paging on: the fetch after its `mov cr0` faults."""

@@ -248,10 +248,13 @@ class Hw(Vmm):
             c["exit.priv"] += 1
             c[PRIV_COUNTERS[name]] += 1
         if eflags & x86.TF:
-            event = self.single_step_event(eflags, name)
-            if event is not None:
-                self._deliver(event, "native.exception", "native.exception.db")
+            self.step_after(eflags, name)
         return EMULATED
+
+    def deliver_step(self, event):
+        """Injected, and counted as the guest's own #DB, which VT-x lets
+        through: the guest sees the exception it would have taken."""
+        self._deliver(event, "native.exception", "native.exception.db")
 
     def sysenter(self):
         """SYSENTER and SYSEXIT do not exit on VT-x: the guest kernel is at real

@@ -100,16 +100,10 @@ class Trap(RingCompressedVmm):
         if m.icount is not None:           # (m.emulated()'s test, inline: counting is rare)
             m.emulated()
         if eflags & x86.TF:
-            self._single_step(eflags, name)
+            self.step_after(eflags, name)
         return True
 
     emulate_privileged = _privileged
-
-    def _single_step(self, eflags, name):
-        event = self.single_step_event(eflags, name)
-        if event is not None:
-            self.count_reflection(event, exit=False)
-            self.events.deliver(event)
 
     def _kernel_iret(self, address, kind):
         """The guest kernel's iret to an outer ring runs natively at ring 1,

@@ -238,6 +238,13 @@ class RingCompressedVmm(Vmm):
         self.count_reflection(event, exit=True)
         self.events.deliver(event)
 
+    def deliver_step(self, event):
+        """A single-step #DB the VMM owes (Vmm.step_after) is reflected into
+        the guest kernel within the VMM entry of the instruction it follows:
+        no exit of its own."""
+        self.count_reflection(event, exit=False)
+        self.events.deliver(event)
+
     def count_reflection(self, event, exit):
         """One event delivered into the guest kernel.  `exit`: the VMM entry
         that delivers it is a CPU exit, counted with it (exit.total, and

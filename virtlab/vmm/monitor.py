@@ -33,6 +33,7 @@ class Vmm(Backend):
         self.vcpu = self.new_vcpu()
         self.emulator = Emulator(self)
         self.paging = self.paging_kind(machine, self.vcpu, self.window)
+        self.paging.step_after = self.step_after     # (a traced store it performs)
         self._bind_paging()
 
     def _bind_paging(self):
@@ -74,7 +75,9 @@ class Vmm(Backend):
     # [tour trap 65] The single-step trap the CPU cannot raise.
     # An instruction the VMM performs completes in the VMM, not on the CPU, so
     # the #DB the CPU raises after each instruction of a program single-stepping
-    # (EFLAGS.TF) never comes for it: the VMM raises it instead.
+    # (EFLAGS.TF) never comes for it: the VMM raises it instead.  That is every
+    # emulated privileged instruction, every intercepted sensitive one, and the
+    # shadow MMU's store to a guest page table it traces (paging.py).
     def single_step_event(self, eflags_before, name):
         """The #DB to deliver after an instruction the VMM performed (`name`,
         the emulator's) that began with `eflags_before`, or None: with TF set,
@@ -85,6 +88,20 @@ class Vmm(Backend):
         m = self.machine
         m.write_debug_register(6, m.read_debug_register(6) | x86.DR6_BS)
         return Event(x86.DB)
+
+    def step_after(self, eflags_before, name):
+        """After an instruction the VMM performed: the #DB single_step_event
+        owes, delivered as this back end delivers it (deliver_step).  True if
+        one was."""
+        event = self.single_step_event(eflags_before, name)
+        if event is None:
+            return False
+        self.deliver_step(event)
+        return True
+
+    def deliver_step(self, event):
+        """Deliver the single-step #DB `event` (each back end its own way)."""
+        raise NotImplementedError
 
     def count_exit(self, kind):
         c = self.machine.counters

@@ -111,8 +111,11 @@ class ShadowPaging:
             return None
         return Event(x86.PF, detail, cr2=linear)
 
+    step_after = None            # Vmm.step_after, bound by the VMM
+
     def _traced_write(self, gpa):
         m, st = self.machine, self.machine.state
+        eflags = st.system_flags()
         decoded = m.decode_at_eip(self.shared_view())
         try:
             size = emulate_store(decoded, st, m.mem, gpa)
@@ -125,6 +128,8 @@ class ShadowPaging:
         self.mmu.traced_write(gpa, size)
         if m.icount is not None:           # (m.emulated()'s test, inline: counting is rare)
             m.emulated()
+        if eflags & x86.TF:                # the store completed here, not on the CPU
+            self.step_after(eflags, "store")
 
     # -- the paging registers -----------------------------------------------------
     def write_cr(self, n, value):
