@@ -183,12 +183,16 @@ class Bt(RingCompressedVmm):
         """A CR0 write that turns paging or protection on or off changes
         what every linear address of the kernel's code means: the whole
         cache goes (a kernel does it once, at boot), so that the next
-        instruction is fetched, and faults, as the CPU would fetch it."""
+        instruction is fetched, and faults, as the CPU would fetch it.  A CR3
+        load (or a CR4 write, which may change how the tables read) changes
+        the mapping of some pages at most: their units go (cache.remapped)."""
         modes = x86.CR0_PG | x86.CR0_PE
         changed = n == 0 and (self.vcpu.cr0 ^ value) & modes
         super().write_cr(n, value)
         if changed:
             self.cache.flush()
+        elif n in (3, 4) and self.vcpu.paging:
+            self.cache.remapped(self.paging.shared_view())
 
     def deliver_fault(self, event, in_entry=False):
         """An exception (or `int n`) the VMM performs for the guest at a

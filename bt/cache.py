@@ -24,6 +24,7 @@ import bisect
 import struct
 
 from virtlab import x86
+from virtlab.memory import GuestMemoryFault
 
 from . import layout as L
 from . import templates as T
@@ -48,6 +49,7 @@ class TranslationCache:
         self.by_guest = {}                    # guest EIP -> live Unit
         self.by_frame = {}                    # guest frame -> set of live Units
         self.by_page = {}                     # guest linear page -> set of live Units
+        self.page_frame = {}                  # guest linear page -> the frame its units came from
         self.callouts = {}                    # TC address past an `int` -> Callout
         self.profiles = 0
         self.mem.view[self._off(L.TABLE):self._off(L.TABLE) + L.TABLE_SIZE] = \
@@ -80,7 +82,12 @@ class TranslationCache:
         if unit.transient:
             return
         self.by_guest[unit.guest] = unit
-        for page in _pages(unit):
+        pages = _pages(unit)
+        for page, frame in ((pages[0], frames[0]), (pages[-1], frames[-1])):
+            if self.page_frame.get(page, frame) != frame:
+                self.unmapped(page << 12)     # its other units came from another frame
+            self.page_frame[page] = frame
+        for page in pages:
             self.by_page.setdefault(page, set()).add(unit)
         for frame in frames:
             users = self.by_frame.setdefault(frame, set())
@@ -138,10 +145,25 @@ class TranslationCache:
         """The guest kernel invalidated its TLB entry for the page of
         `linear` (invlpg): it may have unmapped or remapped the page, and
         code fetched from it now would fault or be other code, so the units
-        translated from it go.  (A CR3 load that changes a code page's
-        mapping is not seen: docs/bt.md, known limits.)"""
+        translated from it go."""
+        self.page_frame.pop(linear >> 12, None)
         for unit in list(self.by_page.pop(linear >> 12, ())):
             self.invalidate(unit)
+
+    def remapped(self, view):
+        """The guest kernel loaded CR3 (or changed how its tables read): a
+        page of translated code that `view`, the new address space, maps to
+        another frame or to none holds other code now, or none, and its units
+        go, as after an invlpg of it.  A kernel mapped alike in every address
+        space (as the bundled one is) loses nothing.  The pages are few (the
+        kernel's code), and each lookup is the TLB's (memory.translate)."""
+        for page, frame in list(self.page_frame.items()):
+            try:
+                now = view.phys(page << 12) & x86.PAGE_MASK
+            except GuestMemoryFault:
+                now = None
+            if now != frame:
+                self.unmapped(page << 12)
 
     # [tour bt 190] Invalidation: unchain, empty the table slot, stop watching.
     def invalidate(self, unit):
@@ -164,6 +186,7 @@ class TranslationCache:
                 users.discard(unit)
                 if not users:
                     del self.by_page[page]
+                    self.page_frame.pop(page, None)
         for frame in unit.frames:
             users = self.by_frame.get(frame)
             if users is not None:

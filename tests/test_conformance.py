@@ -1114,6 +1114,28 @@ def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
         ring3=_PTE_STORE + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
 
 
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_a_cr3_load_that_maps_other_code_at_the_same_address(backend):
+    """Two address spaces map linear 0x600000 to two frames holding different
+    code; the kernel calls it in each.  bt keyed its translations by linear
+    address alone and ran the first one's code in both."""
+    pd2, pt2 = 0x300000, 0x301000
+    copy = lambda src, dst: (f"mov esi, {src:#x}\nmov edi, {dst:#x}\nmov ecx, 1024\n"
+                             f"cp{dst:x}:\nmov eax, [esi]\nmov [edi], eax\nadd esi, 4\n"
+                             f"add edi, 4\ndec ecx\njnz cp{dst:x}\n")
+    body = ("mov dword ptr [0x600000], 0x000001b8\nmov word ptr [0x600004], 0xc300\n"
+            "mov dword ptr [0x601000], 0x000002b8\nmov word ptr [0x601004], 0xc300\n"
+            + copy(A.PGDIR, pd2) + copy(A.PGTAB + 0x1000, pt2)
+            + f"mov dword ptr [{pd2 + 4:#x}], {pt2 | 7:#x}\n"
+            + f"mov dword ptr [{pt2 + (0x600000 >> 12 & 1023) * 4:#x}], 0x601007\n"
+            + "mov eax, 0x600000\ncall eax\nmov [0x5000], eax\n"
+            + f"mov eax, {pd2:#x}\nmov cr3, eax\n"
+            + "mov eax, 0x600000\ncall eax\nmov [0x5004], eax\n"
+            + f"mov eax, {A.PGDIR:#x}\nmov cr3, eax\n"
+            + "mov eax, 0x600000\ncall eax\nmov [0x5008], eax\n" + A.exit_with(0))
+    _as_natively(backend, A.build(A.AsmGuest(body=body, paging=True)), "<III", (1, 2, 1))
+
+
 def _paging_on_under_the_code():
     """The kernel turns paging off, unmaps the page its next code is on, jumps
     there and turns paging on: the fetch after its `mov cr0` faults."""
