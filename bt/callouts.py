@@ -75,8 +75,13 @@ class Callouts:
         st.eip = (guest - st.seg_base_of("cs")) & 0xFFFFFFFF
 
     def _continue(self, c):
-        """Go on in the TC just past the callout."""
-        self.bt.run_tc(c.resume)
+        """Go on in the TC just past the callout, or, if what the callout did
+        wrote over the unit's own code (a pushfw onto the next instruction),
+        from the next guest instruction, translated afresh."""
+        if c.unit.dead:
+            self._at_guest(c.site.guest + c.site.size)
+        else:
+            self.bt.run_tc(c.resume)
 
     def _decoded(self, c):
         """The guest instruction callout `c` stands for.  It is decoded at the

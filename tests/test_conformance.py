@@ -1115,6 +1115,18 @@ def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
 
 
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_a_16_bit_pushf_onto_the_next_instruction(backend):
+    # The pushed word's high byte (0x4a: OF, IF and NT; IF set, which ring
+    # compression cannot hide from pushf) turns `inc eax` (0x40) into
+    # `dec edx`.  bt performs pushfw in a callout, and went on in the
+    # translation of the old code.
+    body = ("mov eax, 0x100\nmov edx, 0x100\npush 0x4a02\npopfd\nlea esp, [target + 1]\n"
+            ".byte 0x66, 0x9c\ntarget:\ninc eax\nmov esp, 0x90000\npush 0x2\npopfd\n"
+            "mov [0x5000], eax\nmov [0x5004], edx\n" + A.exit_with(0))
+    _as_natively(backend, A.build(A.AsmGuest(body=body)), "<II", (0x100, 0xFF))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_a_cr3_load_that_maps_other_code_at_the_same_address(backend):
     """Two address spaces map linear 0x600000 to two frames holding different
     code; the kernel calls it in each.  bt keyed its translations by linear
