@@ -60,14 +60,19 @@ class FrameTable:
     `mem` is machine memory; the domain owns machine frames [first, first +
     nr); `shared_info` is the one hypervisor frame it may map (writable);
     `hypervisor_slots` are the directory entries (slot -> value) the
-    hypervisor puts into every validated page directory."""
+    hypervisor puts into every validated page directory; every other slot of
+    its range (FIRST_HYPERVISOR_SLOT up) is made empty.  None of them is
+    validated: whatever the guest wrote there while the frame was still
+    writable (a directory entry giving it a writable map of the
+    hypervisor's IDT, say) must never reach the CPU."""
 
     def __init__(self, mem, first, nr, shared_info, hypervisor_slots):
         self.mem = mem
         self.first, self.nr = first, nr
         self.frames = [Frame() for _ in range(nr)]
         self.shared_info = shared_info
-        self.hypervisor_slots = hypervisor_slots
+        self.hypervisor_slots = {slot: hypervisor_slots.get(slot, 0)
+                                 for slot in range(abi.FIRST_HYPERVISOR_SLOT, 1024)}
         self.new_tables = False        # a frame became a page table: flush the TLB
         self.held = {}                 # mfn -> writable references the hypervisor holds
 

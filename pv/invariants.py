@@ -7,7 +7,8 @@ not.  The fuzzer runs it after every hypercall; tests run it after whole
 workloads.  It reads only; it changes nothing.
 
   1. CR3 is the base pointer, a page directory the hypervisor validated.
-  2. Every validated directory holds the hypervisor's slots unchanged, and its
+  2. Every validated directory holds the hypervisor's slots unchanged (all of
+     1008 up: its own entries, every other one empty), and its
      guest slots point only at validated page tables of the domain.
   3. Every entry of a validated page table maps a frame of the domain (or its
      shared-info page), and no writable entry maps a page table.

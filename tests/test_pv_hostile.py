@@ -1,0 +1,47 @@
+"""What a hostile PV guest kernel tried that a sweep found getting through,
+each now refused or survived (pv/): a directory slot in the hypervisor's range
+left as the guest wrote it, a block that nothing can wake but a device the
+hypervisor never polls, a timer set to the end of time."""
+from pv import abi, asmkernel as K, invariants
+from pv.asmguest import hypercall
+from pv.backend import Pv
+from virtlab.machine import BootSpec, Budget, Machine
+
+RAM = 4 << 20
+NR = RAM // 4096
+EXIT = "mov dx, 0x500\nout dx, al\n"              # the exit status is AL
+DATA = K.Kernel.data_address()
+
+
+def run(kernel):
+    kernel.nr_pages = NR
+    with Machine(Pv(), ram_size=RAM, budget=Budget(max_exits=100_000)) as m:
+        m.boot(BootSpec(kernel.build(), "t", 0, bytearray(8192)))
+        out = m.run()
+        return out, m, invariants.check(m.backend)
+
+
+def test_a_directorys_unused_hypervisor_slots_are_emptied_not_left_to_the_guest():
+    # The guest writes a directory entry of its own into slot 1010 (above the
+    # two the hypervisor uses) of a page it then has validated as its page
+    # directory.  It pointed at a page the guest kept writable, which could
+    # map the hypervisor's IDT, GDT and TSS writable: a way to ring 0.
+    boot = K.bootstrap(K.Header(K.VIRT_BASE, K.CODE, K.END, abi.XEN_VERSION_NUMBER), NR)
+    p2m = K.Kernel(body="", nr_pages=NR).frames()
+    kernel_l1 = p2m[boot.pt_base + 1]                       # maps the kernel at 0xC0000000
+    x, y = K.free_page(0, NR), K.free_page(1, NR)
+    mfn = lambda kva: p2m[K.pfn_of(kva)]
+    body = (f"mov dword ptr [{x + 4 * 768:#x}], {kernel_l1 << 12 | 3:#x}\n"
+            f"mov dword ptr [{x + 4 * 1010:#x}], {mfn(y) << 12 | 3:#x}\n"
+            + hypercall(abi.UPDATE_VA_MAPPING, x, mfn(x) << 12 | 1, abi.UVMF_INVLPG)
+            + f"mov [{DATA + 0x100:#x}], eax\n"
+            + hypercall(abi.MMUEXT_OP, DATA, 1, 0, abi.DOMID_SELF)
+            + f"mov [{DATA + 0x104:#x}], eax\n"
+            + f"mov eax, [{0xFC000000 + (1010 - 1008) * 0x400000:#x}]\n"
+            + "mov al, 0\n" + EXIT)
+    k = K.Kernel(body=body, data=abi.MMUEXT_REQ.pack(abi.MMUEXT_NEW_BASEPTR, mfn(x), 0))
+    out, m, broken = run(k)
+    assert not out.ok and "#PF at" in out.reason, out.reason
+    assert [m.mem.u32(mfn(DATA) << 12 | 0x100 + 4 * i) for i in range(2)] == [0, 0]
+    assert [m.mem.u32(mfn(x) << 12 | 4 * s) for s in range(1010, 1024)] == [0] * 14
+    assert broken == []
