@@ -28,7 +28,7 @@ from virtlab import x86
 from virtlab.backend import Backend
 from virtlab.counters import SENSITIVE
 from virtlab.delivery import Event, SOFTWARE_INT
-from virtlab.devices.clock import EVENT_NS
+from virtlab.devices.clock import EVENT_NS, LAST_NS
 from virtlab.errors import GuestStop
 from virtlab.vmm.sensitive import SensitiveAudit
 
@@ -208,15 +208,26 @@ class Pv(Backend):
 
     def block(self):
         """SCHEDOP_block: events on, and sleep until one is pending (the
-        virtual clock jumps to the next deadline)."""
+        virtual clock jumps to the virtual timer's deadline).  Only an event
+        wakes a PV domain, and only the virtual timer raises one later: the
+        8254, which a kernel with I/O privilege may program, is a deadline of
+        the clock's too, but nothing here delivers its interrupt (nor polls
+        it, so its deadline never moves), and sleeping until it would never
+        end."""
         m = self.machine
         self.shared.set_mask(False)
         while not self.shared.upcall_pending():
             self.timer.check()
             if self.shared.upcall_pending():
                 break
-            if not m.clock.idle_until_next():
+            deadline = self.timer.next_deadline()
+            if deadline is None:
                 raise GuestStop(f"pv: the domain blocked with nothing to wake it at {m.where()}")
+            if deadline > LAST_NS:
+                raise GuestStop(f"pv: the domain blocked until its timer at {deadline} ns, "
+                                f"past the end of the virtual clock ({LAST_NS} ns), "
+                                f"at {m.where()}")
+            m.clock.now_ns = max(m.clock.now_ns, deadline)
         return 0
 
     # -- ports -----------------------------------------------------------------------------------

@@ -45,3 +45,25 @@ def test_a_directorys_unused_hypervisor_slots_are_emptied_not_left_to_the_guest(
     assert [m.mem.u32(mfn(DATA) << 12 | 0x100 + 4 * i) for i in range(2)] == [0, 0]
     assert [m.mem.u32(mfn(x) << 12 | 4 * s) for s in range(1010, 1024)] == [0] * 14
     assert broken == []
+
+
+def test_blocking_with_only_the_8254_armed_ends_the_run():
+    # A kernel with I/O privilege programs the PIT, then blocks with no event
+    # channel bound: no event can come, and the block looped for ever on the
+    # PIT's deadline, which nothing under pv polls.
+    body = (hypercall(abi.PHYSDEV_OP, abi.PHYSDEVOP_SET_IOPL, DATA)
+            + "mov al, 0x34\nout 0x43, al\nmov al, 0x9c\nout 0x40, al\nmov al, 0x2e\nout 0x40, al\n"
+            + hypercall(abi.SCHED_OP, abi.SCHEDOP_BLOCK, 0) + "mov al, 0\n" + EXIT)
+    out, _, broken = run(K.Kernel(body=body, data=(1).to_bytes(4, "little")))
+    assert not out.ok and "blocked with nothing to wake it" in out.reason, out.reason
+    assert broken == []
+
+
+def test_a_timer_set_to_the_end_of_time_ends_the_run_when_the_domain_sleeps_until_it():
+    body = (hypercall(abi.EVENT_CHANNEL_OP, abi.EVTCHNOP_BIND_VIRQ, DATA)
+            + hypercall(abi.SET_TIMER_OP, 0xFFFFFFFF, 0xFFFFFFFF)
+            + hypercall(abi.SCHED_OP, abi.SCHEDOP_BLOCK, 0) + "mov al, 0\n" + EXIT)
+    out, _, broken = run(K.Kernel(body=body, data=bytes(12)))
+    assert not out.ok and "past the end of the virtual clock" in out.reason, out.reason
+    assert "internal error" not in out.reason
+    assert broken == []

@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 
 EVENT_NS = 1000
 
+# The latest time the clock may be sent to: what the guest reads of it is a
+# 64-bit count of nanoseconds (a PV domain's system time, the TSC).  2^62 ns is
+# some 146 years of guest time, far beyond any run, and leaves room for the
+# events after it.  A guest that sleeps past it ends its run.
+LAST_NS = 1 << 62
+
 
 @dataclass
 class VirtualClock:
