@@ -185,7 +185,7 @@ class Traps:
         """Rewind EIP to the `int` that just trapped, so that it runs again
         after an upcall taken first."""
         st = self.machine.state
-        back = int_length(self.machine.backend.guest_view(), st)
+        back = int_length(self.machine.backend.guest_view(), st, self.machine.exit_vector)
         if back is None:
             return False
         st.eip = st.eip - back

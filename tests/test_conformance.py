@@ -1114,6 +1114,21 @@ def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
         ring3=_PTE_STORE + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
 
 
+# int3 or into from user code through a gate of DPL 0: #GP(vector * 8 + 2) at
+# the instruction.  The byte before it is CD (the immediate of `mov al, 0xcd`),
+# and the pair was taken for `int 0xcc` or `int 0xce`: EIP went back two bytes,
+# into the mov.  The #GP handler logs the byte at the frame's EIP.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("insn, vector, byte", [("int3", x86.BP, 0xCC), ("into", x86.OF_VEC, 0xCE)])
+def test_a_refused_int3_or_into_after_a_cd_byte_faults_at_itself(backend, insn, vector, byte):
+    log = ("mov eax, [esp + 4]\nmovzx eax, byte ptr [eax]\nmov [0x5000], eax\n"
+           "mov eax, [esp]\nmov [0x5004], eax\n" + A.exit_with(0))
+    img = A.build(A.AsmGuest(body=A.iret_to(3, A.RING3, A.STACK3), user_vectors=(),
+                             ring3=f"mov al, 0x7f\nadd al, 1\nmov al, 0xcd\n{insn}\n",
+                             handlers={x86.GP: log}))
+    _as_natively(backend, img, "<II", (byte, vector * 8 + 2))
+
+
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_a_16_bit_pushf_onto_the_next_instruction(backend):
     # The pushed word's high byte (0x4a: OF, IF and NT; IF set, which ring

@@ -301,7 +301,7 @@ class InterruptPath:
             chain.append(Event(x86.DF_VEC, 0))
         else:
             if ev.software:           # a fault of the `int` itself: EIP at it
-                back = int_length(LinearView(self.mem, *self.cpu.paging()), state)
+                back = int_length(LinearView(self.mem, *self.cpu.paging()), state, ev.vector)
                 state.eip = state.eip - (back or 0)
             chain.append(fault_event(fault))
         self.deliver(state, chain[-1], eflags, chain)
@@ -485,15 +485,18 @@ def _inner_stack(cpu, view, gdtr, ring):
     return esp_pa, ss, lo, hi
 
 
-def int_length(view, state):
-    """Length of the `int n` / `int3` / `into` that just trapped (EIP is past it)."""
+def int_length(view, state, vector):
+    """Length of the `int n` / `int3` / `into` that just trapped to `vector`
+    (EIP is past it), None for any other encoding.  The two bytes before EIP
+    alone cannot tell: CD CC is `int 0xcc`, or an `int3` after an instruction
+    ending in CD (`mov al, 0xcd`); the vector tells."""
     end = (state.seg_base_of("cs") + state.eip) & 0xFFFFFFFF
     try:
         two = view.read(end - 2, 2)
     except GuestMemoryFault:
         return None
-    if two[0] == 0xCD:
+    if two[0] == 0xCD and two[1] == vector:
         return 2
-    if two[1] in (0xCC, 0xCE):
+    if (vector, two[1]) in ((x86.BP, 0xCC), (x86.OF_VEC, 0xCE)):
         return 1
     return None

@@ -42,7 +42,7 @@ class GuestEvents:
         if m.pending_irq() is None:
             return False
         if software:
-            back = int_length(backend.guest_view(), st)
+            back = int_length(backend.guest_view(), st, m.exit_vector)
             if back is None:
                 return False          # unusual encoding: take the interrupt later
             st.eip = st.eip - back

@@ -188,6 +188,7 @@ class Machine:
         self.decoder = Decoder()
         self.budget = budget or Budget()
         self.exits = 0                # VMM entries (RunResult.vmm_entries): what max_exits limits
+        self.exit_vector = None       # the vector of the last exception or `int` exit
         self.outcome = None
         self.roi = Roi()
         self._devices()
@@ -484,6 +485,7 @@ class Machine:
             self.exits += 1
             if self.exits > self.budget.max_exits:
                 self._over_budget()
+            self.exit_vector = vector      # (what an `int` was: delivery.int_length)
             self._h_vector[vector](vector)
             self.enter()
         except BaseException as exc:       # never let an exception cross into C

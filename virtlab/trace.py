@@ -80,7 +80,7 @@ class Tracer:
             # to the next: so it is the `int` whose address is mapped back to
             # the guest's (Backend.guest_address).
             code = self.machine.backend.code_view((st.seg_base_of("cs") + eip) & 0xFFFFFFFF)
-            eip -= int_length(code, st) or 0
+            eip -= int_length(code, st, self.machine.exit_vector) or 0
         return self.machine.guest_pc(eip), dict(self.machine.counters)
 
     def _end(self, before, cause):
