@@ -102,7 +102,12 @@ class Kernel:
 
 
 def _put(image, off, code, size):
-    image[off:off + len(code)] = _fit(code, size)
+    """`code` at `off` of `image`, which grows to hold it: a slice
+    assigned past the end of a bytearray would append, not place."""
+    code = _fit(code, size)
+    if len(image) < off + len(code):
+        image.extend(bytes(off + len(code) - len(image)))
+    image[off:off + len(code)] = code
 
 
 def _fit(code, size):

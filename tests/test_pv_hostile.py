@@ -67,3 +67,11 @@ def test_a_timer_set_to_the_end_of_time_ends_the_run_when_the_domain_sleeps_unti
     assert not out.ok and "past the end of the virtual clock" in out.reason, out.reason
     assert "internal error" not in out.reason
     assert broken == []
+
+
+def test_each_handler_of_a_test_kernel_is_where_its_trap_table_entry_points():
+    # (pv/asmkernel.py's builder placed every handler but the first right
+    # after the one before, not at its slot: a second handler ran zeros.)
+    handlers = {0: (0, "mov al, 10\n" + EXIT), 13: (0, "mov al, 13\n" + EXIT)}
+    out, _, _ = run(K.Kernel(body="cli\n", handlers=handlers))
+    assert out.ok and out.exit_status == 13, out.reason
