@@ -30,6 +30,7 @@ from virtlab.counters import SENSITIVE
 from virtlab.delivery import Event, SOFTWARE_INT
 from virtlab.devices.clock import EVENT_NS, LAST_NS
 from virtlab.errors import GuestStop
+from virtlab.memory import GuestMemoryFault
 from virtlab.vmm.sensitive import SensitiveAudit
 
 from . import abi, layout as L
@@ -71,7 +72,7 @@ class Pv(Backend):
         self.space = HyperSpace(mem, L.HypervisorFrames(self.nr_pages), 2 * self.nr_pages)
         self.shared = SharedInfo(mem, self.space.shared_info << 12)
         self.frames = FrameTable(mem, self.nr_pages, self.nr_pages, self.space.shared_info,
-                                 self.space.slots)
+                                 self.space.slots, stored=self.stored)
         self.guest = GuestMemory(machine)
         self.channels = EventChannels(self.shared, c)
         self.timer = VirtualTimer(machine.clock, self.channels, c)
@@ -83,6 +84,26 @@ class Pv(Backend):
         self.iobitmap = None           # PHYSDEVOP_set_iobitmap: (address, ports)
         self.start = None
         machine.claim_vector(abi.HYPERCALL_VECTOR, self.hypercall)
+
+    def stored(self, ma, n):
+        """The hypervisor wrote [ma, ma + n) of the domain's memory (a plain
+        mmu_update store, a block read): the CPU sees memory coherently, so
+        code there runs as written from now on.  The writes go to the buffer
+        the CPU runs from, behind Unicorn's back: what it translated from
+        that page is dropped, through the domain's own map of all its memory
+        at virt_base (every PV kernel keeps one), or, where that no longer
+        maps the frame, all of it."""
+        m = self.machine
+        va = (self.start.virt_base + (self.space.m2p_get(ma >> 12) << 12) + (ma & 0xFFF)) \
+            & 0xFFFFFFFF
+        try:
+            mapped = m.live_view().phys(va) == ma
+        except GuestMemoryFault:
+            mapped = False
+        if mapped:
+            m.forget_code(va, va + n)
+        else:
+            m.forget_all_code()
 
     # -- starting the domain ------------------------------------------------------------
     def start_state(self, spec):

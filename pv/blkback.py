@@ -70,6 +70,8 @@ class BlockBackend:
         for pa, disk_off, n in plan:
             if op == abi.BLKIF_OP_READ:
                 mem.write(pa, bytes(self.disk[disk_off:disk_off + n]))
+                if self.frames.stored is not None:   # as DMA: code read there runs
+                    self.frames.stored(pa, n)
             else:
                 self.disk[disk_off:disk_off + n] = mem.read(pa, n)
             c["pv.blk.sectors"] += n // abi.SECTOR

@@ -50,6 +50,7 @@ class StartOfDay:
     entry: int
     blk_ring_pfn: int
     blk_port: int
+    virt_base: int           # where the domain's memory is mapped, pfn 0 first
 
 
 def parse_header(image, nr_pages):
@@ -139,7 +140,7 @@ class DomainBuilder:
         cmd = f"{cmd_line} blkring={ring} blkevtchn={port}".encode()[:abi.CMD_LINE_MAX - 1]
         self._write(start_info, abi.START_INFO.pack(abi.START_INFO_MAGIC, *words) + cmd)
         return StartOfDay(self.nr, self.p2m, va(start_info), self.p2m[pt_base],
-                          va(stack + 1), h.entry, ring, port)
+                          va(stack + 1), h.entry, ring, port, h.virt_base)
 
     def _load(self, image):
         first = abi.IMAGE_LOAD // L.PAGE

@@ -66,13 +66,14 @@ class FrameTable:
     writable (a directory entry giving it a writable map of the
     hypervisor's IDT, say) must never reach the CPU."""
 
-    def __init__(self, mem, first, nr, shared_info, hypervisor_slots):
+    def __init__(self, mem, first, nr, shared_info, hypervisor_slots, stored=None):
         self.mem = mem
         self.first, self.nr = first, nr
         self.frames = [Frame() for _ in range(nr)]
         self.shared_info = shared_info
         self.hypervisor_slots = {slot: hypervisor_slots.get(slot, 0)
                                  for slot in range(abi.FIRST_HYPERVISOR_SLOT, 1024)}
+        self.stored = stored           # stored(ma, n): code at ma may have changed (Pv.stored)
         self.new_tables = False        # a frame became a page table: flush the TLB
         self.held = {}                 # mfn -> writable references the hypervisor holds
 
@@ -213,8 +214,10 @@ class FrameTable:
             if index >= abi.FIRST_HYPERVISOR_SLOT:
                 raise Refused(abi.EPERM, f"directory slot {index} belongs to the hypervisor")
             get, put = self._get_l2e, self._put_l2e
-        else:
+        else:                       # a plain store, perhaps over code the guest ran
             words[at] = new & 0xFFFFFFFF
+            if self.stored is not None:
+                self.stored(ptr, 4)
             return
         # Take the new entry's references before dropping the old one's, so
         # that rewriting an entry with itself never releases a table.

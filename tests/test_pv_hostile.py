@@ -75,3 +75,24 @@ def test_each_handler_of_a_test_kernel_is_where_its_trap_table_entry_points():
     handlers = {0: (0, "mov al, 10\n" + EXIT), 13: (0, "mov al, 13\n" + EXIT)}
     out, _, _ = run(K.Kernel(body="cli\n", handlers=handlers))
     assert out.ok and out.exit_status == 13, out.reason
+
+
+def test_code_the_hypervisor_stores_over_runs_as_stored():
+    # A function the kernel has run is rewritten by a plain mmu_update store
+    # (its frame is an ordinary one: Xen lets that through): the CPU ran the
+    # old translation, since the store went behind its back.
+    at = K.HANDLERS + 0x800                               # mov al, 0x11 / ret
+    old, new = bytes.fromhex("b011c3"), bytes.fromhex("b022c3")
+    p2m = K.Kernel(body="", nr_pages=NR).frames()
+    ptr = p2m[K.pfn_of(at)] << 12 | at & 0xFFF
+    body = (f"mov eax, {at:#x}\ncall eax\n"
+            + hypercall(abi.MMU_UPDATE, DATA, 1, 0, abi.DOMID_SELF)
+            + f"mov eax, {at:#x}\ncall eax\n" + EXIT)
+    k = K.Kernel(body=body, data=abi.MMU_UPDATE_REQ.pack(ptr, int.from_bytes(new + b"\x90", "little")))
+    k.nr_pages = NR
+    image = bytearray(k.build())
+    image[at - K.IMAGE:at - K.IMAGE + 3] = old
+    with Machine(Pv(), ram_size=RAM, budget=Budget(max_exits=100_000)) as m:
+        m.boot(BootSpec(bytes(image), "t", 0, bytearray(8192)))
+        out = m.run()
+    assert out.ok and out.exit_status == 0x22, (out.exit_status, out.reason)

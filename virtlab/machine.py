@@ -267,8 +267,15 @@ class Machine:
     def forget_code(self, begin, end):
         """During an exit: drop Unicorn's translations of [begin, end), code
         the VMM has just rewritten (a translation cache).  The entry that ends
-        the exit clears what the drop may leave in flight (enter())."""
+        the exit clears what the drop may leave in flight (enter()).  The
+        addresses are linear, but what goes is every translation made from
+        the physical pages they map now, through whatever linear address it
+        was made (QEMU keeps translated code by physical page)."""
         self.uc.ctl_remove_cache(begin, end)
+
+    def forget_all_code(self):
+        """Drop every translation Unicorn has made."""
+        self.uc.ctl_flush_tb()
 
     # -- the exit handlers ---------------------------------------------------
     # (exception() is called through _h_vector, a table by vector.)
