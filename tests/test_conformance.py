@@ -1114,6 +1114,29 @@ def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
         ring3=_PTE_STORE + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
 
 
+# Code that runs on to a page it cannot fetch: the #PF comes at the first
+# instruction not all in the mapped page (CR2 the unmapped page's start), after
+# those before it ran.  The CPU model raised it when it translated the block,
+# with EIP at the block's start and none of it run (docs/unicorn.md, item 28).
+# The handler logs CR2, the frame's EIP and EAX (incremented once per `inc`).
+FETCH_FAULT_AT_END = {"runs off the page": ("40 40 40 40", 0x301000, 4),
+                      "an instruction straddles": ("40 b8 11 22", 0x300ffd, 1),
+                      "a prefix straddles": ("40 40 40 f3", 0x300fff, 3)}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", FETCH_FAULT_AT_END)
+def test_code_that_runs_on_to_an_unmapped_page_faults_there(backend, case):
+    code, eip, incs = FETCH_FAULT_AT_END[case]
+    code = bytes.fromhex(code)
+    at = 0x301000 - len(code)
+    log = ("mov ebx, eax\nmov eax, cr2\nmov [0x5000], eax\nmov eax, [esp + 4]\n"
+           "mov [0x5004], eax\nmov [0x5008], ebx\n" + A.exit_with(0))
+    img = A.build(A.AsmGuest(body=f"mov ebx, {at:#x}\nxor eax, eax\njmp ebx\n", paging=True,
+                             handlers={x86.PF: log}, unmapped=(0x301000,), data={at: code}))
+    _as_natively(backend, img, "<III", (0x301000, eip, incs))
+
+
 # int3 or into from user code through a gate of DPL 0: #GP(vector * 8 + 2) at
 # the instruction.  The byte before it is CD (the immediate of `mov al, 0xcd`),
 # and the pair was taken for `int 0xcc` or `int 0xce`: EIP went back two bytes,

@@ -68,6 +68,16 @@ def decoded_block(code, pc):
     return insns
 
 
+def crossing_start(view, linear, boundary):
+    """Where the instructions from `linear` reach `boundary` (a page's end):
+    `boundary` itself, or the start of the instruction that crosses it (or
+    that does not decode)."""
+    code = view.read(linear, boundary - linear)
+    for insn in decoded_block(code, linear):
+        linear += insn.size
+    return linear
+
+
 def forget_blocks():
     """Empty the block cache: for a measurement whose runs must each decode
     their blocks afresh, as the first run of a process does."""

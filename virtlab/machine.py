@@ -26,7 +26,7 @@ from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h
 
 from . import x86
 from .counters import Counters
-from .decode import Decoder, describe
+from .decode import Decoder, crossing_start, describe
 from .devices.bus import PortBus
 from .devices.clock import VirtualClock
 from .devices.ide import IdeDisk
@@ -39,7 +39,7 @@ from .errors import GuestStop
 from .icount import InstructionCounter
 from .intercept import Intercepts
 from .io_permission import IoPermission
-from .memory import LinearView, PhysMem
+from .memory import GuestMemoryFault, LinearView, PhysMem
 from .memmap import BOOT_GDT, BOOT_INFO, BOOT_MAGIC, BOOT_STACK, IMAGE_BASE, MiB
 from .state_area import c_entry, layout, open_state_area
 from .rng import VirtualRng
@@ -197,6 +197,8 @@ class Machine:
         self.internal_error = None    # what a back end's own bug raised (_internal_error)
         self._restart = []
         self._restart_cr2 = 0
+        self._run_until = NEVER       # where the next emu_start stops (_fetched_early)
+        self._early = None
         self._started = False
         self._flush_on_entry = False
         self.intercepts = Intercepts(self)
@@ -260,6 +262,11 @@ class Machine:
         delivered, leaving QEMU's exception-in-flight set (measured: the next
         #PF then arrives as #DF), so it is cleared afterwards."""
         self.uc.ctl_remove_cache(begin, end)
+        self._settle()
+
+    def _settle(self):
+        """Clear QEMU's exception-in-flight outside an exit (docs/unicorn.md,
+        item 2): a fault the CPU raised and was stopped at leaves it set."""
         self.state.save()
         self.state.clear_exception_in_flight()
         self.state.load()
@@ -493,10 +500,41 @@ class Machine:
             if self.exits > self.budget.max_exits:
                 self._over_budget()
             self.exit_vector = vector      # (what an `int` was: delivery.int_length)
-            self._h_vector[vector](vector)
+            if vector != x86.PF or not self._fetched_early(st):
+                self._h_vector[vector](vector)
             self.enter()
         except BaseException as exc:       # never let an exception cross into C
             self.abort(exc)
+
+    def _fetched_early(self, st):
+        """A page fault on the fetch of code further on than EIP, raised when
+        the CPU model translated the block, before any of it ran (docs/
+        unicorn.md, item 28): the CPU would have run the instructions up to
+        the page it cannot fetch, and faulted there.  So it runs them now:
+        the CPU stops, and the next emu_start stops where they end
+        (_run_until, which run() takes), where the fetch faults again, with
+        EIP at the instruction that cannot be fetched.  Only for a fault the
+        guest's own tables make (one of a VMM's shadow is its business, and
+        resuming at the block's start is right for it); and at most once
+        per address and page, so that a data access of the first instruction
+        itself, which looks the same, faults again and is delivered."""
+        linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+        cr2 = st.cr(2)
+        tried, self._early = self._early, None
+        if cr2 != (linear | 0xFFF) + 1 or (linear, cr2) == tried:
+            return False
+        view = self.backend.guest_view()
+        try:
+            view.phys(cr2, False, st.cpl == 3)
+            return False                    # the guest maps it
+        except GuestMemoryFault:
+            pass
+        stop = crossing_start(view, linear, cr2)
+        if stop == linear:
+            return False                    # the fault is the first instruction's
+        self._early, self._run_until = (linear, cr2), stop
+        self.uc.emu_stop()
+        return True
 
     def _on_in(self, _uc, port, size, _user):
         if self.outcome is not None:
@@ -700,8 +738,9 @@ class Machine:
                 self.abort(exc)
                 break
             self._started = True
+            until, self._run_until = self._run_until, NEVER
             try:
-                uc.emu_start(eip, NEVER, timeout=int(left * 1e6))
+                uc.emu_start(eip, until, timeout=int(left * 1e6))
             except UcError as err:
                 self._emu_error(err)
             if self._hook_error is not None:
@@ -715,12 +754,22 @@ class Machine:
                 self._restart.clear()
                 uc.reg_write(X.UC_X86_REG_CR2, self._restart_cr2)
                 continue
+            if self._run_until != NEVER:    # to run up to an early fetch fault:
+                self._settle()              # (stopping leaves that fault in flight)
+                continue
+            if until != NEVER and self._pc() == until:
+                continue                    # there: the fetch faults again
             if time.perf_counter() >= deadline:
                 self._fail_budget()
                 break
             self._stopped()
         self.backend.fold_counters()
         return self.outcome
+
+    def _pc(self):
+        """The linear address the CPU stopped at, once emu_start returned."""
+        self.state.save()
+        return (self.state.seg_base_of("cs") + self.state.eip) & 0xFFFFFFFF
 
     def _internal_error(self, exc):
         """Code of the machine's or the back end's raised while the guest ran:
