@@ -508,8 +508,8 @@ class Machine:
 
     def _fetched_early(self, st):
         """A page fault on the fetch of code further on than EIP, raised when
-        the CPU model translated the block, before any of it ran (docs/
-        unicorn.md, item 28): the CPU would have run the instructions up to
+        the CPU model translated the block, before any of it ran
+        (docs/unicorn.md, item 28): the CPU would have run the instructions up to
         the page it cannot fetch, and faulted there.  So it runs them now:
         the CPU stops, and the next emu_start stops where they end
         (_run_until, which run() takes), where the fetch faults again, with
