@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 
-from virtlab.decode import opcode_of, prefixes_of
+from virtlab.decode import INVALID, NEEDS_MORE, cpu_length, opcode_of, prefixes_of
 
 from . import templates as T
 
@@ -221,14 +221,32 @@ class Translator:
             if _ends_unit(insn):
                 break
         if not insns:
-            # Nothing decodes within the page: the first instruction may run on
-            # into the next, whose fetch fault (if it has one) is the guest's.
-            code = read(geip, 15) if page_left < 15 else code
+            insns = self._first_undecoded(read, geip, code[:15], page_left)
+        return insns
+
+    def _first_undecoded(self, read, geip, code, page_left):
+        """capstone decodes nothing at `geip` within the page.  The CPU model
+        says what the bytes are (decode.cpu_length): an instruction it raises
+        #UD for ([]: the #UD callout), one that runs on into the next page,
+        whose fetch fault (if it has one) is the guest's, or one capstone
+        does not know (a hint NOP, an x87 alias), classified by its opcode
+        bytes like any other (so copied, for those)."""
+        n = cpu_length(code, complete=page_left >= 15)
+        if n == NEEDS_MORE:
+            code = read(geip, 15)
             first = next(_CS.disasm_lite(code, geip, 1), None)
             if first is not None:
-                insns = [Insn(*first, code[:first[1]])]
-                insns[0].cls = classify(insns[0], geip in self.guilty)
-        return insns
+                insn = Insn(*first, code[:first[1]])
+                insn.cls = classify(insn, geip in self.guilty)
+                return [insn]
+            n = cpu_length(code)
+        if n == INVALID:
+            return []
+        insn = Insn(geip, n, ".byte", ", ".join(f"{b:#04x}" for b in code[:n]), code[:n])
+        insn.cls = classify(insn, geip in self.guilty)       # (by its opcode bytes)
+        if insn.cls[0] == IDENT:
+            insn.cls = (IDENT, "not known to capstone: copied, as the CPU model runs it", None)
+        return [insn]
 
     # [tour bt 60] The translator: guest bytes in, translated code out.
     # capstone decodes the unit; each instruction is emitted by its kind; a unit that

@@ -1114,6 +1114,36 @@ def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
         ring3=_PTE_STORE + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
 
 
+# Encodings the CPU model runs that capstone does not decode (the hint-NOP
+# space, x87 aliases, bsf with an ignored F2) or reads as an instruction the
+# model lacks (wbnoinvd, which is wbinvd here): bt made them #UD or #GP, where
+# the CPU goes on (decode.cpu_length asks the CPU model what they are).
+UNKNOWN_TO_CAPSTONE = ["0f 1a c0", "0f 1b c0", "0f 1e c0", "f3 0f 1e c8", "66 0f 1c c0",
+                       "f3 0f 0d 38", "dc d8", "df d8", "f2 0f bc c0", "f3 0f 09"]
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("code", UNKNOWN_TO_CAPSTONE)
+def test_an_encoding_capstone_does_not_know_runs_as_the_cpu_runs_it(backend, code):
+    raw = ", ".join(f"0x{b}" for b in code.split())
+    body = (f"mov ebx, 0x400000\n.byte {raw}\nmov dword ptr [0x5000], 0x77\n"
+            f"mov [0x5004], ebx\n" + A.exit_with(0))
+    _as_natively(backend, A.build(A.AsmGuest(body=body, handlers={x86.UD: A.exit_with(6)})),
+                 "<I", (0x77,))
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_an_invalid_instruction_that_ends_a_page_is_a_ud_not_a_fetch_fault(backend):
+    # FF FF (FF /7) needs no more bytes to be invalid: the unmapped page after
+    # it is never fetched.  bt read on across the page end, and took its #PF.
+    at = 0x301000 - 2
+    log = "mov eax, [esp]\nmov [0x5000], eax\n" + A.exit_with(0)
+    img = A.build(A.AsmGuest(body=f"mov ebx, {at:#x}\njmp ebx\n", paging=True,
+                             handlers={x86.UD: log, x86.PF: A.exit_with(14)},
+                             unmapped=(0x301000,), data={at: b"\xff\xff"}))
+    _as_natively(backend, img, "<I", (at,))
+
+
 # Code that runs on to a page it cannot fetch: the #PF comes at the first
 # instruction not all in the mapped page (CR2 the unmapped page's start), after
 # those before it ran.  The CPU model raised it when it translated the block,
@@ -1121,7 +1151,8 @@ def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
 # The handler logs CR2, the frame's EIP and EAX (incremented once per `inc`).
 FETCH_FAULT_AT_END = {"runs off the page": ("40 40 40 40", 0x301000, 4),
                       "an instruction straddles": ("40 b8 11 22", 0x300ffd, 1),
-                      "a prefix straddles": ("40 40 40 f3", 0x300fff, 3)}
+                      "a prefix straddles": ("40 40 40 f3", 0x300fff, 3),
+                      "after a hint NOP": ("40 0f 1a c0", 0x301000, 1)}
 
 
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)

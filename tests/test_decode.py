@@ -1,10 +1,13 @@
 """decode.opcode and the classifications built on it: opcode bytes and ModRM
 from the raw instruction, prefixes skipped, without capstone's detail mode
-(which the translation-time decoder does not use)."""
+(which the translation-time decoder does not use); and the CPU model asked
+for the length of what capstone cannot decode (cpu_length)."""
 import pytest
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
+from unicorn import Uc, UC_ARCH_X86, UC_MODE_32
 
-from virtlab.decode import opcode
+from virtlab.decode import INVALID, NEEDS_MORE, crossing_start, cpu_length, opcode
+from virtlab.memory import LinearView, PhysMem
 from virtlab.popek_goldberg import privileged_kind, sensitive_kind
 from virtlab.vmm.gates import is_far_transfer
 
@@ -55,3 +58,26 @@ def test_privileged_kinds(raw, kind):
 ])
 def test_far_transfers(raw, far):
     assert is_far_transfer(insn(raw)) is far
+
+
+# -- the CPU model as the decoder of last resort ------------------------------------------
+@pytest.mark.parametrize("raw, complete, length", [
+    ("0f 1a c0", True, 3), ("dc d8", True, 2), ("f2 0f bc c0", True, 4),   # capstone: nothing
+    ("90", True, 1), ("cd 80", True, 2), ("c3", True, 1), ("f4", True, 1),  # run by nobody
+    ("0f 0b", True, INVALID), ("ff ff", False, INVALID),                   # #UD with what is there
+    ("ff", False, NEEDS_MORE), ("b8 11", False, NEEDS_MORE),               # the rest is unmapped
+    ("b8 11 22 33 44", False, 5),                                          # ... and not needed
+])
+def test_cpu_length_is_the_cpu_models_own(raw, complete, length):
+    assert cpu_length(bytes.fromhex(raw), complete) == length
+    assert cpu_length(bytes.fromhex(raw), complete) == length     # the same the second time
+
+
+def test_crossing_start_steps_over_what_only_the_cpu_model_decodes():
+    # nop; a hint NOP capstone cannot decode; inc eax; then B8 straddling the page end.
+    mem = PhysMem.create(Uc(UC_ARCH_X86, UC_MODE_32), 0x2000)
+    code = bytes.fromhex("90 0f 1a c0 40 b8 11")
+    at = 0x1000 - len(code)
+    mem.write(at, code)
+    view = LinearView(mem, 0, 0, 0)
+    assert crossing_start(view, at, 0x1000) == 0x1000 - 2

@@ -70,12 +70,87 @@ def decoded_block(code, pc):
 
 def crossing_start(view, linear, boundary):
     """Where the instructions from `linear` reach `boundary` (a page's end):
-    `boundary` itself, or the start of the instruction that crosses it (or
-    that does not decode)."""
+    `boundary` itself, or the start of the instruction that crosses it."""
     code = view.read(linear, boundary - linear)
-    for insn in decoded_block(code, linear):
-        linear += insn.size
-    return linear
+    off = 0
+    while off < len(code):
+        insns = decoded_block(code[off:], linear + off)
+        for insn in insns:
+            off += insn.size
+        if off < len(code):                 # capstone stopped: ask the CPU model
+            n = cpu_length(code[off:off + MAX_INSN], complete=len(code) - off >= MAX_INSN)
+            if not isinstance(n, int):
+                break
+            off += n
+    return linear + off
+
+
+# -- the CPU model as the decoder of last resort ---------------------------------
+# capstone does not know every encoding the CPU model runs: the hint-NOP space
+# (0F 18-1F), the x87 aliases (DC D0-DF, DF D0-DF...), bsf/bsr with F2.  Where
+# it gives up, the length the CPU itself takes is asked of a scratch CPU: the
+# bytes are placed in memory of their own, a code hook is given the first
+# instruction's size when its block is translated, and the CPU is stopped
+# there, before it runs.  Bytes that end where the guest can fetch no more are
+# followed by padding of two kinds in turn: an instruction that needs more
+# than them shows as longer, and one that is invalid whatever follows as
+# invalid both times.
+INVALID = "invalid"               # the CPU raises #UD for it
+NEEDS_MORE = "needs more"         # it runs on past the bytes given
+_ORACLE_AT = 0x10000              # two pages: the bytes, then what follows them
+
+
+class _Oracle:
+    def __init__(self):
+        from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc.mem_map(_ORACLE_AT, 0x2000)
+        self.size = None
+        self.uc.hook_add(UC_HOOK_CODE, self._first)
+
+    def _first(self, uc, _address, size, _user):
+        self.size = size
+        uc.emu_stop()
+
+    def length(self, raw, complete):
+        if complete:
+            return self._probe(raw, 0x90)
+        after = (self._probe(raw, 0x90), self._probe(raw, 0x00))
+        if after == (INVALID, INVALID):
+            return INVALID
+        if after[0] != after[1] or after[0] == INVALID or after[0] > len(raw):
+            return NEEDS_MORE
+        return after[0]
+
+    def _probe(self, raw, padding):
+        """The size of the first instruction of `raw` followed by `padding`
+        bytes, or INVALID."""
+        from unicorn import UcError
+        at = _ORACLE_AT + 0x1000 - len(raw)
+        self.uc.mem_write(_ORACLE_AT, bytes([padding]) * 0x2000)
+        self.uc.mem_write(at, raw)
+        # (The code changed behind the CPU: docs/unicorn.md, item 6.)
+        self.uc.ctl_remove_cache(_ORACLE_AT, _ORACLE_AT + 0x2000)
+        self.size = None
+        try:
+            self.uc.emu_start(at, _ORACLE_AT + 0x2000)
+        except UcError:
+            pass                          # #UD
+        return self.size if self.size is not None and 0 < self.size <= MAX_INSN else INVALID
+
+
+_oracle = None
+
+
+def cpu_length(raw, complete=True):
+    """The length of the instruction `raw` begins with, as the CPU model
+    decodes it; INVALID if it raises #UD; NEEDS_MORE if it runs past `raw`
+    (`complete` False: nothing can be fetched after `raw`).  For the bytes
+    capstone cannot decode."""
+    global _oracle
+    if _oracle is None:
+        _oracle = _Oracle()
+    return _oracle.length(bytes(raw), complete)
 
 
 def forget_blocks():

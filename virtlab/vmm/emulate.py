@@ -355,7 +355,10 @@ class Emulator:
         return "lmsw"
 
     def _cache(self, insn, state):
-        return insn.mnemonic                        # wbinvd/invd: nothing to do
+        """wbinvd and invd: no cache to write back or drop.  (F3 0F 09,
+        which capstone reads as wbnoinvd, is wbinvd to this CPU model, which
+        has no WBNOINVD and ignores the prefix.)"""
+        return "invd" if insn.mnemonic == "invd" else "wbinvd"
 
     def _rdmsr(self, insn, state):
         value = self.be.guest_msr(state.reg("ecx"))
@@ -525,7 +528,7 @@ _CONTROL = {
     "mov": Emulator._mov, "invlpg": Emulator._invlpg, "clts": Emulator._clts,
     "rdmsr": Emulator._rdmsr, "wrmsr": Emulator._wrmsr, "smsw": Emulator._smsw,
     "lmsw": Emulator._lmsw,
-    "wbinvd": Emulator._cache, "invd": Emulator._cache,
+    "wbinvd": Emulator._cache, "invd": Emulator._cache, "wbnoinvd": Emulator._cache,
 }
 # ... and what only reaches a VMM whose guest kernel runs deprivileged.
 _KERNEL = {
