@@ -116,10 +116,7 @@ class Bt(RingCompressedVmm):
         pc, hflags, cs_base, ds_base = st.entry_regs()
         if hflags & 3 == 1:                                # the guest kernel's ring
             if cs_base or ds_base:
-                # The TC's sequences address the vCPU page absolutely, through DS.
-                raise GuestStop(f"bt: the guest kernel runs with a code or data segment "
-                                f"not based at 0; bt needs flat kernel segments, at "
-                                f"{m.where()}")
+                self._check_flat()
             # EIP is a TC address only if the VMM chose it this entry (run_tc):
             # one the guest chose (an iret frame, a gate, a far jump) is a
             # guest address like any other, and the guest may not run there.
@@ -127,6 +124,16 @@ class Bt(RingCompressedVmm):
                 unit = self.cache.by_guest.get(pc)         # translation(), its common case
                 st.eip = unit.tc if unit is not None else self.translation(pc)
         self.vcpu.mark_pending(m.pending_irq)
+
+    def _check_flat(self):
+        """The TC's sequences address the vCPU page absolutely, through DS,
+        and the kernel's code by linear address: a kernel whose CS or DS is
+        not based at 0 ends the run, saying so (docs/bt.md, known limits)."""
+        st = self.machine.state
+        if st.seg_base_of("cs") or st.seg_base_of("ds"):
+            raise GuestStop(f"bt: the guest kernel runs with a code or data segment "
+                            f"not based at 0; bt needs flat kernel segments, at "
+                            f"{self.machine.where()}")
 
     def run_tc(self, tc):
         """Resume in the TC at `tc` (a continuation the VMM knows is valid)."""
@@ -263,6 +270,7 @@ class Bt(RingCompressedVmm):
             raise GuestStop(f"bt: single-stepping the guest kernel (EFLAGS.TF) is not "
                             f"supported, at {self.machine.where()}")
         if regs is None:
+            self._check_flat()                   # the usual cause: a based DS under the TC
             raise GuestStop(f"bt: exception {vector} at {pc:#010x} in the translation cache, "
                             f"where no guest instruction can fault")
         if vector == x86.PF:

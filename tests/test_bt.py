@@ -741,6 +741,15 @@ def test_indirect_jump_in_a_code_segment_with_a_base_fails_with_the_documented_l
     assert not out.ok and "bt needs flat kernel segments" in out.reason, out.reason
 
 
+def test_a_data_segment_with_a_base_loaded_in_translated_code_fails_with_the_documented_limit():
+    # The cli after it writes the virtual IF through DS: at a based DS it
+    # faulted inside the TC, and the run ended calling that a VMM bug.
+    body = with_gdt([x86.make_segment(0x1000, 0xFFFFF, 0x92)],
+                    "mov ax, 0x40\nmov ds, ax\ncli\nmov ax, 0x10\nmov ds, ax\n" + A.exit_with(0))
+    _, out = boot(Bt, A.AsmGuest(body=body, paging=True))
+    assert not out.ok and "bt needs flat kernel segments" in out.reason, out.reason
+
+
 def test_single_stepping_the_kernel_fails_with_the_documented_limit():
     """popf with TF set would single-step the TC's own sequences: bt does not
     virtualize the trap flag (docs/bt.md), and says so instead of running on."""
