@@ -153,3 +153,19 @@ def test_the_profile_counter_stores_to_the_slot_it_loads():
     texts = [i.op_str for i in Cs(CS_ARCH_X86, CS_MODE_32).disasm(code, 0)]
     slot = f"dword ptr [{L.PROFILE + 8:#x}]"
     assert texts[1] == f"eax, {slot}" and texts[3] == f"{slot}, eax"
+
+
+def test_an_image_of_ones_own_is_listed_as_a_workload_is(tmp_path):
+    # A raw image (docs/boot-protocol.md), as run, trace and audit take one.
+    from virtlab import asmguest as A
+    image = tmp_path / "loop.img"
+    image.write_bytes(A.build(A.AsmGuest(body="mov ecx, 5\nlp:\ncli\nsti\ndec ecx\njnz lp\n"
+                                              + A.exit_with(0))))
+    out = io.StringIO()
+    assert main(["translate", "--image", str(image), "--format", "json"], out=out) == 0
+    data = json.loads(out.getvalue())
+    assert data["ok"] and data["workload"] == "loop.img"
+    sti = next(s["guest"] for u in data["units"] for s in u["sites"] if s["text"] == "sti")
+    ran = {t: sum(u["executions"] for u in data["units"] for s in u["sites"]
+                  if s["guest"] == sti + (t == "sti") - 1 and s["text"] == t) for t in ("cli", "sti")}
+    assert ran == {"cli": 5, "sti": 5}            # the loop's, in whichever unit they ran

@@ -107,7 +107,8 @@ def _parser():
 
     tr = sub.add_parser("translate", help="the translation cache after a run: each unit's guest "
                         "instructions beside the translated code for each",
-                        description="Run WORKLOAD under a translating back end with profiling "
+                        description="Run WORKLOAD (or --image FILE) under a translating back "
+                        "end with profiling "
                         "on, then list its translation units, most executed first: every guest "
                         "instruction with its kind (IDENT copied unchanged, in-TC sequence, "
                         "callout to the VMM, a branch whose exit is 'chained' to its target's "
@@ -117,6 +118,7 @@ def _parser():
     tr.add_argument("workload", nargs="?")
     tr.add_argument("--backend", default="bt", help="a back end with a translation cache "
                     "(default bt)")
+    tr.add_argument("--image", help="a raw flat binary to boot instead of a workload")
     tr.add_argument("--addr", type=_address,
                     help="only the units whose guest range holds this address (hex or decimal)")
     tr.add_argument("--limit", type=_positive, default=20, help="units to show (default 20)")
@@ -467,8 +469,8 @@ def cmd_audit(args, out):
 
 def cmd_translate(args, out):
     from .harness import resolve, run_guest
-    if not args.workload:
-        raise UsageError("translate needs a WORKLOAD")
+    if not args.workload and not args.image:
+        raise UsageError("translate needs a WORKLOAD or --image FILE")
     if args.backend not in backends.names():
         raise UsageError(f"unknown back end '{args.backend}' (installed: {', '.join(backends.names())})")
     cls = backends.load(args.backend)
@@ -480,7 +482,7 @@ def cmd_translate(args, out):
     def configure(be):
         be.profile = True                # set before boot: every unit gets its counter
         kept.append(be)
-    guest = resolve(args.workload, None, args.scale, cls.image)
+    guest = resolve(args.workload, args.image, args.scale, cls.image)
     result = run_guest(guest, args.backend, timeout=args.timeout, max_exits=args.max_exits,
                        configure=configure)
     every = kept[0].translation_listing()
