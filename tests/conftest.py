@@ -1,7 +1,26 @@
 """What every test shares."""
 import os
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subprocesses_import_this_checkout():
+    """Every process a test starts (`python -m virtlab`, a script, a kernel)
+    imports virtlab from this checkout, as the test process does (pytest puts
+    the checkout first on its own path), even from another working directory:
+    else an installed virtlab, or another checkout's in editable mode, would
+    be the one tested."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [old])])
+    yield
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(scope="session", autouse=True)
