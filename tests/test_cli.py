@@ -166,7 +166,16 @@ def check_one_line_error(status, out, err, mention):
         assert mention in lines[0]
 
 
-@pytest.mark.parametrize("case", ERROR_IDS)
+# The real process, for one case of each way an error reaches the user:
+# argparse's own (a bad value, an unknown subcommand, none at all), a usage
+# error the command raises, and a file it cannot use.  The in-process test
+# below takes every case through the same main().
+SUBPROCESS_IDS = ["scale-not-int", "unknown-subcommand", "no-subcommand", "unknown-backend",
+                  "unknown-workload", "bench-unknown-backend", "missing-image",
+                  "image-is-a-directory"]
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_IDS)
 def test_user_error_subprocess(case, images, tmp_path):
     argv, mention = _error_cases(images)[case]
     p = vl(*argv, cwd=tmp_path)
