@@ -1114,6 +1114,13 @@ def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
         ring3=_PTE_STORE + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
 
 
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_a_16_bit_call_gate_pushes_words_as_natively(backend):
+    # (The frame's words are checked against the SDM in test_x86_features.)
+    from test_x86_features import call_gate16_guest
+    _as_natively(backend, A.build(call_gate16_guest()), "<I", (A.STACK0 - 12,))
+
+
 # Encodings the CPU model runs that capstone does not decode (the hint-NOP
 # space, x87 aliases, bsf with an ignored F2) or reads as an instruction the
 # model lacks (wbnoinvd, which is wbinvd here): bt made them #UD or #GP, where

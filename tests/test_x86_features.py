@@ -207,6 +207,35 @@ def test_far_call_through_a_call_gate_into_ring0(backend, params):
         assert m.counters["reflect.syscall"] == 1
 
 
+def call_gate16_guest():
+    """A 286 call gate (type 4) with two word parameters: the CPU pushes the
+    return IP, CS, the parameters, SP and SS as words.  The entry logs its
+    ESP and the 12 bytes of that frame, and ends the run."""
+    gate = x86.make_gate(A.KCODE, GATE_ENTRY, 0x4, 3)
+    lo, hi = struct.unpack("<II", gate)
+    body = grow_gdt([struct.pack("<II", lo, hi | 2)]) + A.iret_to(3, A.RING3, A.STACK3)
+    ring3 = f"push 0x11112222\npush 0x33334444\nlcall {GATE_SEL:#x}:0\n"
+    entry = (f"mov [{LOG:#x}], esp\n"
+             + "".join(f"mov ebx, [esp + {4 * i}]\nmov [{LOG + 4 + 4 * i:#x}], ebx\n"
+                       for i in range(3))
+             + "mov eax, 50\n" + EXIT_FROM_ANY_RING)
+    return A.AsmGuest(body=body, ring3=ring3, handlers={1: entry})
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_far_call_through_a_16_bit_call_gate(backend):
+    # trap and bt perform the call for their kernel at ring 1; they took only
+    # 32-bit gates, and a 16-bit one was the guest's #GP.
+    m, out, cpls = run(call_gate16_guest(), backend)
+    assert out.ok and out.exit_status == 50, out.reason
+    ret = A.RING3 + len(A.assemble("push 0x11112222\npush 0x33334444\n"
+                                   f"lcall {GATE_SEL:#x}:0\n", A.RING3))
+    frame = struct.pack("<6H", ret & 0xFFFF, A.UCODE, 0x4444, 0x3333,
+                        (A.STACK3 - 8) & 0xFFFF, A.UDATA)
+    assert words(m, 4) == [A.STACK0 - 12, *struct.unpack("<3I", frame)]
+    check_rings(backend, cpls)
+
+
 @pytest.mark.parametrize("backend", ALL)
 def test_call_gate_with_dpl0_from_ring3_is_gp(backend):
     gate = x86.make_gate(A.KCODE, GATE_ENTRY, 0xC, 0)

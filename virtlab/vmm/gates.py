@@ -25,6 +25,7 @@ from virtlab.delivery import DeliveryFault, Event, _inner_stack, read_descriptor
 from .emulate import Unsupported, effective_address
 
 CALL_GATE32 = 0xC
+CALL_GATE16 = 0x4                 # a 286 call gate: 16-bit offset, pushes and parameters
 _CONFORMING = 1 << 10
 
 
@@ -71,8 +72,10 @@ def switches_tasks(view, gdtr, selector):
 
 
 def through_call_gate(cpu, state, view, decoded):
-    """Perform the far call or jmp at EIP if it names a 32-bit call gate in the
-    guest's GDT; False if it does not (the #GP is then the guest's own).
+    """Perform the far call or jmp at EIP if it names a call gate in the
+    guest's GDT; False if it does not (the #GP is then the guest's own).  A
+    16-bit gate (the 286's) pushes, and copies its parameters, as words: the
+    gate's size decides, not the code segments' (SDM vol. 3, 5.8.5).
     `cpu` is the guest's view of the CPU (vmm.reflect.VirtualCpuView): guest
     rings, tables and selectors, real segment caches.  Raises DeliveryFault
     for the exception the CPU would raise instead, GuestMemoryFault for a
@@ -84,14 +87,17 @@ def through_call_gate(cpu, state, view, decoded):
     if (sel & ~7) + 7 > gdtr[1]:
         return False
     lo, hi = read_descriptor(view, gdtr, sel)
-    if hi & x86.DESC_S or (hi >> 8) & 0xF != CALL_GATE32:
+    if hi & x86.DESC_S or (hi >> 8) & 0xF not in (CALL_GATE32, CALL_GATE16):
         return False
+    unit = 4 if (hi >> 8) & 0xF == CALL_GATE32 else 2          # bytes per push
     call = decoded.insn.id in (C.X86_INS_LCALL, C.X86_INS_CALL)
     cpl = cpu.cpl()
     if x86.seg_dpl(hi) < max(cpl, sel & 3):
         raise DeliveryFault(x86.GP, sel & ~3, f"call gate {sel:#x}: DPL below CPL or RPL")
     if not hi & x86.DESC_P:
         raise DeliveryFault(x86.NP, sel & ~3, f"call gate {sel:#x} not present")
+    # (All 32 bits of the offset even for a 16-bit gate, as the CPU model
+    # takes them: docs/unicorn.md, item 30.)
     cs, offset, params = lo >> 16, (hi & 0xFFFF0000) | (lo & 0xFFFF), hi & 0x1F
     if cs & 0xFFFC == 0:
         raise DeliveryFault(x86.GP, 0, f"call gate {sel:#x} names the null selector")
@@ -105,6 +111,7 @@ def through_call_gate(cpu, state, view, decoded):
     if not call and new_cpl != cpl:
         raise DeliveryFault(x86.GP, cs & ~3, "jmp through a call gate to another ring")
     ret = (state.eip + decoded.size) & 0xFFFFFFFF
+    fmt, mask = ("I", 0xFFFFFFFF) if unit == 4 else ("H", 0xFFFF)
     if call and new_cpl < cpl:
         # Inner call: the new stack from the guest's TSS; old SS:ESP, the
         # parameters (copied from the old stack) and CS:EIP pushed on it.
@@ -112,17 +119,18 @@ def through_call_gate(cpu, state, view, decoded):
         new_esp = view.mem.u32(esp_pa)
         old_esp = state.reg("esp")
         old_base = state.seg_base_of("ss")
-        args = [view.u32((old_base + old_esp + 4 * i) & 0xFFFFFFFF) for i in range(params)]
-        frame = [ret, cpu.selector("cs")] + args + [old_esp, cpu.selector("ss")]
-        new_esp = (new_esp - 4 * len(frame)) & 0xFFFFFFFF
+        args = struct.unpack(f"<{params}{fmt}", view.read((old_base + old_esp) & 0xFFFFFFFF,
+                                                          unit * params))
+        frame = [ret, cpu.selector("cs"), *args, old_esp, cpu.selector("ss")]
+        new_esp = (new_esp - unit * len(frame)) & 0xFFFFFFFF
         view.write((x86.seg_base(ss_lo, ss_hi) + new_esp) & 0xFFFFFFFF,
-                   struct.pack(f"<{len(frame)}I", *frame))
+                   struct.pack(f"<{len(frame)}{fmt}", *(v & mask for v in frame)))
         state.set_segment("ss", *cpu.segment(ss, ss_lo, ss_hi, new_cpl))
         state.set_reg("esp", new_esp)
     elif call:
-        esp = (state.reg("esp") - 8) & 0xFFFFFFFF
+        esp = (state.reg("esp") - 2 * unit) & 0xFFFFFFFF
         view.write((state.seg_base_of("ss") + esp) & 0xFFFFFFFF,
-                   struct.pack("<II", ret, cpu.selector("cs")))
+                   struct.pack(f"<2{fmt}", ret & mask, cpu.selector("cs") & mask))
         state.set_reg("esp", esp)
     state.set_segment("cs", *cpu.segment(cs, cs_lo, cs_hi, new_cpl))
     state.eip = offset
