@@ -1114,6 +1114,23 @@ def test_single_stepping_user_code_over_a_traced_page_table_store(backend):
         ring3=_PTE_STORE + "\nnop\nint 0x80\n", user_vectors=(0x80,), handlers=STEP_LOG))
 
 
+# SS loaded with an LDT selector while no LDT is loaded: #GP(selector).  trap
+# and bt perform the kernel's SS loads, and ended the run (no descriptor).
+SS_FROM_THE_LDT = {"mov ss": "mov ax, 0xc\nmov ss, ax\n",
+                   "pop ss": "push 0xc\n.byte 0x17\n",
+                   "lss": "mov dword ptr [0x6000], 0x9000\nmov word ptr [0x6004], 0xc\n"
+                          "lss esp, [0x6000]\n"}
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("load", SS_FROM_THE_LDT)
+def test_ss_from_an_ldt_that_is_not_loaded_is_a_gp(backend, load):
+    log = "mov eax, [esp]\nmov [0x5000], eax\n" + A.exit_with(0)
+    img = A.build(A.AsmGuest(body=SS_FROM_THE_LDT[load] + A.exit_with(1),
+                             handlers={x86.GP: log}))
+    _as_natively(backend, img, "<I", (0xc,))
+
+
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_a_16_bit_call_gate_pushes_words_as_natively(backend):
     # (The frame's words are checked against the SDM in test_x86_features.)

@@ -16,7 +16,7 @@ from capstone import x86_const as C
 
 from virtlab import fastcall, x86
 from virtlab.backend import io_bitmap_allows
-from virtlab.delivery import DeliveryFault, Event, SOFTWARE_INT
+from virtlab.delivery import DeliveryFault, Event, SOFTWARE_INT, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.memory import GuestMemoryFault
@@ -323,8 +323,15 @@ class RingCompressedVmm(Vmm):
         the CPU refuses at ring 1: the CPU's checks against the guest's CPL
         and descriptor (a #GP or #SS for the guest), then the load."""
         loads.check_stack_segment(self.guest_view(), self.vcpu.gdtr, selector,
-                                  rings.guest_ring(self.machine.state.cpl))
+                                  rings.guest_ring(self.machine.state.cpl), self._ldt_limit())
         self._load_segment("ss", selector)
+
+    def _ldt_limit(self):
+        """The limit of the guest's LDT, None if it loaded none (a null LDTR)."""
+        if not self.vcpu.ldtr & 0xFFFC:
+            return None
+        lo, hi = read_descriptor(self.guest_view(), self.vcpu.gdtr, self.vcpu.ldtr)
+        return x86.seg_limit(lo, hi)
 
     def emulate_return(self, far_iret, extra=0):
         """IRETD or RETF back into the guest kernel: the frame holds CS with RPL

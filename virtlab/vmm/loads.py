@@ -13,7 +13,8 @@ from SS).  The rules are the SDM's (vol. 2: MOV, POP, LSS, LTR, LLDT, RET, IRET,
 error code is the selector without its RPL, as the CPU pushes it.
 
 TR and LDTR come only from the GDT (a selector with TI set is #GP); a stack
-selector with TI set names the LDT, whose loads the VMM does not perform
+selector with TI set names the LDT: beyond its limit, or with none loaded, it
+is #GP(selector); within it, the VMM does not perform the load
 (check_stack_segment leaves it to the caller, which ends the run saying so).
 Each function returns the descriptor (lo, hi) it checked, or raises
 DeliveryFault, which the VMM delivers at the instruction.
@@ -32,11 +33,14 @@ def _fault(vector, selector, why):
     return DeliveryFault(vector, selector & 0xFFFC, f"{why} ({selector:#x})")
 
 
-def check_stack_segment(view, gdtr, selector, cpl):
+def check_stack_segment(view, gdtr, selector, cpl, ldt_limit=None):
     """SS: not null (#GP(0)); within the table, RPL = CPL, a writable data
     segment of DPL = CPL (else #GP(selector)); present (else #SS(selector)).
-    None for an LDT selector (not checked here)."""
+    An LDT selector is #GP(selector) beyond `ldt_limit` (None: no LDT is
+    loaded), and None within it (not checked further here)."""
     if selector & 4:
+        if ldt_limit is None or (selector & ~7) + 7 > ldt_limit:
+            raise _fault(x86.GP, selector, "beyond the LDT, or no LDT loaded, for SS")
         return None
     if selector & 0xFFFC == 0:
         raise DeliveryFault(x86.GP, 0, "null selector loaded into SS")
