@@ -20,6 +20,7 @@ from capstone import x86_const as C
 
 from virtlab import x86
 from virtlab.counters import Named
+from virtlab.decode import INVALID, cpu_length
 from virtlab.delivery import DeliveryFault, Event, fault_event
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
@@ -295,7 +296,12 @@ class Callouts:
         try:
             name = bt.emulator.emulate(decoded)
         except NotPrivileged:
-            return bt.deliver_fault(Event(x86.GP, 0))
+            # An instruction the VMM does not perform: what the CPU would
+            # raise for it at the kernel's ring 0, #UD if it has no such
+            # instruction (monitor, vmcall: the translator makes every 0F 01
+            # a callout), else #GP.
+            return bt.deliver_fault(Event(x86.UD) if cpu_length(decoded.raw) == INVALID
+                                    else Event(x86.GP, 0))
         except Unsupported as exc:
             raise GuestStop(f"cannot emulate at {self.m.where()}: {exc}") from None
         except (GuestMemoryFault, DeliveryFault) as fault:

@@ -1168,6 +1168,36 @@ def test_an_invalid_instruction_that_ends_a_page_is_a_ud_not_a_fetch_fault(backe
     _as_natively(backend, img, "<I", (at,))
 
 
+# A LOCK prefix on an instruction that cannot be locked: the CPU model ignores
+# it (docs/unicorn.md, item 31), where capstone refuses to decode the whole:
+# trap reflected a #GP for the privileged ones, and bt ended the run.
+LOCKED = ["f0 fa", "f0 fb", "f0 0f 20 c0", "f0 0f 06", "f0 0f 32"]
+
+
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("code", LOCKED)
+def test_a_lock_prefix_the_cpu_model_ignores_is_ignored(backend, code):
+    raw = ", ".join(f"0x{b}" for b in code.split())
+    body = (f"mov ecx, 0x10\n.byte {raw}\nmov dword ptr [0x5000], 0x77\n" + A.exit_with(0))
+    _as_natively(backend, A.build(A.AsmGuest(body=body, handlers={x86.UD: A.exit_with(6),
+                                                                   x86.GP: A.exit_with(13)})),
+                 "<I", (0x77,))
+
+
+# 0F 01 encodings this CPU has no instruction for (monitor, vmcall, rdpkru with
+# CR4.PKE clear): #UD.  bt makes every 0F 01 of its kernel a callout, and gave
+# #GP(0) for one the VMM does not perform.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("code", ["0f 01 c8", "0f 01 c1", "0f 01 ee", "0f 01 d9"])
+def test_an_0f01_the_cpu_has_no_instruction_for_is_a_ud(backend, code):
+    raw = ", ".join(f"0x{b}" for b in code.split())
+    log = "mov eax, [esp]\nmov [0x5000], eax\n" + A.exit_with(6)
+    img = A.build(A.AsmGuest(body=f"xor eax, eax\nxor ecx, ecx\nxor edx, edx\n.byte {raw}\n"
+                                   + A.exit_with(0), handlers={x86.UD: log, x86.GP: A.exit_with(13)}))
+    status, data = _log(backend, img)
+    assert (status, data) == _native_log(img) and status == 6
+
+
 # Code that runs on to a page it cannot fetch: the #PF comes at the first
 # instruction not all in the mapped page (CR2 the unmapped page's start), after
 # those before it ran.  The CPU model raised it when it translated the block,

@@ -90,8 +90,10 @@ def crossing_start(view, linear, boundary):
 # (0F 18-1F), the x87 aliases (DC D0-DF, DF D0-DF...), bsf/bsr with F2.  Where
 # it gives up, the length the CPU itself takes is asked of a scratch CPU: the
 # bytes are placed in memory of their own, a code hook is given the first
-# instruction's size when its block is translated, and the CPU is stopped
-# there, before it runs.  Bytes that end where the guest can fetch no more are
+# instruction's size when its block is translated, and the instruction runs
+# (from the same reset state every time), since some are invalid only when
+# they run (rdpkru with CR4.PKE clear); the CPU is stopped at the next one.
+# Bytes that end where the guest can fetch no more are
 # followed by padding of two kinds in turn: an instruction that needs more
 # than them shows as longer, and one that is invalid whatever follows as
 # invalid both times.
@@ -103,14 +105,19 @@ _ORACLE_AT = 0x10000              # two pages: the bytes, then what follows them
 class _Oracle:
     def __init__(self):
         from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE
+        from unicorn.x86_const import UC_X86_REG_ESP
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.uc.mem_map(_ORACLE_AT, 0x2000)
+        self.uc.reg_write(UC_X86_REG_ESP, _ORACLE_AT + 0x800)
+        self.reset = self.uc.context_save()
         self.size = None
         self.uc.hook_add(UC_HOOK_CODE, self._first)
 
     def _first(self, uc, _address, size, _user):
-        self.size = size
-        uc.emu_stop()
+        if self.size is None:
+            self.size = size              # the instruction asked about, about to run
+        else:
+            uc.emu_stop()                 # the next one
 
     def length(self, raw, complete):
         if complete:
@@ -125,8 +132,9 @@ class _Oracle:
     def _probe(self, raw, padding):
         """The size of the first instruction of `raw` followed by `padding`
         bytes, or INVALID."""
-        from unicorn import UcError
+        from unicorn import UcError, UC_ERR_INSN_INVALID
         at = _ORACLE_AT + 0x1000 - len(raw)
+        self.uc.context_restore(self.reset)
         self.uc.mem_write(_ORACLE_AT, bytes([padding]) * 0x2000)
         self.uc.mem_write(at, raw)
         # (The code changed behind the CPU: docs/unicorn.md, item 6.)
@@ -134,8 +142,10 @@ class _Oracle:
         self.size = None
         try:
             self.uc.emu_start(at, _ORACLE_AT + 0x2000)
-        except UcError:
-            pass                          # #UD
+        except UcError as err:
+            if err.errno == UC_ERR_INSN_INVALID:
+                return INVALID            # at translation, or when it ran
+            # (any other fault of its running is a valid instruction's)
         return self.size if self.size is not None and 0 < self.size <= MAX_INSN else INVALID
 
 
@@ -267,11 +277,28 @@ class Decoder:
         self.misses += 1
         code = self._fetch(view, linear)
         insn = next(self._cs.disasm(code, linear, 1), None)
+        raw = None if insn is None else bytes(insn.bytes)
         if insn is None:
-            return None
-        entry = Decoded(phys, bytes(insn.bytes), Insn(insn))
+            insn, raw = self._unlocked(code, linear)
+            if insn is None:
+                return None
+        entry = Decoded(phys, raw, Insn(insn))
         self._cache[linear] = entry
         return entry
+
+    def _unlocked(self, code, linear):
+        """(instruction, raw bytes) of `code` read as the CPU model reads a
+        LOCK prefix on an instruction that cannot be locked: it ignores it
+        (docs/unicorn.md, item 31), where capstone refuses the whole.  The
+        instruction is decoded without the prefix; its raw bytes, and so its
+        size, keep it.  (None, None) if there is no LOCK or still no decoding."""
+        lock = prefixes_of(code).find(0xF0)
+        if lock < 0:
+            return None, None
+        insn = next(self._cs.disasm(code[:lock] + code[lock + 1:], linear, 1), None)
+        if insn is None:
+            return None, None
+        return insn, bytes(code[:insn.size + 1])
 
     def _fetch(self, view, linear):
         """Up to 15 bytes; fewer if the instruction's tail page is unmapped."""
