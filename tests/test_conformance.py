@@ -1168,6 +1168,19 @@ def test_an_invalid_instruction_that_ends_a_page_is_a_ud_not_a_fetch_fault(backe
     _as_natively(backend, img, "<I", (at,))
 
 
+# wrmsr, then rdmsr, of an MSR the CPU model lacks (0x300004), of a read-only
+# one (MTRRcap), of one it keeps 16 bits of (SYSENTER_CS) and of one it keeps
+# whole (PAT): the VMMs read back what native does (they kept every write).
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("msr", [0x300004, 0xFE, 0x174, 0x277])
+def test_an_msr_reads_back_what_the_cpu_model_kept(backend, msr):
+    body = (f"mov ecx, {msr:#x}\nmov eax, 0x06060606\nmov edx, 0x606\nwrmsr\n"
+            f"xor eax, eax\nxor edx, edx\nrdmsr\nmov [0x5000], eax\nmov [0x5004], edx\n"
+            + A.exit_with(0))
+    img = A.build(A.AsmGuest(body=body))
+    assert _log(backend, img) == _native_log(img)
+
+
 # A LOCK prefix on an instruction that cannot be locked: the CPU model ignores
 # it (docs/unicorn.md, item 31), where capstone refuses to decode the whole:
 # trap reflected a #GP for the privileged ones, and bt ended the run.

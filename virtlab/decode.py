@@ -88,68 +88,9 @@ def crossing_start(view, linear, boundary):
 # -- the CPU model as the decoder of last resort ---------------------------------
 # capstone does not know every encoding the CPU model runs: the hint-NOP space
 # (0F 18-1F), the x87 aliases (DC D0-DF, DF D0-DF...), bsf/bsr with F2.  Where
-# it gives up, the length the CPU itself takes is asked of a scratch CPU: the
-# bytes are placed in memory of their own, a code hook is given the first
-# instruction's size when its block is translated, and the instruction runs
-# (from the same reset state every time), since some are invalid only when
-# they run (rdpkru with CR4.PKE clear); the CPU is stopped at the next one.
-# Bytes that end where the guest can fetch no more are
-# followed by padding of two kinds in turn: an instruction that needs more
-# than them shows as longer, and one that is invalid whatever follows as
-# invalid both times.
+# it gives up, the length is asked of the CPU model itself (scratch_cpu.py).
 INVALID = "invalid"               # the CPU raises #UD for it
 NEEDS_MORE = "needs more"         # it runs on past the bytes given
-_ORACLE_AT = 0x10000              # two pages: the bytes, then what follows them
-
-
-class _Oracle:
-    def __init__(self):
-        from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE
-        from unicorn.x86_const import UC_X86_REG_ESP
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        self.uc.mem_map(_ORACLE_AT, 0x2000)
-        self.uc.reg_write(UC_X86_REG_ESP, _ORACLE_AT + 0x800)
-        self.reset = self.uc.context_save()
-        self.size = None
-        self.uc.hook_add(UC_HOOK_CODE, self._first)
-
-    def _first(self, uc, _address, size, _user):
-        if self.size is None:
-            self.size = size              # the instruction asked about, about to run
-        else:
-            uc.emu_stop()                 # the next one
-
-    def length(self, raw, complete):
-        if complete:
-            return self._probe(raw, 0x90)
-        after = (self._probe(raw, 0x90), self._probe(raw, 0x00))
-        if after == (INVALID, INVALID):
-            return INVALID
-        if after[0] != after[1] or after[0] == INVALID or after[0] > len(raw):
-            return NEEDS_MORE
-        return after[0]
-
-    def _probe(self, raw, padding):
-        """The size of the first instruction of `raw` followed by `padding`
-        bytes, or INVALID."""
-        from unicorn import UcError, UC_ERR_INSN_INVALID
-        at = _ORACLE_AT + 0x1000 - len(raw)
-        self.uc.context_restore(self.reset)
-        self.uc.mem_write(_ORACLE_AT, bytes([padding]) * 0x2000)
-        self.uc.mem_write(at, raw)
-        # (The code changed behind the CPU: docs/unicorn.md, item 6.)
-        self.uc.ctl_remove_cache(_ORACLE_AT, _ORACLE_AT + 0x2000)
-        self.size = None
-        try:
-            self.uc.emu_start(at, _ORACLE_AT + 0x2000)
-        except UcError as err:
-            if err.errno == UC_ERR_INSN_INVALID:
-                return INVALID            # at translation, or when it ran
-            # (any other fault of its running is a valid instruction's)
-        return self.size if self.size is not None and 0 < self.size <= MAX_INSN else INVALID
-
-
-_oracle = None
 
 
 def cpu_length(raw, complete=True):
@@ -157,10 +98,9 @@ def cpu_length(raw, complete=True):
     decodes it; INVALID if it raises #UD; NEEDS_MORE if it runs past `raw`
     (`complete` False: nothing can be fetched after `raw`).  For the bytes
     capstone cannot decode."""
-    global _oracle
-    if _oracle is None:
-        _oracle = _Oracle()
-    return _oracle.length(bytes(raw), complete)
+    from .scratch_cpu import scratch
+    n = scratch().length(bytes(raw), complete)
+    return INVALID if n is None else NEEDS_MORE if n == 0 else n
 
 
 def forget_blocks():

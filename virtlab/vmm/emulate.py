@@ -18,6 +18,7 @@ from virtlab.counters import Named
 from virtlab.decode import opcode
 from virtlab.delivery import DeliveryFault, read_descriptor
 from virtlab.memory import LinearView
+from virtlab.scratch_cpu import scratch
 
 from . import loads, rings
 from .reflect import user_flags
@@ -367,10 +368,12 @@ class Emulator:
         return "rdmsr"
 
     def _wrmsr(self, insn, state):
+        """The vCPU keeps what the CPU model would keep of the write, and so
+        reads back what native reads: all of most, the selector alone of
+        SYSENTER_CS, its own value of a read-only MSR, 0 of one it lacks
+        (the model ignores such writes; a real CPU raises #GP)."""
         ecx, value = state.reg("ecx"), state.reg("edx") << 32 | state.reg("eax")
-        if ecx == fastcall.SYSENTER_CS:
-            value &= 0xFFFF               # the CPU keeps the selector, and reads back only it
-        self.be.vcpu.msrs[ecx] = value
+        self.be.vcpu.msrs[ecx] = scratch().kept_msr(ecx, value)
         return "wrmsr"
 
     def _iret(self, insn, state):
