@@ -170,9 +170,11 @@ class Pv(Backend):
             if vector == SYSCALL_VECTOR and st.cpl == 3 and self.traps.direct_int80:
                 return self._direct_syscall()
             self.traps.bounce(SOFTWARE_INT[vector])
+        elif vector == x86.PF:
+            if not self.machine.fetched_early():
+                self.traps.bounce(Event(vector, st.error_code, cr2=st.cr(2)))
         elif vector in x86.ERROR_CODE_VECTORS:
-            self.traps.bounce(Event(vector, st.error_code,
-                                    cr2=st.cr(2) if vector == x86.PF else None))
+            self.traps.bounce(Event(vector, st.error_code))
         else:
             self.traps.bounce(EXCEPTION[vector])
         self.exit_to_guest()

@@ -166,7 +166,7 @@ class Hw(Vmm):
         st = self.machine.state
         if vector == x86.PF and not self.nested:
             event = self.paging.page_fault(self.count_exit)     # shadow_page_fault()
-            if event is None:
+            if event is None or self.machine.fetched_early():
                 st.set_cr(2, self.vcpu.cr2)      # a hidden fault leaves guest CR2 alone
                 return
             return self._deliver(event, "exit.total", "exit.pf.true", "reflect.total", "reflect.pf")
@@ -175,6 +175,8 @@ class Hw(Vmm):
         software = st.is_software_int()
         if software:
             return self._deliver(Event(vector, software=True), "native.syscall")
+        if vector == x86.PF and self.machine.fetched_early():
+            return
         self._deliver(self.events.exception_event(vector),
                       "native.exception", "native.exception." + vector_name(vector))
 

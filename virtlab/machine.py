@@ -500,13 +500,19 @@ class Machine:
             if self.exits > self.budget.max_exits:
                 self._over_budget()
             self.exit_vector = vector      # (what an `int` was: delivery.int_length)
-            if vector != x86.PF or not self._fetched_early(st):
-                self._h_vector[vector](vector)
+            self._h_vector[vector](vector)
             self.enter()
         except BaseException as exc:       # never let an exception cross into C
             self.abort(exc)
 
-    def _fetched_early(self, st):
+    def fetched_early(self):
+        """For a back end about to give the guest the #PF that just exited:
+        True if it is the CPU model's early fetch fault (below), which the
+        machine now runs up to instead, and the back end gives nothing."""
+        st = self.state
+        return self._fetched_early(st, st.cr(2))
+
+    def _fetched_early(self, st, cr2):
         """A page fault on the fetch of code further on than EIP, raised when
         the CPU model translated the block, before any of it ran
         (docs/unicorn.md, item 28): the CPU would have run the instructions up to
@@ -514,14 +520,19 @@ class Machine:
         the CPU stops, and the next emu_start stops where they end
         (_run_until, which run() takes), where the fetch faults again, with
         EIP at the instruction that cannot be fetched.  Only for a fault the
-        guest's own tables make (one of a VMM's shadow is its business, and
-        resuming at the block's start is right for it); and at most once
-        per address and page, so that a data access of the first instruction
-        itself, which looks the same, faults again and is delivered."""
-        linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
-        cr2 = st.cr(2)
+        guest's own tables make (a VMM's hidden fault, a shadow entry to
+        fill, resumes at the block's start, which is right: so back ends ask
+        only before they deliver); and at most once per address and page, so
+        that a data access of the first instruction itself, which looks the
+        same, faults again and is delivered."""
+        if cr2 & 0xFFF:
+            return False                    # not a page's start: no fetch ran into it
+        eip, cs_base = st.pc_regs()
+        linear = (cs_base + eip) & 0xFFFFFFFF
+        if cr2 != (linear | 0xFFF) + 1:
+            return False
         tried, self._early = self._early, None
-        if cr2 != (linear | 0xFFF) + 1 or (linear, cr2) == tried:
+        if (linear, cr2) == tried:
             return False
         view = self.backend.guest_view()
         try:

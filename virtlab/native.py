@@ -40,6 +40,8 @@ class Native(Backend):
             m.counters["native.syscall"] += 1
             self.events.deliver(SOFTWARE_INT[vector], eflags)
             return
+        if vector == x86.PF and m.fetched_early():
+            return
         m.counters["native.exception"] += 1
         m.counters["native.exception." + vector_name(vector)] += 1
         self.events.deliver(self.events.exception_event(vector), eflags)

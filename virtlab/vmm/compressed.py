@@ -190,7 +190,7 @@ class RingCompressedVmm(Vmm):
             return self._reflect_software(vector)
         if vector == x86.PF:
             event = self.paging.page_fault(self.count_exit)     # shadow_page_fault()
-            if event is not None:
+            if event is not None and not self.machine.fetched_early():
                 self._reflect(event)
             return
         if vector == x86.GP:
