@@ -67,9 +67,10 @@ BT = (
     _free("bt.fetch_fault", "a guest page fault found while fetching kernel code to translate, "
           "delivered within a VMM entry counted under another kind", "paging",
           "charged as the reflection it is (reflect.pf)"),
-    _free("bt.invalidate", "a translation dropped because the guest wrote its code page",
-          "translation", "it happens inside the page fault that the write took "
-                         "(exit.pf.hidden); its retranslation is bt.translate.instructions"),
+    _free("bt.invalidate", "a translation dropped because the guest wrote its code page, "
+          "or invalidated or remapped its page (invlpg, a CR3 load)", "translation",
+          "it happens inside the page fault the write took (exit.pf.hidden) or the callout "
+          "of the invlpg or CR3 load; its retranslation is bt.translate.instructions"),
     _free("bt.retranslate", "a store retranslated by adaptive translation (to a callout, or "
           "back to IDENT)", "translation", "its retranslation is bt.translate.instructions"),
     _free("bt.tc.flush", "the translation cache was full and was emptied", "translation",
