@@ -1211,6 +1211,21 @@ def test_an_0f01_the_cpu_has_no_instruction_for_is_a_ud(backend, code):
     assert (status, data) == _native_log(img) and status == 6
 
 
+# CR0.WP clear: the kernel may write a page its tables make read-only, and user
+# code still may not (#PF, error 7).  The shadow entry a kernel write filled
+# was writable for user code too.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_a_page_the_kernel_writes_with_wp_clear_stays_read_only_to_user_code(backend):
+    log = ("mov eax, [esp]\nmov [0x5000], eax\nmov eax, [0x404000]\nmov [0x5004], eax\n"
+           + A.exit_with(0))
+    body = ("mov eax, cr0\nand eax, 0xfffeffff\nmov cr0, eax\nmov dword ptr [0x404000], 0x55\n"
+            + A.iret_to(3, A.RING3, 0x70000))
+    img = A.build(A.AsmGuest(body=body, paging=True, readonly=(0x404000,), user_vectors=(0x80,),
+                             ring3="mov dword ptr [0x404000], 0xbad\nint 0x80\n",
+                             handlers={x86.PF: log, 0x80: A.exit_with(2)}))
+    _as_natively(backend, img, "<II", (7, 0x55))
+
+
 # Code that runs on to a page it cannot fetch: the #PF comes at the first
 # instruction not all in the mapped page (CR2 the unmapped page's start), after
 # those before it ran.  The CPU model raised it when it translated the block,

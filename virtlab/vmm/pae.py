@@ -29,6 +29,17 @@ _FRAME = x86.PAGE_MASK
 _W, _U, _D, _WP = x86.PTE_W, x86.PTE_U, x86.PTE_D, x86.CR0_WP
 
 
+def fill_rights(rights, user, cr0):
+    """The rights a shadow entry gives for the guest's `rights` (its entries'
+    W and U, ANDed), filled for a supervisor or a `user` access.  With CR0.WP
+    clear the supervisor writes pages its tables make read-only, and user
+    code still may not: such an entry is writable for the supervisor alone
+    (a user access faults and is filled again, read-only)."""
+    if not user and not cr0 & _WP and not rights & _W:
+        return (rights | _W) & ~_U
+    return rights
+
+
 class PaeShadowing:
     """ShadowMmu's part for PAE guests (self is the ShadowMmu)."""
 
@@ -43,9 +54,7 @@ class PaeShadowing:
         sh = self.current
         self._pae_use(pdpte & _FRAME, (PD, sh.key, linear >> 30, 0), sh)
         large = pte is None
-        rights = pde if large else pde & pte
-        if not user and not cr0 & _WP:
-            rights |= _W                           # supervisor ignores R/O without WP
+        rights = fill_rights(pde if large else pde & pte, user, cr0)
         dirty = (pde if large else pte) & _D
         outcome = self._fill(linear, gpa, rights & (_W | _U) | dirty, None, write, True)
         table = sh.tables.get(linear >> 22)

@@ -30,7 +30,7 @@ from virtlab import x86
 from virtlab.memory import GuestMemoryFault, walk
 
 from .memory import OutOfFrames
-from .pae import PDPT, PT, PaeShadowing
+from .pae import PDPT, PT, PaeShadowing, fill_rights
 
 VMM_PDE = 0x3F0                    # 0xFC000000 >> 22: the VMM window's PDE
 MAX_SHADOWS = 48
@@ -180,9 +180,7 @@ class ShadowMmu(PaeShadowing):
             return self._fill_pae(linear, gpa, log, write, user, cr0)
         pde, pte = log[0][1], log[-1][1]
         two_level = len(log) > 1                   # else a 4 MiB page
-        rights = pde & pte if two_level else pde
-        if not user and not cr0 & _WP:
-            rights |= _W                           # supervisor ignores R/O without WP
+        rights = fill_rights(pde & pte if two_level else pde, user, cr0)
         large_pd = None if two_level else True
         return self._fill(linear, gpa, rights & (_W | _U) | (pte & _D), pde, write, large_pd)
 
