@@ -1211,6 +1211,20 @@ def test_an_0f01_the_cpu_has_no_instruction_for_is_a_ud(backend, code):
     assert (status, data) == _native_log(img) and status == 6
 
 
+# The PDE's accessed bit after a walk that faults at its page table (the PTE not
+# present): the CPU model sets it as it goes on to the table.  The VMMs' walk
+# set it only once the PTE passed, so the guest saw it clear.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_a_walk_that_faults_at_the_page_table_leaves_the_pde_accessed(backend):
+    pde = A.PGDIR + 4
+    log = (f"mov eax, [{pde:#x}]\nmov [0x5000], eax\nmov eax, cr2\nmov [0x5004], eax\n"
+           + A.exit_with(0))
+    body = (f"and dword ptr [{pde:#x}], 0xffffffdf\nmov eax, cr3\nmov cr3, eax\n"
+            "mov eax, [0x404000]\n" + A.exit_with(1))
+    img = A.build(A.AsmGuest(body=body, paging=True, unmapped=(0x404000,), handlers={x86.PF: log}))
+    _as_natively(backend, img, "<II", ((A.PGTAB + 0x1000) | 0x27, 0x404000))
+
+
 # CR0.WP clear: the kernel may write a page its tables make read-only, and user
 # code still may not (#PF, error 7).  The shadow entry a kernel write filled
 # was writable for user code too.

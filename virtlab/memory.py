@@ -146,6 +146,11 @@ def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
             log.append((pde_pa, pde))
         pa = (pde & 0xFFC00000) | (linear & 0x3FFFFF)
     else:
+        # The CPU model sets the PDE's accessed bit as it goes on to the page
+        # table, before it reads the PTE: a walk that faults there leaves it set.
+        if not pde & _A:
+            pde |= _A
+            words[pde_pa >> 2] = pde
         pte_pa = (pde & _FRAME) + (((linear >> 12) & 0x3FF) << 2)
         if pte_pa + 4 > mem.size:
             raise GuestMemoryFault(linear, err)
@@ -212,6 +217,9 @@ def walk_pae(mem, cr0, cr3, linear, write=False, user=False, log=None):
         if log is not None:
             log.append((pde_pa, pde))
     else:
+        if not pde & _A:                           # (as in walk(): before the PTE)
+            pde |= _A
+            words[pde_pa >> 2] = pde
         pte_pa = (pde & _FRAME) + (((linear >> 12) & 0x1FF) << 3)
         pte = _entry64(mem, pte_pa, linear, err, log)
         if not pte & _P:
