@@ -1211,6 +1211,23 @@ def test_an_0f01_the_cpu_has_no_instruction_for_is_a_ud(backend, code):
     assert (status, data) == _native_log(img) and status == 6
 
 
+# User code loads SS from a DPL-3 data descriptor nothing loaded before: the
+# shadow GDT holds it not present until then, so that the VMM sets its accessed
+# bit at the first load; but a not-present SS is #SS, not #NP, and that fault
+# was the guest's.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_user_code_loads_ss_from_a_descriptor_never_loaded_before(backend):
+    lo, hi = struct.unpack("<II", x86.make_segment(0, 0xFFFFF, 0xF2))
+    gdt = (f"mov dword ptr [{A.GDT + 0x68:#x}], {lo:#x}\nmov dword ptr [{A.GDT + 0x6c:#x}], {hi:#x}\n"
+           f"mov word ptr [0x6000], 0x6f\nmov dword ptr [0x6002], {A.GDT:#x}\nlgdt [0x6000]\n")
+    ring3 = ("mov ax, 0x6b\nmov ss, ax\nmov ax, 0x33\nmov ss, ax\n"
+             f"mov eax, [{A.GDT + 0x6c:#x}]\nmov [0x5000], eax\nint 0x80\n")
+    img = A.build(A.AsmGuest(body=gdt + A.iret_to(3, A.RING3, 0x70000), paging=True,
+                             ring3=ring3, user_vectors=(0x80,),
+                             handlers={0x80: A.exit_with(0), x86.SS: A.exit_with(12)}))
+    _as_natively(backend, img, "<I", (hi | 0x100,))
+
+
 # The PDE's accessed bit after a walk that faults at its page table (the PTE not
 # present): the CPU model sets it as it goes on to the table.  The VMMs' walk
 # set it only once the PTE passed, so the guest saw it clear.

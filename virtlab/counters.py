@@ -169,8 +169,8 @@ EXITS = (
     CounterSpec("exit.pf.hidden", "a page fault the guest never sees: a shadow fill or "
                 "a traced page-table write", kind="paging"),
     CounterSpec("exit.pf.true", "a page fault that is the guest's own", kind="paging"),
-    CounterSpec("exit.np.hidden", "a segment-not-present fault the guest never sees: the "
-                "first load of a descriptor, whose accessed bit the VMM sets in the guest's "
+    CounterSpec("exit.np.hidden", "a segment-not-present fault (#NP, or #SS for a stack "
+                "segment) the guest never sees: the first load of a descriptor, whose accessed bit the VMM sets in the guest's "
                 "GDT, or the first load since the guest wrote its GDT's page, which made the "
                 "shadow entry stale (ring compression's shadow GDT)", kind="privileged",
                 # Priced here, not in every profile: it happens a few times a run

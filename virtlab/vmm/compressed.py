@@ -204,14 +204,15 @@ class RingCompressedVmm(Vmm):
             privileged = self.emulate_privileged
             if privileged is not None and self.machine.state.cpl == 1 and privileged(decoded):
                 return
-        elif vector == x86.NP and self.first_load():
+        elif vector in _NOT_PRESENT and self.first_load():
             return
         self._reflect(self.events.exception_event(vector))
 
     def first_load(self):
-        """A #NP that is the first load of a descriptor the guest never loaded
-        before (rings.shadow_descriptor): a hidden fault, absorbed, and the
-        load retried.  It is an exit of its own kind (exit.np.hidden), as a
+        """A #NP (or, loading SS, the #SS a not-present stack segment raises)
+        that is the first load of a descriptor the guest never loaded before
+        (rings.shadow_descriptor): a hidden fault, absorbed, and the load
+        retried.  It is an exit of its own kind (exit.np.hidden), as a
         shadow fill is for paging."""
         st = self.machine.state
         if st.error_code & 3:                      # an IDT or external event: not a load
@@ -370,3 +371,5 @@ _CS_LOADS = frozenset((C.X86_INS_IRET, C.X86_INS_IRETD, C.X86_INS_RETF))
 # ones too: gates.is_far_transfer tells them apart).
 _FAR_IDS = frozenset((C.X86_INS_LJMP, C.X86_INS_LCALL, C.X86_INS_JMP, C.X86_INS_CALL))
 _IF = x86.IF
+# A first load of a not-present shadow descriptor: #NP, or #SS for SS.
+_NOT_PRESENT = (x86.NP, x86.SS)
