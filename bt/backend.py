@@ -276,7 +276,9 @@ class Bt(RingCompressedVmm):
         if vector == x86.PF:
             return self._tc_page_fault(unit, site, pc, regs)
         self.precise(site, pc, regs)
-        self._reflect(self.events.exception_event(vector))
+        event = self.events.exception_event(vector)
+        self._refuse_ldt(event)
+        self._reflect(event)
 
     # [tour bt 145] Making the saved CPU the guest's.
     def precise(self, site, pc, regs):

@@ -1211,6 +1211,54 @@ def test_an_0f01_the_cpu_has_no_instruction_for_is_a_ud(backend, code):
     assert (status, data) == _native_log(img) and status == 6
 
 
+# An expand-down data segment, loaded by the kernel: its offsets are those above
+# its limit, up to 64 KiB (B clear), which ring compression keeps below the VMM
+# window, or up to 4 GiB (B set), which it cannot (the run ends saying so).
+# The shadow held both not present, and the guest took the #NP.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("flags", [0x0, 0x4])
+def test_an_expand_down_data_segment(backend, flags):
+    lo, hi = struct.unpack("<II", x86.make_segment(0x200000, 0xFFF, 0x96, flags))
+    body = (f"mov dword ptr [{A.GDT + 0x40:#x}], {lo:#x}\nmov dword ptr [{A.GDT + 0x44:#x}], {hi:#x}\n"
+            f"mov word ptr [0x6000], 0x47\nmov dword ptr [0x6002], {A.GDT:#x}\nlgdt [0x6000]\n"
+            "mov ax, 0x40\nmov es, ax\nmov dword ptr es:[0x2000], 0x5555\nmov ax, 0x10\nmov es, ax\n"
+            "mov eax, [0x202000]\nmov [0x5000], eax\n" + A.exit_with(0))
+    img = A.build(A.AsmGuest(body=body, paging=True, handlers={x86.NP: A.exit_with(11)}))
+    if flags and issubclass(B.load(backend), RingCompressedVmm):
+        with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
+            m.boot(BootSpec(img))
+            out = m.run()
+        assert not out.ok and "reaches the VMM window" in out.reason, out.reason
+    else:
+        _as_natively(backend, img, "<I", (0x5555,))
+
+
+# User code far-jumps to a code segment of the LDT its kernel loaded: natively
+# and under hw it runs there (hw ended the run: it took every LDT selector for
+# a task switch); ring compression has no shadow LDT, and says so.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_user_code_far_jumps_into_its_ldt(backend):
+    ldt = 0x7000
+    desc = lambda d: "\n".join(f"mov dword ptr [{at:#x}], {w:#x}" for at, w in d) + "\n"
+    ldt_lo, ldt_hi = struct.unpack("<II", x86.make_segment(ldt, 0x17, 0x82, 0x0))
+    code_lo, code_hi = struct.unpack("<II", x86.make_segment(0, 0xFFFFF, 0xFA))
+    body = (desc([(A.GDT + 0x40, ldt_lo), (A.GDT + 0x44, ldt_hi), (ldt + 16, code_lo),
+                  (ldt + 20, code_hi)])
+            + f"mov word ptr [0x6000], 0x47\nmov dword ptr [0x6002], {A.GDT:#x}\nlgdt [0x6000]\n"
+            "mov ax, 0x40\nlldt ax\n" + A.iret_to(3, A.RING3, 0x70000))
+    ring3 = ("mov dword ptr [0x6020], there\nmov word ptr [0x6024], 0x17\n"
+             ".byte 0xff, 0x2d, 0x20, 0x60, 0, 0\nthere:\nmov ax, cs\nmov [0x5000], eax\nint 0x80\n")
+    img = A.build(A.AsmGuest(body=body, paging=True, ring3=ring3, user_vectors=(0x80,),
+                             handlers={0x80: A.exit_with(0), x86.GP: A.exit_with(13)}))
+    if issubclass(B.load(backend), RingCompressedVmm):
+        with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
+            m.boot(BootSpec(img))
+            out = m.run()
+        assert not out.ok and "LDT segments are not supported" in out.reason, out.reason
+    else:
+        _as_natively(backend, img, "<H", (0x17,))
+
+
 # User code loads SS from a DPL-3 data descriptor nothing loaded before: the
 # shadow GDT holds it not present until then, so that the VMM sets its accessed
 # bit at the first load; but a not-present SS is #SS, not #NP, and that fault

@@ -286,9 +286,11 @@ class Hw(Vmm):
         target = far_target(decoded, m.state, self.guest_view())
         if target is None:
             return
-        if target & 4:
-            raise GuestStop(f"far transfer through the LDT at {m.where()}: not supported by this VMM")
-        if switches_tasks(self.guest_view(), m.state.table("gdt"), target):
+        st = m.state
+        # (The guest kernel's LDT is the real one: it runs at ring 0.  A task
+        # gate may lie in it as well as in the GDT.)
+        table = (st.seg_base_of("ldt"), st.seg_limit_of("ldt")) if target & 4 else st.table("gdt")
+        if switches_tasks(self.guest_view(), table, target & ~4):
             raise GuestStop(f"task switch at {m.where()}: not supported by this VMM")
 
     # [tour hw 140] CPUID always exits on VT-x.

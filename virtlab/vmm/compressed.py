@@ -206,7 +206,40 @@ class RingCompressedVmm(Vmm):
                 return
         elif vector in _NOT_PRESENT and self.first_load():
             return
-        self._reflect(self.events.exception_event(vector))
+        event = self.events.exception_event(vector)
+        self._refuse_ldt(event)
+        self._reflect(event)
+
+    def _refuse_unkept(self, selector):
+        """A present segment of the guest's that its shadow cannot keep below
+        the VMM window (an expand-down 32-bit data segment, one based above
+        the guest's top) is not present in the shadow GDT: its load faults,
+        and natively it would not.  The run ends saying so."""
+        d = self.gdt.descriptor(self.guest_view(), self.vcpu.gdtr, selector)
+        if d is None or not d[1] & x86.DESC_P or not d[1] & x86.DESC_S \
+                or rings.compress(*d)[1] & x86.DESC_P:
+            return
+        raise GuestStop(f"{self.name}: segment {selector & ~3:#x} reaches the VMM window "
+                        f"(an expand-down 32-bit data segment, or one based above the "
+                        f"guest's 4 GiB less 64 MiB) at {self.machine.where()}: not supported "
+                        f"under ring compression")
+
+    def _refuse_ldt(self, event):
+        """The shadow descriptor tables carry no LDT (rings.py: system
+        descriptors are not given to the CPU), so a selector of the guest's
+        LDT faults at real ring 1 although the guest loaded an LDT that holds
+        it: that fault is the VMM's, and ring compression here has no shadow
+        LDT to answer it with, so the run ends saying so (the README's
+        limits).  A selector beyond the guest's LDT, or with none loaded,
+        faults natively too, and is reflected."""
+        code = event.error_code
+        if event.vector not in _SELECTOR_FAULTS or code is None or code & 6 != 4:
+            return
+        limit = self._ldt_limit()
+        if limit is not None and (code & ~7) + 7 <= limit:
+            raise GuestStop(f"{self.name}: a selector of the guest's LDT ({code & ~3 | 4:#x}) at "
+                            f"{self.machine.where()}: LDT segments are not supported under "
+                            f"ring compression")
 
     def first_load(self):
         """A #NP (or, loading SS, the #SS a not-present stack segment raises)
@@ -222,6 +255,7 @@ class RingCompressedVmm(Vmm):
         into_cs = decoded is not None and (decoded.insn.id in _CS_LOADS
                                            or gates.is_far_transfer(decoded.insn))
         self.refuse_ring1(st.error_code)
+        self._refuse_unkept(st.error_code)
         if not self.gdt.first_load(self.guest_view(), self.vcpu.gdtr, st.error_code, into_cs):
             return False
         c = self.machine.counters
@@ -373,3 +407,5 @@ _FAR_IDS = frozenset((C.X86_INS_LJMP, C.X86_INS_LCALL, C.X86_INS_JMP, C.X86_INS_
 _IF = x86.IF
 # A first load of a not-present shadow descriptor: #NP, or #SS for SS.
 _NOT_PRESENT = (x86.NP, x86.SS)
+# The faults whose error code names a selector.
+_SELECTOR_FAULTS = (x86.TS, x86.NP, x86.SS, x86.GP)

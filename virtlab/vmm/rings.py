@@ -55,9 +55,13 @@ def compress(lo, hi):
     hi = (hi & ~(3 << x86.DESC_DPL_SHIFT)) | (real_ring(dpl) << x86.DESC_DPL_SHIFT)
     hi |= 1 << 8                         # accessed
     base, limit = x86.seg_base(lo, hi), x86.seg_limit(lo, hi)
-    expand_down = not hi & x86.DESC_CODE and hi & (1 << 10)
-    if expand_down or base > GUEST_TOP:
-        if expand_down or base + limit > GUEST_TOP:
+    if not hi & x86.DESC_CODE and hi & (1 << 10):
+        # Expand-down: the offsets above the limit, up to 64 KiB (B clear)
+        # or 4 GiB (B set).  Only the first can lie wholly below the window.
+        small = not hi & x86.DESC_B and base + 0xFFFF <= GUEST_TOP
+        return (lo, hi) if small else (lo, hi & ~x86.DESC_P)
+    if base > GUEST_TOP:
+        if base + limit > GUEST_TOP:
             return lo, hi & ~x86.DESC_P        # cannot be kept below the window
     if base + limit > GUEST_TOP:
         room = GUEST_TOP - base                  # highest offset still below the window
