@@ -1211,6 +1211,22 @@ def test_an_0f01_the_cpu_has_no_instruction_for_is_a_ud(backend, code):
     assert (status, data) == _native_log(img) and status == 6
 
 
+# A 4 MiB page whose PSE-36 bits put its frame above 4 GiB, beyond RAM: the
+# run ends under every back end (natively the CPU model finds no memory there).
+# The VMMs' walk dropped those bits and mapped the guest's own 4 MiB at 4 MiB.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_a_4_mib_page_above_4_gib_ends_the_run(backend):
+    body = ("mov eax, cr4\nor eax, 0x10\nmov cr4, eax\n"
+            f"mov dword ptr [{A.PGDIR + 8:#x}], 0x402083\nmov eax, cr3\nmov cr3, eax\n"
+            "mov eax, [0x800000]\nmov [0x5000], eax\n" + A.exit_with(0))
+    with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
+        m.boot(BootSpec(A.build(A.AsmGuest(body=body, paging=True))))
+        out = m.run()
+    assert not out.ok and m.mem.u32(0x5000) == 0, out.reason
+    if backend != "native" and backend != "hw-npt":
+        assert "beyond RAM" in out.reason, out.reason
+
+
 # An expand-down data segment, loaded by the kernel: its offsets are those above
 # its limit, up to 64 KiB (B clear), which ring compression keeps below the VMM
 # window, or up to 4 GiB (B set), which it cannot (the run ends saying so).

@@ -144,6 +144,8 @@ def walk(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):
         pde = _mark(words, pde_pa, pde, write)
         if log is not None:
             log.append((pde_pa, pde))
+        if pde & PSE36_HIGH:                   # a frame above 4 GiB: beyond RAM
+            raise GuestMemoryFault(linear, err | _PF_P)
         pa = (pde & 0xFFC00000) | (linear & 0x3FFFFF)
     else:
         # The CPU model sets the PDE's accessed bit as it goes on to the page
@@ -257,6 +259,10 @@ def _entry64(mem, pa, linear, err, log):
 
 
 TLB_ENTRIES = 4096
+
+# A 4 MiB page's PDE bits 13-20: bits 32-39 of its frame (PSE-36, which the
+# CPU model has: CPUID.1:EDX bit 17).
+PSE36_HIGH = 0x001FE000
 
 
 def translate(mem, cr0, cr3, cr4, linear, write=False, user=False, log=None):

@@ -27,7 +27,7 @@ walked as such and traced as pae.py describes.
 from dataclasses import dataclass, field
 
 from virtlab import x86
-from virtlab.memory import GuestMemoryFault, walk
+from virtlab.memory import PSE36_HIGH, GuestMemoryFault, walk
 
 from .memory import OutOfFrames
 from .pae import PDPT, PT, PaeShadowing, fill_rights
@@ -189,7 +189,8 @@ class ShadowMmu(PaeShadowing):
             high = {pa - 4: value for pa, value in log if pa & 7}
             return any(v & _P and (high.get(pa, 0) & 0x7FFFFFFF or (v & _FRAME) >= self.mem.size)
                        for pa, v in log if not pa & 7)
-        return any(isinstance(v, int) and v & x86.PTE_P and (v & x86.PAGE_MASK) >= self.mem.size
+        return any(isinstance(v, int) and v & x86.PTE_P and ((v & x86.PAGE_MASK) >= self.mem.size
+                                                             or v & x86.PTE_PS and v & PSE36_HIGH)
                    for _, v in log)
 
     # [tour trap 140, hw 100] A shadow fill: the hidden fault's work.
