@@ -262,7 +262,7 @@ class Bt(RingCompressedVmm):
     # instruction and the registers its sequence parked; the guest must see the fault
     # there, with its own registers, as if nothing had been translated.
     def _tc_fault(self, vector, pc):
-        if vector == x86.NP and self.first_load():
+        if vector == x86.NP and self.first_load() or vector == x86.GP and self.stale_load():
             return self.run_tc(pc)               # the load again, now present
         unit, site = self.cache.site_at(pc)
         regs = site.faults.get(pc) if site is not None else None

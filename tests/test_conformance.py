@@ -1211,6 +1211,30 @@ def test_an_0f01_the_cpu_has_no_instruction_for_is_a_ud(backend, code):
     assert (status, data) == _native_log(img) and status == 6
 
 
+# Faults while delivering an exception (SDM vol. 3, 6.12 and 6.13): a gate whose
+# selector names the TSS is #GP (a TSS's type has the code bit too); a handler
+# CS not present is #NP, not #GP; and the error code has its EXT bit, since the
+# event being delivered was not the program's.  The handler logs the code.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("case", ["gate CS is the TSS", "gate not present", "CS not present"])
+def test_a_fault_while_delivering_an_exception(backend, case):
+    gate = A.IDT + 8 * x86.UD
+    lo, hi = struct.unpack("<II", x86.make_segment(0, 0xFFFFF, 0x1A))   # code, not present
+    setup = {"gate CS is the TSS": f"mov word ptr [{gate + 2:#x}], 0x38\n",
+             "gate not present": f"and byte ptr [{gate + 5:#x}], 0x7f\n",
+             "CS not present": (f"mov dword ptr [{A.GDT + 0x40:#x}], {lo:#x}\n"
+                                f"mov dword ptr [{A.GDT + 0x44:#x}], {hi:#x}\n"
+                                f"mov word ptr [0x6000], 0x47\nmov dword ptr [0x6002], {A.GDT:#x}\n"
+                                f"lgdt [0x6000]\nmov word ptr [{gate + 2:#x}], 0x40\n")}[case]
+    want = {"gate CS is the TSS": (x86.GP, 0x39), "gate not present": (x86.NP, x86.UD * 8 + 3),
+            "CS not present": (x86.NP, 0x41)}[case]
+    log = lambda v: f"mov eax, [esp]\nmov [0x5000], eax\nmov dword ptr [0x5004], {v}\n" + A.exit_with(0)
+    img = A.build(A.AsmGuest(body=setup + "ud2\n" + A.exit_with(1),
+                             handlers={x86.GP: log(x86.GP), x86.NP: log(x86.NP),
+                                       x86.UD: A.exit_with(6)}))
+    _as_natively(backend, img, "<II", (want[1], want[0]))
+
+
 # A 4 MiB page whose PSE-36 bits put its frame above 4 GiB, beyond RAM: the
 # run ends under every back end (natively the CPU model finds no memory there).
 # The VMMs' walk dropped those bits and mapped the guest's own 4 MiB at 4 MiB.

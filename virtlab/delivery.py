@@ -297,13 +297,16 @@ class InterruptPath:
         if ev.vector == x86.DF_VEC and not ev.software:
             raise GuestStop(f"{self.who}triple fault at {self._where()}: "
                             f"{_chain_text(chain, fault)}; {_cpu_text(self.cpu, state)}") from None
-        if not ev.software and (ev.vector in x86.CONTRIBUTORY or ev.vector == x86.PF):
+        second = fault_event(fault)
+        if _double(ev, second.vector):
             chain.append(Event(x86.DF_VEC, 0))
         else:
             if ev.software:           # a fault of the `int` itself: EIP at it
                 back = int_length(LinearView(self.mem, *self.cpu.paging()), state, ev.vector)
                 state.eip = state.eip - (back or 0)
-            chain.append(fault_event(fault))
+            elif second.vector in _SELECTOR_CODES:
+                second.error_code |= 1    # EXT: the event being delivered was not the program's
+            chain.append(second)
         self.deliver(state, chain[-1], eflags, chain)
 
     # [tour native 70] The route cache: why delivery can run on every system call.
@@ -403,11 +406,15 @@ def _resolve(cpu, mem, vector, software, cpl):
     if gtype not in (x86.GATE_INTR32, x86.GATE_TRAP32):
         raise DeliveryFault(x86.GP, vector * 8 + 2, f"vector {vector}: not a gate (type {gtype:#x})")
     cs_lo, cs_hi = read_descriptor(view, gdtr, selector)
-    if not cs_hi & x86.DESC_CODE or not cs_hi & x86.DESC_P:
-        raise DeliveryFault(x86.GP, selector & ~3, f"gate selector {selector:#x} is not a present code segment")
+    # (SDM vol. 3, 6.12.1.1: not a code segment, or of a less privileged
+    # ring, #GP; not present, #NP.  A TSS descriptor's type has bit 11 too.)
+    if not cs_hi & x86.DESC_S or not cs_hi & x86.DESC_CODE:
+        raise DeliveryFault(x86.GP, selector & ~3, f"gate selector {selector:#x} is not a code segment")
     new_cpl = x86.seg_dpl(cs_hi)
     if new_cpl > cpl:
         raise DeliveryFault(x86.GP, selector & ~3, "gate leads to a less privileged ring")
+    if not cs_hi & x86.DESC_P:
+        raise DeliveryFault(x86.NP, selector & ~3, f"gate selector {selector:#x} not present")
     cs_cache = cpu.segment(selector, cs_lo, cs_hi, new_cpl)
     cleared = x86.TF | x86.NT | x86.RF | x86.VM
     if gtype == x86.GATE_INTR32:
@@ -460,6 +467,23 @@ def _cpu_text(cpu, state):
     return text + f", EAX={state.reg('eax'):#010x}"
 
 
+# The faults whose error code names a selector (and so has the EXT bit).
+_SELECTOR_CODES = frozenset((x86.TS, x86.NP, x86.SS, x86.GP))
+
+
+def _double(ev, second):
+    """Whether a fault (`second`, its vector) while delivering `ev` is a
+    double fault (SDM vol. 3, table 6-5): contributory after contributory, or
+    contributory or a page fault after a page fault.  A page fault after a
+    contributory exception, and anything after a benign event or an `int`,
+    is delivered in turn."""
+    if ev.software:
+        return False
+    if ev.vector == x86.PF:
+        return second == x86.PF or second in x86.CONTRIBUTORY
+    return ev.vector in x86.CONTRIBUTORY and second in x86.CONTRIBUTORY
+
+
 def fault_event(fault):
     """The guest's event for a fault found while performing an instruction
     or a delivery for it: a #PF on guest memory (GuestMemoryFault), or the
@@ -470,18 +494,29 @@ def fault_event(fault):
 
 
 def _inner_stack(cpu, view, gdtr, ring):
-    """Where TSS.espN lives, SS for `ring` from the TSS, and its descriptor."""
+    """Where TSS.espN lives, SS for `ring` from the TSS, and its descriptor,
+    checked as the CPU checks the new stack (SDM vol. 2, INT n: a null SS,
+    #TS(0); beyond the table, not a writable data segment, or RPL or DPL not
+    the ring, #TS(SS); not present, #SS(SS))."""
     tss, tss_limit, tr = cpu.tss()
     off = x86.TSS_ESP0 + 8 * ring
-    if off + 6 > tss_limit:
+    if off + 5 > tss_limit:                         # ESP and SS: bytes off to off + 5
         raise DeliveryFault(x86.TS, tr & ~3, "TSS too small for a stack switch")
     esp_pa = view.phys(tss + off)
     if esp_pa & 0xFFF > 0xFFC:
         raise DeliveryFault(x86.TS, tr & ~3, "TSS stack pointer straddles a page")
     ss = view.u32(tss + off + 4) & 0xFFFF
-    lo, hi = read_descriptor(view, gdtr, ss)
-    if x86.seg_dpl(hi) != ring or hi & x86.DESC_CODE or not hi & x86.DESC_P:
+    if ss & 0xFFFC == 0:
+        raise DeliveryFault(x86.TS, 0, f"TSS stack segment for ring {ring} is null")
+    try:
+        lo, hi = read_descriptor(view, gdtr, ss)
+    except DeliveryFault:
+        raise DeliveryFault(x86.TS, ss & ~3, f"TSS stack segment {ss:#x} beyond the GDT") from None
+    writable = hi & x86.DESC_S and not hi & x86.DESC_CODE and hi & x86.DESC_RW
+    if ss & 3 != ring or x86.seg_dpl(hi) != ring or not writable:
         raise DeliveryFault(x86.TS, ss & ~3, f"TSS stack segment {ss:#x} unusable for ring {ring}")
+    if not hi & x86.DESC_P:
+        raise DeliveryFault(x86.SS, ss & ~3, f"TSS stack segment {ss:#x} not present")
     return esp_pa, ss, lo, hi
 
 

@@ -204,6 +204,8 @@ class RingCompressedVmm(Vmm):
             privileged = self.emulate_privileged
             if privileged is not None and self.machine.state.cpl == 1 and privileged(decoded):
                 return
+            if self.stale_load():
+                return
         elif vector in _NOT_PRESENT and self.first_load():
             return
         event = self.events.exception_event(vector)
@@ -240,6 +242,15 @@ class RingCompressedVmm(Vmm):
             raise GuestStop(f"{self.name}: a selector of the guest's LDT ({code & ~3 | 4:#x}) at "
                             f"{self.machine.where()}: LDT segments are not supported under "
                             f"ring compression")
+
+    def stale_load(self):
+        """A #GP(selector) on loading a descriptor the guest rewrote in place
+        since its shadow was made: the stale shadow keeps the old type and
+        DPL (only its P bit is cleared), and the CPU checks those before P,
+        so the load fails with #GP, not the #NP first_load() expects.  The
+        shadow is derived again and the load retried, as for a #NP."""
+        code = self.machine.state.error_code
+        return not code & 7 and code and code in self.gdt.stale and self.first_load()
 
     def first_load(self):
         """A #NP (or, loading SS, the #SS a not-present stack segment raises)
