@@ -1235,6 +1235,20 @@ def test_a_fault_while_delivering_an_exception(backend, case):
     _as_natively(backend, img, "<II", (want[1], want[0]))
 
 
+# The kernel rewrites a GDT entry in place as ring-3 code and irets to it.
+# trap and bt see the write and make the shadow entry stale, but an iret checks
+# the type and DPL (the old ones, in the stale shadow) before the present bit:
+# the #GP was the guest's.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_an_iret_to_a_descriptor_rewritten_in_place(backend):
+    lo, hi = struct.unpack("<II", x86.make_segment(0, 0xFFFFF, 0xFA))
+    body = (f"mov dword ptr [{A.GDT + 0x20:#x}], {lo:#x}\nmov dword ptr [{A.GDT + 0x24:#x}], {hi:#x}\n"
+            f"push 0x33\npush {A.STACK3:#x}\npush 0x202\npush 0x23\npush {A.RING3:#x}\niretd\n")
+    img = A.build(A.AsmGuest(body=body, paging=True, ring3="mov ax, cs\nmov [0x5000], eax\nud2\n",
+                             handlers={x86.UD: A.exit_with(6), x86.GP: A.exit_with(13)}))
+    _as_natively(backend, img, "<H", (0x23,))
+
+
 # A 4 MiB page whose PSE-36 bits put its frame above 4 GiB, beyond RAM: the
 # run ends under every back end (natively the CPU model finds no memory there).
 # The VMMs' walk dropped those bits and mapped the guest's own 4 MiB at 4 MiB.
