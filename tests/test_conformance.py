@@ -336,6 +336,25 @@ def _as_natively(backend, img, fmt, want, at=0):
     assert log == _native_log(img)
 
 
+def _ends_saying(backend, img, words):
+    """Run `img` under `backend`: the run fails, its reason saying `words`."""
+    with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
+        m.boot(BootSpec(img))
+        out = m.run()
+    assert not out.ok and words in out.reason, out.reason
+
+
+def _gdt_entries(entries):
+    """Kernel code writing descriptors (selector -> (lo, hi)) into the asm
+    guest's GDT and loading GDTR with a limit that covers them."""
+    top = max(entries) + 7
+    return ("".join(f"mov dword ptr [{A.GDT + sel:#x}], {lo:#x}\n"
+                    f"mov dword ptr [{A.GDT + sel + 4:#x}], {hi:#x}\n"
+                    for sel, (lo, hi) in entries.items())
+            + f"mov word ptr [0x6000], {top:#x}\nmov dword ptr [0x6002], {A.GDT:#x}\n"
+              "lgdt [0x6000]\n")
+
+
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_rdtscp_reads_the_virtual_clock_and_the_guests_tsc_aux(backend):
     """rdtscp too: EDX:EAX from the virtual clock, ECX the TSC_AUX MSR the
@@ -1222,10 +1241,8 @@ def test_a_fault_while_delivering_an_exception(backend, case):
     lo, hi = struct.unpack("<II", x86.make_segment(0, 0xFFFFF, 0x1A))   # code, not present
     setup = {"gate CS is the TSS": f"mov word ptr [{gate + 2:#x}], 0x38\n",
              "gate not present": f"and byte ptr [{gate + 5:#x}], 0x7f\n",
-             "CS not present": (f"mov dword ptr [{A.GDT + 0x40:#x}], {lo:#x}\n"
-                                f"mov dword ptr [{A.GDT + 0x44:#x}], {hi:#x}\n"
-                                f"mov word ptr [0x6000], 0x47\nmov dword ptr [0x6002], {A.GDT:#x}\n"
-                                f"lgdt [0x6000]\nmov word ptr [{gate + 2:#x}], 0x40\n")}[case]
+             "CS not present": _gdt_entries({0x40: (lo, hi)})
+             + f"mov word ptr [{gate + 2:#x}], 0x40\n"}[case]
     want = {"gate CS is the TSS": (x86.GP, 0x39), "gate not present": (x86.NP, x86.UD * 8 + 3),
             "CS not present": (x86.NP, 0x41)}[case]
     log = lambda v: f"mov eax, [esp]\nmov [0x5000], eax\nmov dword ptr [0x5004], {v}\n" + A.exit_with(0)
@@ -1257,12 +1274,8 @@ def test_a_4_mib_page_above_4_gib_ends_the_run(backend):
     body = ("mov eax, cr4\nor eax, 0x10\nmov cr4, eax\n"
             f"mov dword ptr [{A.PGDIR + 8:#x}], 0x402083\nmov eax, cr3\nmov cr3, eax\n"
             "mov eax, [0x800000]\nmov [0x5000], eax\n" + A.exit_with(0))
-    with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
-        m.boot(BootSpec(A.build(A.AsmGuest(body=body, paging=True))))
-        out = m.run()
-    assert not out.ok and m.mem.u32(0x5000) == 0, out.reason
-    if backend != "native" and backend != "hw-npt":
-        assert "beyond RAM" in out.reason, out.reason
+    img = A.build(A.AsmGuest(body=body, paging=True))
+    _ends_saying(backend, img, "[0x800000]" if backend in ("native", "hw-npt") else "beyond RAM")
 
 
 # An expand-down data segment, loaded by the kernel: its offsets are those above
@@ -1272,17 +1285,13 @@ def test_a_4_mib_page_above_4_gib_ends_the_run(backend):
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 @pytest.mark.parametrize("flags", [0x0, 0x4])
 def test_an_expand_down_data_segment(backend, flags):
-    lo, hi = struct.unpack("<II", x86.make_segment(0x200000, 0xFFF, 0x96, flags))
-    body = (f"mov dword ptr [{A.GDT + 0x40:#x}], {lo:#x}\nmov dword ptr [{A.GDT + 0x44:#x}], {hi:#x}\n"
-            f"mov word ptr [0x6000], 0x47\nmov dword ptr [0x6002], {A.GDT:#x}\nlgdt [0x6000]\n"
-            "mov ax, 0x40\nmov es, ax\nmov dword ptr es:[0x2000], 0x5555\nmov ax, 0x10\nmov es, ax\n"
+    seg = struct.unpack("<II", x86.make_segment(0x200000, 0xFFF, 0x96, flags))
+    body = (_gdt_entries({0x40: seg})
+            + "mov ax, 0x40\nmov es, ax\nmov dword ptr es:[0x2000], 0x5555\nmov ax, 0x10\nmov es, ax\n"
             "mov eax, [0x202000]\nmov [0x5000], eax\n" + A.exit_with(0))
     img = A.build(A.AsmGuest(body=body, paging=True, handlers={x86.NP: A.exit_with(11)}))
     if flags and issubclass(B.load(backend), RingCompressedVmm):
-        with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
-            m.boot(BootSpec(img))
-            out = m.run()
-        assert not out.ok and "reaches the VMM window" in out.reason, out.reason
+        _ends_saying(backend, img, "reaches the VMM window")
     else:
         _as_natively(backend, img, "<I", (0x5555,))
 
@@ -1293,22 +1302,17 @@ def test_an_expand_down_data_segment(backend, flags):
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_user_code_far_jumps_into_its_ldt(backend):
     ldt = 0x7000
-    desc = lambda d: "\n".join(f"mov dword ptr [{at:#x}], {w:#x}" for at, w in d) + "\n"
-    ldt_lo, ldt_hi = struct.unpack("<II", x86.make_segment(ldt, 0x17, 0x82, 0x0))
     code_lo, code_hi = struct.unpack("<II", x86.make_segment(0, 0xFFFFF, 0xFA))
-    body = (desc([(A.GDT + 0x40, ldt_lo), (A.GDT + 0x44, ldt_hi), (ldt + 16, code_lo),
-                  (ldt + 20, code_hi)])
-            + f"mov word ptr [0x6000], 0x47\nmov dword ptr [0x6002], {A.GDT:#x}\nlgdt [0x6000]\n"
-            "mov ax, 0x40\nlldt ax\n" + A.iret_to(3, A.RING3, 0x70000))
+    body = (f"mov dword ptr [{ldt + 16:#x}], {code_lo:#x}\n"
+            f"mov dword ptr [{ldt + 20:#x}], {code_hi:#x}\n"
+            + _gdt_entries({0x40: struct.unpack("<II", x86.make_segment(ldt, 0x17, 0x82, 0x0))})
+            + "mov ax, 0x40\nlldt ax\n" + A.iret_to(3, A.RING3, 0x70000))
     ring3 = ("mov dword ptr [0x6020], there\nmov word ptr [0x6024], 0x17\n"
              ".byte 0xff, 0x2d, 0x20, 0x60, 0, 0\nthere:\nmov ax, cs\nmov [0x5000], eax\nint 0x80\n")
     img = A.build(A.AsmGuest(body=body, paging=True, ring3=ring3, user_vectors=(0x80,),
                              handlers={0x80: A.exit_with(0), x86.GP: A.exit_with(13)}))
     if issubclass(B.load(backend), RingCompressedVmm):
-        with Machine(B.create(backend), budget=Budget(max_exits=100_000)) as m:
-            m.boot(BootSpec(img))
-            out = m.run()
-        assert not out.ok and "LDT segments are not supported" in out.reason, out.reason
+        _ends_saying(backend, img, "LDT segments are not supported")
     else:
         _as_natively(backend, img, "<H", (0x17,))
 
@@ -1320,8 +1324,7 @@ def test_user_code_far_jumps_into_its_ldt(backend):
 @pytest.mark.parametrize("backend", NATIVE_IMAGE)
 def test_user_code_loads_ss_from_a_descriptor_never_loaded_before(backend):
     lo, hi = struct.unpack("<II", x86.make_segment(0, 0xFFFFF, 0xF2))
-    gdt = (f"mov dword ptr [{A.GDT + 0x68:#x}], {lo:#x}\nmov dword ptr [{A.GDT + 0x6c:#x}], {hi:#x}\n"
-           f"mov word ptr [0x6000], 0x6f\nmov dword ptr [0x6002], {A.GDT:#x}\nlgdt [0x6000]\n")
+    gdt = _gdt_entries({0x68: (lo, hi)})
     ring3 = ("mov ax, 0x6b\nmov ss, ax\nmov ax, 0x33\nmov ss, ax\n"
              f"mov eax, [{A.GDT + 0x6c:#x}]\nmov [0x5000], eax\nint 0x80\n")
     img = A.build(A.AsmGuest(body=gdt + A.iret_to(3, A.RING3, 0x70000), paging=True,
