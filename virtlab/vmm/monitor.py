@@ -10,6 +10,7 @@ from virtlab import x86
 from virtlab.backend import Backend
 from virtlab.counters import Named
 from virtlab.delivery import Event
+from virtlab.errors import GuestStop
 
 from .emulate import Emulator
 from .paging import ShadowPaging
@@ -100,8 +101,11 @@ class Vmm(Backend):
         return True
 
     def deliver_step(self, event):
-        """Deliver the single-step #DB `event` (each back end its own way)."""
-        raise NotImplementedError
+        """Deliver the single-step #DB `event`, each back end its own way
+        (RingCompressedVmm reflects it, Hw injects it).  A VMM that has no way
+        ends the run saying so, rather than run on without the trap."""
+        raise GuestStop(f"{self.name}: a single-step #DB after an instruction the VMM "
+                        f"performed, at {self.machine.where()}: this VMM does not deliver it")
 
     def count_exit(self, kind):
         c = self.machine.counters
