@@ -223,30 +223,40 @@ class InterruptPath:
                 if ss & 3 == ring:
                     ss &= ~3
             inner = r.inner
-            # The frame lowest address first (the last push first): [error
+            err = ev.error_code
+            # The frame, lowest address first (the last push first): [error
             # code,] EIP, CS, EFLAGS [, ESP, SS of the interrupted ring].
+            size = (20 if inner else 12) if err is None else (24 if inner else 16)
             if inner:
-                frame = (eip, cs, pushed, esp, ss)
-                esp = self.mem.words[r.esp_word]
-                ss_base = r.ss_base
+                new_esp = (self.mem.words[r.esp_word] - size) & 0xFFFFFFFF
+                linear = (r.ss_base + new_esp) & 0xFFFFFFFF
             else:
-                frame = (eip, cs, pushed)
-            if ev.error_code is not None:
-                frame = (ev.error_code,) + frame
-            n = len(frame)
-            esp = (esp - 4 * n) & 0xFFFFFFFF
-            linear = (ss_base + esp) & 0xFFFFFFFF
-            # The frame goes to the stack page the last one went to, as a
-            # rule (_push(), whose common case this is, inline).
+                new_esp = (esp - size) & 0xFFFFFFFF
+                linear = (ss_base + new_esp) & 0xFFFFFFFF
+            # It goes to the stack page the last one went to, as a rule
+            # (_push(), whose common case this is, inline).  The values are
+            # passed to pack_into one by one: a call with *args would build
+            # a tuple of them first, which costs as much as the packing.
             page, stack_key, check, expected, base = self._stack
-            if page == linear >> 12 and stack_key == key and check() == expected \
-                    and linear & 0xFFF <= 0x1000 - 4 * n:
+            if page == linear >> 12 and stack_key == key \
+                    and linear & 0xFFF <= 0x1000 - size and check() == expected:
+                at = base | (linear & 0xFFF)
+                view = self.mem.view
                 try:
-                    _FRAMES[n].pack_into(self.mem.view, base | (linear & 0xFFF), *frame)
+                    if inner:
+                        if err is None:
+                            _PACK5(view, at, eip, cs, pushed, esp, ss)
+                        else:
+                            _PACK6(view, at, err, eip, cs, pushed, esp, ss)
+                    elif err is None:
+                        _PACK3(view, at, eip, cs, pushed)
+                    else:
+                        _PACK4(view, at, err, eip, cs, pushed)
                 except struct.error:            # a value wider than 32 bits
-                    self._push(key, linear, frame)
+                    self._push(key, linear, _frame(inner, err, eip, cs, pushed, esp, ss))
             else:
-                self._push(key, linear, frame)
+                self._push(key, linear, _frame(inner, err, eip, cs, pushed, esp, ss))
+            esp = new_esp
             kept = r.flags_kept
             eflags = eflags & kept if self._entry_flags is None else self._entry_flags(eflags, kept)
             if not inner:
@@ -430,6 +440,15 @@ def _resolve(cpu, mem, vector, software, cpl):
 
 
 _FRAMES = {n: struct.Struct(f"<{n}I") for n in range(3, 11)}   # (10: VM86, an error code)
+
+
+_PACK3, _PACK4, _PACK5, _PACK6 = (_FRAMES[n].pack_into for n in (3, 4, 5, 6))
+
+
+def _frame(inner, err, eip, cs, pushed, esp, ss):
+    """The values of a frame, lowest address first (deliver's)."""
+    frame = (eip, cs, pushed, esp, ss) if inner else (eip, cs, pushed)
+    return frame if err is None else (err,) + frame
 
 
 def _u32s(values):

@@ -13,6 +13,8 @@ from .delivery import Event, RealCpuView, SOFTWARE_INT
 from .fastcall import native_sysenter
 from .guest_events import EventNames, GuestEvents, vector_name
 
+_IF = x86.IF
+
 
 class Native(Backend):
     name = "native"
@@ -28,12 +30,14 @@ class Native(Backend):
     # A system call (`int 0x80`) is counted as native.syscall and delivered through
     # the guest's own IDT: nothing is emulated, nothing reflected.
     def exception(self, vector):
-        m, st = self.machine, self.machine.state
-        software = st.is_software_int()
+        m = self.machine
+        st = m.state
+        # (A vector above 31 is not an exception's: only `int n` raises it.)
+        software = vector > 31 or st.is_software_int()
         eflags = st.eflags()
         # (pending_irq() first: the common case, nothing pending, decided
         # without interrupt_first's call.)
-        if eflags & x86.IF and m.pending_irq() is not None \
+        if eflags & _IF and m.pending_irq() is not None \
                 and self.events.interrupt_first(software, self):
             return
         if software:
