@@ -11,9 +11,12 @@ and its loop (nanoseconds) remain.  The median over --repeat such pairs is
 printed, in microseconds of host time per exit and as a ratio to the CPU
 model's floor measured in the same run (floor_exit_us, a bare `int` into an
 empty Python hook: guestbench.py).  The VMM entries one exit makes are
-counted from the same runs (--json: vmm_entries_per_exit); a path that makes
-more than one (bt.syscall: the reflected `int` and the `iretd` callout) is
-also printed per entry, the cost of each kind it is made of.
+counted from the same runs (--json: vmm_entries_per_exit): every time the CPU
+hands control to the platform, exits and observed instructions alike.  A path
+that makes more than one is also printed per entry, the cost of each kind it
+is made of: bt.syscall (the reflected `int` and the `iretd` callout) and
+trap.syscall (the reflected `int`, and the kernel's `iretd`, which runs
+natively at ring 1 but is observed first: trap_emulate/trap.py, _kernel_iret).
 
   trap.priv_us        #GP from `cli` in the guest kernel, decoded and emulated
   trap.io_us          `out` to a port (every port access exits)

@@ -72,6 +72,9 @@ class Intercepts:
         self._retry = {}                     # on_hit -> on_retry
         self._exits = {}                     # on_hit -> select, for exit clients
         self.observer = None                 # trace.Tracer, when a run is traced
+        # Calls of observers (the kernel's iret under trap, the audit): the
+        # platform gets control without an exit (not in Machine.exits).
+        self.observed = 0
         # The last hooked instruction, if a client would retry it should it
         # fault (faulted_at); None after any other, so that an exit after an
         # observed instruction (the kernel's iret under trap) asks nothing.
@@ -202,6 +205,7 @@ class Intercepts:
         try:
             for on_hit, kind, select in self.hits.get(address, ()):
                 if select is None:
+                    self.observed += 1
                     on_hit(address, kind)
                     continue
                 if self.observer is not None:
