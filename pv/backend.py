@@ -159,7 +159,7 @@ class Pv(Backend):
         else:
             m.clock.now_ns += EVENT_NS                # clock.tick(), inline
             eax, ecx, edx, ebx, _, _, esi, edi = st.gprs()
-            result = self.hypercalls.call(eax, (ebx, ecx, edx, esi, edi))
+            result = self.hypercalls.call(eax, ebx, ecx, edx, esi, edi)
             if result is not NO_RETURN:
                 st.set_reg("eax", result & 0xFFFFFFFF)
         self.exit_to_guest()

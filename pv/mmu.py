@@ -28,7 +28,7 @@ class Mmu:
         self.baseptr = None            # mfn of the page directory in CR3
         # mmu_update(reqs, count, done_ptr, dom) and mmuext_op(ops, ...): a
         # batch (_batch) of requests of their format, each done by _update or
-        # _ext.  Bound with partial, which adds no Python call between the
+        # _ext (given the request's fields as one tuple).  Bound with partial, which adds no Python call between the
         # hypercall and the batch.
         self.mmu_update = partial(self._batch, fmt=abi.MMU_UPDATE_REQ, do=self._update,
                                   counter="hypercall.mmu_update.items")
@@ -36,7 +36,8 @@ class Mmu:
                                  counter="hypercall.mmuext_op.items")
 
     # -- mmu_update -------------------------------------------------------------------------
-    def _update(self, ptr, val):
+    def _update(self, request):
+        ptr, val = request
         cmd, ptr = ptr & 3, ptr & ~3
         if val >> 32 or ptr >> 32:
             raise Refused(abi.EINVAL, "non-PAE entries are 32 bits")
@@ -50,7 +51,8 @@ class Mmu:
             raise Refused(abi.ENOSYS, f"mmu_update command {cmd}")
 
     # -- mmuext_op ------------------------------------------------------------------------
-    def _ext(self, cmd, arg1, _arg2):
+    def _ext(self, request):
+        cmd, arg1, _arg2 = request
         f = self.frames
         if cmd == abi.MMUEXT_PIN_L1_TABLE:
             f.pin(arg1, L1)
@@ -90,7 +92,7 @@ class Mmu:
         unpack, size = self.guest.unpack, fmt.size
         try:
             for i in range(count):
-                do(*unpack(fmt, base + size * i))
+                do(unpack(fmt, base + size * i))     # (the tuple: no *args call)
                 done += 1
         except Refused as r:
             result = -r.errno

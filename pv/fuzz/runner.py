@@ -47,11 +47,11 @@ class Monitor:
         table = self.hv.hypercalls
         plain = table.call
 
-        def call(number, args):
+        def call(number, *args):
             top = table.depth == 0
             if not top:
                 self.entry = 0 if self.entry is None else self.entry + 1
-            result = plain(number, args)
+            result = plain(number, *args)
             value = None if result is NO_RETURN else result
             (self.top if top else self.nested).append((number, value))
             if not top:
