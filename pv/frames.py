@@ -54,6 +54,18 @@ class Frame:
     validating: bool = False      # its entries are being checked right now
 
 
+class _Records(dict):
+    """Frame index -> Frame, each made the first time it is asked for: a
+    domain of thousands of frames uses a few hundred, and making a record of
+    every one cost more than building the domain.  A frame never asked for
+    is a Frame() as made: no type, no references, not pinned."""
+    __slots__ = ()
+
+    def __missing__(self, i):
+        f = self[i] = Frame()
+        return f
+
+
 class FrameTable:
     """The page types of the domain's frames, and their validation.
 
@@ -69,7 +81,7 @@ class FrameTable:
     def __init__(self, mem, first, nr, shared_info, hypervisor_slots, stored=None):
         self.mem = mem
         self.first, self.nr = first, nr
-        self.frames = [Frame() for _ in range(nr)]
+        self.frames = _Records()       # index (mfn - first) -> Frame; callers check the range
         self.shared_info = shared_info
         self.hypervisor_slots = {slot: hypervisor_slots.get(slot, 0)
                                  for slot in range(abi.FIRST_HYPERVISOR_SLOT, 1024)}
@@ -89,8 +101,13 @@ class FrameTable:
 
     def type_of(self, mfn):
         """The frame's type while it holds references, else NONE."""
-        f = self.frames[mfn - self.first] if self.owns(mfn) else None
+        f = self.frames.get(mfn - self.first)       # (None: not owned, or never used)
         return f.type if f is not None and f.count else NONE
+
+    def records(self):
+        """(mfn, Frame) of every frame whose record was ever made, in order:
+        any other frame has no type, no references and no pin."""
+        return [(self.first + i, self.frames[i]) for i in sorted(self.frames)]
 
     # -- types --------------------------------------------------------------------
     # [tour pv 120] Page types and reference counts: Xen's safety argument.

@@ -48,8 +48,10 @@ def check(hv):
         _directory(frames, mem, l2, expected, errors)
     for l1 in tables[L1]:
         _table(frames, mem, l1, expected, errors)
-    for mfn, f in enumerate(frames.frames, frames.first):
-        have = f.count if f.type in (L1, L2, WRITABLE) else 0
+    made = frames.frames
+    for mfn in range(frames.first, frames.first + frames.nr):
+        f = made.get(mfn - frames.first)
+        have = f.count if f is not None and f.type in (L1, L2, WRITABLE) else 0
         if have != expected[mfn]:
             errors.append(f"frame {mfn:#x} ({f.type}) counts {have} references, "
                           f"the tables hold {expected[mfn]}")
@@ -60,7 +62,7 @@ def _tables(frames):
     """{L1: [mfn, ...], L2: [...]}: the frames that are page tables now (a
     type held by at least one reference: FrameTable.type_of)."""
     tables = {L1: [], L2: []}
-    for mfn, f in enumerate(frames.frames, frames.first):
+    for mfn, f in frames.records():
         if f.count and f.type in tables:
             tables[f.type].append(mfn)
     return tables

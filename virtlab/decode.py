@@ -191,10 +191,16 @@ class Decoded:
         return f"{self.insn.mnemonic} {self.insn.op_str}".strip()
 
 
+# The exit decoder's capstone handle, in detail mode (the emulator reads
+# operands), one per process: a handle costs more to open than a machine's
+# boot decodes, and a decoding depends on nothing but the bytes and address.
+_DETAIL_CS = Cs(CS_ARCH_X86, CS_MODE_32)
+_DETAIL_CS.detail = True
+
+
 class Decoder:
     def __init__(self):
-        self._cs = Cs(CS_ARCH_X86, CS_MODE_32)
-        self._cs.detail = True
+        self._cs = _DETAIL_CS
         self._cache = {}
         self.hits = 0
         self.misses = 0

@@ -14,13 +14,18 @@ import ctypes
 import mmap
 import struct
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 
 from unicorn import UC_PROT_ALL
 
 from . import x86
 
 _U32 = struct.Struct("<I")
+
+
+# struct.Struct of a format, kept: the same gathers are made for every
+# machine and the same dependencies for every route resolved again.
+_struct = lru_cache(maxsize=4096)(struct.Struct)
 
 
 def gather(buffer, offsets):
@@ -34,7 +39,7 @@ def gather(buffer, offsets):
     for off in offsets:
         fmt += (f"{off - pos}x" if off > pos else "") + "I"
         pos = off + 4
-    return partial(struct.Struct(fmt).unpack_from, buffer, offsets[0])
+    return partial(_struct(fmt).unpack_from, buffer, offsets[0])
 
 
 def gather_runs(buffer, words):
@@ -54,7 +59,7 @@ def gather_runs(buffer, words):
             fmt += f"{4 * (first - pos)}x"
         fmt += "I" if count == 1 else "Q" if count == 2 else f"{4 * count}s"
         pos = first + count
-    return partial(struct.Struct(fmt).unpack_from, buffer, 4 * runs[0][0])
+    return partial(_struct(fmt).unpack_from, buffer, 4 * runs[0][0])
 
 
 class GuestMemoryFault(Exception):

@@ -29,7 +29,7 @@ import ctypes
 import os
 import struct
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 from unicorn import Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR
 from unicorn import x86_const as X
@@ -1070,6 +1070,7 @@ def _entry_packers(layout):
             struct.Struct("<I4xI12xI12xIiI").pack_into)
 
 
+@lru_cache(maxsize=None)
 def _lazy_function(kind, bits):
     """f(cc_dst, cc_src) -> the arithmetic flags QEMU computes for `kind` at
     operand size `bits`, or None where this module leaves it to the library.

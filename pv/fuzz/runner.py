@@ -8,10 +8,14 @@ from virtlab.machine import BootSpec, Budget, Machine
 
 from .. import invariants
 from ..asmguest import VIRT_BASE
+from ..frames import Frame
 from ..backend import Pv
 from ..hypercalls import NO_RETURN
 from .generator import disk_image, generate
 from .guest import PAGE, RAM, RECORD, RECORDS, _FAULT, _OUT, _UPCALL
+
+# A frame's (type, references, pinned) before anything used it.
+_UNUSED = (Frame().type, Frame().count, Frame().pinned)
 
 
 class Broken(Exception):
@@ -79,9 +83,11 @@ class Monitor:
     def _inputs(self):
         hv = self.hv
         frames, mem = hv.frames, hv.machine.mem
-        types = [(f.type, f.count, f.pinned) for f in frames.frames]
-        tables = [mem.read((frames.first + i) << 12, PAGE)
-                  for i, (kind, count, _) in enumerate(types) if count and kind in ("l1", "l2")]
+        records = frames.records()
+        types = [(mfn, f.type, f.count, f.pinned) for mfn, f in records
+                 if (f.type, f.count, f.pinned) != _UNUSED]
+        tables = [mem.read(mfn << 12, PAGE)
+                  for mfn, kind, count, _ in types if count and kind in ("l1", "l2")]
         return hv.mmu.baseptr, hv.machine.state.cr(3), types, tables
 
 
