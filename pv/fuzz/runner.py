@@ -3,19 +3,19 @@ watches each hypercall and checks the invariants after it, and what the
 guest stored and how it ended go to the report."""
 import random
 import traceback
+from operator import attrgetter
 
 from virtlab.machine import BootSpec, Budget, Machine
 
 from .. import invariants
 from ..asmguest import VIRT_BASE
-from ..frames import Frame
 from ..backend import Pv
 from ..hypercalls import NO_RETURN
 from .generator import disk_image, generate
 from .guest import PAGE, RAM, RECORD, RECORDS, _FAULT, _OUT, _UPCALL
 
-# A frame's (type, references, pinned) before anything used it.
-_UNUSED = (Frame().type, Frame().count, Frame().pinned)
+# A frame record -> (type, references, pinned).
+_TYPE = attrgetter("type", "count", "pinned")
 
 
 class Broken(Exception):
@@ -83,12 +83,14 @@ class Monitor:
     def _inputs(self):
         hv = self.hv
         frames, mem = hv.frames, hv.machine.mem
-        records = frames.records()
-        types = [(mfn, f.type, f.count, f.pinned) for mfn, f in records
-                 if (f.type, f.count, f.pinned) != _UNUSED]
-        tables = [mem.read(mfn << 12, PAGE)
-                  for mfn, kind, count, _ in types if count and kind in ("l1", "l2")]
-        return hv.mmu.baseptr, hv.machine.state.cr(3), types, tables
+        # Every frame record, in the order they were made (records are only
+        # ever added: a new one, even as made, only costs a check), and the
+        # contents of the frames that are page tables.
+        made = frames.frames
+        types = list(map(_TYPE, made.values()))
+        tables = [mem.read((frames.first + i) << 12, PAGE)
+                  for i, (kind, count, _) in zip(made, types) if count and kind in ("l1", "l2")]
+        return hv.mmu.baseptr, hv.machine.state.cr(3), list(made), types, tables
 
 
 def run_chunk(index, seed, count, report):
