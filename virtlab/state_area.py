@@ -191,8 +191,6 @@ class StateArea:
         self._cc_op_eflags = f.cc_op_eflags
         self._cc_dst = f.cc_dst >> 2 if f.cc_dst is not None else 0
         self._lazy = lazy_flag_functions(f)
-        self._entry_pack, self._entry_pack_cpl = _entry_packers(layout)
-        self._eip_at = layout.eip
 
         self._error_code, self._is_int = layout.error_code >> 2, layout.is_int >> 2
         self._old_exception = layout.old_exception >> 2
@@ -498,21 +496,12 @@ class StateArea:
         at = self._sel_cs
         self.mem[at:at + len(image)] = image
         w = self.w
-        w[self._esp] = esp
-        eflags |= 0x2                                   # as set_eflags
-        if self._entry_pack is not None:                # (_entry_packers)
-            if cpl is None:
-                self._entry_pack(self.mem, self._eip_at, eip, eflags, eflags & _ARITH,
-                                 self._cc_op_eflags, -1 if eflags & _DF else 1)
-            else:                                       # as set_segment("ss", ...)
-                self._entry_pack_cpl(self.mem, self._eip_at, eip, eflags, eflags & _ARITH,
-                                     self._cc_op_eflags, -1 if eflags & _DF else 1,
-                                     (w[self._hflags] & ~3) | cpl)
-            return
         if cpl is not None:                    # as set_segment("ss", ...)
             hf = self._hflags
             w[hf] = (w[hf] & ~3) | cpl
+        w[self._esp] = esp
         w[self._eip] = eip
+        eflags |= 0x2                                   # as set_eflags
         w[self._eflags_w] = eflags
         w[self._cc_src] = eflags & _ARITH
         w[self._cc_op] = self._cc_op_eflags
@@ -1048,26 +1037,6 @@ _LAZY_REGS = {8: ("al", "bl"), 16: ("ax", "bx"), 32: ("eax", "ebx")}
 # bit 3 is exactly a low nibble of 0 after inc, of 0xF after dec).
 _LOW_INC = tuple(_PARITY[i] | (x86.AF if i & 0xF == 0 else 0) for i in range(256))
 _LOW_DEC = tuple(_PARITY[i] | (x86.AF if i & 0xF == 0xF else 0) for i in range(256))
-
-
-def _entry_packers(layout):
-    """(pack_into of EIP, EFLAGS, cc_src, cc_op and DF; the same and hflags
-    after them), each one write at the offset of EIP, or (None, None).
-
-    Every event delivered writes these fields, and one struct write costs
-    less than five of a word each.  It takes QEMU's order of them in
-    CPUX86State as built for x86_64: eip, eflags, cc_dst, cc_src and
-    cc_src2 as 64-bit fields, then cc_op, df and hflags as 32-bit ones.  The
-    bytes between are written as zeros: the high halves (zero for a 32-bit
-    guest), and cc_dst and cc_src2, which nothing reads once cc_op says that
-    the flags are in cc_src (CC_OP_EFLAGS).  Another layout gets None, and
-    the fields are written one by one."""
-    f = layout.flags
-    if f.cc_dst is None or [layout.eip + d for d in (8, 16, 24, 40, 44, 48)] != \
-            [f.eflags, f.cc_dst, f.cc_src, f.cc_op, f.df, layout.hflags]:
-        return None, None
-    return (struct.Struct("<I4xI12xI12xIi").pack_into,
-            struct.Struct("<I4xI12xI12xIiI").pack_into)
 
 
 @lru_cache(maxsize=None)
