@@ -63,6 +63,11 @@ class Trap(RingCompressedVmm):
         self.audit = SensitiveAudit(machine, self)
         machine.intercepts.watch(_select_kernel_iret, self._kernel_iret, ids=(C.X86_INS_IRETD,))
         machine.intercepts.watch(_select_kernel_retf, self._kernel_retf, ids=(C.X86_INS_RETF,))
+        # An exit at vector 32 or above is always an `int n` (the CPU raises
+        # no exception there): a system call to reflect, without asking
+        # guest_exception which kind of exit it is.
+        for vector in range(32, 256):
+            machine.claim_vector(vector, self._reflect_software)
 
     # -- exits ----------------------------------------------------------------
     # Every exception or `int n` is ring compression's (the machine calls it
