@@ -348,10 +348,12 @@ def breakdown_figure(df, bd):
     fig, panels = _panels(fams, per_row, slot * 0.2, 3.3)
     shown = set()
     for ax, fam, ws, first in panels:
+        bars = _Bars()
         for i, wl in enumerate(ws):
             for j, b in enumerate(names):
-                shown |= _share_bar(ax, i * slot + j, state.get((wl, b)),
+                shown |= _share_bar(ax, bars, i * slot + j, state.get((wl, b)),
                                     *parts.get((wl, b), ({}, {})), native.get(wl))
+        bars.draw(ax)
         _share_axes(ax, fam, ws, names, first)
     handles, labels = _breakdown_legend(shown)
     # As many columns as the figure is wide: a narrow one (a small bench)
@@ -364,8 +366,37 @@ def breakdown_figure(df, bd):
     return fig
 
 
-def _share_bar(ax, x, state, added, saved, native):
-    """One back end's bar; the kinds it drew."""
+class _Bars:
+    """The segments and net markers of one panel's bars, drawn together: a
+    call of ax.bar per segment made a big bench's breakdown take longer to
+    build than to draw."""
+
+    def __init__(self):
+        self.up = ([], [], [], [])        # x, height, bottom, colour: what the back end adds
+        self.down = ([], [], [], [])      # ... what it saves (hatched)
+        self.net = ([], [])               # x, net share
+
+    def segment(self, x, height, bottom, colour):
+        """A segment above 0 (height > 0) or below it, hatched (height < 0)."""
+        for column, value in zip(self.up if height > 0 else self.down,
+                                 (x, height, bottom, colour)):
+            column.append(value)
+
+    def marker(self, x, share):
+        self.net[0].append(x)
+        self.net[1].append(share)
+
+    def draw(self, ax):
+        for side, style in ((self.up, {}), (self.down, {"hatch": "////", "edgecolor": HATCH})):
+            if side[0]:
+                x, height, bottom, colour = side
+                ax.bar(x, height, 0.8, bottom=bottom, color=colour, linewidth=0, **style)
+        if self.net[0]:
+            ax.plot(*self.net, linestyle="none", marker="D", color="black", markersize=3.5)
+
+
+def _share_bar(ax, bars, x, state, added, saved, native):
+    """One back end's bar, its segments added to `bars`; the kinds it has."""
     gross = sum(added.values()) + sum(saved.values())
     net = sum(added.values()) - sum(saved.values())
     note = {None: None, "failed": "failed", "not priced": "not priced", "ran": None}[state]
@@ -382,14 +413,13 @@ def _share_bar(ax, x, state, added, saved, native):
     for k in kind_order():
         if added.get(k):
             h = 100.0 * added[k] / gross
-            ax.bar(x, h, 0.8, bottom=up, color=kind_color(k), linewidth=0)
+            bars.segment(x, h, up, kind_color(k))
             up += h
         if saved.get(k):
             h = 100.0 * saved[k] / gross
-            ax.bar(x, -h, 0.8, bottom=-down, color=kind_color(k), hatch="////",
-                   edgecolor=HATCH, linewidth=0)
+            bars.segment(x, -h, -down, kind_color(k))
             down += h
-    ax.plot([x], [100.0 * net / gross], marker="D", color="black", markersize=3.5)
+    bars.marker(x, 100.0 * net / gross)
     ax.text(x, up + 3, _compact(net), rotation=90, ha="center", va="bottom", fontsize=6.5)
     return set(added) | set(saved)
 
