@@ -6,6 +6,10 @@ guest_mips      millions of guest instructions per second in a tight ALU loop
                 that never exits (the ceiling for everything else); its ratio
                 is raw_mips / guest_mips, the machine's cost on a loop that
                 never leaves the CPU
+store_mips      the same with one of its four instructions a store to a data
+                page: every guest store takes the CPU model's slow path
+                (docs/unicorn.md, item 36), so its ratio to raw_mips is what
+                stores cost every guest, under every back end alike
 gp_exit_us      one #GP from `cli` at ring 1, decoded and resumed past it
                 (the exit path of trap-and-emulate), median microseconds
 idt_syscall_us  `int 0x80` from ring 3 delivered through the guest IDT to a
@@ -51,6 +55,14 @@ def guest_mips(n=25_000_000):
     return 4 * n / dt / 1e6
 
 
+def store_mips(n=2_000_000):
+    # ALU_LOOP with its `add` replaced by a store: four instructions, one of
+    # them a store, to a page the guest only writes (no code on it).
+    body = f"mov ecx, {n}\nmov ebx, 0x300000\nlp:\nmov [ebx], eax\nxor ebx, 0\ndec ecx\njnz lp\n"
+    dt, _ = timed_run(Native(), A.AsmGuest(body=body + A.exit_with(0), paging=True))
+    return 4 * n / dt / 1e6
+
+
 def gp_exit_us(n=20_000):
     def run(k):
         ring1 = f"mov ecx, {k}\nlp:\ncli\ndec ecx\njnz lp\nint 0x81\n"
@@ -75,5 +87,6 @@ def idt_syscall_us(n=20_000):
 
 
 if __name__ == "__main__":
-    bench_main(__doc__, {"guest_mips": guest_mips, "gp_exit_us": gp_exit_us,
-                         "idt_syscall_us": idt_syscall_us}, floor=True)
+    bench_main(__doc__, {"guest_mips": guest_mips, "store_mips": store_mips,
+                         "gp_exit_us": gp_exit_us, "idt_syscall_us": idt_syscall_us},
+               floor=True)
