@@ -9,7 +9,6 @@ Batching is the point (Barham et al., section 3.3): a fork changes hundreds of
 entries, and one hypercall carries them all.  The counters say how many
 requests each call carried (hypercall.mmu_update.items).
 """
-from functools import partial
 
 from virtlab import x86
 
@@ -26,16 +25,20 @@ class Mmu:
         self.space = space
         self.guest = guest
         self.baseptr = None            # mfn of the page directory in CR3
-        # mmu_update(reqs, count, done_ptr, dom) and mmuext_op(ops, ...): a
-        # batch (_batch) of requests of their format, each done by _update or
-        # _ext (given the request's fields as one tuple).  Bound with partial, which adds no Python call between the
-        # hypercall and the batch.
-        self.mmu_update = partial(self._batch, fmt=abi.MMU_UPDATE_REQ, do=self._update,
-                                  counter="hypercall.mmu_update.items")
-        self.mmuext_op = partial(self._batch, fmt=abi.MMUEXT_REQ, do=self._ext,
-                                 counter="hypercall.mmuext_op.items")
 
     # -- mmu_update -------------------------------------------------------------------------
+    # mmu_update(reqs, count, done_ptr, dom) and mmuext_op(ops, ...): a batch
+    # (_batch) of requests of their format, each done by _update or _ext
+    # (given the request's fields as one tuple).  (Methods, not partials
+    # with keywords: a partial that adds keywords costs twice the call.)
+    def mmu_update(self, reqs, count, done_ptr, dom):
+        return self._batch(reqs, count, done_ptr, dom, abi.MMU_UPDATE_REQ, self._update,
+                           "hypercall.mmu_update.items")
+
+    def mmuext_op(self, ops, count, done_ptr, dom):
+        return self._batch(ops, count, done_ptr, dom, abi.MMUEXT_REQ, self._ext,
+                           "hypercall.mmuext_op.items")
+
     def _update(self, request):
         ptr, val = request
         cmd, ptr = ptr & 3, ptr & ~3
