@@ -56,8 +56,8 @@ def guest_mips(n=25_000_000):
 
 
 def store_mips(n=2_000_000):
-    # ALU_LOOP with its `add` replaced by a store: four instructions, one of
-    # them a store, to a page the guest only writes (no code on it).
+    # Four instructions, as in ALU_LOOP, one of them a store to a page the
+    # guest only writes (no code on it); the xor leaves the address as it is.
     body = f"mov ecx, {n}\nmov ebx, 0x300000\nlp:\nmov [ebx], eax\nxor ebx, 0\ndec ecx\njnz lp\n"
     dt, _ = timed_run(Native(), A.AsmGuest(body=body + A.exit_with(0), paging=True))
     return 4 * n / dt / 1e6

@@ -66,7 +66,8 @@ class HypercallTable:
     def call(self, number, ebx, ecx, edx, esi, edi):
         """Perform hypercall `number` with its five arguments (counted under
         its name); its result.  (The arguments are passed one by one, never
-        as *args: a call that unpacks a tuple costs a tenth of a hypercall.)"""
+        as *args: a call that unpacks a tuple costs some 100 ns more, a
+        twentieth of a whole hypercall.)"""
         c = self.hv.machine.counters
         entry = self.table.get(number, _UNKNOWN)
         if self.depth:                        # an entry of a multicall: no trap of its own
