@@ -37,6 +37,23 @@ def test_an_exit_benchmark_prints_each_path_against_the_floor(script, only):
     assert out["vmm_entries_per_exit"] == {n: 1.0 for n in names}
 
 
+def test_a_path_that_enters_the_platform_twice_is_read_per_entry():
+    """A system call under trap is the reflected `int` and the kernel's
+    observed `iretd`; under bt the reflected `int` and the `iretd` callout:
+    two entries each, exactly, and the table prints each path per entry."""
+    only = "trap.syscall_us,bt.syscall_us"
+    assert _json("exit_costs.py", "--only", only)["vmm_entries_per_exit"] == \
+        {n: 2.0 for n in only.split(",")}
+
+
+def test_the_store_rate_is_read_against_the_raw_loop():
+    """store_mips is a rate, like guest_mips: a ratio to raw_mips, no entries."""
+    out = _json("exit_path.py", "--only", "store_mips")
+    assert _number(out["store_mips"]) and _number(out["raw_mips"])
+    assert set(out["ratio_to_floor"]) == {"store_mips"}
+    assert out["vmm_entries_per_exit"] == {}
+
+
 def _number(x):
     return isinstance(x, (int, float)) and math.isfinite(x)
 
