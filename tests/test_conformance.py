@@ -1333,6 +1333,30 @@ def test_user_code_loads_ss_from_a_descriptor_never_loaded_before(backend):
     _as_natively(backend, img, "<I", (hi | 0x100,))
 
 
+# The kernel pushes CS and returns to itself with iretd, then loads its code
+# selector, readable, into FS: natively the iretd's CS load sets no accessed
+# bit (the CPU model never does at a CS load: docs/unicorn.md, item 22) and the
+# load into FS sets it.  Under trap `push cs` tells the real RPL 1 (a sensitive
+# instruction it runs unmodified), so the iretd is legal at ring 1 and the CPU
+# loads CS from the shadow GDT itself: the entry is present from then on, the
+# load into FS does not fault, and the guest's bit stays clear (documented in
+# item 22).  bt performs the kernel's push cs and iretd correctly, and sees the
+# load into FS.
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+def test_the_kernel_loads_its_code_selector_into_fs_after_an_iret_to_its_pushed_cs(backend):
+    body = ("pushfd\npush cs\nmov ecx, back\npush ecx\niretd\nback:\n"
+            f"mov ax, {A.KCODE:#x}\nmov fs, ax\n"
+            f"mov eax, [{A.GDT + A.KCODE + 4:#x}]\nmov [0x5000], eax\n" + A.exit_with(0))
+    img = A.build(A.AsmGuest(body=body))
+    cls = B.load(backend)
+    native_hi = struct.unpack_from("<I", _native_log(img)[1])[0]
+    assert native_hi & 0x100
+    if issubclass(cls, RingCompressedVmm) and not callable(getattr(cls, "translation_listing", None)):
+        assert struct.unpack_from("<I", _log(backend, img)[1]) == (native_hi & ~0x100,)
+    else:
+        _as_natively(backend, img, "<I", (native_hi,))
+
+
 # The PDE's accessed bit after a walk that faults at its page table (the PTE not
 # present): the CPU model sets it as it goes on to the table.  The VMMs' walk
 # set it only once the PTE passed, so the guest saw it clear.
