@@ -1,8 +1,8 @@
-"""examples/compare.ipynb runs headless, at a small scale, so that it never rots.
+"""examples/compare.ipynb runs headless, on a small bench, so that it never rots.
 
 The notebook is executed by nbclient in a fresh kernel, with a cell added
-after its parameter cell that makes the bench small; no cell may fail and
-each figure cell (tagged "figure") must show an image.  Skipped only when
+after its parameter cell that makes the bench small (three cheap workloads);
+no cell may fail and each figure cell (tagged "figure") must show an image.  Skipped only when
 the optional test dependencies (nbclient, nbformat, ipykernel) are missing.
 """
 import os
@@ -17,11 +17,13 @@ pytest.importorskip("ipykernel")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "compare.ipynb"
 
-# Four back ends, three workloads, 20 iterations: under a minute on 2 cores.
-# nano.crwr makes hw record exit.priv, so the default sweep is not flat.
+# Four back ends, three cheap workloads at their default scales, whose
+# instruction counts ship with the images: nothing is counted, as in a user's
+# first run, and it takes seconds.  nano.crwr makes hw record exit.priv, so
+# the default sweep is not flat.
 SMALL = """WORKLOADS = "nano.cli,nano.crwr,micro.null_call"
 BACKENDS = "native,trap,hw,bt"
-SCALE = 20
+SCALE = None
 SWEEP_RANGE = "0:6000:5"
 """
 FIGURES = ("nano_figure", "overhead_figure", "breakdown_figure", "sensitivity_figure")
