@@ -670,7 +670,8 @@ def test_corrupt_saved_file_subprocess(bench, cache_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def crwr(cache_dir, work):
-    """nano.crwr (mov to CR0 in the kernel) under trap and hw at a large scale.
+    """nano.crwr (mov to CR0 in the kernel) under trap and hw at its default
+    scale (10000 iterations, whose instruction counts ship with the images).
 
     Why this workload: the sweep prices `exit.priv` for hw only.  In nano.syscall
     and nano.cli hw records *no* exit.priv in the region of interest (VT-x lets
@@ -679,13 +680,13 @@ def crwr(cache_dir, work):
     privileged_exits shows it).  A CR0 write exits under both techniques, once per
     iteration: trap's curve is flat (its own 2030-cycle trap-and-emulate cost is
     not varied), hw's is a straight line rising from ~native at cost 0 (nothing
-    left but one shadow fill, amortized over 20000 iterations) to far above trap at
+    left but one shadow fill, amortized over the iterations) to far above trap at
     8000 (p4's own hw value, 7055, already is).  So they must cross, near trap's
     cost per exit.
     """
     saved = work / "crwr.json"
     p = here(cache_dir, "bench", "--workloads", "nano.crwr", "--backends", "trap,hw",
-             "--scale", 20000, "--repeat", 1, "--format", "csv", "--save", saved, cwd=work)
+             "--repeat", 1, "--format", "csv", "--save", saved, cwd=work)
     assert p.returncode == 0, p.stderr
     return saved
 
@@ -709,7 +710,7 @@ def test_sensitivity_table_and_crossover(crwr, cache_dir, work, p4):
     native = M.model(nat.roi_counters, nat.roi_instructions, p4, "native").total
     trap_ovh = M.model(trap.roi_counters, trap.roi_instructions, p4, "trap").total / native
     n_priv = hw.roi_counters["exit.priv"]
-    assert n_priv >= 20000                           # one CR0 write exit per iteration
+    assert n_priv >= hw.iterations == 10000          # one CR0 write exit per iteration
     rest = {k: v for k, v in hw.roi_counters.items() if not k.startswith("exit.priv")}
     hw_base = M.model(rest, hw.roi_instructions, p4, "hw").total
 
@@ -723,10 +724,11 @@ def test_sensitivity_table_and_crossover(crwr, cache_dir, work, p4):
     for r in table:
         want = trap_ovh if r["backend"] == "trap" else hw_ovh(float(r["cost"]))
         assert float(r["overhead"]) == pytest.approx(want, rel=1e-9), r
-    # at cost 0 a hw CR0 write is free: hw is native but for one shadow fill
+    # at cost 0 a hw CR0 write is free: hw is native but for its one-off exits
+    # (a shadow fill), about a tenth more over 10000 iterations of an 8-cycle loop
     at0 = next(float(r["overhead"]) for r in table
                if r["backend"] == "hw" and float(r["cost"]) == 0)
-    assert 1.0 <= at0 < 1.1
+    assert 1.0 <= at0 < 1.2
     assert hw_ovh(8000) > trap_ovh > at0             # so the curves cross
 
     # where: hw's line meets trap's level; beyond it trap (2030 per exit) is cheaper
