@@ -152,6 +152,17 @@ def _syscall_traces(d):
             and at("hw (trace)", False) and at("pv (trace)", False))
 
 
+FEW, MANY = "bt (5 forks)", "bt (300 forks)"
+
+
+def _hottest(d, run):
+    """The one unit the translation lesson kept of a run, its hottest (of the
+    many the cache held, as the run records)."""
+    units = d["runs"][run]["units"]
+    assert len(units) == 1 and d["runs"][run]["units_in_cache"] > 1
+    return units[0]
+
+
 HISTORY = ["p4-2006", "core2-2006", "penryn-2008", "nehalem-2009", "westmere-2010",
            "sandybridge-2011"]
 
@@ -226,6 +237,21 @@ CHECKS = {
         and roi(d, "bt", "exit.pf.hidden") < roi(d, "trap", "exit.pf.hidden"),
         "bt-translations": _bt_adapted_store,
     },
+    "translation": {
+        "translated-once": lambda d: its(d, FEW) < its(d, MANY) and all(
+            0 < roi(d, FEW, k) == roi(d, MANY, k)
+            for k in ("bt.translate.units", "bt.translate.instructions")),
+        "hot-unit": lambda d: _hottest(d, FEW)["guest"] == _hottest(d, MANY)["guest"]
+        and its(d, FEW) < _hottest(d, FEW)["executions"] < _hottest(d, MANY)["executions"],
+        "chained": lambda d: all(0 < roi(d, r, "bt.chain") == roi(d, r, "bt.callout.chain")
+                                 == roi(d, FEW, "bt.chain") for r in (FEW, MANY)),
+        "indirect": lambda d: roi(d, MANY, "bt.indirect.hit") > roi(d, FEW, "bt.indirect.hit")
+        > roi(d, FEW, "bt.indirect.miss") == roi(d, MANY, "bt.indirect.miss"),
+        "cost": lambda d: charged(d, FEW, ["bt.translate.instructions"])
+        > charged(d, MANY, ["bt.translate.instructions"]) > 0
+        and per_iteration(d, FEW) > per_iteration(d, MANY),
+        "callouts-grow": lambda d: roi(d, MANY, "bt.callout") > roi(d, FEW, "bt.callout"),
+    },
     "pv-batching": {
         "pv-batches": lambda d: roi(d, "pv", "hypercall.mmu_update.items")
         > roi(d, "pv", "hypercall.mmu_update") > 0,
@@ -271,7 +297,7 @@ CHECKS = {
 
 def test_every_lesson_has_checks():
     assert sorted(CHECKS) == sorted(demos.names())
-    assert len(demos.names()) >= 7
+    assert len(demos.names()) >= 8
 
 
 # -- the lessons, each run once --------------------------------------------------

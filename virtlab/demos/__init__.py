@@ -15,10 +15,11 @@ import os
 import tempfile
 
 from .. import count_cache
-from . import cli_sti, exit_cost_history, popf, pv_batching, redpill, shadow_paging, syscall
+from . import (cli_sti, exit_cost_history, popf, pv_batching, redpill, shadow_paging, syscall,
+               translation)
 
-LESSONS = {m.NAME: m for m in (popf, redpill, cli_sti, shadow_paging, pv_batching,
-                               syscall, exit_cost_history)}
+LESSONS = {m.NAME: m for m in (popf, redpill, cli_sti, shadow_paging, translation,
+                               pv_batching, syscall, exit_cost_history)}
 
 
 def names():
