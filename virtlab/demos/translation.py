@@ -28,8 +28,8 @@ QUESTION = (
 def lesson():
     few, many = (runs.translated(WORKLOAD, n, _hottest, label=f"bt ({n} forks)")
                  for n in (FEW, MANY))
-    claims = [_once(few, many), _hot_unit(few, many), _chained(few, many),
-              _indirect(few, many), _cost(few, many), _callouts(few, many)]
+    counted = [_counted(few, many, *spec) for spec in _COUNTED]
+    claims = counted[:1] + [_hot_unit(few, many)] + counted[1:] + [_cost(few, many)]
     shown = [exhibits.table("bt: the translation cache's counters in the region of interest",
                             ["counter", few.label, many.label],
                             [[k, few.result.roi_counters.get(k, 0),
@@ -49,28 +49,60 @@ def _hottest(units):
     return sorted(units, key=lambda u: -(u["executions"] or 0))[:1]
 
 
-def _both(few, many, name, counter):
-    """`counter` of the region of interest in each run (evidence `name` and
-    `name`_many), and the iterations of each (`few`, `many`)."""
-    return {"few": runs.field(few, "iterations"), "many": runs.field(many, "iterations"),
-            name: runs.roi(few, counter), f"{name}_many": runs.roi(many, counter)}
+def _forks(few, many):
+    return {"few": runs.field(few, "iterations"), "many": runs.field(many, "iterations")}
 
 
-# The kernel's paths are translated the first time they
-# run: in the region of interest the two runs translate the same code.
-def _once(few, many):
-    ev = {**_both(few, many, "units", "bt.translate.units"),
-          "instructions": runs.roi(few, "bt.translate.instructions"),
-          "instructions_many": runs.roi(many, "bt.translate.instructions")}
-    return Claim(
-        "translated-once",
-        "In {few} forks bt translated {units} units of kernel code, {instructions} "
-        "guest instructions (bt.translate.units, bt.translate.instructions); in {many} forks "
-        "it translated {units_many} units, {instructions_many} instructions: the "
-        "same.  Each path is translated the first time it runs, and runs from the cache "
-        "after that.", ev,
-        All(gt("units", Lit(0)), eq("units", "units_many"),
-            eq("instructions", "instructions_many"), gt("many", "few")))
+# Claims that compare counters of the two runs: (id, sentence, {evidence name:
+# counter}, condition).  A name stands for the counter in the run of few forks,
+# the name with _many for the same counter in the run of many.
+_COUNTED = (
+    # The kernel's paths are translated the first time they run: in the region
+    # of interest the two runs translate the same code.
+    ("translated-once",
+     "In {few} forks bt translated {units} units of kernel code, {instructions} guest "
+     "instructions (bt.translate.units, bt.translate.instructions); in {many} forks it "
+     "translated {units_many} units, {instructions_many} instructions: the same.  Each path "
+     "is translated the first time it runs, and runs from the cache after that.",
+     {"units": "bt.translate.units", "instructions": "bt.translate.instructions"},
+     All(gt("units", Lit(0)), eq("units", "units_many"),
+         eq("instructions", "instructions_many"), gt("many", "few"))),
+    # A direct branch from one unit to another leaves the cache once, through
+    # its exit stub; the callout then patches the stub into a jump, and it
+    # never leaves again.
+    ("chained",
+     "Direct branches between units were chained: {chain} exit stubs patched into jumps "
+     "(bt.chain) at as many callouts, each the first use of its stub (bt.callout.chain = "
+     "{callouts}); in {many} forks the same {chain_many}.  After that a branch from one "
+     "translation to the next stays in the cache.",
+     {"chain": "bt.chain", "callouts": "bt.callout.chain"},
+     All(gt("chain", Lit(0)), eq("chain", "callouts"), eq("chain", "chain_many"),
+         eq("callouts", "callouts_many"))),
+    # A return or an indirect jump has no fixed target to chain to: translated
+    # code looks it up in a table in the cache, and leaves the cache only when
+    # the target is not there yet.
+    ("indirect",
+     "Returns and indirect jumps looked their target up in the cache's table: {hits} found "
+     "it without leaving the cache in {few} forks, {hits_many} in {many} (bt.indirect.hit); "
+     "the misses, each a callout that fills the table, stayed at {misses} and {misses_many} "
+     "(bt.indirect.miss).",
+     {"hits": "bt.indirect.hit", "misses": "bt.indirect.miss"},
+     All(gt("hits_many", "hits"), gt("hits", "misses"), eq("misses", "misses_many"))),
+    # What no translation removes: the callouts, where the VMM must act (a
+    # page-table store made a callout, the kernel's iret, ...).
+    ("callouts-grow",
+     "What grows with the forks is what the cache cannot do by itself: callouts into the "
+     "VMM, {callouts} in {few} forks and {callouts_many} in {many} (bt.callout, every kind).",
+     {"callouts": "bt.callout"},
+     gt("callouts_many", "callouts")),
+)
+
+
+def _counted(few, many, claim_id, says, counters, condition):
+    ev = _forks(few, many)
+    for name, counter in counters.items():
+        ev[name], ev[f"{name}_many"] = runs.roi(few, counter), runs.roi(many, counter)
+    return Claim(claim_id, says, ev, condition)
 
 
 def _hot_unit(few, many):
@@ -85,42 +117,8 @@ def _hot_unit(few, many):
         "and {ran_many} times in {many}, every time from the one translation.",
         {"guest": unit_value(few, "guest", "hex"), "guest_many": unit_value(many, "guest", "hex"),
          "ran": unit_value(few, "executions"), "ran_many": unit_value(many, "executions"),
-         "few": runs.field(few, "iterations"), "many": runs.field(many, "iterations")},
+         **_forks(few, many)},
         All(eq("guest", "guest_many"), gt("ran", "few"), gt("ran_many", "ran")))
-
-
-# A direct branch from one unit to another leaves the
-# cache once, through its exit stub; the callout then patches the stub into a
-# jump, and it never leaves again.
-def _chained(few, many):
-    ev = {**_both(few, many, "chain", "bt.chain"),
-          "callouts": runs.roi(few, "bt.callout.chain"),
-          "callouts_many": runs.roi(many, "bt.callout.chain")}
-    return Claim(
-        "chained",
-        "Direct branches between units were chained: {chain} exit stubs patched into jumps "
-        "(bt.chain) at as many callouts, each the first use of its stub (bt.callout.chain = "
-        "{callouts}); in {many} forks the same {chain_many}.  After that a branch from one "
-        "translation to the next stays in the cache.", ev,
-        All(gt("chain", Lit(0)), eq("chain", "callouts"), eq("chain", "chain_many"),
-            eq("callouts", "callouts_many")))
-
-
-# A return or an indirect jump has no fixed target to
-# chain to: translated code looks it up in a table in the cache, and leaves
-# the cache only when the target is not there yet.
-def _indirect(few, many):
-    ev = {**_both(few, many, "hits", "bt.indirect.hit"),
-          "misses": runs.roi(few, "bt.indirect.miss"),
-          "misses_many": runs.roi(many, "bt.indirect.miss")}
-    return Claim(
-        "indirect",
-        "Returns and indirect jumps looked their target up in the cache's table: "
-        "{hits} found it without leaving the cache in {few} forks, "
-        "{hits_many} in {many} (bt.indirect.hit); the misses, each a callout that "
-        "fills the table, stayed at {misses} and {misses_many} (bt.indirect.miss).", ev,
-        All(gt("hits_many", "hits"), gt("hits", "misses"),
-            eq("misses", "misses_many")))
 
 
 # So the translator's cost is spread over the iterations.
@@ -136,16 +134,5 @@ def _cost(few, many):
          "per_few": runs.charged(few, event), "per_many": runs.charged(many, event),
          "fork_few": runs.field(few, "modeled_cycles_per_iteration"),
          "fork_many": runs.field(many, "modeled_cycles_per_iteration"),
-         "few": runs.field(few, "iterations"), "many": runs.field(many, "iterations")},
+         **_forks(few, many)},
         All(gt("per_few", "per_many"), gt("per_many", Lit(0)), gt("fork_few", "fork_many")))
-
-
-# What no translation removes: the callouts, where the VMM must act (a
-# page-table store made a callout, the kernel's iret, ...).
-def _callouts(few, many):
-    return Claim(
-        "callouts-grow",
-        "What grows with the forks is what the cache cannot do by itself: callouts into the "
-        "VMM, {callouts} in {few} forks and {callouts_many} in {many} (bt.callout, every "
-        "kind).", _both(few, many, "callouts", "bt.callout"),
-        gt("callouts_many", "callouts"))
