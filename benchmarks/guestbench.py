@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -93,9 +94,10 @@ def timed_run(backend, guest, ram_size=32 << 20, touch=False):
         if count_calls:
             out, dt = counted_run(m)
         else:
-            t0 = clock()
-            out = m.run()
-            dt = clock() - t0
+            with collector_off():
+                t0 = clock()
+                out = m.run()
+                dt = clock() - t0
     if not out.ok:
         raise SystemExit(f"benchmark guest failed: {out.reason}")
     global _last_entries
@@ -115,22 +117,36 @@ def counted_run(m):
     counted are Python functions entered (the machine's hooks, called from C,
     included), not C functions.  The cyclic garbage collector is off while
     they are counted: when it runs depends on the process's history, and the
-    finalizers it may call are no part of the path."""
+    finalizers it may call are no part of the path (collector_off)."""
     calls = 0
 
     def prof(_frame, event, _arg):
         nonlocal calls
         if event == "call":
             calls += 1
+    with collector_off():
+        sys.setprofile(prof)
+        try:
+            out = m.run()
+        finally:
+            sys.setprofile(None)
+    return out, calls / 1e6
+
+
+@contextmanager
+def collector_off():
+    """Python's cyclic garbage collector off for a measured run (after a
+    collection).  When a full collection falls depends on the process's
+    history, every object earlier runs left, not on the path measured; and
+    its cost grows with all of them: one inside a run of 5000 shadow fills
+    took some 17 ms, 3 us an exit, in one sample of two and not in the
+    other.  Reference counting still frees what the run drops."""
     gc.collect()
     gc.disable()
-    sys.setprofile(prof)
     try:
-        out = m.run()
+        yield
     finally:
-        sys.setprofile(None)
         gc.enable()
-    return out, calls / 1e6
 
 
 class Marginal(NamedTuple):
