@@ -121,20 +121,24 @@ def _idt(g):
     return bytes(out)
 
 
+_USER_RW = x86.PTE_P | x86.PTE_W | x86.PTE_U
+# The identity map of the first MAPPED_MB, every page present, writable and
+# user: the page directory and its tables, made once; each guest then clears
+# the bits of its unmapped and read-only pages.
+_PD = struct.pack(f"<{MAPPED_MB // 4}I", *((PGTAB + t * 0x1000) | 0x7
+                                             for t in range(MAPPED_MB // 4))).ljust(0x1000, b"\0")
+_PTES = struct.pack(f"<{MAPPED_MB * 256}I", *((page << 12) | _USER_RW
+                                              for page in range(MAPPED_MB * 256)))
+
+
 def _paging(g):
-    pd = bytearray(0x1000)
-    tables = bytearray(0x1000 * (MAPPED_MB // 4))
-    for t in range(MAPPED_MB // 4):
-        struct.pack_into("<I", pd, t * 4, (PGTAB + t * 0x1000) | 0x7)
-    for page in range(MAPPED_MB * 256):
-        la = page << 12
-        flags = x86.PTE_P | x86.PTE_W | x86.PTE_U
-        if la in g.unmapped:
-            flags = 0
-        elif la in g.readonly:
-            flags &= ~x86.PTE_W
-        struct.pack_into("<I", tables, page * 4, la | flags)
-    return bytes(pd) + bytes(tables)
+    tables = bytearray(_PTES)
+    for la in set(g.unmapped) | set(g.readonly):
+        if la & 0xFFF or la >= MAPPED_MB << 20:
+            continue                      # not a page of the map: nothing to change
+        flags = 0 if la in g.unmapped else _USER_RW & ~x86.PTE_W
+        struct.pack_into("<I", tables, (la >> 12) * 4, la | flags)
+    return _PD + bytes(tables)
 
 
 def build(g):

@@ -23,6 +23,8 @@ it never returns an engine that reads hex.  Everything in virtlab that
 assembles (asm guests, the state area's calibration, bt's templates) goes
 through engine().
 """
+from functools import lru_cache
+
 from keystone import Ks, KS_ARCH_X86, KS_MODE_32
 
 _PROBE, _DECIMAL = "push 16", b"\x6a\x10"       # `push 0x16` would be 6a 16
@@ -53,7 +55,9 @@ def engine():
     return _ENGINE
 
 
+@lru_cache(maxsize=1024)
 def assemble(text, base):
-    """Machine code for `text`, assembled at address `base`."""
+    """Machine code for `text`, assembled at address `base`.  (Kept: a test
+    or a benchmark builds the same guest once for each back end.)"""
     code, _ = engine().asm(text, base)
     return bytes(code or b"")
