@@ -3,10 +3,10 @@ what the runs showed.
 
 Each lesson is one module with NAME, SUMMARY and lesson(): it runs catalog
 workloads (at small scales, unless the scale is the point) under the back
-ends that matter for it, builds its
-sentences as Claims over the values of those runs (claims.py), and returns a
-Lesson that render.py prints as text or JSON.  A claim whose condition fails
-on the runs is not printed; what was observed is printed in its place.
+ends that matter for it, builds its sentences as Claims over the values of
+those runs (claims.py), and returns a Lesson that render.py prints as text
+or JSON.  A claim whose condition fails on the runs is not printed; what was
+observed is printed in its place.
 
 Reading order: claims.py (what a claim is), runs.py (how evidence is taken),
 then any lesson; popf.py is the shortest.
