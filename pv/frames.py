@@ -134,10 +134,9 @@ class FrameTable:
         f.validating = True
         try:
             if kind == L1:
-                self._validate(mfn, self._get_l1e, self._put_l1e, range(1024))
+                self._validate(mfn, self._get_l1e, self._put_l1e, 1024)
             else:
-                self._validate(mfn, self._get_l2e, self._put_l2e,
-                               range(abi.FIRST_HYPERVISOR_SLOT))
+                self._validate(mfn, self._get_l2e, self._put_l2e, abi.FIRST_HYPERVISOR_SLOT)
                 self._install_hypervisor_slots(mfn)
         finally:
             f.validating = False
@@ -151,29 +150,33 @@ class FrameTable:
         if f.count:
             return
         if f.type == L1:
-            self._release(mfn, self._put_l1e, range(1024))
+            self._release(mfn, self._put_l1e, 1024)
         elif f.type == L2:
-            self._release(mfn, self._put_l2e, range(abi.FIRST_HYPERVISOR_SLOT))
+            self._release(mfn, self._put_l2e, abi.FIRST_HYPERVISOR_SLOT)
         f.type = NONE
 
+    def _entries(self, mfn, slots):
+        """The first `slots` entries of the table in frame `mfn`, read at once
+        (a copy: validating one entry may write another frame, never this)."""
+        at = mfn << 10                            # the frame's first word
+        return self.mem.words[at:at + slots].tolist()
+
     def _validate(self, mfn, get, put, slots):
-        base = mfn << 12
+        """Take the references of the first `slots` entries of a new table;
+        if one is refused, give back those taken, and refuse the table."""
         taken = []
-        try:
-            for i in slots:
-                e = self.mem.u32(base + 4 * i)
-                if e & x86.PTE_P:
+        for i, e in enumerate(self._entries(mfn, slots)):
+            if e & x86.PTE_P:
+                try:
                     get(e)
-                    taken.append(e)
-        except Refused as r:
-            for e in reversed(taken):
-                put(e)
-            raise Refused(r.errno, f"frame {mfn:#x} slot {i}: {r}") from None
+                except Refused as r:
+                    for t in reversed(taken):
+                        put(t)
+                    raise Refused(r.errno, f"frame {mfn:#x} slot {i}: {r}") from None
+                taken.append(e)
 
     def _release(self, mfn, put, slots):
-        base = mfn << 12
-        for i in slots:
-            e = self.mem.u32(base + 4 * i)
+        for e in self._entries(mfn, slots):
             if e & x86.PTE_P:
                 put(e)
 
@@ -188,7 +191,7 @@ class FrameTable:
         mfn = e >> 12
         if mfn == self.shared_info:
             return
-        if not self.owns(mfn):
+        if not self.first <= mfn < self.first + self.nr:          # owns(), inline
             raise Refused(abi.EINVAL, f"entry {e:#010x} maps frame {mfn:#x}, "
                                       "which is not the domain's")
         if e & x86.PTE_W:
