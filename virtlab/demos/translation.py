@@ -21,8 +21,8 @@ FEW, MANY = 5, 300
 QUESTION = (
     "micro.fork: fork a child, let it exit, wait for it, once per iteration.  Under bt "
     "the kernel runs only as translations made into a cache the first time each block "
-    "runs.  What does bt translate in 5 forks, what in 300, and what does a fork cost "
-    "it at each scale?")
+    f"runs.  What does bt translate in {FEW} forks, what in {MANY}, and what does a fork "
+    "cost it at each scale?")
 
 
 def lesson():
