@@ -428,6 +428,18 @@ def test_an_instruction_straddling_the_page_end_is_translated_whole_on_its_own()
     assert unit.guest_end == at + 5 and len(unit.sites) == 1
 
 
+def test_a_group_instruction_whose_modrm_is_on_the_next_page_is_translated_whole():
+    """66 0F BA at the page end, its ModRM (FF: /7, btc) and immediate on the
+    next page: capstone decodes nothing in the page, and the CPU model must
+    not be asked with padding that picks an invalid member of the group."""
+    btc = bytes.fromhex("66 0f ba ff 0f")            # btc di, 0xf
+    at = PAGE + 0xFFD
+    g = Guest.with_code(btc, at, fill=b"\x90", pages=2)
+    unit = Translator().translate(g.read, at, L.TC)
+    first = unit.sites[0]
+    assert first.text == "btc di, 0xf" and first.size == 5 and seg(unit, first) == btc
+
+
 # -- fault maps -----------------------------------------------------------------------
 def test_fault_points_are_instruction_boundaries_inside_their_site():
     text = ("mov eax, dword ptr [ebx]; pushfd; popfd; cli; sti; mov ecx, cs; push cs;"

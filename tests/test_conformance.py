@@ -1410,6 +1410,19 @@ def test_code_that_runs_on_to_an_unmapped_page_faults_there(backend, case):
     _as_natively(backend, img, "<III", (0x301000, eip, incs))
 
 
+# An instruction straddling the page end whose ModRM byte is on the next
+# page, where it picks the member of a group (0F BA /7: btc; /0 to /3 are
+# invalid): it runs as the CPU model runs it (bt once took it for #UD).
+@pytest.mark.parametrize("backend", NATIVE_IMAGE)
+@pytest.mark.parametrize("split", [1, 2, 3, 4])
+def test_a_group_instruction_straddling_the_page_end_runs(backend, split):
+    at = 0x301000 - split
+    code = A.assemble("btc di, 0xf\nmov [0x5000], edi\n" + A.exit_with(0), at)
+    img = A.build(A.AsmGuest(body=f"mov edi, 0x1234\nmov ebx, {at:#x}\njmp ebx\n",
+                             paging=True, data={at: code}))
+    _as_natively(backend, img, "<I", (0x9234,))
+
+
 # int3 or into from user code through a gate of DPL 0: #GP(vector * 8 + 2) at
 # the instruction.  The byte before it is CD (the immediate of `mov al, 0xcd`),
 # and the pair was taken for `int 0xcc` or `int 0xce`: EIP went back two bytes,

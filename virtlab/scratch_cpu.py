@@ -17,6 +17,9 @@ from unicorn.x86_const import UC_X86_REG_ESP
 
 _AT = 0x10000                     # two pages: the bytes asked about, then what follows them
 MAX_INSN = 15
+# A ModRM byte with each reg field, in a register form (mod 3) and a memory
+# form (mod 0: [eax]; some instructions of a group take only one of them).
+_MODRM = tuple(mod | reg << 3 for reg in range(8) for mod in (0xC0, 0x00))
 
 
 class ScratchCpu:
@@ -36,7 +39,11 @@ class ScratchCpu:
     # stopped at the next one.  Bytes that end where the guest can fetch no
     # more are followed by padding of two kinds in turn: an instruction that
     # needs more than them shows as longer, and one that is invalid whatever
-    # follows as invalid both times.
+    # follows as invalid both times.  But the byte that follows may be a
+    # ModRM byte whose reg field picks the instruction of a group (0F BA /4
+    # to /7 are bt, bts, btr and btc; /0 to /3 raise #UD), so padding can
+    # make a valid instruction look invalid: #UD is believed only when every
+    # reg field, in a register and in a memory form, gives it too.
     def _code(self, uc, _address, size, _user):
         if self.size is None:
             self.size = size              # the instruction asked about, about to run
@@ -51,7 +58,8 @@ class ScratchCpu:
             return self._probe(raw, 0x90)
         after = (self._probe(raw, 0x90), self._probe(raw, 0x00))
         if after == (None, None):
-            return None
+            valid = any(self._probe(raw, modrm) is not None for modrm in _MODRM)
+            return 0 if valid else None
         if after[0] != after[1] or after[0] is None or after[0] > len(raw):
             return 0
         return after[0]
