@@ -67,9 +67,10 @@ def test_far_transfers(raw, far):
     ("0f 0b", True, INVALID), ("ff ff", False, INVALID),                   # #UD with what is there
     ("ff", False, NEEDS_MORE), ("b8 11", False, NEEDS_MORE),               # the rest is unmapped
     ("b8 11 22 33 44", False, 5),                                          # ... and not needed
-    # A group whose member the ModRM's reg field picks, the ModRM unmapped: 0F BA /0
-    # to /3 and 0F C7 /0 raise #UD, so padding alone could make these look invalid.
-    ("66 0f ba", False, NEEDS_MORE), ("0f c7", False, NEEDS_MORE),
+    # The byte that is not there picks the instruction: the reg field of a group's
+    # ModRM (0F BA /0 to /3 and 0F C7 /0 raise #UD), or an opcode's third byte
+    # (0F 3A 00 raises it, 0F 3A 0F is palignr): padding could make them look invalid.
+    ("66 0f ba", False, NEEDS_MORE), ("0f c7", False, NEEDS_MORE), ("0f 3a", False, NEEDS_MORE),
 ])
 def test_cpu_length_is_the_cpu_models_own(raw, complete, length):
     assert cpu_length(bytes.fromhex(raw), complete) == length

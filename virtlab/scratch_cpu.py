@@ -17,9 +17,6 @@ from unicorn.x86_const import UC_X86_REG_ESP
 
 _AT = 0x10000                     # two pages: the bytes asked about, then what follows them
 MAX_INSN = 15
-# A ModRM byte with each reg field, in a register form (mod 3) and a memory
-# form (mod 0: [eax]; some instructions of a group take only one of them).
-_MODRM = tuple(mod | reg << 3 for reg in range(8) for mod in (0xC0, 0x00))
 
 
 class ScratchCpu:
@@ -39,11 +36,14 @@ class ScratchCpu:
     # stopped at the next one.  Bytes that end where the guest can fetch no
     # more are followed by padding of two kinds in turn: an instruction that
     # needs more than them shows as longer, and one that is invalid whatever
-    # follows as invalid both times.  But the byte that follows may be a
-    # ModRM byte whose reg field picks the instruction of a group (0F BA /4
-    # to /7 are bt, bts, btr and btc; /0 to /3 raise #UD), so padding can
-    # make a valid instruction look invalid: #UD is believed only when every
-    # reg field, in a register and in a memory form, gives it too.
+    # follows as invalid both times.  But the byte that follows may pick the
+    # instruction: a ModRM byte whose reg field picks the member of a group
+    # (0F BA /4 to /7 are bt, bts, btr and btc; /0 to /3 raise #UD), or the
+    # third byte of an opcode (0F 3A 0F is palignr, 0F 3A 00 nothing), so
+    # padding can make a valid instruction look invalid.  #UD is believed
+    # only when every value of that byte, with either padding after it,
+    # gives it too (at most 512 probes of 0.1 ms, for bytes that are cut off
+    # by a page end and that capstone does not decode either).
     def _code(self, uc, _address, size, _user):
         if self.size is None:
             self.size = size              # the instruction asked about, about to run
@@ -58,7 +58,8 @@ class ScratchCpu:
             return self._probe(raw, 0x90)
         after = (self._probe(raw, 0x90), self._probe(raw, 0x00))
         if after == (None, None):
-            valid = any(self._probe(raw, modrm) is not None for modrm in _MODRM)
+            valid = any(self._probe(raw + bytes([b]), pad) is not None
+                        for b in range(256) for pad in (0x90, 0x00))
             return 0 if valid else None
         if after[0] != after[1] or after[0] is None or after[0] > len(raw):
             return 0
