@@ -42,7 +42,7 @@ class ScratchCpu:
     # third byte of an opcode (0F 3A 0F is palignr, 0F 3A 00 nothing), so
     # padding can make a valid instruction look invalid.  #UD is believed
     # only when every value of that byte, with either padding after it,
-    # gives it too (at most 512 probes of 0.1 ms, for bytes that are cut off
+    # gives it too (at most 512 probes, 6 ms, for bytes that are cut off
     # by a page end and that capstone does not decode either).
     def _code(self, uc, _address, size, _user):
         if self.size is None:
