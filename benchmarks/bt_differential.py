@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from virtlab import asmseq as S                        # noqa: E402
+from virtlab import asmseq as S, backend as B          # noqa: E402
 
 
 def check_image(seed, per_image, backends, without, show):
@@ -69,6 +69,23 @@ def one(args, backends, without):
             print("  " + line)
 
 
+def _check_backend(parser, name):
+    """Refuse a back end that cannot run the sequences (one line, exit 2),
+    and say it when one is documented to differ from native."""
+    try:
+        cls = B.load(name)
+    except B.UnknownBackend as exc:
+        parser.error(exc.args[0])
+    if cls.image != "native":
+        parser.error(f"back end '{name}' boots its own kind of image ({cls.image}); "
+                     "the sequences run on the native image")
+    if cls.unfaithful:
+        print(f"note: {name} is documented to differ from native ({', '.join(cls.unfaithful)}): "
+              "the sequences use the sensitive instructions it runs unmodified, and each "
+              "one's EFLAGS are set with popf, so many of its mismatches are those",
+              file=sys.stderr)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sequences", type=int, default=10_000)
@@ -85,6 +102,8 @@ def main(argv=None):
     p.add_argument("--shrink", action="store_true")
     args = p.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
+    for name in backends:
+        _check_backend(p, name)
     without = [w for w in args.without.split(",") if w]
     if args.seed is not None or args.index is not None:
         if args.seed is None or args.index is None:

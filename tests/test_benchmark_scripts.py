@@ -226,6 +226,24 @@ def test_boot_refuses_an_unknown_back_end_or_workload():
         assert p.returncode == 2 and what in p.stderr, p.stderr
 
 
+def test_the_differential_refuses_a_back_end_it_cannot_run_and_says_which_differ():
+    """An unknown back end, or pv (whose kernel is an image of its own), is
+    one line and exit 2; trap, documented to differ, runs with a note."""
+    def run(*args):
+        return subprocess.run([sys.executable, str(BENCHMARKS / "bt_differential.py"),
+                               "--sequences", "10", "--per-image", "10", "--json", *args],
+                              capture_output=True, text=True, timeout=600)
+    for name, what in (("vmware", "unknown back end 'vmware'"),
+                       ("pv", "boots its own kind of image")):
+        p = run("--backends", name)
+        assert p.returncode == 2 and what in p.stderr.splitlines()[-1], p.stderr
+        assert "Traceback" not in p.stderr
+    p = run("--backends", "trap")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.startswith("note: trap is documented to differ from native")
+    assert json.loads(p.stdout)["backends"] == ["trap"]
+
+
 def _boot(*args):
     p = subprocess.run([sys.executable, str(BENCHMARKS / "boot.py"), *args],
                        capture_output=True, text=True, timeout=600)
