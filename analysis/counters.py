@@ -18,10 +18,6 @@ from types import MappingProxyType
 from virtlab import backend as backends
 from virtlab.counters import SHARED, CounterSpec
 
-# Back ends on the roadmap (README) that are not installed yet: a profile may
-# already price them, and the model accepts their name.
-PLANNED = ("bt", "pv")
-
 
 class DeclarationError(ValueError):
     """Two declarations of one counter disagree, or a back end's own charged
@@ -76,7 +72,9 @@ class Catalog:
 
     @property
     def known_backends(self) -> tuple[str, ...]:
-        return tuple(sorted(set(self.backends) | set(PLANNED)))
+        """The back ends a profile may price and the model may charge: the
+        installed ones, whose declarations say what their counters are."""
+        return tuple(sorted(self.backends))
 
 
 def catalog() -> Catalog:
