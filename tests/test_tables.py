@@ -92,11 +92,47 @@ def test_compact_cells_are_overheads_with_marks_explained(fake_matrix):
     assert f"failed: macro.disk under pv: {NASTY}" in text
 
 
+def test_rows_below_native_are_marked_and_said_why(monkeypatch):
+    # nano.in with the same 1000 ROI instructions everywhere and 100 port
+    # accesses: native pays 3209 cycles for each (a bus access), trap's
+    # emulated device 2480 and bt's callout 1704, hw's exit more than native.
+    def runs(*_, **__):
+        out = []
+        for backend, events in (("native", ["native.io"]), ("bt", ["bt.callout", "bt.callout.io"]),
+                                ("hw", ["exit.io"]), ("trap", ["exit.io"])):
+            r = result("nano.in", backend, 1000)
+            r.roi_instructions = 1000
+            r.counters = r.roi_counters = dict.fromkeys(events, 100)
+            r.matches_native = True
+            out.append(r)
+        return out
+    monkeypatch.setattr(virtlab.matrix, "run_matrix", runs)
+    _, text = bench("--format", "compact")
+    native = 1000 * 1.5 + 100 * 3209
+    row = next(ln.split() for ln in text.splitlines() if ln.startswith(" nano.in"))
+    assert row[2:] == [numbers.ratio((1500 + 100 * 1704) / native) + "<",
+                       row[3], numbers.ratio((1500 + 100 * 2480) / native) + "<"]
+    assert not row[3].endswith("<") and float(row[3]) > 1
+    note = text[text.index("< faster than native"):]
+    assert "native pays for native.io, 3,209 cycles each" in " ".join(note.split())
+    assert "    bt: nano.in\n    trap: nano.in\n" in note and "hw:" not in note
+    assert "virtlab report itemises each row's bill" in note
+    assert max(map(len, text.splitlines())) <= 80
+
+
+def test_no_row_below_native_no_note(fake_matrix):
+    _, text = bench("--format", "compact")
+    cells = [c for ln in text.splitlines() if ln.split()[:1] and ln.split()[0] in CATALOG
+             for c in ln.split()[1:]]
+    assert cells and not [c for c in cells if c.endswith("<")]
+    assert "faster than native" not in text
+
+
 def test_host_adds_the_emulator_table(fake_matrix):
     _, text = bench("--format", "compact", "--host")
     assert "Host overhead (emulator), x native, median of 3 runs" in text
     assert "the time this tool took on the emulated CPU" in text
-    table = [ln for ln in text.splitlines() if ln.startswith(" ")]
+    table = [ln for ln in text.splitlines() if ln.startswith(" ") and not ln.startswith("  ")]
     assert len(table) == 2 * (2 + len(CATALOG)) and max(map(len, table)) <= 80
 
 

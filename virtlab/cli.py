@@ -323,7 +323,7 @@ def cmd_bench(args, out):
             drawn = bench_figures(df, breakdown(results, prof), args.plot)
         sys.stderr.write("figures: " + (", ".join(map(str, drawn.values())) or
                                         "none (no successful run to draw)") + "\n")
-    _emit(_bench_table(df, fmt, args.host), args.out, out)
+    _emit(_bench_table(df, fmt, args.host, results, prof), args.out, out)
     if not any(r.ok for r in results):
         sys.stderr.write("virtlab: every run of the bench failed\n")
         return 1
@@ -348,10 +348,12 @@ def _default_repeat(args, fmt):
     return HOST_REPEAT if shows_host else 1
 
 
-def _bench_table(df, fmt, host):
-    from analysis import compact
+def _bench_table(df, fmt, host, results, prof):
+    from analysis import compact, explain
     from analysis.table import render
-    return compact.render(df, host=host) if fmt == "compact" else render(df, fmt)
+    if fmt != "compact":
+        return render(df, fmt)
+    return compact.render(df, host=host, faster=explain.faster_than_native(results, prof))
 
 
 def _bench_meta(args, prof):
