@@ -93,6 +93,12 @@ def test_pv_direct_system_calls_are_events_not_exits():
                                                                    False)] * 3
     rc, text = trace("nano.syscall", "--backend", "pv", "--limit", "3")
     assert "(none of these 3 events is an exit (exit.total)" in text
+    # The cause is longer than a vector's: its column widens, and what was
+    # done still starts under its heading.
+    head, *rows = [ln for ln in text.splitlines() if ln.lstrip()[:1] in ("#", "1", "2", "3")]
+    at = head.index("what was done")
+    assert [row[at:] for row in rows] == ["pv.fast_syscall"] * 3
+    assert [row[:at].rstrip().endswith("int 0x80: direct trap") for row in rows] == [True] * 3
 
 
 def test_trap_exits_are_counted_as_exits():

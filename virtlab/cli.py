@@ -382,7 +382,7 @@ def _keep_interrupted(path, results, meta):
 def cmd_trace(args, out):
     from dataclasses import asdict
     from .harness import resolve, run_guest
-    from .trace import Tracer
+    from .trace import Tracer, table as trace_table
     if not args.workload and not args.image:
         raise UsageError("trace needs a WORKLOAD or --image FILE")
     if args.skip < 0:
@@ -412,9 +412,7 @@ def cmd_trace(args, out):
             out.write(f"({result.reason})\n")
         return rc
     out.write(f"{title}: events {events[0].n}..{events[-1].n} {where}\n")
-    out.write(f"{'#':>6}  {'guest EIP':<10}  {'instruction':<34} {'cause':<14} what was done\n")
-    for e in events:
-        out.write(e.text() + "\n")
+    out.write("".join(line + "\n" for line in trace_table(events)))
     out.write(_exits_text(result.backend, events) + "\n")
     if result.reason:
         out.write(f"({result.reason})\n")

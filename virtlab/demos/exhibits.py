@@ -1,5 +1,6 @@
 """What a lesson shows beside its claims: trace lines and translations of
 its own runs, as text for the reader and as data for the JSON."""
+from ..trace import TraceEvent, table as trace_table
 from .claims import Exhibit, show
 
 
@@ -7,18 +8,10 @@ def trace(run, title, first=None):
     """A traced run's events (the first `first` of them), as `virtlab trace`
     prints them."""
     events = run.trace[:first] if first else run.trace
-    lines = [f"{'#':>6}  {'guest EIP':<10}  {'instruction':<34} {'cause':<14} what was done"]
-    lines += [_event_line(e) for e in events]
+    lines = trace_table([TraceEvent(**e) for e in events], mark_exit=True)
     if first and len(run.trace) > first:
         lines.append(f"       ... {len(run.trace) - first} more")
     return Exhibit(title, lines, {"run": run.label, "events": events})
-
-
-def _event_line(e):
-    done = " ".join(k + (f"x{v}" if v != 1 else "") for k, v in e["effects"].items())
-    exit_ = "  (exit)" if e["exit"] else ""
-    return (f"{e['n']:>6}  {e['eip']:#010x}  {e['instruction']:<34.34} {e['cause']:<14} "
-            f"{done}{exit_}")
 
 
 def console(runs, title, starts):
