@@ -266,6 +266,22 @@ def test_run_image_text(images, capsys):
     assert "  hi" in out.splitlines()
 
 
+def test_run_text_lays_out_counters_and_back_end_fields_as_tables(capsys):
+    # pv counts its kernel's reads of a segment register under a name longer
+    # than the usual column, and reports them again as a table of its own.
+    status, out, _ = call(["run", "nano.syscall", "--backend", "pv", "--scale", "3",
+                           "--repeat", "1"], capsys)
+    assert status == 0 and "{" not in out
+    lines = out.splitlines()
+    rows = lines[lines.index("counters:") + 1:]
+    rows = [ln for ln in rows if ln.startswith("  ")]
+    assert any(ln.startswith("  sensitive.mov_from_segment_register ") for ln in rows)
+    assert "sensitive:" in lines
+    assert any(ln.startswith("  mov from segment register ") for ln in rows)
+    assert len({len(ln) for ln in rows}) == 1        # every value ends in one column
+    assert all(ln.split()[-1].isdigit() for ln in rows)
+
+
 def test_run_default_backend_is_native(images, capsys):
     status, out, _ = call(["run", "--image", images["hi"], "--format", "json"], capsys)
     assert status == 0 and json.loads(out)["backend"] == "native"

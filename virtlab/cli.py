@@ -271,10 +271,12 @@ def _run_text(r):
                      f"{r.instructions:,} guest instructions")
     lines.append("console:")
     lines += ["  " + ln for ln in r.console.splitlines()]
-    lines.append("counters:" + ("" if r.counters else " none"))
-    lines += [f"  {k:<32} {v:>12}" for k, v in r.counters.items()]
-    for k, v in r.details.items():
-        lines.append(f"{k}: {v}")
+    tables = {"counters": r.counters, **{k: v for k, v in r.details.items() if isinstance(v, dict)}}
+    width = max([32, *(len(str(k)) for t in tables.values() for k in t)])
+    for title, values in tables.items():
+        lines.append(f"{title}:" + ("" if values else " none"))
+        lines += [f"  {k!s:<{width}} {v!s:>12}" for k, v in values.items()]
+    lines += [f"{k}: {v}" for k, v in r.details.items() if k not in tables]
     return "\n".join(lines) + "\n"
 
 
