@@ -17,8 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import numbers
-from .counters import catalog
+from . import explain, numbers
 
 # The notes under the table wrap to the width the table fits in.
 WIDTH = 80
@@ -88,31 +87,16 @@ def _notes(df, host, faster):
 
 
 def _below(faster):
-    """The note on the rows below native: what the model charges native for
-    that these back ends pay less for or avoid (each row's largest saving,
-    from its own bill), the back ends and workloads under each."""
+    """The note on the rows marked `<` (explain.in_brief)."""
     if not faster:
         return []
-    by = {}
-    for f in faster:
-        top = f.saved[0]
-        key = (top.event, top.native[1])
-        by.setdefault(key, {}).setdefault(f.backend, []).append(f.workload)
     lines = ["< faster than native by the model, not by measurement:"]
-    for (event, cost), backends in by.items():
-        lines.append(_wrap(f"native pays for {_what(event, cost)}; these pay less or "
-                           f"nothing for the same work:", "  "))
+    for (event, cost), backends in explain.in_brief(faster).items():
+        lines.append(_wrap(f"native pays for {explain.what_native_pays(event, cost)}; these "
+                           f"pay less or nothing for the same work:", "  "))
         lines += [_wrap(f"{b}: {', '.join(ws)}", "    ", "      ") for b, ws in backends.items()]
     lines.append("  (virtlab report itemises each row's bill and the basis of its costs)")
     return lines
-
-
-def _what(event, cost):
-    if event == "instructions":
-        return "more guest instructions"
-    spec = catalog().spec(event)
-    meaning = f" ({spec.meaning})" if spec else ""
-    return f"{event}, {numbers.cycles(cost)} cycles each{meaning}"
 
 
 def _wrap(text, indent, more=None):

@@ -80,6 +80,42 @@ def _part(event, mine, native, per):
                 (mine.events.get(event, 0.0) - native.events.get(event, 0.0)) / per, basis)
 
 
+# -- in brief, under a bench's table ---------------------------------------------
+
+def in_brief(found):
+    """What the rows below native have in common, for the note under a
+    bench's table: {(counter, native's cost per event): {back end:
+    [workloads]}}, by each row's largest saving (from its own bill)."""
+    by = {}
+    for f in found:
+        top = f.saved[0]
+        by.setdefault((top.event, top.native[1]), {}).setdefault(f.backend, []).append(f.workload)
+    return by
+
+
+def what_native_pays(event, cost):
+    """'native.io, 3,209 cycles each (a port access ...)'."""
+    if event == "instructions":
+        return "more guest instructions"
+    spec = catalog().spec(event)
+    meaning = f" ({spec.meaning})" if spec else ""
+    return f"{event}, {cost:,.0f} cycles each{meaning}"
+
+
+def note(found):
+    """The paragraph under a bench's full markdown table ('' without rows
+    below native)."""
+    if not found:
+        return ""
+    parts = [f"native pays for {what_native_pays(event, cost)}, where these pay less or "
+             "nothing for the same work: "
+             + "; ".join(f"{b} on {', '.join(ws)}" for b, ws in backends.items())
+             for (event, cost), backends in in_brief(found).items()]
+    return ("\nRows whose modeled_overhead is below 1.00 are faster than native by the "
+            "model, not by measurement: " + ". Also, ".join(parts) + ". `virtlab report` "
+            "itemises each row's bill and the basis of its costs.\n")
+
+
 # -- markdown -------------------------------------------------------------------
 
 def markdown(found):

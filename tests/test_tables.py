@@ -118,6 +118,16 @@ def test_rows_below_native_are_marked_and_said_why(monkeypatch):
     assert "    bt: nano.in\n    trap: nano.in\n" in note and "hw:" not in note
     assert "virtlab report itemises each row's bill" in note
     assert max(map(len, text.splitlines())) <= 80
+    # The full table, for a file, says the same under the table.
+    _, md = bench("--format", "markdown")
+    table, _, after = md.partition("\n\n")
+    assert table.startswith("| workload ") and "<" not in table
+    assert after.startswith("Rows whose modeled_overhead is below 1.00 are faster than native "
+                            "by the model, not by measurement: native pays for native.io, "
+                            "3,209 cycles each")
+    assert "bt on nano.in; trap on nano.in." in after and "hw on" not in after
+    _, csv = bench("--format", "csv")
+    assert "faster than native" not in csv
 
 
 def test_no_row_below_native_no_note(fake_matrix):
@@ -126,6 +136,8 @@ def test_no_row_below_native_no_note(fake_matrix):
              for c in ln.split()[1:]]
     assert cells and not [c for c in cells if c.endswith("<")]
     assert "faster than native" not in text
+    _, md = bench("--format", "markdown")
+    assert "faster than native" not in md and md.count("\n\n") == 0
 
 
 def test_host_adds_the_emulator_table(fake_matrix):

@@ -353,9 +353,12 @@ def _default_repeat(args, fmt):
 def _bench_table(df, fmt, host, results, prof):
     from analysis import compact, explain
     from analysis.table import render
-    if fmt != "compact":
+    if fmt in ("csv", "json", "latex"):
         return render(df, fmt)
-    return compact.render(df, host=host, faster=explain.faster_than_native(results, prof))
+    faster = explain.faster_than_native(results, prof)
+    if fmt == "markdown":
+        return render(df, fmt) + explain.note(faster)
+    return compact.render(df, host=host, faster=faster)
 
 
 def _bench_meta(args, prof):
