@@ -50,11 +50,11 @@ def lesson():
                "exits": runs.total(got["trap"], "exit.priv.sidt")},
               All(gt("sidts", Lit(0)), eq("exits", Lit(0)))),
         _hides(got["hw"], native, "hw-hides",
-               "Under hw user mode read {user_idt}, the IDT the kernel loaded ({loaded}), "
-               "as natively ({native_idt})."),
+               "Under hw user mode read the IDT base the kernel loaded, {user_idt}, and "
+               "the same IDT and GDT bases as natively."),
         _hides(got["bt"], native, "bt-hides",
-               "Under bt user mode read {user_idt}, the IDT the kernel loaded ({loaded}), "
-               "as natively ({native_idt})."),
+               "Under bt user mode read the IDT base the kernel loaded, {user_idt}, and "
+               "the same IDT and GDT bases as natively."),
         Claim("bt-answers",
               "bt gave the virtual answers itself: the translated kernel's sidt became "
               "callouts (bt.callout.sidt = {kernel}), and user mode's sidt exited to bt to "
