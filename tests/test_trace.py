@@ -109,8 +109,9 @@ def test_trap_exits_are_counted_as_exits():
     assert any(e["exit"] for e in events)
     rc, text = trace("nano.cli", "--backend", "hw", "--limit", "2")
     # VT-x lets the guest take its own system call: an event, not an exit
-    assert "int 0x80       native.syscall" in text
-    assert "(1 of these 2 events are exits, counted in exit.total;" in text
+    assert "int 0x80       native.syscall\n" in text
+    assert "exit.pf.hidden shadow.fill  (exit)\n" in text
+    assert "(1 of these 2 events is an exit, marked (exit) and counted in exit.total;" in text
 
 
 def test_help_shows_the_defaults(capsys):

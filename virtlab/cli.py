@@ -417,7 +417,7 @@ def cmd_trace(args, out):
             out.write(f"({result.reason})\n")
         return rc
     out.write(f"{title}: events {events[0].n}..{events[-1].n} {where}\n")
-    out.write("".join(line + "\n" for line in trace_table(events)))
+    out.write("".join(line + "\n" for line in trace_table(events, mark_exit=True)))
     out.write(_exits_text(result.backend, events) + "\n")
     if result.reason:
         out.write(f"({result.reason})\n")
@@ -434,8 +434,9 @@ def _exits_text(backend, events):
     if exits == 0:
         return (f"(none of these {n} events is an exit (exit.total): 'what was done' "
                 "tells what each was)")
-    return (f"({exits} of these {n} events are exits, counted in exit.total; "
-            "'what was done' tells what the others were)")
+    return (f"({exits} of these {n} events {'is an exit' if exits == 1 else 'are exits'}, "
+            "marked (exit) and counted in exit.total; 'what was done' tells what the "
+            "others were)")
 
 
 def cmd_audit(args, out):
