@@ -754,6 +754,10 @@ def test_sensitivity_flat_without_hw_privileged_exits(bench, cache_dir, work):
                         "region: its curve is flat\n")
     hdr, rows = md_tables(p.stdout)[0]
     assert len(rows) == 9 * 2
+    # What the overhead column is, said above the table.
+    assert p.stdout.startswith(f"Modeled overhead, x native: the geometric mean over the 2 "
+                               f"workloads of {bench['saved']}, as the cost of exit.priv "
+                               f"under hw varies (profile p4-2006)\n\n|")
     for backend in ("trap", "hw"):
         assert len({r[2] for r in rows if r[1] == backend}) == 1, backend
     assert p.stdout.rstrip().endswith("no crossover in this range")

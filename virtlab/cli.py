@@ -701,12 +701,23 @@ def cmd_sensitivity(args, out):
         else:
             with _writing():
                 plots.save(fig, args.plot)
+    if args.format == "markdown":
+        out.write(_sweep_caption(results, prof, args) + "\n\n")
     out.write(render(df, args.format))
     if args.format in ("markdown", "latex"):
         for c in cross:
             out.write(f"\n{c['faster']} overtakes {c['slower']} at {c['cost']:.0f} cycles")
         out.write("\n" if cross else "\nno crossover in this range\n")
     return 0
+
+
+def _sweep_caption(results, prof, args):
+    """What the sweep's overhead column is (analysis/sensitivity.py)."""
+    n = len({r.workload for r in results if r.ok})
+    whose = f"under {args.backend}" if args.backend else "under every back end"
+    return (f"Modeled overhead, x native: the geometric mean over the {n} "
+            f"workload{'s' if n != 1 else ''} of {args.saved}, as the cost of {args.event} "
+            f"{whose} varies (profile {prof.name})")
 
 
 def cmd_demo(args, out):
