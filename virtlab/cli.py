@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import sys
+import textwrap
 
 from . import backend as backends
 from .errors import UsageError
@@ -459,15 +460,17 @@ def cmd_audit(args, out):
     for r in rows:
         out.write(f"{r['class']:<26} {r['instruction']:<28} {r['ring']:<7} {r['executions']:>10}\n")
     bad = sum(r["executions"] for r in rows if r["class"].startswith("sensitive"))
-    out.write(f"\n{bad} executions of sensitive, unprivileged instructions: ")
     if bad:
-        out.write("under classic trap-and-emulate these run without trapping and see the "
-                  "real CPU (Popek-Goldberg's condition fails)\n")
+        verdict = ("under classic trap-and-emulate these run without trapping and see the "
+                   "real CPU (Popek-Goldberg's condition fails)")
     elif result.ok:
-        out.write("this guest run is classically virtualizable\n")
+        verdict = "this guest run is classically virtualizable"
     else:
         # A run cut short says nothing about what it would have executed next.
-        out.write("no verdict, the run did not complete\n")
+        verdict = "no verdict, the run did not complete"
+    out.write("\n" + textwrap.fill(f"{bad} executions of sensitive, unprivileged "
+                                   f"instructions: {verdict}", width=80,
+                                   break_on_hyphens=False) + "\n")
     if not result.ok:
         out.write(f"(run failed: {result.reason})\n")
     return 0 if result.ok else 1
