@@ -418,7 +418,7 @@ def cmd_trace(args, out):
             out.write(f"({result.reason})\n")
         return rc
     out.write(f"{title}: events {events[0].n}..{events[-1].n} {where}\n")
-    out.write("".join(line + "\n" for line in trace_table(events, mark_exit=True)))
+    out.write("".join(line + "\n" for line in trace_table(events)))
     out.write(_exits_text(result.backend, events) + "\n")
     if result.reason:
         out.write(f"({result.reason})\n")

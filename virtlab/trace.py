@@ -34,20 +34,21 @@ class TraceEvent:
     effects: dict
     exit: bool                   # it counted an exit (exit.total)
 
-    def text(self, cause_width=14, mark_exit=False):
+    def text(self, cause_width=14):
         done = " ".join(f"{k}" + (f"x{v}" if v != 1 else "") for k, v in self.effects.items())
-        mark = "  (exit)" if mark_exit and self.exit else ""
+        mark = "  (exit)" if self.exit else ""
         return (f"{self.n:>6}  {self.eip:#010x}  {self.instruction:<34.34} "
                 f"{self.cause:<{cause_width}} {done}{mark}")
 
 
-def table(events, mark_exit=False):
-    """The lines of a trace: a heading, then an event a line, the cause
-    column as wide as the widest cause shown (a pv direct trap's is longer
-    than a vector's or a port's), so that 'what was done' lines up."""
+def table(events):
+    """The lines of a trace: a heading, then an event a line, an exit marked
+    as one; the cause column as wide as the widest cause shown (a pv direct
+    trap's is longer than a vector's or a port's), so that 'what was done'
+    lines up."""
     width = max([14, *(len(e.cause) for e in events)])
     return ([f"{'#':>6}  {'guest EIP':<10}  {'instruction':<34} {'cause':<{width}} what was done"]
-            + [e.text(width, mark_exit) for e in events])
+            + [e.text(width) for e in events])
 
 
 class Tracer:

@@ -8,7 +8,7 @@ def trace(run, title, first=None):
     """A traced run's events (the first `first` of them), as `virtlab trace`
     prints them."""
     events = run.trace[:first] if first else run.trace
-    lines = trace_table([TraceEvent(**e) for e in events], mark_exit=True)
+    lines = trace_table([TraceEvent(**e) for e in events])
     if first and len(run.trace) > first:
         lines.append(f"       ... {len(run.trace) - first} more")
     return Exhibit(title, lines, {"run": run.label, "events": events})
