@@ -12,8 +12,7 @@ workload or back end is named here.
 from dataclasses import dataclass
 
 from .counters import catalog
-from .evaluate import evaluate
-from .table import natives
+from .table import against_native
 
 SHOWN = 3          # counters named on each side of a row; the rest are summed
 
@@ -41,16 +40,9 @@ class Faster:
 
 def faster_than_native(results, profile):
     """Every row modeled as faster than its native run, with its reasons."""
-    ref = natives(results)
     out = []
-    for r in results:
-        native = ref.get((r.workload, r.scale))
-        if r.backend == "native" or native is None:
-            continue
-        a, b = evaluate(r, profile), evaluate(native, profile)
-        if a is None or b is None or not b.breakdown.total:
-            continue
-        if a.breakdown.total < b.breakdown.total:
+    for r, a, b in against_native(results, profile):
+        if b.breakdown.total and a.breakdown.total < b.breakdown.total:
             out.append(_explain(r, a.breakdown, b.breakdown))
     return out
 

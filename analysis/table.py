@@ -39,6 +39,19 @@ def natives(results):
     return {(r.workload, r.scale): r for r in results if r.backend == "native"}
 
 
+def against_native(results, profile):
+    """(row, its model, its native run's model) for every row of a
+    virtualizing back end whose native run is among `results`, both priced."""
+    ref = natives(results)
+    for r in results:
+        native = ref.get((r.workload, r.scale))
+        if r.backend == "native" or native is None:
+            continue
+        a, b = evaluate(r, profile), evaluate(native, profile)
+        if a is not None and b is not None:
+            yield r, a, b
+
+
 def frame(results, profile):
     ref = natives(results)
     rows = []
@@ -66,15 +79,8 @@ def breakdown(results, profile):
     """Each back end's overhead cycles over native, by event kind: the back
     end's charged cycles per event minus native's, plus the difference in
     instruction cycles.  The parts of a row sum to its total overhead."""
-    ref = natives(results)
     rows = []
-    for r in results:
-        native = ref.get((r.workload, r.scale))
-        if r.backend == "native" or native is None:
-            continue
-        a, b = evaluate(r, profile), evaluate(native, profile)
-        if a is None or b is None:
-            continue
+    for r, a, b in against_native(results, profile):
         parts = {"instructions": a.breakdown.base_cycles - b.breakdown.base_cycles}
         for event in set(a.breakdown.events) | set(b.breakdown.events):
             parts[event] = a.breakdown.events.get(event, 0) - b.breakdown.events.get(event, 0)
