@@ -110,7 +110,7 @@ class Bt(RingCompressedVmm):
     # This is also how the first instruction after boot runs translated.
     def _resume(self):
         """The end of every VMM entry: if the guest is to run kernel code, run
-        its translation; and tell translated code whether an interrupt waits."""
+        its translation, and tell it whether an interrupt waits."""
         m, st = self.machine, self.machine.state
         chosen, self._tc_chosen = self._tc_chosen, False
         pc, hflags, cs_base, ds_base = st.entry_regs()
@@ -123,7 +123,10 @@ class Bt(RingCompressedVmm):
             if not (chosen and L.TC <= pc < L.TC_END):
                 unit = self.cache.by_guest.get(pc)         # translation(), its common case
                 st.eip = unit.tc if unit is not None else self.translation(pc)
-        self.vcpu.mark_pending(m.pending_irq)
+            # Only translated code reads PEND, and user code runs untranslated:
+            # on the way out to it PEND can wait for the next way in, which is
+            # always an entry that ends here.
+            self.vcpu.mark_pending(m.pending_irq)
 
     def _check_flat(self):
         """The TC's sequences address the vCPU page absolutely, through DS,
