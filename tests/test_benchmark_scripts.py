@@ -244,6 +244,23 @@ def test_the_differential_refuses_a_back_end_it_cannot_run_and_says_which_differ
     assert json.loads(p.stdout)["backends"] == ["trap"]
 
 
+def test_bt_differential_counts_each_back_end_apart():
+    """trap's documented mismatches fill the totals; each back end's own
+    count says that bt, run beside it, has none.  (The first ten sequences
+    of seed 0 use sensitive instructions trap runs unmodified.)"""
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "bt_differential.py"),
+                        "--sequences", "10", "--per-image", "10", "--json",
+                        "--backends", "bt,trap"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    by = summary["by_backend"]
+    assert list(by) == ["bt", "trap"]
+    assert by["bt"] == {"mismatches": 0, "images_differing": 0}
+    assert by["trap"]["mismatches"] > 0
+    # With bt clean, the sequences that differ under some back end are trap's.
+    assert summary["mismatches"] == by["trap"]["mismatches"]
+
+
 def _boot(*args):
     p = subprocess.run([sys.executable, str(BENCHMARKS / "boot.py"), *args],
                        capture_output=True, text=True, timeout=600)
