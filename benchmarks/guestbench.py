@@ -168,10 +168,12 @@ class Marginal(NamedTuple):
 
 def per_exit(run, n):
     """A Marginal sample from `run(k)`, the host seconds of a run making k exits."""
-    if _child is not None:               # one run of an --instructions child (below)
-        print(n, run(_child * n))
-        return Marginal(n, 0.0, 0.0)
     global _last_entries
+    if _child is not None:               # one run of an --instructions child (below):
+        _last_entries = None             # n, its time and the VMM entries it took
+        dt = run(_child * n)
+        print(n, dt, _last_entries)
+        return Marginal(n, 0.0, 0.0)
     _last_entries = None                 # (stays None if run() times no machine)
     once = run(n)
     first = _last_entries
@@ -198,7 +200,14 @@ def instructions(script, name, valgrind, code=None):
     """Host instructions per exit of figure `name` of `script` (the floor
     for name "floor"), from two callgrind-counted children, on the code of
     the checkout `code` (None: this one)."""
-    counts, n = [], None
+    return counted(script, name, valgrind, code)[0]
+
+
+def counted(script, name, valgrind, code=None):
+    """(instructions(), the VMM entries one exit makes or None): the
+    entries from the same two children, as Marginal.entries from two timed
+    runs, so that a compound path is read per entry here too."""
+    counts, entries, n = [], [], None
     env = {**os.environ, "PYTHONHASHSEED": "0", "GUESTBENCH_CODE": str(code or _CODE)}
     for multiple in (1, 2):
         out = subprocess.run(
@@ -206,9 +215,11 @@ def instructions(script, name, valgrind, code=None):
              "--toggle-collect=cpu_exec_x86_64", sys.executable, str(script),
              "--child", f"{name}:{multiple}"],
             capture_output=True, text=True, env=env)
-        n, count = _collected(out, name)
+        n, count, entered = _collected(out, name)
         counts.append(count)
-    return (counts[1] - counts[0]) / n
+        entries.append(entered)
+    per_entry = None if None in entries else (entries[1] - entries[0]) / n
+    return (counts[1] - counts[0]) / n, per_entry
 
 
 def find_valgrind():
@@ -220,13 +231,15 @@ def find_valgrind():
 
 
 def _collected(out, name):
-    """(n, instructions collected) from a child's output, or SystemExit."""
+    """(n, instructions collected, VMM entries of the run or None) from a
+    child's output, or SystemExit."""
     m = re.search(r"Collected\s*:\s*(\d+)", out.stderr)
     words = out.stdout.split()
     if out.returncode != 0 or m is None or not words:
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
         raise SystemExit(f"{name}: the counted run failed: {tail}")
-    return int(words[0]), int(m.group(1))
+    entries = int(words[2]) if len(words) > 2 and words[2].isdigit() else None
+    return int(words[0]), int(m.group(1)), entries
 
 
 def _run_child(spec, benches):
@@ -252,18 +265,23 @@ def _print_instructions(benches, as_json):
     names = ["floor", *benches]
     # Two at a time, as compare_trees does: a count does not depend on the load.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        counts = dict(zip(names, pool.map(lambda n: instructions(script, n, valgrind), names)))
-    floor = counts.pop("floor")
-    figures = counts
+        counts = dict(zip(names, pool.map(lambda n: counted(script, n, valgrind), names)))
+    floor = counts.pop("floor")[0]
+    figures = {k: v for k, (v, _) in counts.items()}
+    entries = {k: e for k, (_, e) in counts.items() if e is not None}
     if as_json:
         print(json.dumps({"floor_exit_instructions": round(floor),
                           **{k.removesuffix("_us") + "_instructions": round(v)
                              for k, v in figures.items()},
-                          "ratio_to_floor": {k: round(v / floor, 1) for k, v in figures.items()}}))
+                          "ratio_to_floor": {k: round(v / floor, 1) for k, v in figures.items()},
+                          "vmm_entries_per_exit": entries}))
         return
     print(f"{'floor_exit_instructions':<28} {floor:>10.0f}   (floor)")
     for k, v in figures.items():
-        print(f"{k.removesuffix('_us') + '_instructions':<28} {v:>10.0f}   {v / floor:6.1f}x floor")
+        line = f"{k.removesuffix('_us') + '_instructions':<28} {v:>10.0f}   {v / floor:6.1f}x floor"
+        if entries.get(k, 0) >= 1.5:
+            line += f"   {entries[k]:.0f} VMM entries: {v / floor / entries[k]:.1f}x floor each"
+        print(line)
 
 
 def value(sample):

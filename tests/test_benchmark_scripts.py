@@ -165,19 +165,38 @@ def test_instructions_per_exit_are_the_difference_of_two_counted_runs(tmp_path):
     script = BENCHMARKS / "exit_path.py"
     assert gb.instructions(script, "idt_syscall_us", str(fake)) == 42000
     assert gb.instructions(script, "floor", str(fake)) == 4000
+    assert gb.counted(script, "idt_syscall_us", str(fake)) == (42000, None)   # no entries said
     with pytest.raises(SystemExit, match="broken: the counted run failed: ==1== the child crashed"):
         gb.instructions(script, "broken", str(fake))
 
 
 def test_a_counted_child_makes_one_run_and_says_its_n():
     """What valgrind runs: the script with --child NAME:MULTIPLE makes one
-    run of MULTIPLE * n exits and prints n first."""
+    run of MULTIPLE * n exits and prints n first; a path's child then its
+    time and the VMM entries its machine took (the floor has no machine)."""
     for name, n in (("floor", 20000), ("gp_exit_us", None)):
         p = subprocess.run([sys.executable, str(BENCHMARKS / "exit_path.py"), "--child",
                             f"{name}:1"], capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr
-        first = int(p.stdout.split()[0])
+        words = p.stdout.split()
+        first = int(words[0])
         assert first == n if n is not None else first > 0
+        if n is None:
+            assert int(words[2]) >= first     # one entry per #GP, and the boot's
+
+
+def test_a_compound_path_is_counted_per_entry(tmp_path):
+    """--instructions reads the VMM entries from the counted children as
+    the timed runs do: their difference over n (a stand-in for valgrind
+    whose child reports two entries an exit and 1000 more for its boot)."""
+    gb = _guestbench()
+    fake = tmp_path / "valgrind"
+    fake.write_text(FAKE_VALGRIND.format(python=sys.executable, per_exit=42000, fixed=10**9)
+                    .replace("print(n)", "print(n, 0.5, 1000 + 2 * multiple * n)"))
+    fake.chmod(0o755)
+    script = BENCHMARKS / "exit_costs.py"
+    assert gb.counted(script, "trap.syscall_us", str(fake)) == (42000, 2)
+    assert gb.counted(script, "floor", str(fake)) == (4000, 2)
 
 
 def test_instructions_without_valgrind_is_a_clear_error(tmp_path):
