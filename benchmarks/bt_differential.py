@@ -12,7 +12,8 @@ tests/test_bt_differential.py runs for its first seeds.  --json prints one
 summary line: sequences run, mismatches (sequences whose end state differs
 from native under some back end), images whose run, console or GDT differ,
 the same two counts for each back end alone (by_backend: trap, documented to
-differ, fills the totals), and seconds of host time.  --show N prints the first N mismatches in full.
+differ, fills the totals), and seconds of host time.  --show N prints the
+first N mismatches in full.
 
 --seed and --index reproduce one sequence alone (in its own image, at its
 own block); --shrink then drops its items while it still differs, to a
