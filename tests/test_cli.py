@@ -381,3 +381,23 @@ def test_generous_max_exits_lets_the_guest_finish(images, capsys):
     data = json.loads(out)
     assert data["ok"] is True and data["exit_status"] == 0
     assert data["console"] == "A" * 100
+
+
+def test_every_option_says_what_it_is_and_its_default():
+    """--help of every command explains each option; one with a default
+    that is not obvious (a format, a profile, a scale) names it."""
+    import argparse
+    from analysis.profile import DEFAULT
+    from virtlab.cli import _parser
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, parser in sub.choices.items():
+        for action in parser._actions:
+            if not action.option_strings or "-h" in action.option_strings:
+                continue
+            assert action.help, f"virtlab {command} {action.option_strings[0]} has no help"
+            if action.dest == "format" and action.default is not None:   # (bench's: by terminal)
+                assert f"(default {action.default})" in action.help, (command, action.help)
+            if action.dest == "profile":
+                assert f"(default {DEFAULT})" in action.help, command
+            if action.dest == "scale" and action.default is None:
+                assert "default: the workload's own" in action.help, command

@@ -40,16 +40,15 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ls = sub.add_parser("list", help="back ends and workloads")
-    ls.add_argument("--format", choices=("text", "json"), default="text")
+    _format_arg(ls, ("text", "json"))
 
     r = sub.add_parser("run", help="run one workload (or raw image) under one back end")
     r.add_argument("workload", nargs="?")
-    r.add_argument("--backend", default="native")
+    r.add_argument("--backend", default="native", help="the back end (default native)")
     r.add_argument("--image", help="a raw flat binary to boot (docs/boot-protocol.md)")
-    r.add_argument("--scale", type=_positive)
-    r.add_argument("--format", choices=("text", "json"), default="text")
-    r.add_argument("--profile", default=None,
-                   help="CPU profile for the modeled cycles (a name or a TOML file)")
+    _scale_arg(r)
+    _format_arg(r, ("text", "json"))
+    _profile_arg(r)
     _repeat_arg(r, "default 3")
     _budget_args(r)
 
@@ -57,7 +56,7 @@ def _parser():
     b.add_argument("--workloads", default="*",
                    help="comma-separated names or glob patterns (default: all)")
     b.add_argument("--backends", help="comma-separated back ends (default: all installed)")
-    b.add_argument("--scale", type=_positive)
+    _scale_arg(b)
     b.add_argument("--format", choices=("compact", "markdown", "csv", "json", "latex"),
                    help="compact: workloads x back ends, one overhead a cell (the default on "
                    "a terminal); the others give the full table (markdown is the default "
@@ -68,8 +67,10 @@ def _parser():
                 "--save; 1 for the compact view alone, whose modeled figures repetitions "
                 "cannot change")
     b.add_argument("--out", help="write the table to FILE instead of stdout")
-    b.add_argument("--jobs", type=_positive, default=1)
-    b.add_argument("--profile", default=None, help="CPU profile (a name or a TOML file)")
+    b.add_argument("--jobs", type=_positive, default=1,
+                   help="rows run at once, in as many processes (default 1; the host "
+                   "figures are then measured under that load)")
+    _profile_arg(b)
     b.add_argument("--plot", metavar="FILE", help="write each figure to its own file beside "
                    "FILE: out.png gives out-overhead.png, out-nano.png, out-breakdown.png "
                    "(those with data); .png, .svg or .pdf")
@@ -96,14 +97,14 @@ def _parser():
     t.add_argument("--skip", type=int, default=0, help="events to pass over first (default 0)")
     t.add_argument("--all", action="store_true",
                    help="trace from boot (default for a workload: its region of interest only)")
-    t.add_argument("--format", choices=("text", "json"), default="text")
+    _format_arg(t, ("text", "json"))
     _budget_args(t)
 
     a = sub.add_parser("audit", help="privileged and sensitive instructions a guest executes")
     a.add_argument("workload", nargs="?")
     a.add_argument("--image", help="a raw flat binary to boot instead of a workload")
-    a.add_argument("--scale", type=_positive)
-    a.add_argument("--format", choices=("text", "json"), default="text")
+    _scale_arg(a)
+    _format_arg(a, ("text", "json"))
     _budget_args(a)
 
     tr = sub.add_parser("translate", help="the translation cache after a run: each unit's guest "
@@ -123,13 +124,13 @@ def _parser():
     tr.add_argument("--addr", type=_address,
                     help="only the units whose guest range holds this address (hex or decimal)")
     tr.add_argument("--limit", type=_positive, default=20, help="units to show (default 20)")
-    tr.add_argument("--scale", type=_positive)
-    tr.add_argument("--format", choices=("text", "json"), default="text")
+    _scale_arg(tr)
+    _format_arg(tr, ("text", "json"))
     _budget_args(tr)
 
     rep = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
     rep.add_argument("saved", help="a file written by 'virtlab bench --save'")
-    rep.add_argument("--profile", default=None)
+    _profile_arg(rep)
     rep.add_argument("--out", required=True, help="the report to write, in the format of "
                      "its extension: REPORT.md (markdown, figure files beside it) or "
                      "REPORT.html (one self-contained page, figures inline)")
@@ -146,8 +147,8 @@ def _parser():
     sen.add_argument("--backend", help="vary only this back end's cost of the event "
                      "(default: its cost everywhere, back ends' own costs of it included)")
     sen.add_argument("--range", required=True, help="LO:HI[:STEPS] in cycles")
-    sen.add_argument("--profile", default=None)
-    sen.add_argument("--format", choices=("markdown", "csv", "json", "latex"), default="markdown")
+    _profile_arg(sen)
+    _format_arg(sen, ("markdown", "csv", "json", "latex"))
     sen.add_argument("--plot", metavar="FILE",
                      help="write the crossover plot to FILE (.png, .svg or .pdf)")
 
@@ -157,7 +158,7 @@ def _parser():
                         "its evidence, and what was observed for any they did not.  Without "
                         "NAME, list the lessons.")
     dm.add_argument("name", nargs="?")
-    dm.add_argument("--format", choices=("text", "json"), default="text")
+    _format_arg(dm, ("text", "json"))
 
     to = sub.add_parser("tour", help="a guided tour of a technique's code: its numbered stops "
                         "in reading order", description="Print the stops of a technique's "
@@ -166,8 +167,24 @@ def _parser():
     to.add_argument("technique", nargs="?")
     to.add_argument("--full", action="store_true",
                     help="print each stop's whole comment, not only its first line")
-    to.add_argument("--format", choices=("text", "json"), default="text")
+    _format_arg(to, ("text", "json"))
     return p
+
+
+def _scale_arg(p):
+    p.add_argument("--scale", type=_positive,
+                   help="iterations of the workload's loop (default: the workload's own)")
+
+
+def _format_arg(p, choices):
+    p.add_argument("--format", choices=choices, default=choices[0],
+                   help=f"output format (default {choices[0]})")
+
+
+def _profile_arg(p):
+    from analysis.profile import DEFAULT
+    p.add_argument("--profile", default=None, help="CPU profile that prices the events, a "
+                   f"name or a TOML file (default {DEFAULT})")
 
 
 def _repeat_arg(p, default):
