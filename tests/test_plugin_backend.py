@@ -59,7 +59,7 @@ def saved(vl, tmp_path_factory):
 
 def test_listed(vl):
     out = vl("list")
-    assert "paranoid" in out.split("Workloads:")[0]
+    assert "paranoid" in out.split("\nWorkloads")[0]
 
 
 def test_bench_charges_the_plugin_counter(saved, vl):

@@ -130,7 +130,7 @@ def test_the_package_passes_the_conformance_suite_and_its_own_tests(package, sit
 
 def test_listed(env, site):
     out = run(env, site, "-m", "virtlab", "list")
-    backends = out.split("Workloads:")[0].split()
+    backends = out.split("\nWorkloads")[0].split()
     assert BACKEND in backends and "trap" in backends
 
 

@@ -249,7 +249,7 @@ def cmd_list(args, out):
     out.write("Back ends:\n")
     for b in bes:
         out.write(f"  {b['name']:<10} {b['summary']}\n")
-    out.write("\nWorkloads:\n")
+    out.write("\nWorkloads (name, default scale: iterations of its loop, what it measures):\n")
     for w in wls:
         out.write(f"  {w['name']:<18} {w['default_scale']:>7}  {w['measures']}\n")
     out.write("\nProfiles:\n")
