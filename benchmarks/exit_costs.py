@@ -47,6 +47,9 @@ natively at ring 1 but is observed first: trap_emulate/trap.py, _kernel_iret).
                       returns past the `div` with `iretd`
   pv.upcall_us        `set_timer_op` with a deadline already past, and the upcall
                       it causes on the way out (a hypercall and an event delivered)
+  pv.set_timer_us     the same hypercall with a deadline far ahead: no upcall.
+                      pv.upcall_us less this is what the upcall itself costs (the
+                      timer's event raised and delivered)
   pv.fast_syscall_us  `int 0x80` from user code through the direct trap gate and
                       back with `iretd`: the CPU's delivery, no hypervisor entry
 """
@@ -179,8 +182,9 @@ def bt_pf_trace():
 PV_RAM = 4 << 20
 
 
-def _pv(kernel, counter, n=N):
-    """Microseconds per exit of the PV guest `kernel(k)`."""
+def _pv(kernel, counter, n=N, absent=None):
+    """Microseconds per exit of the PV guest `kernel(k)` (`absent`: a counter
+    its runs must leave at 0)."""
     from pv.backend import Pv
 
     def run(k):
@@ -189,6 +193,8 @@ def _pv(kernel, counter, n=N):
         dt, m = timed_run(Pv(), built.build(), PV_RAM)
         if m.counters[counter] < k:
             raise SystemExit(f"expected {k} x {counter}, saw {m.counters[counter]}")
+        if absent and m.counters[absent]:
+            raise SystemExit(f"expected no {absent}, saw {m.counters[absent]}")
         return dt
     return per_exit(run, n)
 
@@ -223,7 +229,11 @@ def pv_bounce():
                "pv.bounce.de")
 
 
-def pv_upcall():
+def _timer_kernel(deadline_high):
+    """A PV kernel that binds VIRQ_TIMER, unmasks events and calls
+    set_timer_op(deadline_high << 32 | 1) in a loop: a deadline already past
+    (0), which fires on the way out and makes an upcall to a callback that
+    clears the event and returns; or one far ahead, which never fires."""
     from pv import abi, asmkernel as K
     from pv.asmguest import hypercall
     shared = K.SHARED_INFO
@@ -233,9 +243,18 @@ def pv_upcall():
     def kernel(n):
         body = (hypercall(abi.EVENT_CHANNEL_OP, abi.EVTCHNOP_BIND_VIRQ, K.Kernel.data_address())
                 + f"mov byte ptr [{shared + 1:#x}], 0\n"
-                + _loop("push ecx\n" + hypercall(abi.SET_TIMER_OP, 1, 0) + "pop ecx", n))
+                + _loop("push ecx\n" + hypercall(abi.SET_TIMER_OP, 1, deadline_high)
+                        + "pop ecx", n))
         return K.Kernel(body=body, callback=callback, data=bytes(12))
-    return _pv(kernel, "evtchn.upcall")
+    return kernel
+
+
+def pv_upcall():
+    return _pv(_timer_kernel(0), "evtchn.upcall")
+
+
+def pv_set_timer():
+    return _pv(_timer_kernel(0x7FFF), "hypercall.set_timer_op", absent="evtchn.upcall")
 
 
 def pv_fast_syscall():
@@ -252,7 +271,8 @@ BENCHES = {
     "bt.syscall_us": bt_syscall, "bt.indirect_hit_us": bt_indirect_hit,
     "bt.pf_trace_us": bt_pf_trace,
     "pv.hypercall_us": pv_hypercall, "pv.mmu_update_us": pv_mmu_update,
-    "pv.bounce_us": pv_bounce, "pv.upcall_us": pv_upcall, "pv.fast_syscall_us": pv_fast_syscall,
+    "pv.bounce_us": pv_bounce, "pv.upcall_us": pv_upcall, "pv.set_timer_us": pv_set_timer,
+    "pv.fast_syscall_us": pv_fast_syscall,
 }
 
 

@@ -46,6 +46,16 @@ def test_a_path_that_enters_the_platform_twice_is_read_per_entry():
         {n: 2.0 for n in only.split(",")}
 
 
+def test_the_upcall_is_measured_beside_its_hypercall_alone():
+    """pv.upcall is a hypercall and the upcall it causes, in one entry;
+    pv.set_timer the same hypercall whose deadline never fires (its runs
+    make no upcall, or the script stops), so that the difference of the two
+    is the upcall's own cost."""
+    out = _json("exit_costs.py", "--only", "pv.upcall_us,pv.set_timer_us")
+    assert out["vmm_entries_per_exit"] == {"pv.upcall_us": 1.0, "pv.set_timer_us": 1.0}
+    assert _number(out["pv.upcall_us"]) and _number(out["pv.set_timer_us"])
+
+
 def test_the_store_rate_is_read_against_the_raw_loop():
     """store_mips is a rate, like guest_mips: a ratio to raw_mips, no entries."""
     out = _json("exit_path.py", "--only", "store_mips")
