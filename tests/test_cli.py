@@ -384,17 +384,18 @@ def test_generous_max_exits_lets_the_guest_finish(images, capsys):
 
 
 def test_every_option_says_what_it_is_and_its_default():
-    """--help of every command explains each option; one with a default
-    that is not obvious (a format, a profile, a scale) names it."""
+    """--help of every command explains each argument; an option with a
+    default that is not obvious (a format, a profile, a scale) names it."""
     import argparse
     from analysis.profile import DEFAULT
     from virtlab.cli import _parser
     sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     for command, parser in sub.choices.items():
         for action in parser._actions:
-            if not action.option_strings or "-h" in action.option_strings:
+            if "-h" in action.option_strings:
                 continue
-            assert action.help, f"virtlab {command} {action.option_strings[0]} has no help"
+            name = action.option_strings[0] if action.option_strings else action.dest
+            assert action.help, f"virtlab {command} {name} has no help"
             if action.dest == "format" and action.default is not None:   # (bench's: by terminal)
                 assert f"(default {action.default})" in action.help, (command, action.help)
             if action.dest == "profile":

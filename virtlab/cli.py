@@ -43,7 +43,7 @@ def _parser():
     _format_arg(ls, ("text", "json"))
 
     r = sub.add_parser("run", help="run one workload (or raw image) under one back end")
-    r.add_argument("workload", nargs="?")
+    _workload_arg(r)
     r.add_argument("--backend", default="native", help="the back end (default native)")
     r.add_argument("--image", help="a raw flat binary to boot (docs/boot-protocol.md)")
     _scale_arg(r)
@@ -86,7 +86,7 @@ def _parser():
                        "VMM at all, and a system call that pv's direct trap gate or VT-x "
                        "lets through never enters the VMM; the exits are the events that "
                        "changed exit.total.")
-    t.add_argument("workload", nargs="?")
+    _workload_arg(t)
     t.add_argument("--backend", default="trap", help="the back end (default trap)")
     t.add_argument("--image", help="a raw flat binary to boot instead of a workload")
     t.add_argument("--scale", type=_positive, default=3,
@@ -101,7 +101,7 @@ def _parser():
     _budget_args(t)
 
     a = sub.add_parser("audit", help="privileged and sensitive instructions a guest executes")
-    a.add_argument("workload", nargs="?")
+    _workload_arg(a)
     a.add_argument("--image", help="a raw flat binary to boot instead of a workload")
     _scale_arg(a)
     _format_arg(a, ("text", "json"))
@@ -117,7 +117,7 @@ def _parser():
                         "translation or still an 'exit', an 'indirect' table lookup), the "
                         "translated code that stands for it, and why.  "
                         "Example: virtlab translate nano.cli --limit 1 (the cli/sti loop)")
-    tr.add_argument("workload", nargs="?")
+    _workload_arg(tr)
     tr.add_argument("--backend", default="bt", help="a back end with a translation cache "
                     "(default bt)")
     tr.add_argument("--image", help="a raw flat binary to boot instead of a workload")
@@ -142,7 +142,7 @@ def _parser():
                      "inlined in an HTML one (png or svg there; default png)")
 
     sen = sub.add_parser("sensitivity", help="vary one event cost over a saved bench")
-    sen.add_argument("saved")
+    sen.add_argument("saved", help="a file written by 'virtlab bench --save'")
     sen.add_argument("--event", required=True, help="the counter whose cost varies, e.g. exit.priv")
     sen.add_argument("--backend", help="vary only this back end's cost of the event "
                      "(default: its cost everywhere, back ends' own costs of it included)")
@@ -157,18 +157,22 @@ def _parser():
                         "back ends that matter for it, then each claim the runs earned, with "
                         "its evidence, and what was observed for any they did not.  Without "
                         "NAME, list the lessons.")
-    dm.add_argument("name", nargs="?")
+    dm.add_argument("name", nargs="?", help="the lesson to run (without it, the list)")
     _format_arg(dm, ("text", "json"))
 
     to = sub.add_parser("tour", help="a guided tour of a technique's code: its numbered stops "
                         "in reading order", description="Print the stops of a technique's "
                         "guided tour (the [tour ...] comments in the source), in order, each "
                         "with file:line and its first line; without TECHNIQUE, every tour.")
-    to.add_argument("technique", nargs="?")
+    to.add_argument("technique", nargs="?", help="a back end's tour (without it, every tour)")
     to.add_argument("--full", action="store_true",
                     help="print each stop's whole comment, not only its first line")
     _format_arg(to, ("text", "json"))
     return p
+
+
+def _workload_arg(p):
+    p.add_argument("workload", nargs="?", help="a workload's name (see 'virtlab list')")
 
 
 def _scale_arg(p):
