@@ -129,7 +129,7 @@ def _parser():
     _budget_args(tr)
 
     rep = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
-    rep.add_argument("saved", help="a file written by 'virtlab bench --save'")
+    _saved_arg(rep)
     _profile_arg(rep)
     rep.add_argument("--out", required=True, help="the report to write, in the format of "
                      "its extension: REPORT.md (markdown, figure files beside it) or "
@@ -142,7 +142,7 @@ def _parser():
                      "inlined in an HTML one (png or svg there; default png)")
 
     sen = sub.add_parser("sensitivity", help="vary one event cost over a saved bench")
-    sen.add_argument("saved", help="a file written by 'virtlab bench --save'")
+    _saved_arg(sen)
     sen.add_argument("--event", required=True, help="the counter whose cost varies, e.g. exit.priv")
     sen.add_argument("--backend", help="vary only this back end's cost of the event "
                      "(default: its cost everywhere, back ends' own costs of it included)")
@@ -173,6 +173,10 @@ def _parser():
 
 def _workload_arg(p):
     p.add_argument("workload", nargs="?", help="a workload's name (see 'virtlab list')")
+
+
+def _saved_arg(p):
+    p.add_argument("saved", help="a file written by 'virtlab bench --save'")
 
 
 def _scale_arg(p):
