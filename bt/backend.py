@@ -83,6 +83,10 @@ class Bt(RingCompressedVmm):
         self.innocent = {}                  # guilty guest EIP -> callouts without a page table
         machine.intercepts.watch(_select_user_sensitive, self._user_sensitive, exit=True,
                                  ids=_USER_SENSITIVE)
+        # At vector 32 or above the CPU stops only for an `int n` (as under
+        # trap): user code's system call, or translated code's callout.
+        for vector in range(32, 256):
+            machine.claim_vector(vector, self._software_int)
 
     # -- entering the guest -------------------------------------------------------
     def boot(self):
@@ -222,6 +226,24 @@ class Bt(RingCompressedVmm):
         return True
 
     # -- exits --------------------------------------------------------------------
+    def _software_int(self, vector):
+        """`int n` with n of 32 or more: from user code, a system call to
+        reflect; in the TC, a callout.  (exception() without its question of
+        what kind of event it is: every system call and callout comes here.)"""
+        eip, hflags, cs_base, _ = self.machine.state.entry_regs()
+        if hflags & 3 == 3:
+            self._reflect_software(vector)
+        else:
+            pc = (cs_base + eip) & 0xFFFFFFFF
+            if not L.TC <= pc < L.TC_END:
+                self._outside_tc()
+            self.callouts.run(pc)
+        self._resume()
+
+    def _outside_tc(self):
+        raise GuestStop(f"bt: guest kernel code ran outside the translation cache at "
+                        f"{self.machine.where()}")
+
     def exception(self, vector):
         st = self.machine.state
         eip, hflags, cs_base, _ = st.entry_regs()
@@ -232,8 +254,7 @@ class Bt(RingCompressedVmm):
             else:
                 self._tc_fault(vector, pc)
         elif hflags & 3 == 1:
-            raise GuestStop(f"bt: guest kernel code ran outside the translation cache at "
-                            f"{self.machine.where()}")
+            self._outside_tc()
         else:
             self.guest_exception(vector)     # from user code, which runs directly
         self._resume()
