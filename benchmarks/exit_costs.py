@@ -13,8 +13,9 @@ model's floor measured in the same run (floor_exit_us, a bare `int` into an
 empty Python hook: guestbench.py).  The VMM entries one exit makes are
 counted from the same runs (--json: vmm_entries_per_exit): every time the CPU
 hands control to the platform, exits and observed instructions alike.  A path
-that makes more than one is also printed per entry, the cost of each kind it
-is made of: bt.syscall (the reflected `int` and the `iretd` callout) and
+that makes more than one is also printed per entry, the mean of the kinds it
+is made of (which may differ: it does not tell them apart): bt.syscall (the
+reflected `int` and the `iretd` callout) and
 trap.syscall (the reflected `int`, and the kernel's `iretd`, which runs
 natively at ring 1 but is observed first: trap_emulate/trap.py, _kernel_iret).
 

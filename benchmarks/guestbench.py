@@ -280,7 +280,8 @@ def _print_instructions(benches, as_json):
     for k, v in figures.items():
         line = f"{k.removesuffix('_us') + '_instructions':<28} {v:>10.0f}   {v / floor:6.1f}x floor"
         if entries.get(k, 0) >= 1.5:
-            line += f"   {entries[k]:.0f} VMM entries: {v / floor / entries[k]:.1f}x floor each"
+            line += (f"   {entries[k]:.0f} VMM entries: "
+                     f"{v / floor / entries[k]:.1f}x floor per entry (mean)")
         print(line)
 
 
@@ -468,7 +469,7 @@ def main(doc, benches, argv=None, floor=False):
             line += (f"   {r:6.1f}x " + ("slower than raw" if k.endswith("_mips") else "floor")
                      + f"   (best samples {best:.1f}x)")
             if entries and entries >= 1.5:
-                line += f"   {entries:.0f} VMM entries: {r / entries:.1f}x floor each"
+                line += f"   {entries:.0f} VMM entries: {r / entries:.1f}x floor per entry (mean)"
         print(line)
 
 
