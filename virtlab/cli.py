@@ -38,46 +38,57 @@ def _parser():
                 "by running one real guest OS under each.")
     p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in _COMMANDS:
+        command(sub)
+    return p
 
-    ls = sub.add_parser("list", help="back ends and workloads")
-    _format_arg(ls, ("text", "json"))
 
-    r = sub.add_parser("run", help="run one workload (or raw image) under one back end")
-    _workload_arg(r)
-    r.add_argument("--backend", default="native", help="the back end (default native)")
-    r.add_argument("--image", help="a raw flat binary to boot (docs/boot-protocol.md)")
-    _scale_arg(r)
-    _format_arg(r, ("text", "json"))
-    _profile_arg(r)
-    _repeat_arg(r, "default 3")
-    _budget_args(r)
+def _list_command(sub):
+    p = sub.add_parser("list", help="back ends and workloads")
+    _format_arg(p, ("text", "json"))
 
-    b = sub.add_parser("bench", help="every workload under every back end, against native")
-    b.add_argument("--workloads", default="*",
+
+def _run_command(sub):
+    p = sub.add_parser("run", help="run one workload (or raw image) under one back end")
+    _workload_arg(p)
+    p.add_argument("--backend", default="native", help="the back end (default native)")
+    p.add_argument("--image", help="a raw flat binary to boot (docs/boot-protocol.md)")
+    _scale_arg(p)
+    _format_arg(p, ("text", "json"))
+    _profile_arg(p)
+    _repeat_arg(p, "default 3")
+    _budget_args(p)
+
+
+def _bench_command(sub):
+    p = sub.add_parser("bench", help="every workload under every back end, against native")
+    p.add_argument("--workloads", default="*",
                    help="comma-separated names or glob patterns (default: all)")
-    b.add_argument("--backends", help="comma-separated back ends (default: all installed)")
-    _scale_arg(b)
-    b.add_argument("--format", choices=("compact", "markdown", "csv", "json", "latex"),
+    p.add_argument("--backends", help="comma-separated back ends (default: all installed)")
+    _scale_arg(p)
+    p.add_argument("--format", choices=("compact", "markdown", "csv", "json", "latex"),
                    help="compact: workloads x back ends, one overhead a cell (the default on "
                    "a terminal); the others give the full table (markdown is the default "
                    "otherwise)")
-    b.add_argument("--host", action="store_true",
+    p.add_argument("--host", action="store_true",
                    help="compact view: add the host overhead (emulator) table")
-    _repeat_arg(b, "default 3 when host figures are shown or saved: a full table, --host or "
+    _repeat_arg(p, "default 3 when host figures are shown or saved: a full table, --host or "
                 "--save; 1 for the compact view alone, whose modeled figures repetitions "
                 "cannot change")
-    b.add_argument("--out", help="write the table to FILE instead of stdout")
-    b.add_argument("--jobs", type=_positive, default=1,
+    p.add_argument("--out", help="write the table to FILE instead of stdout")
+    p.add_argument("--jobs", type=_positive, default=1,
                    help="rows run at once, in as many processes (default 1; the host "
                    "figures are then measured under that load)")
-    _profile_arg(b)
-    b.add_argument("--plot", metavar="FILE", help="write each figure to its own file beside "
+    _profile_arg(p)
+    p.add_argument("--plot", metavar="FILE", help="write each figure to its own file beside "
                    "FILE: out.png gives out-overhead.png, out-nano.png, out-breakdown.png "
                    "(those with data); .png, .svg or .pdf")
-    b.add_argument("--save", help="save the raw results to FILE (JSON) for 'virtlab report'")
-    _budget_args(b)
+    p.add_argument("--save", help="save the raw results to FILE (JSON) for 'virtlab report'")
+    _budget_args(p)
 
-    t = sub.add_parser("trace", help="every event of a run where the platform or the VMM got "
+
+def _trace_command(sub):
+    p = sub.add_parser("trace", help="every event of a run where the platform or the VMM got "
                        "control: address, instruction, cause, what was done",
                        description="Run a guest and list each event that handed control to "
                        "virtlab (the platform, the VMM, the hypervisor): the guest address, "
@@ -86,89 +97,104 @@ def _parser():
                        "VMM at all, and a system call that pv's direct trap gate or VT-x "
                        "lets through never enters the VMM; the exits are the events that "
                        "changed exit.total.")
-    _workload_arg(t)
-    t.add_argument("--backend", default="trap", help="the back end (default trap)")
-    t.add_argument("--image", help="a raw flat binary to boot instead of a workload")
-    t.add_argument("--scale", type=_positive, default=3,
+    _workload_arg(p)
+    p.add_argument("--backend", default="trap", help="the back end (default trap)")
+    p.add_argument("--image", help="a raw flat binary to boot instead of a workload")
+    p.add_argument("--scale", type=_positive, default=3,
                    help="the workload's scale (default 3: a few iterations show the "
                    "pattern)")
-    t.add_argument("--limit", type=_positive, default=60,
+    p.add_argument("--limit", type=_positive, default=60,
                    help="events to show; the run stops there (default 60)")
-    t.add_argument("--skip", type=int, default=0, help="events to pass over first (default 0)")
-    t.add_argument("--all", action="store_true",
+    p.add_argument("--skip", type=int, default=0, help="events to pass over first (default 0)")
+    p.add_argument("--all", action="store_true",
                    help="trace from boot (default for a workload: its region of interest only)")
-    _format_arg(t, ("text", "json"))
-    _budget_args(t)
+    _format_arg(p, ("text", "json"))
+    _budget_args(p)
 
-    a = sub.add_parser("audit", help="privileged and sensitive instructions a guest executes")
-    _workload_arg(a)
-    a.add_argument("--image", help="a raw flat binary to boot instead of a workload")
-    _scale_arg(a)
-    _format_arg(a, ("text", "json"))
-    _budget_args(a)
 
-    tr = sub.add_parser("translate", help="the translation cache after a run: each unit's guest "
-                        "instructions beside the translated code for each",
-                        description="Run WORKLOAD (or --image FILE) under a translating back "
-                        "end with profiling "
-                        "on, then list its translation units, most executed first: every guest "
-                        "instruction with its kind (IDENT copied unchanged, in-TC sequence, "
-                        "callout to the VMM, a branch whose exit is 'chained' to its target's "
-                        "translation or still an 'exit', an 'indirect' table lookup), the "
-                        "translated code that stands for it, and why.  "
-                        "Example: virtlab translate nano.cli --limit 1 (the cli/sti loop)")
-    _workload_arg(tr)
-    tr.add_argument("--backend", default="bt", help="a back end with a translation cache "
-                    "(default bt)")
-    tr.add_argument("--image", help="a raw flat binary to boot instead of a workload")
-    tr.add_argument("--addr", type=_address,
-                    help="only the units whose guest range holds this address (hex or decimal)")
-    tr.add_argument("--limit", type=_positive, default=20, help="units to show (default 20)")
-    _scale_arg(tr)
-    _format_arg(tr, ("text", "json"))
-    _budget_args(tr)
+def _audit_command(sub):
+    p = sub.add_parser("audit", help="privileged and sensitive instructions a guest executes")
+    _workload_arg(p)
+    p.add_argument("--image", help="a raw flat binary to boot instead of a workload")
+    _scale_arg(p)
+    _format_arg(p, ("text", "json"))
+    _budget_args(p)
 
-    rep = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
-    _saved_arg(rep)
-    _profile_arg(rep)
-    rep.add_argument("--out", required=True, help="the report to write, in the format of "
-                     "its extension: REPORT.md (markdown, figure files beside it) or "
-                     "REPORT.html (one self-contained page, figures inline)")
-    rep.add_argument("--sweep", help="sensitivity sweep EVENT[@BACKEND]=LO:HI[:STEPS] "
-                     f"(default {DEFAULT_SWEEP}, over every saved back end if hw is not saved)")
+
+def _translate_command(sub):
+    p = sub.add_parser("translate", help="the translation cache after a run: each unit's guest "
+                       "instructions beside the translated code for each",
+                       description="Run WORKLOAD (or --image FILE) under a translating back "
+                       "end with profiling on, then list its translation units, most executed "
+                       "first: every guest instruction with its kind (IDENT copied unchanged, in-TC sequence, "
+                       "callout to the VMM, a branch whose exit is 'chained' to its target's "
+                       "translation or still an 'exit', an 'indirect' table lookup), the "
+                       "translated code that stands for it, and why.  "
+                       "Example: virtlab translate nano.cli --limit 1 (the cli/sti loop)")
+    _workload_arg(p)
+    p.add_argument("--backend", default="bt", help="a back end with a translation cache "
+                   "(default bt)")
+    p.add_argument("--image", help="a raw flat binary to boot instead of a workload")
+    p.add_argument("--addr", type=_address,
+                   help="only the units whose guest range holds this address (hex or decimal)")
+    p.add_argument("--limit", type=_positive, default=20, help="units to show (default 20)")
+    _scale_arg(p)
+    _format_arg(p, ("text", "json"))
+    _budget_args(p)
+
+
+def _report_command(sub):
+    p = sub.add_parser("report", help="analyse a saved bench under a profile (no guest runs)")
+    _saved_arg(p)
+    _profile_arg(p)
+    p.add_argument("--out", required=True, help="the report to write, in the format of "
+                   "its extension: REPORT.md (markdown, figure files beside it) or "
+                   "REPORT.html (one self-contained page, figures inline)")
+    p.add_argument("--sweep", help="sensitivity sweep EVENT[@BACKEND]=LO:HI[:STEPS] "
+                   f"(default {DEFAULT_SWEEP}, over every saved back end if hw is not saved)")
     from analysis.figfmt import FORMATS
-    rep.add_argument("--figures", choices=FORMATS, default="png",
-                     help="format of the figures, written beside a markdown report or "
-                     "inlined in an HTML one (png or svg there; default png)")
+    p.add_argument("--figures", choices=FORMATS, default="png",
+                   help="format of the figures, written beside a markdown report or "
+                   "inlined in an HTML one (png or svg there; default png)")
 
-    sen = sub.add_parser("sensitivity", help="vary one event cost over a saved bench")
-    _saved_arg(sen)
-    sen.add_argument("--event", required=True, help="the counter whose cost varies, e.g. exit.priv")
-    sen.add_argument("--backend", help="vary only this back end's cost of the event "
-                     "(default: its cost everywhere, back ends' own costs of it included)")
-    sen.add_argument("--range", required=True, help="LO:HI[:STEPS] in cycles")
-    _profile_arg(sen)
-    _format_arg(sen, ("markdown", "csv", "json", "latex"))
-    sen.add_argument("--plot", metavar="FILE",
-                     help="write the crossover plot to FILE (.png, .svg or .pdf)")
 
-    dm = sub.add_parser("demo", help="a short lesson: real runs, and only what they showed",
-                        description="Run a lesson (virtlab/demos/): real guests under the "
-                        "back ends that matter for it, then each claim the runs earned, with "
-                        "its evidence, and what was observed for any they did not.  Without "
-                        "NAME, list the lessons.")
-    dm.add_argument("name", nargs="?", help="the lesson to run (without it, the list)")
-    _format_arg(dm, ("text", "json"))
+def _sensitivity_command(sub):
+    p = sub.add_parser("sensitivity", help="vary one event cost over a saved bench")
+    _saved_arg(p)
+    p.add_argument("--event", required=True, help="the counter whose cost varies, e.g. exit.priv")
+    p.add_argument("--backend", help="vary only this back end's cost of the event "
+                   "(default: its cost everywhere, back ends' own costs of it included)")
+    p.add_argument("--range", required=True, help="LO:HI[:STEPS] in cycles")
+    _profile_arg(p)
+    _format_arg(p, ("markdown", "csv", "json", "latex"))
+    p.add_argument("--plot", metavar="FILE",
+                   help="write the crossover plot to FILE (.png, .svg or .pdf)")
 
-    to = sub.add_parser("tour", help="a guided tour of a technique's code: its numbered stops "
-                        "in reading order", description="Print the stops of a technique's "
-                        "guided tour (the [tour ...] comments in the source), in order, each "
-                        "with file:line and its first line; without TECHNIQUE, every tour.")
-    to.add_argument("technique", nargs="?", help="a back end's tour (without it, every tour)")
-    to.add_argument("--full", action="store_true",
-                    help="print each stop's whole comment, not only its first line")
-    _format_arg(to, ("text", "json"))
-    return p
+
+def _demo_command(sub):
+    p = sub.add_parser("demo", help="a short lesson: real runs, and only what they showed",
+                       description="Run a lesson (virtlab/demos/): real guests under the "
+                       "back ends that matter for it, then each claim the runs earned, with "
+                       "its evidence, and what was observed for any they did not.  Without "
+                       "NAME, list the lessons.")
+    p.add_argument("name", nargs="?", help="the lesson to run (without it, the list)")
+    _format_arg(p, ("text", "json"))
+
+
+def _tour_command(sub):
+    p = sub.add_parser("tour", help="a guided tour of a technique's code: its numbered stops "
+                       "in reading order", description="Print the stops of a technique's "
+                       "guided tour (the [tour ...] comments in the source), in order, each "
+                       "with file:line and its first line; without TECHNIQUE, every tour.")
+    p.add_argument("technique", nargs="?", help="a back end's tour (without it, every tour)")
+    p.add_argument("--full", action="store_true",
+                   help="print each stop's whole comment, not only its first line")
+    _format_arg(p, ("text", "json"))
+
+
+_COMMANDS = (_list_command, _run_command, _bench_command, _trace_command, _audit_command,
+             _translate_command, _report_command, _sensitivity_command, _demo_command,
+             _tour_command)
 
 
 def _workload_arg(p):
