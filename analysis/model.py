@@ -100,6 +100,22 @@ class Breakdown:
 
 def model(counters: dict, instructions: int, profile: Profile, backend: str) -> Breakdown:
     """Modeled cycles of a run (or its ROI) under ``backend`` on ``profile``."""
+    _check(counters, instructions, backend)
+    bill = _Bill(profile, backend)
+    taken = bill.counters(counters)
+    bill.family_rest(counters, taken)
+    charges = sorted(bill.charges, key=lambda c: c.event)
+    base = instructions * profile.cpi.cycles
+    events = {c.event: c.cycles for c in charges}
+    return Breakdown(profile=profile.name, backend=backend, instructions=instructions,
+                     cpi=profile.cpi.cycles, base_cycles=base, events=events,
+                     charges=tuple(charges), total=base + sum(events.values()),
+                     uncharged=bill.uncharged, unknown=bill.unknown)
+
+
+def _check(counters, instructions, backend):
+    """The model's inputs are counts: non-negative integers, of a back end
+    it knows.  Anything else is a caller's mistake, said before any pricing."""
     cat = catalog()
     if backend not in cat.known_backends:
         raise ValueError(f"unknown back end {backend!r} "
@@ -110,62 +126,69 @@ def model(counters: dict, instructions: int, profile: Profile, backend: str) -> 
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"counter {k!r} must be a non-negative integer, got {v!r}")
 
-    charges: list[Charge] = []
-    uncharged: dict[str, int] = {}
-    unknown: dict[str, int] = {}
 
-    def charge(event, count, cost):
+class _Bill:
+    """The charges of one run under one back end and profile, made up
+    counter by counter: each occurrence of an event is charged once."""
+
+    def __init__(self, profile, backend):
+        self.profile, self.backend = profile, backend
+        self.charges: list[Charge] = []
+        self.uncharged: dict[str, int] = {}
+        self.unknown: dict[str, int] = {}
+
+    def charge(self, event, count, cost):
         if count:
-            over = event in profile.backends.get(backend, {})
-            charges.append(Charge(event, count, cost, count * cost.cycles, over))
+            over = event in self.profile.backends.get(self.backend, {})
+            self.charges.append(Charge(event, count, cost, count * cost.cycles, over))
 
-    def need(event):
-        cost = profile.cost(event, backend)
+    def need(self, event):
+        """The cost of an event the model must charge: a profile without it
+        cannot price this run."""
+        cost = self.profile.cost(event, self.backend)
         if cost is None:
-            raise ValueError(f"profile {profile.name} has no cost for {event!r} "
-                             f"(back end {backend})")
+            raise ValueError(f"profile {self.profile.name} has no cost for {event!r} "
+                             f"(back end {self.backend})")
         return cost
 
-    # Sub-names with their own cost take their occurrences out of the family.
-    families, charged, free = cat.families, set(cat.charged), cat.not_charged
-    taken = {fam: 0 for fam in families}
-    for name in sorted(counters):
-        count = counters[name]
-        if not count:
-            continue
-        fam = family_of(name, families)
-        if fam is not None:
-            cost = profile.cost(name, backend)
-            if cost is None:
-                uncharged[name] = count
+    def counters(self, counters):
+        """Charge every counter but the families; return, per family, the
+        occurrences its priced sub-counters took out of it."""
+        cat = catalog()
+        families, charged, free = cat.families, set(cat.charged), cat.not_charged
+        taken = {fam: 0 for fam in families}
+        for name in sorted(counters):
+            count = counters[name]
+            if not count:
+                continue
+            fam = family_of(name, families)
+            if fam is not None:
+                cost = self.profile.cost(name, self.backend)
+                if cost is None:
+                    self.uncharged[name] = count
+                else:
+                    self.charge(name, count, cost)
+                    taken[fam] += count
+            elif name in charged:
+                if name not in families:          # those after their subsets
+                    self.charge(name, count, self.need(name))
+            elif _not_charged(name, free):
+                self.uncharged[name] = count
             else:
-                charge(name, count, cost)
-                taken[fam] += count
-        elif name in charged:
-            if name in families:
-                continue                      # below, after the subsets
-            charge(name, count, need(name))
-        elif _not_charged(name, free):
-            uncharged[name] = count
-        else:
-            unknown[name] = count
+                self.unknown[name] = count
+        return taken
 
-    for fam in families:
-        total = counters.get(fam, 0)
-        rest = total - taken[fam]
-        if rest < 0:
-            raise ValueError(f"inconsistent counters: {fam} = {total} but its "
-                             f"sub-counters with their own cost sum to {taken[fam]}")
-        if rest:
-            charge(fam, rest, need(fam))
-
-    charges.sort(key=lambda c: c.event)
-    base = instructions * profile.cpi.cycles
-    events = {c.event: c.cycles for c in charges}
-    return Breakdown(profile=profile.name, backend=backend, instructions=instructions,
-                     cpi=profile.cpi.cycles, base_cycles=base, events=events,
-                     charges=tuple(charges), total=base + sum(events.values()),
-                     uncharged=uncharged, unknown=unknown)
+    def family_rest(self, counters, taken):
+        """Each family is charged for the occurrences no priced sub-counter
+        took (its own cost, once each)."""
+        for fam, took in taken.items():
+            total = counters.get(fam, 0)
+            rest = total - took
+            if rest < 0:
+                raise ValueError(f"inconsistent counters: {fam} = {total} but its "
+                                 f"sub-counters with their own cost sum to {took}")
+            if rest:
+                self.charge(fam, rest, self.need(fam))
 
 
 def per_iteration(breakdown: Breakdown, iterations: int) -> float:
