@@ -81,14 +81,10 @@ def through_call_gate(cpu, state, view, decoded):
     for the exception the CPU would raise instead, GuestMemoryFault for a
     page fault on the stacks."""
     sel = far_target(decoded, state, view)
-    if sel is None or sel & 4 or sel & 0xFFF8 == 0:
+    gate = _call_gate(cpu, view, sel) if sel is not None else None
+    if gate is None:
         return False
-    gdtr = cpu.gdtr()
-    if (sel & ~7) + 7 > gdtr[1]:
-        return False
-    lo, hi = read_descriptor(view, gdtr, sel)
-    if hi & x86.DESC_S or (hi >> 8) & 0xF not in (CALL_GATE32, CALL_GATE16):
-        return False
+    lo, hi = gate
     unit = 4 if (hi >> 8) & 0xF == CALL_GATE32 else 2          # bytes per push
     call = decoded.insn.id in (C.X86_INS_LCALL, C.X86_INS_CALL)
     cpl = cpu.cpl()
@@ -99,42 +95,72 @@ def through_call_gate(cpu, state, view, decoded):
     # (All 32 bits of the offset even for a 16-bit gate, as the CPU model
     # takes them: docs/unicorn.md, item 30.)
     cs, offset, params = lo >> 16, (hi & 0xFFFF0000) | (lo & 0xFFFF), hi & 0x1F
+    cs_lo, cs_hi, new_cpl = _gate_target(cpu, view, sel, cs, cpl)
+    if not call and new_cpl != cpl:
+        raise DeliveryFault(x86.GP, cs & ~3, "jmp through a call gate to another ring")
+    ret = (state.eip + decoded.size) & 0xFFFFFFFF
+    if call and new_cpl < cpl:
+        _push_inner(cpu, state, view, new_cpl, unit, params, ret)
+    elif call:
+        state.set_reg("esp", _push(view, unit, (ret, cpu.selector("cs")), state.reg("esp"),
+                                   state.seg_base_of("ss")))
+    state.set_segment("cs", *cpu.segment(cs, cs_lo, cs_hi, new_cpl))
+    state.eip = offset
+    return True
+
+
+def _call_gate(cpu, view, sel):
+    """The descriptor (lo, hi) of the call gate `sel` names in the guest's
+    GDT, or None if it names none (an LDT selector, the null one, beyond
+    the limit, any other kind of descriptor)."""
+    if sel & 4 or sel & 0xFFF8 == 0:
+        return None
+    gdtr = cpu.gdtr()
+    if (sel & ~7) + 7 > gdtr[1]:
+        return None
+    lo, hi = read_descriptor(view, gdtr, sel)
+    if hi & x86.DESC_S or (hi >> 8) & 0xF not in (CALL_GATE32, CALL_GATE16):
+        return None
+    return lo, hi
+
+
+def _gate_target(cpu, view, sel, cs, cpl):
+    """The gate's code segment, checked as the CPU checks it, and the ring
+    the transfer lands in: (lo, hi, new CPL)."""
     if cs & 0xFFFC == 0:
         raise DeliveryFault(x86.GP, 0, f"call gate {sel:#x} names the null selector")
-    cs_lo, cs_hi = read_descriptor(view, gdtr, cs)
+    cs_lo, cs_hi = read_descriptor(view, cpu.gdtr(), cs)
     dpl = x86.seg_dpl(cs_hi)
     if not cs_hi & x86.DESC_S or not cs_hi & x86.DESC_CODE or dpl > cpl:
         raise DeliveryFault(x86.GP, cs & ~3, f"call gate {sel:#x}: bad target {cs:#x}")
     if not cs_hi & x86.DESC_P:
         raise DeliveryFault(x86.NP, cs & ~3, f"call gate {sel:#x}: target {cs:#x} not present")
-    new_cpl = cpl if cs_hi & _CONFORMING else dpl
-    if not call and new_cpl != cpl:
-        raise DeliveryFault(x86.GP, cs & ~3, "jmp through a call gate to another ring")
-    ret = (state.eip + decoded.size) & 0xFFFFFFFF
+    return cs_lo, cs_hi, cpl if cs_hi & _CONFORMING else dpl
+
+
+def _push_inner(cpu, state, view, new_cpl, unit, params, ret):
+    """An inner call: the new stack from the guest's TSS; old SS:ESP, the
+    gate's parameters (copied from the old stack) and CS:EIP pushed on it."""
+    esp_pa, ss, ss_lo, ss_hi = _inner_stack(cpu, view, cpu.gdtr(), new_cpl)
+    old_esp = state.reg("esp")
+    fmt = "I" if unit == 4 else "H"
+    args = struct.unpack(f"<{params}{fmt}",
+                         view.read((state.seg_base_of("ss") + old_esp) & 0xFFFFFFFF,
+                                   unit * params))
+    frame = (ret, cpu.selector("cs"), *args, old_esp, cpu.selector("ss"))
+    esp = _push(view, unit, frame, view.mem.u32(esp_pa), x86.seg_base(ss_lo, ss_hi))
+    state.set_segment("ss", *cpu.segment(ss, ss_lo, ss_hi, new_cpl))
+    state.set_reg("esp", esp)
+
+
+def _push(view, unit, frame, esp, ss_base):
+    """Push `frame` (its first value at the lowest address) below `esp` on
+    the stack at `ss_base`, in units of `unit` bytes; returns the new ESP."""
     fmt, mask = ("I", 0xFFFFFFFF) if unit == 4 else ("H", 0xFFFF)
-    if call and new_cpl < cpl:
-        # Inner call: the new stack from the guest's TSS; old SS:ESP, the
-        # parameters (copied from the old stack) and CS:EIP pushed on it.
-        esp_pa, ss, ss_lo, ss_hi = _inner_stack(cpu, view, gdtr, new_cpl)
-        new_esp = view.mem.u32(esp_pa)
-        old_esp = state.reg("esp")
-        old_base = state.seg_base_of("ss")
-        args = struct.unpack(f"<{params}{fmt}", view.read((old_base + old_esp) & 0xFFFFFFFF,
-                                                          unit * params))
-        frame = [ret, cpu.selector("cs"), *args, old_esp, cpu.selector("ss")]
-        new_esp = (new_esp - unit * len(frame)) & 0xFFFFFFFF
-        view.write((x86.seg_base(ss_lo, ss_hi) + new_esp) & 0xFFFFFFFF,
-                   struct.pack(f"<{len(frame)}{fmt}", *(v & mask for v in frame)))
-        state.set_segment("ss", *cpu.segment(ss, ss_lo, ss_hi, new_cpl))
-        state.set_reg("esp", new_esp)
-    elif call:
-        esp = (state.reg("esp") - 2 * unit) & 0xFFFFFFFF
-        view.write((state.seg_base_of("ss") + esp) & 0xFFFFFFFF,
-                   struct.pack(f"<2{fmt}", ret & mask, cpu.selector("cs") & mask))
-        state.set_reg("esp", esp)
-    state.set_segment("cs", *cpu.segment(cs, cs_lo, cs_hi, new_cpl))
-    state.eip = offset
-    return True
+    esp = (esp - unit * len(frame)) & 0xFFFFFFFF
+    view.write((ss_base + esp) & 0xFFFFFFFF,
+               struct.pack(f"<{len(frame)}{fmt}", *(v & mask for v in frame)))
+    return esp
 
 
 def task_return(view, tss_base):
