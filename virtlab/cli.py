@@ -52,7 +52,7 @@ def _run_command(sub):
     p = sub.add_parser("run", help="run one workload (or raw image) under one back end")
     _workload_arg(p)
     p.add_argument("--backend", default="native", help="the back end (default native)")
-    p.add_argument("--image", help="a raw flat binary to boot (docs/boot-protocol.md)")
+    _image_arg(p)
     _scale_arg(p)
     _format_arg(p, ("text", "json"))
     _profile_arg(p)
@@ -99,7 +99,7 @@ def _trace_command(sub):
                        "changed exit.total.")
     _workload_arg(p)
     p.add_argument("--backend", default="trap", help="the back end (default trap)")
-    p.add_argument("--image", help="a raw flat binary to boot instead of a workload")
+    _image_arg(p)
     p.add_argument("--scale", type=_positive, default=3,
                    help="the workload's scale (default 3: a few iterations show the "
                    "pattern)")
@@ -115,7 +115,7 @@ def _trace_command(sub):
 def _audit_command(sub):
     p = sub.add_parser("audit", help="privileged and sensitive instructions a guest executes")
     _workload_arg(p)
-    p.add_argument("--image", help="a raw flat binary to boot instead of a workload")
+    _image_arg(p)
     _scale_arg(p)
     _format_arg(p, ("text", "json"))
     _budget_args(p)
@@ -126,15 +126,15 @@ def _translate_command(sub):
                        "instructions beside the translated code for each",
                        description="Run WORKLOAD (or --image FILE) under a translating back "
                        "end with profiling on, then list its translation units, most executed "
-                       "first: every guest instruction with its kind (IDENT copied unchanged, in-TC sequence, "
-                       "callout to the VMM, a branch whose exit is 'chained' to its target's "
-                       "translation or still an 'exit', an 'indirect' table lookup), the "
-                       "translated code that stands for it, and why.  "
+                       "first: every guest instruction with its kind (IDENT copied unchanged, "
+                       "in-TC sequence, callout to the VMM, a branch whose exit is 'chained' "
+                       "to its target's translation or still an 'exit', an 'indirect' table "
+                       "lookup), the translated code that stands for it, and why.  "
                        "Example: virtlab translate nano.cli --limit 1 (the cli/sti loop)")
     _workload_arg(p)
     p.add_argument("--backend", default="bt", help="a back end with a translation cache "
                    "(default bt)")
-    p.add_argument("--image", help="a raw flat binary to boot instead of a workload")
+    _image_arg(p)
     p.add_argument("--addr", type=_address,
                    help="only the units whose guest range holds this address (hex or decimal)")
     p.add_argument("--limit", type=_positive, default=20, help="units to show (default 20)")
@@ -199,6 +199,11 @@ _COMMANDS = (_list_command, _run_command, _bench_command, _trace_command, _audit
 
 def _workload_arg(p):
     p.add_argument("workload", nargs="?", help="a workload's name (see 'virtlab list')")
+
+
+def _image_arg(p):
+    p.add_argument("--image", help="a raw flat binary to boot instead of a workload "
+                   "(docs/boot-protocol.md)")
 
 
 def _saved_arg(p):
