@@ -51,9 +51,9 @@ class Callouts:
 
     # [tour bt 90] A callout: translated code enters the VMM.
     # A callout is an `int` to a vector of the VMM's own in the cache.  The machine
-    # delivers it to Bt.exception, which finds the callout by its address and runs its
-    # handler: emulate a privileged instruction, chain, look up a miss, reflect an
-    # int.
+    # hands every `int n` above 31 to Bt._software_int, which, at a TC address, finds
+    # the callout by that address and runs its handler: emulate a privileged
+    # instruction, chain, look up a miss, reflect an int.
     def run(self, pc):
         c = self.bt.cache.callouts.get(pc)
         if c is None:
