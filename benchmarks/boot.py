@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import virtlab                                          # noqa: E402
 from virtlab import backend                             # noqa: E402
+from virtlab.cli import positive_int                  # noqa: E402
 from virtlab.errors import UsageError                   # noqa: E402
 
 
@@ -47,14 +48,15 @@ def boot_cost(workload, name, repeat):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--backends", default=",".join(backend.names()))
-    p.add_argument("--repeat", type=int, default=7)
-    p.add_argument("--workload", default="nano.syscall")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--backends", default=",".join(backend.names()),
+                   help="comma-separated back ends (default: all installed)")
+    p.add_argument("--repeat", type=positive_int, default=7, metavar="N",
+                   help="runs per back end; the median and the best are printed (default 7)")
+    p.add_argument("--workload", default="nano.syscall",
+                   help="the workload whose run is timed, at scale 1 (default nano.syscall)")
     args = p.parse_args(argv)
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
     rows = {}
     for name in args.backends.split(","):
         if name not in backend.names():

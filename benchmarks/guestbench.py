@@ -56,6 +56,7 @@ from unicorn import x86_const as X                                              
 from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h                        # noqa: E402
 
 from virtlab import asmguest as A                       # noqa: E402
+from virtlab.cli import positive_int                  # noqa: E402
 from virtlab.decode import forget_blocks               # noqa: E402
 from virtlab.machine import BootSpec, Machine           # noqa: E402
 
@@ -414,9 +415,10 @@ def measure(benches, repeat, floor=True):
 def main(doc, benches, argv=None, floor=False):
     """Run each benchmark --repeat times and print the medians; with `floor`,
     also the CPU model's floor and each path as a ratio to it."""
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--repeat", type=int, default=5)
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--repeat", type=positive_int, default=5, metavar="N",
+                   help="repetitions; the median is printed (default 5)")
     p.add_argument("--wall", action="store_true", help="time in wall-clock seconds, not CPU time")
     p.add_argument("--only", default="", help="comma-separated names of the figures to measure")
     p.add_argument("--profile", metavar="NAME",

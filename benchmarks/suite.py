@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import virtlab                                          # noqa: E402
 from virtlab import backend                             # noqa: E402
+from virtlab.cli import positive_int                  # noqa: E402
 from workloads.catalog import CATALOG                   # noqa: E402
 
 
@@ -49,14 +50,19 @@ def bench_times(no_bundle=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--bench", action="store_true", help="time a cold and a warm virtlab bench")
     p.add_argument("--no-bundle", action="store_true",
                    help="with --bench: ignore the bundled instruction counts")
-    p.add_argument("--backends", default=",".join(["native"] + [n for n in backend.names() if n != "native"]))
-    p.add_argument("--scale", type=int)
+    p.add_argument("--backends", default=",".join(backend.names()),
+                   help="comma-separated back ends (default: all installed)")
+    p.add_argument("--scale", type=positive_int,
+                   help="every workload at this scale (default: each its own)")
     args = p.parse_args(argv)
+    unknown = [b for b in args.backends.split(",") if b not in backend.names()]
+    if unknown:
+        p.error(f"unknown back end '{unknown[0]}' (installed: {', '.join(backend.names())})")
     if args.bench:
         times = bench_times(args.no_bundle)
         print(json.dumps(times) if args.json
