@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import virtlab                                          # noqa: E402
 from virtlab import backend                             # noqa: E402
-from virtlab.cli import positive_int                  # noqa: E402
+from guestbench import integer                        # noqa: E402
 from virtlab.errors import UsageError                   # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--backends", default=",".join(backend.names()),
                    help="comma-separated back ends (default: all installed)")
-    p.add_argument("--repeat", type=positive_int, default=7, metavar="N",
+    p.add_argument("--repeat", type=integer(1), default=7, metavar="N",
                    help="runs per back end; the median and the best are printed (default 7)")
     p.add_argument("--workload", default="nano.syscall",
                    help="the workload whose run is timed, at scale 1 (default nano.syscall)")

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from virtlab import asmseq as S, backend as B          # noqa: E402
-from virtlab.cli import positive_int                  # noqa: E402
+from guestbench import integer                        # noqa: E402
 
 
 def check_image(seed, per_image, backends, without, show):
@@ -103,35 +103,24 @@ def _check_backend(parser, name):
               file=sys.stderr)
 
 
-def _non_negative(text):
-    """An argparse type: an integer of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got '{text}'")
-    return value
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sequences", type=positive_int, default=10_000,
+    p.add_argument("--sequences", type=integer(1), default=10_000,
                    help="sequences to generate and compare (default 10,000)")
-    p.add_argument("--per-image", type=positive_int, default=100, metavar="N",
+    p.add_argument("--per-image", type=integer(1), default=100, metavar="N",
                    help=f"sequences in one guest image, at most {S.MAX_SEQUENCES} (default 100)")
-    p.add_argument("--first-seed", type=_non_negative, default=0, metavar="S",
+    p.add_argument("--first-seed", type=integer(0), default=0, metavar="S",
                    help="the seed of the first image; image i has seed S + i (default 0)")
     p.add_argument("--backends", default="bt", help="compared with native (comma-separated)")
     p.add_argument("--without", default="", help="features to leave out: "
                    + ", ".join(sorted(S.FEATURES)))
-    p.add_argument("--jobs", type=positive_int, default=1,
+    p.add_argument("--jobs", type=integer(1), default=1,
                    help="images run in parallel processes (default 1)")
-    p.add_argument("--show", type=_non_negative, default=0, metavar="N",
+    p.add_argument("--show", type=integer(0), default=0, metavar="N",
                    help="mismatches to print in full (default 0)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--seed", type=_non_negative, help="with --index: reproduce one sequence")
-    p.add_argument("--index", type=_non_negative, help="with --seed: the sequence's index in its image")
+    p.add_argument("--seed", type=integer(0), help="with --index: reproduce one sequence")
+    p.add_argument("--index", type=integer(0), help="with --seed: the sequence's index in its image")
     p.add_argument("--shrink", action="store_true",
                    help="with --seed and --index: reduce a mismatching sequence to a minimal one")
     args = p.parse_args(argv)

@@ -56,8 +56,7 @@ print(json.dumps({name: [fn() for _ in range(runs)] for name, fn in paths.items(
 """
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
-from guestbench import Marginal, best, find_valgrind, instructions  # noqa: E402
-from virtlab.cli import positive_int                                # noqa: E402
+from guestbench import Marginal, best, find_valgrind, instructions, integer  # noqa: E402
 
 
 def samples(checkout, runs, calls=False, only=""):
@@ -87,9 +86,9 @@ def main(argv=None):
     ap.add_argument("old", type=_checkout, help="the checkout to compare against")
     ap.add_argument("new", type=_checkout, nargs="?", default=Path(__file__).resolve().parents[1],
                     help="the checkout compared (default: this one)")
-    ap.add_argument("--rounds", type=positive_int, default=3,
+    ap.add_argument("--rounds", type=integer(1), default=3,
                     help="times the two checkouts take turns (default 3)")
-    ap.add_argument("--runs", type=positive_int, default=5,
+    ap.add_argument("--runs", type=integer(1), default=5,
                     help="samples of each path per checkout and round (default 5)")
     ap.add_argument("--calls", action="store_true",
                     help="Python calls per exit instead of host time (deterministic: one run)")

@@ -56,7 +56,6 @@ from unicorn import x86_const as X                                              
 from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h                        # noqa: E402
 
 from virtlab import asmguest as A                       # noqa: E402
-from virtlab.cli import positive_int                  # noqa: E402
 from virtlab.decode import forget_blocks               # noqa: E402
 from virtlab.machine import BootSpec, Machine           # noqa: E402
 
@@ -72,6 +71,22 @@ clock = time.process_time            # main(--wall) makes it time.perf_counter
 # runs, not in host time (counted_run).
 count_calls = False
 _last_entries = None                 # the VMM entries of the last timed_run (per_exit)
+
+
+def integer(least):
+    """An argparse type for the scripts' counts (--repeat, --jobs, a seed):
+    an integer of `least` or more.  The scripts' own, not virtlab.cli's:
+    they also run against older checkouts (compare_trees.py)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer of {least} or more, "
+                                             f"got '{text}'")
+        return value
+    return parse
 
 
 def timed_run(backend, guest, ram_size=32 << 20, touch=False):
@@ -417,7 +432,7 @@ def main(doc, benches, argv=None, floor=False):
     also the CPU model's floor and each path as a ratio to it."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--repeat", type=positive_int, default=5, metavar="N",
+    p.add_argument("--repeat", type=integer(1), default=5, metavar="N",
                    help="repetitions; the median is printed (default 5)")
     p.add_argument("--wall", action="store_true", help="time in wall-clock seconds, not CPU time")
     p.add_argument("--only", default="", help="comma-separated names of the figures to measure")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import virtlab                                          # noqa: E402
 from virtlab import backend                             # noqa: E402
-from virtlab.cli import positive_int                  # noqa: E402
+from guestbench import integer                        # noqa: E402
 from workloads.catalog import CATALOG                   # noqa: E402
 
 
@@ -57,7 +57,7 @@ def main(argv=None):
                    help="with --bench: ignore the bundled instruction counts")
     p.add_argument("--backends", default=",".join(backend.names()),
                    help="comma-separated back ends (default: all installed)")
-    p.add_argument("--scale", type=positive_int,
+    p.add_argument("--scale", type=integer(1),
                    help="every workload at this scale (default: each its own)")
     args = p.parse_args(argv)
     unknown = [b for b in args.backends.split(",") if b not in backend.names()]

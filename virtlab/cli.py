@@ -76,7 +76,7 @@ def _bench_command(sub):
                 "--save; 1 for the compact view alone, whose modeled figures repetitions "
                 "cannot change")
     p.add_argument("--out", help="write the table to FILE instead of stdout")
-    p.add_argument("--jobs", type=positive_int, default=1,
+    p.add_argument("--jobs", type=_positive, default=1,
                    help="rows run at once, in as many processes (default 1; the host "
                    "figures are then measured under that load)")
     _profile_arg(p)
@@ -100,10 +100,10 @@ def _trace_command(sub):
     _workload_arg(p)
     p.add_argument("--backend", default="trap", help="the back end (default trap)")
     _image_arg(p)
-    p.add_argument("--scale", type=positive_int, default=3,
+    p.add_argument("--scale", type=_positive, default=3,
                    help="the workload's scale (default 3: a few iterations show the "
                    "pattern)")
-    p.add_argument("--limit", type=positive_int, default=60,
+    p.add_argument("--limit", type=_positive, default=60,
                    help="events to show; the run stops there (default 60)")
     p.add_argument("--skip", type=int, default=0, help="events to pass over first (default 0)")
     p.add_argument("--all", action="store_true",
@@ -137,7 +137,7 @@ def _translate_command(sub):
     _image_arg(p)
     p.add_argument("--addr", type=_address,
                    help="only the units whose guest range holds this address (hex or decimal)")
-    p.add_argument("--limit", type=positive_int, default=20, help="units to show (default 20)")
+    p.add_argument("--limit", type=_positive, default=20, help="units to show (default 20)")
     _scale_arg(p)
     _format_arg(p, ("text", "json"))
     _budget_args(p)
@@ -211,7 +211,7 @@ def _saved_arg(p):
 
 
 def _scale_arg(p):
-    p.add_argument("--scale", type=positive_int,
+    p.add_argument("--scale", type=_positive,
                    help="iterations of the workload's loop (default: the workload's own)")
 
 
@@ -227,7 +227,7 @@ def _profile_arg(p):
 
 
 def _repeat_arg(p, default):
-    p.add_argument("--repeat", type=positive_int, metavar="N",
+    p.add_argument("--repeat", type=_positive, metavar="N",
                    help="run each guest N times for the host figures: median, minimum, "
                    f"interquartile range ({default})")
 
@@ -235,12 +235,11 @@ def _repeat_arg(p, default):
 def _budget_args(p):
     p.add_argument("--timeout", type=_seconds, default=120.0,
                    help="host-time budget per run, seconds (default 120)")
-    p.add_argument("--max-exits", type=positive_int, default=50_000_000,
+    p.add_argument("--max-exits", type=_positive, default=50_000_000,
                    help="exit budget per run (default 50M)")
 
 
-def positive_int(text):
-    """An argparse type: an integer of 1 or more (also the benchmark scripts')."""
+def _positive(text):
     try:
         v = int(text)
     except ValueError:
