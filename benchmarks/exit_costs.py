@@ -1,6 +1,7 @@
 """Host cost of each exit kind, per back end.
 
     python benchmarks/exit_costs.py [--json] [--repeat N] [--only NAMES] [--profile NAME]
+                                    [--calls | --instructions | --entries]
 
 Each figure is what one more exit costs: a small assembly guest causes one
 kind of exit in a loop, run once N times and once 2N times, and the

@@ -1,6 +1,7 @@
 """Host cost of the machine's hot paths.
 
     python benchmarks/exit_path.py [--json] [--repeat N] [--only NAMES] [--profile NAME]
+                                   [--calls | --instructions | --entries]
 
 guest_mips      millions of guest instructions per second in a tight ALU loop
                 that never exits (the ceiling for everything else); its ratio

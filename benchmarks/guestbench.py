@@ -71,6 +71,9 @@ clock = time.process_time            # main(--wall) makes it time.perf_counter
 # runs, not in host time (counted_run).
 count_calls = False
 _last_entries = None                 # the VMM entries of the last timed_run (per_exit)
+# main(--entries): every timed run also times each exit handler by its cause,
+# and appends {cause: [calls, ns]} here (EntryClock).
+entry_runs = None
 
 
 def integer(least):
@@ -107,6 +110,7 @@ def timed_run(backend, guest, ram_size=32 << 20, touch=False):
             for mem in (m.mem, m.vmm):
                 for page in range(0, mem.size if mem else 0, 4096):
                     mem.view[page] = mem.view[page]
+        clocked = EntryClock(m) if entry_runs is not None else None
         if count_calls:
             out, dt = counted_run(m)
         else:
@@ -116,6 +120,8 @@ def timed_run(backend, guest, ram_size=32 << 20, touch=False):
                 dt = clock() - t0
     if not out.ok:
         raise SystemExit(f"benchmark guest failed: {out.reason}")
+    if clocked is not None:
+        entry_runs.append(clocked.by_cause)
     global _last_entries
     # Every time the CPU hands control to Python costs at least the floor:
     # an exit, or an observed instruction (the kernel's iret under trap).
@@ -147,6 +153,48 @@ def counted_run(m):
         finally:
             sys.setprofile(None)
     return out, calls / 1e6
+
+
+class EntryClock:
+    """--entries: the host time spent in each exit's handler, by the exit's
+    cause as `virtlab trace` names it (int 0x80, callout iret, #PF, ...), so
+    that a path of two kinds of VMM entry is read kind by kind.  The
+    handlers are wrapped as the tracer wraps them (Machine.observe); what
+    lies outside them (the CPU's exit and return, the machine's hook around
+    the handler, the guest's own instructions, an observed instruction such
+    as trap's kernel iret, which is no exit) is what remains of the path."""
+
+    def __init__(self, machine):
+        # (Imported here: an older checkout, measured by compare_trees.py,
+        # has no trace.exit_cause, and never runs with --entries.)
+        from virtlab.trace import exit_cause
+        self.cause = exit_cause
+        self.machine = machine
+        self.by_cause = {}
+        machine.observe(self._wrap)
+
+    def _wrap(self, name, handler):
+        if name == "intercept":
+            return self._intercepted
+
+        def timed(*args):
+            cause = self.cause(self.machine, name, args)
+            t0 = time.perf_counter_ns()
+            result = handler(*args)
+            self._add(cause, time.perf_counter_ns() - t0)
+            return result
+        return timed
+
+    def _intercepted(self, address, kind, call):
+        t0 = time.perf_counter_ns()
+        redirected = call()
+        self._add(f"intercept {kind}", time.perf_counter_ns() - t0)
+        return redirected
+
+    def _add(self, cause, ns):
+        seen = self.by_cause.setdefault(cause, [0, 0])
+        seen[0] += 1
+        seen[1] += ns
 
 
 @contextmanager
@@ -427,6 +475,60 @@ def measure(benches, repeat, floor=True):
     return figures, base
 
 
+def by_entry(benches, repeat):
+    """--entries: {path: its figures kind by kind}.  Each repetition takes
+    the floor, a sample of the path as it is, and a sample (runs of n and 2n
+    exits) with every exit handler timed (EntryClock); per exit is the
+    difference of the two runs over n, as for the path's own time, so that
+    what a run does once (its boot) cancels.  The path's time is the plain
+    sample's: the clock's own wrapping of each handler is no part of it.
+    Medians over the repetitions: the path's time, each cause's entries and
+    microseconds in its handler, and what lies outside the handlers (the
+    path's time less theirs)."""
+    global entry_runs
+    med = statistics.median
+    out = {}
+    for name, bench in benches.items():
+        totals, floors, outside, causes = [], [], [], {}
+        for _ in range(repeat):
+            floors.append(floor_exit_us())
+            entry_runs = None
+            totals.append(bench().us())
+            entry_runs = []
+            sample = bench()
+            once, twice = entry_runs[-2:]
+            handled = 0.0
+            for cause in dict.fromkeys(list(once) + list(twice)):
+                (c1, ns1), (c2, ns2) = once.get(cause, (0, 0)), twice.get(cause, (0, 0))
+                per, us = (c2 - c1) / sample.n, (ns2 - ns1) / sample.n / 1e3
+                handled += us
+                causes.setdefault(cause, []).append((per, us))
+            outside.append(totals[-1] - handled)
+        entry_runs = None
+        out[name] = {"us": med(totals), "floor_us": med(floors), "outside_us": med(outside),
+                     "handlers": {cause: {"per_exit": med(p for p, _ in seen),
+                                          "us": med(u for _, u in seen)}
+                                  for cause, seen in causes.items()
+                                  if med(p for p, _ in seen) >= 0.5}}
+    return out
+
+
+def _print_by_entry(figures, as_json):
+    if as_json:
+        print(json.dumps(figures))
+        return
+    for name, f in figures.items():
+        floor = f["floor_us"]
+        print(f"{name}  {f['us']:.2f} us an exit ({f['us'] / floor:.1f}x floor "
+              f"{floor:.3f} us); per exit:")
+        for cause, h in f["handlers"].items():
+            print(f"  {cause:<22} {h['per_exit']:4.1f} x  {h['us']:7.2f} us in its handler "
+                  f"{h['us'] / floor:6.1f}x floor")
+        print(f"  {'outside the handlers':<22}        {f['outside_us']:7.2f} us"
+              f"{'':15}{f['outside_us'] / floor:6.1f}x floor   (the CPU's exits and returns, "
+              f"the machine's hook, the guest's own code, observed instructions)")
+
+
 def main(doc, benches, argv=None, floor=False):
     """Run each benchmark --repeat times and print the medians; with `floor`,
     also the CPU model's floor and each path as a ratio to it."""
@@ -443,6 +545,9 @@ def main(doc, benches, argv=None, floor=False):
     p.add_argument("--instructions", action="store_true",
                    help="count the host instructions per exit with valgrind instead of "
                         "timing (deterministic; slow: two counted runs per path)")
+    p.add_argument("--entries", action="store_true",
+                   help="time each exit handler of a path by its cause (int 0x80, callout "
+                        "iret, ...) and print the path kind by kind")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     global clock, count_calls
@@ -458,6 +563,11 @@ def main(doc, benches, argv=None, floor=False):
         return _profile(benches, args.profile, p)
     if args.child:
         return _run_child(args.child, benches)
+    if args.entries and (args.calls or args.instructions):
+        p.error("--entries times the handlers: not with --calls or --instructions")
+    if args.entries:                     # a rate has no exits to time
+        return _print_by_entry(by_entry({k: v for k, v in benches.items()
+                                         if not k.endswith("_mips")}, args.repeat), args.json)
     if args.instructions:                # a rate has no instructions per exit
         return _print_instructions({k: v for k, v in benches.items()
                                     if not k.endswith("_mips")}, args.json)

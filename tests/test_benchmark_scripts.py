@@ -56,6 +56,21 @@ def test_the_upcall_is_measured_beside_its_hypercall_alone():
     assert _number(out["pv.upcall_us"]) and _number(out["pv.set_timer_us"])
 
 
+def test_entries_read_a_compound_path_kind_by_kind():
+    """--entries times each exit handler by its cause: an exit of bt.syscall
+    is one reflected `int 0x80` and one iret callout, exactly, and pv.upcall
+    one hypercall (whose handler makes the upcall on its way out).  The
+    times are host times: only their shape is asserted."""
+    out = _json("exit_costs.py", "--entries", "--only", "bt.syscall_us,pv.upcall_us")
+    per_exit = {name: {c: h["per_exit"] for c, h in f["handlers"].items()}
+                for name, f in out.items()}
+    assert per_exit == {"bt.syscall_us": {"int 0x80": 1.0, "callout iret": 1.0},
+                        "pv.upcall_us": {"hypercall set_timer_op": 1.0}}
+    for f in out.values():
+        assert all(map(_number, (f["us"], f["floor_us"], f["outside_us"])))
+        assert all(_number(h["us"]) for h in f["handlers"].values())
+
+
 def test_the_store_rate_is_read_against_the_raw_loop():
     """store_mips is a rate, like guest_mips: a ratio to raw_mips, no entries."""
     out = _json("exit_path.py", "--only", "store_mips")

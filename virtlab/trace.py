@@ -64,8 +64,7 @@ class Tracer:
         if name == "intercept":
             return self._intercepted
         def traced(*args):
-            own = self.machine.backend.exit_cause(name, args)
-            cause = own or _cause(name, args, self.machine.state)
+            cause = exit_cause(self.machine, name, args)
             before = self._begin(name != "exception" and name != "invalid_opcode",
                                  name == "exception" and bool(self.machine.state.is_software_int()))
             result = handler(*args)
@@ -122,6 +121,13 @@ def _mapped(m, linear):
         return True
     except Exception:
         return False
+
+
+def exit_cause(machine, name, args):
+    """What an exit is called in a trace (and by benchmarks/guestbench.py's
+    --entries): the back end's own name for it (a callout), else the
+    machine's (the vector, the port), from its handler's name and arguments."""
+    return machine.backend.exit_cause(name, args) or _cause(name, args, machine.state)
 
 
 def _cause(name, args, state):
