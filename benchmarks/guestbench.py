@@ -596,7 +596,8 @@ def main(doc, benches, argv=None, floor=False):
             line += (f"   {r:6.1f}x " + ("slower than raw" if k.endswith("_mips") else "floor")
                      + f"   (best samples {best:.1f}x)")
             if entries and entries >= 1.5:
-                line += f"   {entries:.0f} VMM entries: {r / entries:.1f}x floor per entry (mean)"
+                line += (f"   {entries:.0f} VMM entries: "
+                         f"{r / entries:.1f}x floor per entry (mean)")
         print(line)
 
 
