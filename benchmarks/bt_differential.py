@@ -120,7 +120,8 @@ def main(argv=None):
                    help="mismatches to print in full (default 0)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--seed", type=integer(0), help="with --index: reproduce one sequence")
-    p.add_argument("--index", type=integer(0), help="with --seed: the sequence's index in its image")
+    p.add_argument("--index", type=integer(0),
+                   help="with --seed: the sequence's index in its image")
     p.add_argument("--shrink", action="store_true",
                    help="with --seed and --index: reduce a mismatching sequence to a minimal one")
     args = p.parse_args(argv)
