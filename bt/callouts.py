@@ -25,7 +25,7 @@ from virtlab.delivery import DeliveryFault, Event, fault_event
 from virtlab.errors import GuestStop
 from virtlab.memory import GuestMemoryFault, walk
 from virtlab.tsc import MSR_TSC_AUX
-from virtlab.vmm import gates, loads
+from virtlab.vmm import gates
 from virtlab.vmm.emulate import NotPrivileged, Unsupported, effective_address
 from virtlab.vmm.pt_store import emulate_store
 from virtlab.vmm.reflect import user_flags
@@ -255,21 +255,9 @@ class Callouts:
                 self.m.counters["reflect.total"] += 1
                 self.m.counters["reflect.syscall"] += 1
                 return
-            selector, offset = _far_pointer(decoded, st, view)
-            if not selector & 4:
-                _check_far_target(view, bt.view.gdtr(), selector, self.m)
-            if decoded.insn.id == C.X86_INS_LCALL or decoded.insn.id == C.X86_INS_CALL:
-                esp = (st.reg("esp") - 8) & 0xFFFFFFFF
-                view.write((st.seg_base_of("ss") + esp) & 0xFFFFFFFF,
-                           (c.site.guest + c.site.size - st.seg_base_of("cs")).to_bytes(4, "little")
-                           + bt.view.selector("cs").to_bytes(4, "little"))
-                st.set_reg("esp", esp)
-        except DeliveryFault as fault:
-            return bt.deliver_fault(Event(fault.vector, fault.error_code))
-        except GuestMemoryFault as fault:
-            return bt.deliver_fault(Event(x86.PF, fault.error_code, cr2=fault.linear))
-        bt._load_segment("cs", selector)
-        st.eip = offset
+            bt.far_transfer(decoded)
+        except (DeliveryFault, GuestMemoryFault) as fault:
+            return bt.deliver_fault(fault_event(fault))
         self._count("far")
 
     def _sysenter(self, c):
@@ -405,23 +393,3 @@ class Callouts:
             return walk(self.m.mem, v.cr0, v.cr3, v.cr4, linear, True, False)
         except GuestMemoryFault:
             return None
-
-
-def _check_far_target(view, gdtr, selector, machine):
-    """A far jmp or call must name a code segment the guest kernel (CPL 0)
-    may jump to (a call gate is taken before): a task switch is not
-    supported, anything else raises the CPU's #GP or #NP with the selector
-    (DeliveryFault)."""
-    if gates.switches_tasks(view, gdtr, selector):
-        raise GuestStop(f"bt: a task switch at {machine.where()}: not supported")
-    loads.check_far_code_segment(view, gdtr, selector, 0)
-
-
-def _far_pointer(decoded, state, view):
-    """(selector, offset) of a direct or m16:32 far jmp/call."""
-    insn = decoded.insn
-    ops = insn.operands
-    if len(ops) == 2 and ops[0].type == C.X86_OP_IMM:
-        return ops[0].imm & 0xFFFF, ops[1].imm & 0xFFFFFFFF
-    ea = effective_address(insn, ops[0], state)
-    return int.from_bytes(view.read(ea + 4, 2), "little"), view.u32(ea)

@@ -75,9 +75,10 @@ class Intercepts:
         # Calls of observers (the kernel's iret under trap, the audit): the
         # platform gets control without an exit (not in Machine.exits).
         self.observed = 0
-        # The last hooked instruction, if a client would retry it should it
-        # fault (faulted_at); None after any other, so that an exit after an
-        # observed instruction (the kernel's iret under trap) asks nothing.
+        # The last hooked instruction that the CPU went on to execute (None
+        # once an exit has come, or the hook redirected execution): if it
+        # faults, its hook's side effect on the flags is to be undone, and a
+        # client that counts it takes the count back (exit_after).
         self.last = None
         self._retried = set()                # addresses with such a client
         # Unicorn reports a new block only once some block has run to its end
@@ -188,10 +189,17 @@ class Intercepts:
         if self._hook_selected(code, linear, cpl, one_block=True):
             self.machine.forget_code(linear, end)
 
-    def faulted_at(self, linear):
-        """An exception at `linear`: if that is the instruction just hooked, it
-        did not complete and will be hooked again when it is retried."""
-        if self.last == linear:
+    def exit_after(self, linear):
+        """An exception at `linear` after a hooked instruction ran.  If it is
+        a fault of that instruction, it did not complete and will be hooked
+        again when it is retried.  The CPU model made the arithmetic flags
+        concrete after the hook, and the fault put back the lazy operation
+        they came from (docs/unicorn.md, item 37): the state area is told
+        they are concrete.  (An `int n`, int3 or into is no fault: EIP is past
+        it, and may be the hooked instruction's address only because that
+        ran in an earlier pass of a loop.)"""
+        if self.last == linear and not self.machine.state.is_software_int():
+            self.machine.state.flags_made_concrete()
             for on_hit, kind, _ in self.hits.get(linear, ()):
                 retry = self._retry.get(on_hit)
                 if retry is not None:
@@ -201,7 +209,7 @@ class Intercepts:
     def _on_code(self, _uc, address, _size, _user):
         if self.machine.outcome is not None:
             return                           # the run has ended: nothing more exits
-        self.last = address if address in self._retried else None
+        self.last = address
         try:
             for on_hit, kind, select in self.hits.get(address, ()):
                 if select is None:
@@ -215,7 +223,8 @@ class Intercepts:
                 else:
                     redirected = self._exit(address, select, on_hit, kind)
                 if redirected:
-                    return                   # the client redirected execution
+                    self.last = None         # the client redirected execution
+                    return
         except BaseException as exc:
             self.machine.abort(exc)
 

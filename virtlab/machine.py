@@ -491,11 +491,14 @@ class Machine:
         try:
             if not st.live:
                 st.save()
-            if self.icount is not None or self.intercepts.last is not None:
-                linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
+            hooked = self.intercepts.last
+            if self.icount is not None or hooked is not None:
+                eip, cs_base = st.pc_regs()
+                linear = (cs_base + eip) & 0xFFFFFFFF
                 if self.icount is not None:
                     self.icount.cut(linear)
-                self.intercepts.faulted_at(linear)
+                if hooked is not None:         # a hooked instruction ran since the last exit
+                    self.intercepts.exit_after(linear)
             self.exits += 1
             if self.exits > self.budget.max_exits:
                 self._over_budget()

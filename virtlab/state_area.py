@@ -427,6 +427,14 @@ class StateArea:
         w, at = self.w, self._eflags_w
         w[at] = (w[at] & ~mask) | (value & mask)
 
+    def flags_made_concrete(self):
+        """At an exception in an instruction that has a code hook: the CPU
+        model computed the arithmetic flags into cc_src after the hook, and
+        the fault then put back the cc_op of the operation they came from,
+        which would read cc_src as its operand (docs/unicorn.md, item 37).
+        cc_op is set to say what cc_src holds."""
+        self.w[self._cc_op] = self._cc_op_eflags
+
     def lazy_flags(self):
         """The arithmetic flags and DF exactly as QEMU holds them now (cc_src,
         cc_op, df and the arithmetic bits of `eflags`), for restore_lazy_flags."""

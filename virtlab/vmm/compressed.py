@@ -16,7 +16,7 @@ from capstone import x86_const as C
 
 from virtlab import fastcall, x86
 from virtlab.backend import io_bitmap_allows
-from virtlab.delivery import DeliveryFault, Event, SOFTWARE_INT, read_descriptor
+from virtlab.delivery import DeliveryFault, Event, SOFTWARE_INT, fault_event, read_descriptor
 from virtlab.errors import GuestStop
 from virtlab.guest_events import EventNames, GuestEvents, vector_name
 from virtlab.memory import GuestMemoryFault
@@ -263,16 +263,59 @@ class RingCompressedVmm(Vmm):
             return False
         linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
         decoded = self.machine.decoder.at(self.code_view(linear), linear)
-        into_cs = decoded is not None and (decoded.insn.id in _CS_LOADS
-                                           or gates.is_far_transfer(decoded.insn))
+        far = decoded is not None and gates.is_far_transfer(decoded.insn)
+        into_cs = far or decoded is not None and decoded.insn.id in _CS_LOADS
         self.refuse_ring1(st.error_code)
         self._refuse_unkept(st.error_code)
-        if not self.gdt.first_load(self.guest_view(), self.vcpu.gdtr, st.error_code, into_cs):
+        try:
+            done = self._first_far(decoded, st.error_code) if far else \
+                self.gdt.first_load(self.guest_view(), self.vcpu.gdtr, st.error_code, into_cs)
+        except (DeliveryFault, GuestMemoryFault) as fault:
+            self._reflect(fault_event(fault))      # the far call's own fault
+            return True
+        if not done:
             return False
         c = self.machine.counters
         c["exit.total"] += 1
         c["exit.np.hidden"] += 1
         return True
+
+    def _first_far(self, decoded, selector):
+        """A far jmp or call to a code segment whose shadow entry is not
+        present.  A stale entry is derived again and the jump retried.  One
+        the guest never loaded is the VMM's to perform (far_transfer): had
+        the CPU loaded it, the entry would have to be present from then on,
+        and the guest's first load of the segment into a data segment
+        register would no longer fault for the VMM to set the accessed bit
+        then, as the CPU model does (it sets none on a load of CS).  False
+        if the #NP is the guest's own."""
+        gdt, view, gdtr = self.gdt, self.guest_view(), self.vcpu.gdtr
+        if gdt.retry_stale(view, gdtr, selector):
+            return True
+        if not gdt.never_loaded(view, gdtr, selector):
+            return False
+        self.far_transfer(decoded)
+        self.machine.emulated()
+        return True
+
+    def far_transfer(self, decoded):
+        """Perform the far jmp or call at EIP straight to a code segment (one
+        through a call gate is _call_gate's) as the CPU does at the guest's
+        ring: the target checked, a call's return address pushed, CS loaded
+        as the CPU model loads it.  A task switch ends the run (not
+        supported).  Raises DeliveryFault or GuestMemoryFault for the
+        exception the CPU would raise instead."""
+        st, view, gdtr = self.machine.state, self.guest_view(), self.vcpu.gdtr
+        selector, offset = gates.far_pointer(decoded, st, view)
+        if not selector & 4:
+            if gates.switches_tasks(view, gdtr, selector):
+                raise GuestStop(f"{self.name}: a task switch at {self.machine.where()}: "
+                                f"not supported")
+            loads.check_far_code_segment(view, gdtr, selector, self.view.cpl())
+        if decoded.insn.id in (C.X86_INS_LCALL, C.X86_INS_CALL):
+            gates.push_return(self.view, st, view, decoded)
+        self._load_segment("cs", selector)
+        st.eip = offset
 
     # [tour trap 90] A reflected fault.
     # An exception that is the guest's own (a page fault on an unmapped page, a

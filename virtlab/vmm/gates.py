@@ -41,19 +41,36 @@ def is_far_transfer(insn):
     return op == b"\xff" and (modrm >> 3) & 7 in (3, 5)
 
 
-def far_target(decoded, state, view):
-    """The selector of a direct (sel:offset) or indirect (m16:32) far call or
-    jmp, or None if the instruction is not one."""
+def far_pointer(decoded, state, view, offset=True):
+    """(selector, offset) of a direct (sel:offset) or indirect (m16:32) far
+    call or jmp, or None if the instruction is not one.  The selector of an
+    m16:32 operand is read first; with `offset` False the offset is not
+    read at all (None)."""
     insn = decoded.insn
     ops = insn.operands
     if not is_far_transfer(insn) or not ops:
         return None
     if len(ops) == 2 and ops[0].type == C.X86_OP_IMM:
-        return ops[0].imm & 0xFFFF
+        return ops[0].imm & 0xFFFF, ops[1].imm & 0xFFFFFFFF
     if ops[0].type == C.X86_OP_MEM:
         ea = effective_address(insn, ops[0], state)
-        return int.from_bytes(view.read(ea + 4, 2), "little")
+        return (int.from_bytes(view.read(ea + 4, 2), "little"),
+                view.u32(ea) if offset else None)
     return None
+
+
+def far_target(decoded, state, view):
+    """The selector of a far call or jmp, or None if it is not one."""
+    pointer = far_pointer(decoded, state, view, offset=False)
+    return None if pointer is None else pointer[0]
+
+
+def push_return(cpu, state, view, decoded):
+    """A far call's return address, CS:EIP of the next instruction (CS as
+    the guest believes it), pushed on the current stack as two dwords."""
+    ret = (state.eip + decoded.size) & 0xFFFFFFFF
+    state.set_reg("esp", _push(view, 4, (ret, cpu.selector("cs")), state.reg("esp"),
+                               state.seg_base_of("ss")))
 
 
 # System descriptors a far jmp or call switches tasks through: an available

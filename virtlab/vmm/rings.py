@@ -188,11 +188,11 @@ class ShadowGdt:
         `into_cs`: a load of CS, for which the CPU model (the reference)
         leaves the bit alone (measured: a far jump or iret does not set it;
         a load of a readable code segment into DS does)."""
-        if selector & ~7 in self.stale and self._refresh(view, gdtr, selector):
+        if self.retry_stale(view, gdtr, selector):
             return True
-        d = self.descriptor(view, gdtr, selector)
-        if d is None or not _first_use(*d):
+        if not self.never_loaded(view, gdtr, selector):
             return False
+        d = self.descriptor(view, gdtr, selector)
         lo, hi = d[0], d[1] | _ACCESSED
         if not into_cs:
             base, _ = gdtr
@@ -200,13 +200,23 @@ class ShadowGdt:
         self.vmm.write(self.base_phys + (selector & ~7), struct.pack("<II", *compress(lo, hi)))
         return True
 
+    def retry_stale(self, view, gdtr, selector):
+        """True if `selector`'s shadow entry was stale and, derived again from
+        the guest's descriptor, is present now: the load is to be retried."""
+        return selector & ~7 in self.stale and self._refresh(view, gdtr, selector)
+
+    def never_loaded(self, view, gdtr, selector):
+        """True if the guest's descriptor for `selector` is present and its
+        accessed bit clear (shadow_descriptor keeps such an entry absent)."""
+        d = self.descriptor(view, gdtr, selector)
+        return d is not None and _first_use(*d)
+
     def mark_accessed(self, view, gdtr, selector, into_cs=False):
         """The VMM loaded `selector` for the guest, as the CPU would have.  A
         load of CS leaves everything as it is: the shadow entry stays not
         present, so that a later load into a data segment register still
         sets the bit."""
-        d = self.descriptor(view, gdtr, selector)
-        if d is not None and _first_use(*d) and not into_cs:
+        if not into_cs and self.never_loaded(view, gdtr, selector):
             self.first_load(view, gdtr, selector)
 
     def descriptor(self, view, gdtr, selector):
