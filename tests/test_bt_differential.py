@@ -33,7 +33,6 @@ from virtlab.backend import create
 PER_IMAGE = 100
 SEEDS = tuple(range(12))          # 1200 sequences; odd seeds run with paging on
 HW_SEEDS = SEEDS[:4]              # the third opinion, on 400 of them
-SHOWN = 8                         # mismatches reported in full per image
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,20 +50,6 @@ def native(seed):
     return S.run("native", sequences(seed), image(seed))
 
 
-def failure_report(seqs, reference, other):
-    problems = S.image_differences(reference, other)
-    mismatches = S.compare(seqs, reference, other)
-    if not problems and not mismatches:
-        return None
-    head = (f"{len(mismatches)} of {len(seqs)} sequences differ between "
-            f"{reference.backend} and {other.backend}")
-    body = [m.report() for m in mismatches[:SHOWN]]
-    more = [f"... and {len(mismatches) - SHOWN} more: "
-            + ", ".join(str(m.sequence.index) for m in mismatches[SHOWN:])] \
-        if len(mismatches) > SHOWN else []
-    return "\n".join([head] + problems + body + more)
-
-
 def test_the_native_reference_ran_every_sequence():
     """Each sequence of the reference either dumped its state or recorded an
     exception, and exceptions are the exception: otherwise the comparisons
@@ -79,7 +64,7 @@ def test_the_native_reference_ran_every_sequence():
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_bt_ends_in_the_same_state_as_native(seed):
-    report = failure_report(sequences(seed), native(seed), S.run("bt", sequences(seed),
+    report = S.report(sequences(seed), native(seed), S.run("bt", sequences(seed),
                                                                   image(seed)))
     if report:
         pytest.fail(report, pytrace=False)
@@ -87,7 +72,7 @@ def test_bt_ends_in_the_same_state_as_native(seed):
 
 @pytest.mark.parametrize("seed", HW_SEEDS)
 def test_hw_ends_in_the_same_state_as_native(seed):
-    report = failure_report(sequences(seed), native(seed), S.run("hw", sequences(seed),
+    report = S.report(sequences(seed), native(seed), S.run("hw", sequences(seed),
                                                                   image(seed)))
     if report:
         pytest.fail(report, pytrace=False)

@@ -49,7 +49,25 @@ loopne are left out for the CPU model's bugs (docs/unicorn.md, items 18 and
 19).  rdtsc is in: every back end answers it from the one virtual clock; an
 item reads it relative to the sequence's start, so that an exception in one
 sequence (a clock event) does not shift every later sequence's values.
+
+Classic sequences (`classic=True`) are the part of all this that classic
+trap-and-emulate can run as the CPU does, for comparing `trap` with native
+exactly.  Under ring compression the sensitive but unprivileged instructions
+tell the guest the truth about the real CPU (virtlab/vmm/sensitive.py), so
+classic sequences leave them out: no sgdt, sidt, sldt, str, smsw, lar, lsl,
+verr or verw, no read or push of CS or SS, no far call (it pushes the real
+CS).  pushfd and popfd stay, because they are harmless while the guest's
+IF and IOPL equal the real ones, which classic sequences keep so: every start
+state has IF set and IOPL 0, no item clears IF or changes IOPL, and the
+harness sets the virtual IF again with sti (privileged, so it exits) before
+each sequence, since a fault's interrupt gate clears it and the handler never
+irets.  An iret or far return goes to the kernel's CS pushed as a constant
+(RPL 0), which trap must emulate, and the interrupt-gate handler reads the
+EFLAGS its frame holds instead of the live ones.  The items are otherwise
+the same, so trap's emulator, its reflection and its shadow MMU are searched
+as widely as bt's translator is.
 """
+import dataclasses
 import random
 import struct
 from dataclasses import dataclass, field
@@ -82,6 +100,11 @@ SOFT_HANDLERS = {
     3: "lea esi, [esi + 3]\niretd\n",
     4: "lea edi, [edi + 4]\niretd\n",
 }
+# In classic sequences the interrupt gate's handler reads the EFLAGS of its
+# frame: pushfd there would show the real IF, which the gate cleared only in
+# the virtual CPU under trap.
+CLASSIC_HANDLERS = {**SOFT_HANDLERS,
+                    0x40: "xor eax, 0x5a5a5a5a\nmov edx, dword ptr [esp + 8]\niretd\n"}
 TRAP_GATES = (0x41,)
 FAULT_VECTORS = (0, 1, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19)
 _ERROR_CODE = (8, 10, 11, 12, 13, 14, 17)
@@ -110,7 +133,11 @@ def _fault_handler(vector):
             f"mov eax, dword ptr ss:[{CUR:#x}]\njmp dword ptr ss:[{NEXT:#x} + eax*4]\n")
 
 
-_SETUP = f"""
+def _setup(classic):
+    """`setup` loads a sequence's start state from its block, `dump` stores
+    what it left there; a classic one's setup also sets IF with sti."""
+    sti = "    sti\n" if classic else ""
+    return f"""
 setup:
     pop dword ptr ss:[{RETSLOT:#x}]
     pop dword ptr ss:[{CUR:#x}]
@@ -120,7 +147,7 @@ setup:
     mov dword ptr ss:[{TSC0 + 4:#x}], edx
     popad
     popfd
-    .byte 0x1f
+{sti}    .byte 0x1f
     .byte 0x07
     pop fs
     pop gs
@@ -151,6 +178,7 @@ class Sequence:
     stack: bytes
     items: list                # [(body lines, out-of-line lines)]
     kinds: list = field(default_factory=list)      # the item kind of each item
+    classic: bool = False      # made to run the same under classic trap-and-emulate
 
     def render(self, items=None):
         """The sequence's code: its body, `jmp dump`, then what its items put
@@ -165,7 +193,9 @@ class Sequence:
         """What a person needs to reproduce it: the start state and the code."""
         regs = ", ".join(f"{n}={v:#x}" for n, v in zip(STATE_NAMES, self.state) if n not in
                          ("cur", "dumptop", "-"))
-        return (f"; sequence seed={self.seed} index={self.index} paging={self.paging}\n"
+        classic = " classic" if self.classic else ""
+        return (f"; sequence seed={self.seed} index={self.index} paging={self.paging}"
+                f"{classic}\n"
                 f"; start: {regs}\n; scratch at {scratch(self.index):#x} (EBP)\n"
                 + self.render() + "\n")
 
@@ -188,12 +218,15 @@ def guest(sequences, paging=None):
         raise ValueError("sequence indices must be distinct and below MAX_SEQUENCES")
     if paging is None:
         paging = seqs[0].paging
+    classic = seqs[0].classic
+    if any(s.classic != classic for s in seqs):
+        raise ValueError("classic sequences need an image of their own")
     # NEXT[i]: where sequence i goes on (indexed by the block, not the order)
     following = {s.index: f"q{t.index}_start" for s, t in zip(seqs, seqs[1:])}
     starts = [following.get(i, "done") for i in range(seqs[-1].index + 1)]
     parts = [f"mov esi, next_table\nmov edi, {NEXT:#x}\nmov ecx, {len(starts)}\ncld\n"
              f".byte 0xf3, 0xa5\njmp q{seqs[0].index}_start\n"
-             "next_table:\n.int " + ", ".join(starts) + "\n" + _SETUP]
+             "next_table:\n.int " + ", ".join(starts) + "\n" + _setup(classic)]
     for s in seqs:
         parts.append(f"q{s.index}_start:\nmov esp, {block(s.index) + STATE:#x}\ncall setup\n"
                      + s.render() + "\n")
@@ -201,7 +234,7 @@ def guest(sequences, paging=None):
     blocks = bytearray(BLOCK * (seqs[-1].index + 1))
     for s in seqs:
         blocks[s.index * BLOCK:(s.index + 1) * BLOCK] = s.block_bytes()
-    handlers = dict(SOFT_HANDLERS)
+    handlers = dict(CLASSIC_HANDLERS if classic else SOFT_HANDLERS)
     handlers.update({v: _fault_handler(v) for v in FAULT_VECTORS})
     return A.AsmGuest(body="".join(parts), handlers=handlers, trap_gates=TRAP_GATES,
                       paging=paging, unmapped=(UNMAPPED,) if paging else (),
@@ -214,11 +247,11 @@ def image(sequences, paging=None):
     return A.build(guest(sequences, paging))
 
 
-def batch(seed, count, paging=None, without=()):
+def batch(seed, count, paging=None, without=(), classic=False):
     """`count` sequences of one seed (indices 0..count-1); odd seeds run with
     paging on unless told."""
     paging = bool(seed & 1) if paging is None else paging
-    return [generate(seed, i, paging, without) for i in range(count)]
+    return [generate(seed, i, paging, without, classic) for i in range(count)]
 
 
 # -- reading the results --------------------------------------------------------------
@@ -350,8 +383,9 @@ class _Skip(Exception):
 
 
 class _Gen:
-    def __init__(self, rng, index, paging, without=frozenset()):
+    def __init__(self, rng, index, paging, without=frozenset(), classic=False):
         self.rng, self.index, self.paging = rng, index, paging
+        self.classic = classic
         self.without = frozenset(without)
         unknown = self.without - set(FEATURES)
         if unknown:
@@ -362,6 +396,13 @@ class _Gen:
     def need(self, feature):
         """Items with a feature left out (to look past a known bug) are skipped."""
         if feature in self.without:
+            raise _Skip()
+
+    def sensitive(self):
+        """An item that needs what ring compression cannot hide (a sensitive,
+        unprivileged instruction, or IF or IOPL changed where trap would not
+        see it) is skipped in a classic sequence."""
+        if self.classic:
             raise _Skip()
 
     def label(self):
@@ -699,13 +740,15 @@ class _Gen:
         r = self.rng
         kind = r.randrange(9)
         if kind == 0:
-            out.append(r.choice(("cli", "sti")))
+            out.append(self._cli_sti())
         elif kind == 1:
-            out += [r.choice(("cli", "sti")), "pushfd", f"pop {self.reg(ctx)[1]}"]
+            out += [self._cli_sti(), "pushfd", f"pop {self.reg(ctx)[1]}"]
         elif kind == 2:
             out += ["push " + hex(self.eflags()), "popfd"]
         elif kind == 3:
             op, mask = r.choice((("or", x86.IF), ("and", ~x86.IF & 0xFFFFFFFF)))
+            if op == "and":
+                self.sensitive()              # IF cleared by a popfd trap does not see
             out += ["pushfd", f"{op} dword ptr [esp], {mask:#x}", "popfd"]
         elif kind == 4:
             # pushf, something that changes the flags, popf: the old flags back
@@ -720,13 +763,21 @@ class _Gen:
             out += [f"push {self.eflags() & 0xFFFF:#x}", ".byte 0x66", "popfd",
                     "lea esp, [esp + 2]"]
         elif kind == 7:
+            self.sensitive()                  # (IF toggled by popfd)
             reg = self.reg(ctx)[1]
             out += ["pushfd", f"pop {reg}", f"xor {reg}, {x86.IF | x86.CF | x86.ZF:#x}",
                     f"push {reg}", "popfd", "pushfd", f"pop {reg}"]
         else:
             self.need("pushf16")
-            out += [r.choice(("cli", "sti")), ".byte 0x66", "pushfd", "pop " +
-                    self.reg(ctx, 16)[1]]
+            out += [self._cli_sti(), ".byte 0x66", "pushfd", "pop " + self.reg(ctx, 16)[1]]
+
+    def _cli_sti(self):
+        """cli or sti: in a classic sequence sti only (IF is set already, so
+        it changes nothing, but exits under trap all the same)."""
+        op = self.rng.choice(("cli", "sti"))
+        if op == "cli":
+            self.sensitive()
+        return op
 
     def eflags(self):
         r = self.rng
@@ -740,6 +791,8 @@ class _Gen:
             v |= 0x200000                                  # ID
         if r.random() < 0.05 and "nt" not in self.without:
             v |= 0x4000                                    # NT
+        if self.classic:                                   # the real IF and IOPL under trap
+            v = (v | x86.IF) & ~x86.IOPL_MASK
         return v
 
     # control flow ------------------------------------------------------------------
@@ -881,11 +934,18 @@ class _Gen:
         if change == 1:
             out.append(f"or dword ptr [esp], {x86.IF:#x}")
         elif change == 2:
+            self.sensitive()
             out.append(f"and dword ptr [esp], {~x86.IF & 0xFFFFFFFF:#x}")
         elif change == 3:
+            self.sensitive()
             out.append(f"xor dword ptr [esp], {r.randrange(4) << x86.IOPL_SHIFT:#x}")
-        out += [push_seg("cs"), f"mov {reg}, {there}", f"push {reg}", "iretd", "ud2",
+        out += [self._push_cs(), f"mov {reg}, {there}", f"push {reg}", "iretd", "ud2",
                 f"{there}:"]
+
+    def _push_cs(self):
+        """The kernel's CS for a frame: pushed from CS, or in a classic
+        sequence as the constant (push cs would show RPL 1 under trap)."""
+        return f"push {A.KCODE:#x}" if self.classic else push_seg("cs")
 
     def i_far(self, ctx, out):
         r = self.rng
@@ -894,10 +954,12 @@ class _Gen:
         if kind == 0:
             out += [".byte 0xea", f".int {there}", f".short {A.KCODE}", "ud2", f"{there}:"]
         elif kind == 1:
+            self.sensitive()                  # a far call pushes the real CS
             sub = self.label()
             self.outline += [f"{sub}:"] + self.block_of(ctx) + ["retf"]
             out += [".byte 0x9a", f".int {sub}", f".short {A.KCODE}"]
         elif kind == 2:
+            self.sensitive()
             sub = self.label()
             self.outline += [f"{sub}:"] + self.block_of(ctx) + ["retf 4"]
             d = r.randrange(0, SCRATCH - 8, 2)
@@ -910,7 +972,7 @@ class _Gen:
                     "ud2", f"{there}:"]
         else:
             reg = self.reg(ctx)[1]
-            out += [push_seg("cs"), f"mov {reg}, {there}", f"push {reg}", "retf", "ud2",
+            out += [self._push_cs(), f"mov {reg}, {there}", f"push {reg}", "retf", "ud2",
                     f"{there}:"]
 
     # code read as data --------------------------------------------------------------
@@ -954,6 +1016,8 @@ class _Gen:
         r = self.rng
         kind = r.randrange(5)
         seg = r.choice(("cs", "ss", "cs", "ss", "ds", "es", "fs", "gs"))
+        if kind < 4 and seg in ("cs", "ss"):
+            self.sensitive()                  # their RPL shows the real ring
         if kind == 0:
             out.append(f"mov {self.reg(ctx, r.choice((16, 32)))[1]}, {seg}")
         elif kind == 1:
@@ -973,6 +1037,7 @@ class _Gen:
             out += [f"mov eax, cr{r.choice((0, 2, 3, 4))}"]
 
     def i_tables(self, ctx, out):
+        self.sensitive()                      # every one of them reads real state
         r = self.rng
         kind = r.randrange(6)
         d = r.randrange(SCRATCH - 8)
@@ -1004,6 +1069,8 @@ class _Gen:
         r = self.rng
         kind = r.randrange(4)
         d = r.randrange(SCRATCH - 8)
+        if kind in (0, 1):
+            self.sensitive()                  # sgdt, sidt, sldt
         if kind == 0:
             op = r.choice((0, 1))                          # sgdt/lgdt, sidt/lidt
             out += [f".byte 0x0f, 0x01, {0x85 | op << 3:#x}", f".int {d:#x}",
@@ -1016,7 +1083,7 @@ class _Gen:
                 raise _Skip()
             out += ["mov eax, cr0", "or eax, 8", "mov cr0, eax", "mov eax, cr0"]
             if r.random() < 0.7:
-                out += ["clts", "smsw ax"]
+                out += ["clts"] + ([] if self.classic else ["smsw ax"])
         else:
             if not ctx.can_write("eax", "ecx", "edx"):
                 raise _Skip()
@@ -1031,6 +1098,7 @@ class _Gen:
 
     def i_descriptor(self, ctx, out):
         """lar, lsl, verr, verw of a selector in a register or in memory."""
+        self.sensitive()                      # they read the real descriptors
         r = self.rng
         sel = r.choice(SELECTORS) if r.random() < 0.9 else r.getrandbits(16)
         op = r.choice(("lar", "lsl", "verr", "verw"))
@@ -1083,6 +1151,7 @@ class _Gen:
                     f"l{seg} {reg}, [ebp + {d:#x}]"]
         else:
             # the stack segment, reloaded with what it holds (SS must stay 0x10)
+            self.sensitive()                  # read from SS: RPL 1 under trap
             form = r.randrange(3)
             if form == 0:
                 out += [f"mov {R16[reg]}, ss", f"mov ss, {R16[reg]}"]
@@ -1188,11 +1257,11 @@ FEATURES = {
 _SIMPLE = ("alu", "unary", "shift", "mov", "bits", "xchg")
 
 
-def generate(seed, index, paging=False, without=()):
+def generate(seed, index, paging=False, without=(), classic=False):
     """Sequence `index` of `seed`: its start state and its items (with
-    `without`, features left out: another sequence altogether)."""
+    `without`, features left out, or `classic`: another sequence altogether)."""
     rng = random.Random((seed << 16) | index)
-    gen = _Gen(rng, index, paging, without)
+    gen = _Gen(rng, index, paging, without, classic)
     ctx = _Ctx(gen)
     items, kinds = [(["{P}start_of:"], [])], ["label"]
     for _ in range(rng.randint(3, 10)):
@@ -1211,7 +1280,7 @@ def generate(seed, index, paging=False, without=()):
     b = block(index)
     state = [index, b + FAULT] + regs + [eflags] + segs + [b + ESP0]
     return Sequence(seed, index, paging, state, rng.randbytes(SCRATCH),
-                    rng.randbytes(BLOCK - STACK_OFF), items, kinds)
+                    rng.randbytes(BLOCK - STACK_OFF), items, kinds, classic)
 
 
 def handmade(index, lines, eflags=0x2, paging=False, seed=0):
@@ -1227,18 +1296,16 @@ def handmade(index, lines, eflags=0x2, paging=False, seed=0):
 def shrink(seq, fails):
     """The smallest sequence (by items) found for which fails(sequence) is
     still true: items dropped one at a time, from the end, while it fails."""
-    items, kinds = list(seq.items), list(seq.kinds)
     changed = True
     while changed:
         changed = False
-        for i in range(len(items) - 1, 0, -1):
-            trial = Sequence(seq.seed, seq.index, seq.paging, seq.state, seq.scratch,
-                             seq.stack, items[:i] + items[i + 1:], kinds[:i] + kinds[i + 1:])
+        for i in range(len(seq.items) - 1, 0, -1):
+            trial = dataclasses.replace(seq, items=seq.items[:i] + seq.items[i + 1:],
+                                        kinds=seq.kinds[:i] + seq.kinds[i + 1:])
             if fails(trial):
-                items, kinds = trial.items, trial.kinds
+                seq = trial
                 changed = True
-    return Sequence(seq.seed, seq.index, seq.paging, seq.state, seq.scratch, seq.stack,
-                    items, kinds)
+    return seq
 
 
 # -- running and comparing -------------------------------------------------------------
@@ -1252,6 +1319,7 @@ class Run:
     console: bytes
     gdt: bytes
     current: int               # the sequence running when the run ended
+    counters: dict             # the machine's counters at the end
 
 
 def run(backend, sequences, image_bytes=None):
@@ -1266,7 +1334,7 @@ def run(backend, sequences, image_bytes=None):
         gdt = bytes(m.mem.view[A.GDT:A.GDT + 8 * 8])
         cur = struct.unpack_from("<I", m.mem.view, CUR)[0]
         return Run(backend, out.ok and out.exit_status == 0, out.reason,
-                   results(m.mem, sequences), bytes(m.uart.output), gdt, cur)
+                   results(m.mem, sequences), bytes(m.uart.output), gdt, cur, dict(m.counters))
 
 
 @dataclass
@@ -1287,6 +1355,24 @@ def compare(sequences, a, b):
     """The sequences on which two runs of one image disagree."""
     return [Mismatch(s, ra, rb, (a.backend, b.backend))
             for s, ra, rb in zip(sequences, a.results, b.results) if ra.block != rb.block]
+
+
+def report(sequences, reference, other, shown=8):
+    """Why two runs of the image of `sequences` disagree, for a failing test:
+    how the runs ended, the console and GDT, and the first `shown`
+    mismatching sequences in full (source and both dumps); None if they
+    agree."""
+    problems = image_differences(reference, other)
+    mismatches = compare(sequences, reference, other)
+    if not problems and not mismatches:
+        return None
+    head = (f"{len(mismatches)} of {len(sequences)} sequences differ between "
+            f"{reference.backend} and {other.backend}")
+    body = [m.report() for m in mismatches[:shown]]
+    more = [f"... and {len(mismatches) - shown} more: "
+            + ", ".join(str(m.sequence.index) for m in mismatches[shown:])] \
+        if len(mismatches) > shown else []
+    return "\n".join([head] + problems + body + more)
 
 
 def image_differences(a, b):
