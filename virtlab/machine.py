@@ -277,8 +277,20 @@ class Machine:
         the exit clears what the drop may leave in flight (enter()).  The
         addresses are linear, but what goes is every translation made from
         the physical pages they map now, through whatever linear address it
-        was made (QEMU keeps translated code by physical page)."""
-        self.uc.ctl_remove_cache(begin, end)
+        was made (QEMU keeps translated code by physical page).  The library
+        looks them up as a fetch at the CPU's ring would, and the VMM's own
+        code is supervisor-only: at an exit from user code the lookup would
+        fault, the drop would not happen and the CPU would hang
+        (docs/unicorn.md, item 38), so it is made as the kernel's."""
+        st = self.state
+        saved = st.lookups_as_kernel()
+        if saved is None and st.cpl == 3:
+            self.uc.ctl_flush_tb()         # (a copy of the state: every translation goes)
+            return
+        try:
+            self.uc.ctl_remove_cache(begin, end)
+        finally:
+            st.restore_cpl(saved)
 
     def forget_all_code(self):
         """Drop every translation Unicorn has made."""

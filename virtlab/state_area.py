@@ -427,6 +427,23 @@ class StateArea:
         w, at = self.w, self._eflags_w
         w[at] = (w[at] & ~mask) | (value & mask)
 
+    def lookups_as_kernel(self):
+        """Make the library's own lookups of linear addresses (dropping
+        translations: Machine.forget_code) go through the kernel's TLB,
+        whatever the ring the CPU is at: QEMU picks the TLB by the CPL in
+        hflags, which is set to 0 here; returns what to give restore_cpl.
+        (A copy of the state area changes nothing in the CPU: None.)"""
+        if not self.live:
+            return None
+        w, at = self.w, self._hflags
+        saved = w[at]
+        w[at] = saved & ~3
+        return saved
+
+    def restore_cpl(self, saved):
+        if saved is not None:
+            self.w[self._hflags] = saved
+
     def flags_made_concrete(self):
         """At an exception in an instruction that has a code hook: the CPU
         model computed the arithmetic flags into cc_src after the hook, and
