@@ -6,6 +6,7 @@ differently.
     python benchmarks/bt_differential.py --seed S --index I [--shrink]
     python benchmarks/bt_differential.py --without pushf16,popf16 ...
     python benchmarks/bt_differential.py --backends trap --classic
+    python benchmarks/bt_differential.py --backends bt,hw --user
 
 The sequences are virtlab/asmseq.py's, --per-image to a guest image (seeds
 --first-seed, --first-seed + 1, ...; odd seeds with paging on), the same as
@@ -23,7 +24,9 @@ minimal sequence.  --without leaves out features known to differ
 
 --classic generates classic sequences instead (asmseq.py): only what classic
 trap-and-emulate runs as the CPU does, so that trap, documented to differ on
-the sensitive instructions, is compared exactly like the others.
+the sensitive instructions, is compared exactly like the others.  --user runs
+the sequences at ring 3, entering the kernel only through interrupts and
+exceptions (with --classic too for trap).
 """
 import argparse
 import json
@@ -38,9 +41,9 @@ from virtlab import asmseq as S, backend as B          # noqa: E402
 from guestbench import integer                        # noqa: E402
 
 
-def check_image(seed, per_image, backends, without, show, classic=False):
+def check_image(seed, per_image, backends, without, show, classic=False, user=False):
     """Run one image under native and `backends`; what differed."""
-    seqs = S.batch(seed, per_image, without=without, classic=classic)
+    seqs = S.batch(seed, per_image, without=without, classic=classic, user=user)
     img = S.image(seqs)
     ref = S.run("native", seqs, img)
     bad, problems, reports = set(), [], []
@@ -71,7 +74,8 @@ def per_backend(done, backends):
 
 def one(args, backends, without):
     """Reproduce (and with --shrink, minimise) one sequence."""
-    seq = S.generate(args.seed, args.index, bool(args.seed & 1), without, args.classic)
+    seq = S.generate(args.seed, args.index, bool(args.seed & 1), without, args.classic,
+                     args.user)
 
     def differs(s):
         ref = S.run("native", [s])
@@ -122,6 +126,9 @@ def main(argv=None):
     p.add_argument("--classic", action="store_true",
                    help="classic sequences: only what classic trap-and-emulate runs as "
                         "the CPU does (for comparing trap exactly)")
+    p.add_argument("--user", action="store_true",
+                   help="user sequences: run at ring 3, entering the kernel through "
+                        "interrupts and exceptions")
     p.add_argument("--jobs", type=integer(1), default=1,
                    help="images run in parallel processes (default 1)")
     p.add_argument("--show", type=integer(0), default=0, metavar="N",
@@ -145,7 +152,7 @@ def main(argv=None):
         return one(args, backends, without)
     images = -(-args.sequences // args.per_image)
     seeds = range(args.first_seed, args.first_seed + images)
-    jobs = [(seed, args.per_image, backends, without, args.show, args.classic)
+    jobs = [(seed, args.per_image, backends, without, args.show, args.classic, args.user)
             for seed in seeds]
     t0 = time.perf_counter()
     if args.jobs > 1:
@@ -159,6 +166,7 @@ def main(argv=None):
                "backends": backends,
                "without": without,
                "classic": args.classic,
+               "user": args.user,
                "mismatches": sum(len(d["mismatches"]) for d in done),
                "images_differing": sum(bool(d["problems"]) for d in done),
                "native_failed": sum(not d["native_ok"] for d in done),

@@ -66,6 +66,19 @@ irets.  An iret or far return goes to the kernel's CS pushed as a constant
 EFLAGS its frame holds instead of the live ones.  The items are otherwise
 the same, so trap's emulator, its reflection and its shadow MMU are searched
 as widely as bt's translator is.
+
+User sequences (`user=True`) run the same kind of items at ring 3, where
+every back end runs the guest's code directly and what is searched is the way
+into the kernel and back: the kernel's `setup` irets to the sequence with
+its start state (any IF, IOPL 3 half of the time, so that cli, sti, in and
+out run as often as they fault), each `int n` and exception is delivered
+through a DPL-3 gate or reflected with a stack switch, the handlers iret back
+to user code, and the sequence ends with `int DUMP_VECTOR`, whose handler
+dumps the user's registers (EFLAGS and ESP from its frame).  Privileged items
+are left out (`faulting` makes the #GP of a few), and DS and ES are the
+user's data segment.  Classic user sequences leave out only what shows the
+real tables (sgdt, lar, ...): user code runs on the real ring and flags under
+trap too.
 """
 import dataclasses
 import random
@@ -77,6 +90,10 @@ from . import asmguest as A, x86
 MAX_SEQUENCES = 256
 GLOBALS = 0x1F0000             # CUR, DUMPTOP, RETSLOT, SAVED_ESP, TSC0, then NEXT
 CUR, DUMPTOP, RETSLOT, SAVED_ESP, TSC0 = (GLOBALS + 4 * i for i in range(5))
+# User sequences: the kernel's words while it enters and leaves ring 3, and the
+# iret frame into it.
+SAVED_EAX, USER_ESP, USER_EFLAGS = (GLOBALS + 0x20 + 4 * i for i in range(3))
+USER_FRAME = GLOBALS + 0x40
 NEXT = GLOBALS + 0x100
 BLOCKS, BLOCK = 0x200000, 0x800
 STATE, DUMP, FAULT, SCRATCH_OFF, STACK_OFF, ESP0 = 0x10, 0x60, 0x98, 0x100, 0x500, 0x7C0
@@ -100,12 +117,16 @@ SOFT_HANDLERS = {
     3: "lea esi, [esi + 3]\niretd\n",
     4: "lea edi, [edi + 4]\niretd\n",
 }
-# In classic sequences the interrupt gate's handler reads the EFLAGS of its
-# frame: pushfd there would show the real IF, which the gate cleared only in
-# the virtual CPU under trap.
+# In classic sequences the handlers read the EFLAGS of their frame: pushfd in
+# the kernel shows the real IF under trap, set whatever the gate did to the
+# virtual one or the user's code had.
 CLASSIC_HANDLERS = {**SOFT_HANDLERS,
-                    0x40: "xor eax, 0x5a5a5a5a\nmov edx, dword ptr [esp + 8]\niretd\n"}
+                    0x40: "xor eax, 0x5a5a5a5a\nmov edx, dword ptr [esp + 8]\niretd\n",
+                    0x41: "mov ebx, dword ptr [esp + 8]\nadd ebx, dword ptr [esp]\niretd\n"}
 TRAP_GATES = (0x41,)
+# User sequences end with `int DUMP_VECTOR`, and may use the soft vectors too.
+DUMP_VECTOR = 0x81
+USER_VECTORS = tuple(SOFT_HANDLERS) + (DUMP_VECTOR,)
 FAULT_VECTORS = (0, 1, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19)
 _ERROR_CODE = (8, 10, 11, 12, 13, 14, 17)
 
@@ -168,6 +189,64 @@ dump:
 """
 
 
+def _setup_user():
+    """`setup` for a user sequence: the start state's data segments loaded
+    and its general registers popped, then an iretd to ring 3 at the
+    sequence's code (the return address `call setup` pushed) with its
+    EFLAGS and stack."""
+    return f"""
+setup:
+    pop dword ptr ss:[{RETSLOT:#x}]
+    pop dword ptr ss:[{CUR:#x}]
+    pop dword ptr ss:[{DUMPTOP:#x}]
+    rdtsc
+    mov dword ptr ss:[{TSC0:#x}], eax
+    mov dword ptr ss:[{TSC0 + 4:#x}], edx
+    mov eax, dword ptr ss:[{RETSLOT:#x}]
+    mov dword ptr ss:[{USER_FRAME:#x}], eax
+    mov dword ptr ss:[{USER_FRAME + 4:#x}], {A.UCODE:#x}
+    mov eax, dword ptr ss:[esp + 32]
+    mov dword ptr ss:[{USER_FRAME + 8:#x}], eax
+    mov eax, dword ptr ss:[esp + 52]
+    mov dword ptr ss:[{USER_FRAME + 12:#x}], eax
+    mov dword ptr ss:[{USER_FRAME + 16:#x}], {A.UDATA:#x}
+    mov ax, word ptr ss:[esp + 36]
+    mov ds, ax
+    mov ax, word ptr ss:[esp + 40]
+    mov es, ax
+    mov ax, word ptr ss:[esp + 44]
+    mov fs, ax
+    mov ax, word ptr ss:[esp + 48]
+    mov gs, ax
+    popad
+    mov esp, {USER_FRAME:#x}
+    iretd
+"""
+
+
+# The handler of `int DUMP_VECTOR`, a user sequence's end: `dump`, with the
+# user's ESP and EFLAGS taken from the frame.  ESP at pushad is the kernel's,
+# the same under every back end.
+_DUMP_USER = f"""
+    mov dword ptr ss:[{SAVED_EAX:#x}], eax
+    mov eax, dword ptr ss:[esp + 12]
+    mov dword ptr ss:[{USER_ESP:#x}], eax
+    mov eax, dword ptr ss:[esp + 8]
+    mov dword ptr ss:[{USER_EFLAGS:#x}], eax
+    mov eax, dword ptr ss:[{SAVED_EAX:#x}]
+    mov esp, dword ptr ss:[{DUMPTOP:#x}]
+    push dword ptr ss:[{USER_ESP:#x}]
+    push gs
+    push fs
+    .byte 0x06
+    .byte 0x1e
+    push dword ptr ss:[{USER_EFLAGS:#x}]
+    pushad
+    mov eax, dword ptr ss:[{CUR:#x}]
+    jmp dword ptr ss:[{NEXT:#x} + eax*4]
+"""
+
+
 @dataclass
 class Sequence:
     seed: int
@@ -179,6 +258,7 @@ class Sequence:
     items: list                # [(body lines, out-of-line lines)]
     kinds: list = field(default_factory=list)      # the item kind of each item
     classic: bool = False      # made to run the same under classic trap-and-emulate
+    user: bool = False         # runs at ring 3
 
     def render(self, items=None):
         """The sequence's code: its body, `jmp dump`, then what its items put
@@ -186,14 +266,15 @@ class Sequence:
         items = self.items if items is None else items
         body = [line for b, _ in items for line in b]
         outline = [line for _, o in items for line in o]
-        text = "\n".join(body + ["jmp dump"] + outline)
+        end = f"int {DUMP_VECTOR:#x}" if self.user else "jmp dump"
+        text = "\n".join(body + [end] + outline)
         return text.replace("{P}", f"q{self.index}_")
 
     def source(self):
         """What a person needs to reproduce it: the start state and the code."""
         regs = ", ".join(f"{n}={v:#x}" for n, v in zip(STATE_NAMES, self.state) if n not in
                          ("cur", "dumptop", "-"))
-        classic = " classic" if self.classic else ""
+        classic = (" classic" if self.classic else "") + (" user" if self.user else "")
         return (f"; sequence seed={self.seed} index={self.index} paging={self.paging}"
                 f"{classic}\n"
                 f"; start: {regs}\n; scratch at {scratch(self.index):#x} (EBP)\n"
@@ -218,15 +299,16 @@ def guest(sequences, paging=None):
         raise ValueError("sequence indices must be distinct and below MAX_SEQUENCES")
     if paging is None:
         paging = seqs[0].paging
-    classic = seqs[0].classic
-    if any(s.classic != classic for s in seqs):
-        raise ValueError("classic sequences need an image of their own")
+    classic, user = seqs[0].classic, seqs[0].user
+    if any((s.classic, s.user) != (classic, user) for s in seqs):
+        raise ValueError("classic and user sequences need an image of their own")
     # NEXT[i]: where sequence i goes on (indexed by the block, not the order)
     following = {s.index: f"q{t.index}_start" for s, t in zip(seqs, seqs[1:])}
     starts = [following.get(i, "done") for i in range(seqs[-1].index + 1)]
     parts = [f"mov esi, next_table\nmov edi, {NEXT:#x}\nmov ecx, {len(starts)}\ncld\n"
              f".byte 0xf3, 0xa5\njmp q{seqs[0].index}_start\n"
-             "next_table:\n.int " + ", ".join(starts) + "\n" + _setup(classic)]
+             "next_table:\n.int " + ", ".join(starts) + "\n"
+             + (_setup_user() if user else _setup(classic))]
     for s in seqs:
         parts.append(f"q{s.index}_start:\nmov esp, {block(s.index) + STATE:#x}\ncall setup\n"
                      + s.render() + "\n")
@@ -236,7 +318,10 @@ def guest(sequences, paging=None):
         blocks[s.index * BLOCK:(s.index + 1) * BLOCK] = s.block_bytes()
     handlers = dict(CLASSIC_HANDLERS if classic else SOFT_HANDLERS)
     handlers.update({v: _fault_handler(v) for v in FAULT_VECTORS})
+    if user:
+        handlers[DUMP_VECTOR] = _DUMP_USER
     return A.AsmGuest(body="".join(parts), handlers=handlers, trap_gates=TRAP_GATES,
+                      **({"user_vectors": USER_VECTORS} if user else {}),
                       paging=paging, unmapped=(UNMAPPED,) if paging else (),
                       readonly=(READONLY,) if paging else (),
                       data={GLOBALS: bytes(NEXT - GLOBALS + 4 * MAX_SEQUENCES),
@@ -247,11 +332,11 @@ def image(sequences, paging=None):
     return A.build(guest(sequences, paging))
 
 
-def batch(seed, count, paging=None, without=(), classic=False):
+def batch(seed, count, paging=None, without=(), classic=False, user=False):
     """`count` sequences of one seed (indices 0..count-1); odd seeds run with
     paging on unless told."""
     paging = bool(seed & 1) if paging is None else paging
-    return [generate(seed, i, paging, without, classic) for i in range(count)]
+    return [generate(seed, i, paging, without, classic, user) for i in range(count)]
 
 
 # -- reading the results --------------------------------------------------------------
@@ -383,9 +468,12 @@ class _Skip(Exception):
 
 
 class _Gen:
-    def __init__(self, rng, index, paging, without=frozenset(), classic=False):
+    def __init__(self, rng, index, paging, without=frozenset(), classic=False, user=False):
         self.rng, self.index, self.paging = rng, index, paging
-        self.classic = classic
+        self.classic, self.user = classic, user
+        # The code segment of the sequence's ring, and the data segments it may load.
+        self.code_sel = A.UCODE if user else A.KCODE
+        self.data_sels = (A.UDATA,) if user else FLAT_DATA
         self.without = frozenset(without)
         unknown = self.without - set(FEATURES)
         if unknown:
@@ -399,10 +487,24 @@ class _Gen:
             raise _Skip()
 
     def sensitive(self):
-        """An item that needs what ring compression cannot hide (a sensitive,
-        unprivileged instruction, or IF or IOPL changed where trap would not
-        see it) is skipped in a classic sequence."""
+        """An item with a sensitive, unprivileged instruction that reads what
+        ring compression cannot hide at any ring (the descriptor tables, the
+        real descriptors) is skipped in a classic sequence."""
         if self.classic:
+            raise _Skip()
+
+    def kernel_sensitive(self):
+        """One that would show the kernel's real ring (CS or SS read or
+        pushed) or change its IF or IOPL where trap would not see it is
+        skipped in a classic kernel sequence; user code runs on the real
+        ring and flags under trap, and may."""
+        if self.classic and not self.user:
+            raise _Skip()
+
+    def privileged(self):
+        """An item of privileged instructions is skipped in a user sequence
+        (at ring 3 they would only fault: `faulting` has those)."""
+        if self.user:
             raise _Skip()
 
     def label(self):
@@ -748,7 +850,7 @@ class _Gen:
         elif kind == 3:
             op, mask = r.choice((("or", x86.IF), ("and", ~x86.IF & 0xFFFFFFFF)))
             if op == "and":
-                self.sensitive()              # IF cleared by a popfd trap does not see
+                self.kernel_sensitive()       # IF cleared by a popfd trap does not see
             out += ["pushfd", f"{op} dword ptr [esp], {mask:#x}", "popfd"]
         elif kind == 4:
             # pushf, something that changes the flags, popf: the old flags back
@@ -763,7 +865,7 @@ class _Gen:
             out += [f"push {self.eflags() & 0xFFFF:#x}", ".byte 0x66", "popfd",
                     "lea esp, [esp + 2]"]
         elif kind == 7:
-            self.sensitive()                  # (IF toggled by popfd)
+            self.kernel_sensitive()           # (IF toggled by popfd)
             reg = self.reg(ctx)[1]
             out += ["pushfd", f"pop {reg}", f"xor {reg}, {x86.IF | x86.CF | x86.ZF:#x}",
                     f"push {reg}", "popfd", "pushfd", f"pop {reg}"]
@@ -776,7 +878,7 @@ class _Gen:
         it changes nothing, but exits under trap all the same)."""
         op = self.rng.choice(("cli", "sti"))
         if op == "cli":
-            self.sensitive()
+            self.kernel_sensitive()
         return op
 
     def eflags(self):
@@ -791,8 +893,12 @@ class _Gen:
             v |= 0x200000                                  # ID
         if r.random() < 0.05 and "nt" not in self.without:
             v |= 0x4000                                    # NT
-        if self.classic:                                   # the real IF and IOPL under trap
+        if self.classic and not self.user:                 # the real IF and IOPL under trap
             v = (v | x86.IF) & ~x86.IOPL_MASK
+        if self.user:                # (an iret with NT at ring 3 returns to the task of
+            v &= ~0x4000             # the real TSS's back link under trap and bt)
+            if r.random() < 0.5:     # cli, sti, in and out fault at ring 3 below IOPL 3
+                v |= x86.IOPL_MASK
         return v
 
     # control flow ------------------------------------------------------------------
@@ -934,41 +1040,42 @@ class _Gen:
         if change == 1:
             out.append(f"or dword ptr [esp], {x86.IF:#x}")
         elif change == 2:
-            self.sensitive()
+            self.kernel_sensitive()
             out.append(f"and dword ptr [esp], {~x86.IF & 0xFFFFFFFF:#x}")
         elif change == 3:
-            self.sensitive()
+            self.kernel_sensitive()
             out.append(f"xor dword ptr [esp], {r.randrange(4) << x86.IOPL_SHIFT:#x}")
         out += [self._push_cs(), f"mov {reg}, {there}", f"push {reg}", "iretd", "ud2",
                 f"{there}:"]
 
     def _push_cs(self):
-        """The kernel's CS for a frame: pushed from CS, or in a classic
-        sequence as the constant (push cs would show RPL 1 under trap)."""
-        return f"push {A.KCODE:#x}" if self.classic else push_seg("cs")
+        """CS for a frame: pushed from CS, or in a classic kernel sequence as
+        the constant (push cs would show RPL 1 under trap)."""
+        return f"push {A.KCODE:#x}" if self.classic and not self.user else push_seg("cs")
 
     def i_far(self, ctx, out):
         r = self.rng
         kind = r.randrange(5)
         there = self.label()
         if kind == 0:
-            out += [".byte 0xea", f".int {there}", f".short {A.KCODE}", "ud2", f"{there}:"]
+            out += [".byte 0xea", f".int {there}", f".short {self.code_sel}", "ud2",
+                    f"{there}:"]
         elif kind == 1:
-            self.sensitive()                  # a far call pushes the real CS
+            self.kernel_sensitive()           # a far call pushes the real CS
             sub = self.label()
             self.outline += [f"{sub}:"] + self.block_of(ctx) + ["retf"]
-            out += [".byte 0x9a", f".int {sub}", f".short {A.KCODE}"]
+            out += [".byte 0x9a", f".int {sub}", f".short {self.code_sel}"]
         elif kind == 2:
-            self.sensitive()
+            self.kernel_sensitive()
             sub = self.label()
             self.outline += [f"{sub}:"] + self.block_of(ctx) + ["retf 4"]
             d = r.randrange(0, SCRATCH - 8, 2)
             out += [f"push {self.imm(8)}", f"mov dword ptr [ebp + {d:#x}], {sub}",
-                    f"mov word ptr [ebp + {d + 4:#x}], {A.KCODE}", f"lcall [ebp + {d:#x}]"]
+                    f"mov word ptr [ebp + {d + 4:#x}], {self.code_sel}", f"lcall [ebp + {d:#x}]"]
         elif kind == 3:
             d = r.randrange(0, SCRATCH - 8, 2)
             out += [f"mov dword ptr [ebp + {d:#x}], {there}",
-                    f"mov word ptr [ebp + {d + 4:#x}], {A.KCODE}", f"ljmp [ebp + {d:#x}]",
+                    f"mov word ptr [ebp + {d + 4:#x}], {self.code_sel}", f"ljmp [ebp + {d:#x}]",
                     "ud2", f"{there}:"]
         else:
             reg = self.reg(ctx)[1]
@@ -1017,7 +1124,7 @@ class _Gen:
         kind = r.randrange(5)
         seg = r.choice(("cs", "ss", "cs", "ss", "ds", "es", "fs", "gs"))
         if kind < 4 and seg in ("cs", "ss"):
-            self.sensitive()                  # their RPL shows the real ring
+            self.kernel_sensitive()           # their RPL shows the real ring
         if kind == 0:
             out.append(f"mov {self.reg(ctx, r.choice((16, 32)))[1]}, {seg}")
         elif kind == 1:
@@ -1032,6 +1139,7 @@ class _Gen:
             out += [f"mov {reg}, {self.imm():#x}", f"push {reg}", "lea esp, [esp + 4]",
                     push_seg(seg), f"pop {reg}"]
         else:
+            self.privileged()
             if not ctx.can_write("eax"):
                 raise _Skip()
             out += [f"mov eax, cr{r.choice((0, 2, 3, 4))}"]
@@ -1066,6 +1174,7 @@ class _Gen:
         """Privileged instructions that leave paging alone: the descriptor
         tables reloaded with what they hold, a null LDT, CR0.TS set and
         cleared, the SYSENTER MSRs written and read back."""
+        self.privileged()
         r = self.rng
         kind = r.randrange(4)
         d = r.randrange(SCRATCH - 8)
@@ -1127,13 +1236,13 @@ class _Gen:
         r = self.rng
         kind = r.randrange(6)
         reg = self.reg(ctx)[1]
-        sel = r.choice(FLAT_DATA)
+        sel = r.choice(self.data_sels)
         if kind == 0:
             seg = r.choice(("ds", "es"))
             out += [f"mov {R16[reg]}, {sel:#x}", f"mov {seg}, {R16[reg]}", f"mov {reg}, {seg}"]
         elif kind == 1:
             seg = r.choice(("fs", "gs"))
-            sel = r.choice(FLAT_DATA + (0, 1, 2, 3))
+            sel = r.choice(self.data_sels + (0, 1, 2, 3))
             out += [f"mov {R16[reg]}, {sel:#x}", f"mov {seg}, {R16[reg]}"]
             if sel > 3:
                 out.append(f"mov {reg}, dword ptr {seg}:[ebp + {r.randrange(SCRATCH - 4):#x}]")
@@ -1150,8 +1259,8 @@ class _Gen:
             out += [f"mov word ptr [ebp + {d + 4:#x}], {sel:#x}",
                     f"l{seg} {reg}, [ebp + {d:#x}]"]
         else:
-            # the stack segment, reloaded with what it holds (SS must stay 0x10)
-            self.sensitive()                  # read from SS: RPL 1 under trap
+            # the stack segment, reloaded with what it holds
+            self.kernel_sensitive()           # read from SS: RPL 1 under trap
             form = r.randrange(3)
             if form == 0:
                 out += [f"mov {R16[reg]}, ss", f"mov ss, {R16[reg]}"]
@@ -1257,11 +1366,12 @@ FEATURES = {
 _SIMPLE = ("alu", "unary", "shift", "mov", "bits", "xchg")
 
 
-def generate(seed, index, paging=False, without=(), classic=False):
+def generate(seed, index, paging=False, without=(), classic=False, user=False):
     """Sequence `index` of `seed`: its start state and its items (with
-    `without`, features left out, or `classic`: another sequence altogether)."""
+    `without`, features left out, `classic` or `user`: another sequence
+    altogether)."""
     rng = random.Random((seed << 16) | index)
-    gen = _Gen(rng, index, paging, without, classic)
+    gen = _Gen(rng, index, paging, without, classic, user)
     ctx = _Ctx(gen)
     items, kinds = [(["{P}start_of:"], [])], ["label"]
     for _ in range(rng.randint(3, 10)):
@@ -1277,10 +1387,12 @@ def generate(seed, index, paging=False, without=(), classic=False):
     eflags = gen.eflags()
     segs = [rng.choice((A.KDATA,) * 4 + FLAT_DATA[1:]) for _ in range(2)]
     segs += [rng.choice((A.KDATA,) * 3 + FLAT_DATA[1:] + (0,)) for _ in range(2)]
+    if user:                         # DS and ES the user's data segment, FS and GS it or null
+        segs = [A.UDATA, A.UDATA] + [A.UDATA if sel else 0 for sel in segs[2:]]
     b = block(index)
     state = [index, b + FAULT] + regs + [eflags] + segs + [b + ESP0]
     return Sequence(seed, index, paging, state, rng.randbytes(SCRATCH),
-                    rng.randbytes(BLOCK - STACK_OFF), items, kinds, classic)
+                    rng.randbytes(BLOCK - STACK_OFF), items, kinds, classic, user)
 
 
 def handmade(index, lines, eflags=0x2, paging=False, seed=0):
