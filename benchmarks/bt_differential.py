@@ -8,7 +8,7 @@ differently.
     python benchmarks/bt_differential.py --backends trap --classic
     python benchmarks/bt_differential.py --backends bt,hw --user
 
-The sequences are virtlab/asmseq.py's, --per-image to a guest image (seeds
+The sequences are virtlab/seqgen.py's, --per-image to a guest image (seeds
 --first-seed, --first-seed + 1, ...; odd seeds with paging on), the same as
 tests/test_bt_differential.py runs for its first seeds.  --json prints one
 summary line: sequences run, mismatches (sequences whose end state differs
@@ -20,9 +20,9 @@ first N mismatches in full.
 --seed and --index reproduce one sequence alone (in its own image, at its
 own block); --shrink then drops its items while it still differs, to a
 minimal sequence.  --without leaves out features known to differ
-(asmseq.FEATURES), to look for other differences past them.
+(seqgen.FEATURES), to look for other differences past them.
 
---classic generates classic sequences instead (asmseq.py): only what classic
+--classic generates classic sequences instead (seqgen.py): only what classic
 trap-and-emulate runs as the CPU does, so that trap, documented to differ on
 the sensitive instructions, is compared exactly like the others.  --user runs
 the sequences at ring 3, entering the kernel only through interrupts and
@@ -37,13 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from virtlab import asmseq as S, backend as B          # noqa: E402
+from virtlab import asmseq as S, backend as B, seqgen as G      # noqa: E402
 from guestbench import integer                        # noqa: E402
 
 
 def check_image(seed, per_image, backends, without, show, classic=False, user=False):
     """Run one image under native and `backends`; what differed."""
-    seqs = S.batch(seed, per_image, without=without, classic=classic, user=user)
+    seqs = G.batch(seed, per_image, without=without, classic=classic, user=user)
     img = S.image(seqs)
     ref = S.run("native", seqs, img)
     bad, problems, reports = set(), [], []
@@ -74,7 +74,7 @@ def per_backend(done, backends):
 
 def one(args, backends, without):
     """Reproduce (and with --shrink, minimise) one sequence."""
-    seq = S.generate(args.seed, args.index, bool(args.seed & 1), without, args.classic,
+    seq = G.generate(args.seed, args.index, bool(args.seed & 1), without, args.classic,
                      args.user)
 
     def differs(s):
@@ -122,7 +122,7 @@ def main(argv=None):
                    help="the seed of the first image; image i has seed S + i (default 0)")
     p.add_argument("--backends", default="bt", help="compared with native (comma-separated)")
     p.add_argument("--without", default="", help="features to leave out: "
-                   + ", ".join(sorted(S.FEATURES)))
+                   + ", ".join(sorted(G.FEATURES)))
     p.add_argument("--classic", action="store_true",
                    help="classic sequences: only what classic trap-and-emulate runs as "
                         "the CPU does (for comparing trap exactly)")

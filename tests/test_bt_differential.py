@@ -3,7 +3,7 @@ kernel instructions, run natively and under `bt`, must end in the same
 registers, flags (IF included: pushfd shows the guest's own, virtual under
 bt), segment registers, memory, fault records, console and GDT.
 
-The sequences come from virtlab/asmseq.py: PER_IMAGE of them to one guest
+The sequences come from virtlab/seqgen.py: PER_IMAGE of them to one guest
 image, each from a start state of its own and followed by a dump, so one boot
 per back end checks a hundred sequences.  They are seeded (SEEDS below) and
 therefore the same on every run; a failure prints, for each sequence that
@@ -26,7 +26,7 @@ import struct
 
 import pytest
 
-from virtlab import asmseq as S, asmguest as A, x86
+from virtlab import asmseq as S, asmguest as A, seqgen as G, x86
 from virtlab.machine import BootSpec, Machine
 from virtlab.backend import create
 
@@ -37,7 +37,7 @@ HW_SEEDS = SEEDS[:4]              # the third opinion, on 400 of them
 
 @functools.lru_cache(maxsize=None)
 def sequences(seed):
-    return tuple(S.batch(seed, PER_IMAGE))
+    return tuple(G.batch(seed, PER_IMAGE))
 
 
 @functools.lru_cache(maxsize=None)
@@ -150,15 +150,15 @@ def test_the_sequences_cover_the_translator_classes():
 
 
 def test_the_sequences_are_the_same_on_every_run():
-    a, b = S.generate(7, 42, True), S.generate(7, 42, True)
+    a, b = G.generate(7, 42, True), G.generate(7, 42, True)
     assert a.render() == b.render() and a.state == b.state and a.scratch == b.scratch
-    assert S.generate(7, 43).render() != a.render()
+    assert G.generate(7, 43).render() != a.render()
 
 
 def test_a_difference_is_reported_with_the_source_and_both_dumps():
     """`trap` shows the real IF to pushf (ring compression): the comparison
     must catch that, and say where."""
-    seq = S.handmade(3, ["cli", "pushfd", "pop ebx"], eflags=0x202)
+    seq = G.handmade(3, ["cli", "pushfd", "pop ebx"], eflags=0x202)
     ref, trap = S.run("native", [seq]), S.run("trap", [seq])
     (mismatch,) = S.compare([seq], ref, trap)
     text = mismatch.report()
@@ -200,7 +200,7 @@ FOUND = {
 @pytest.mark.parametrize("name", sorted(FOUND))
 def test_bt_runs_the_found_sequence_as_native_does(name):
     lines, eflags = FOUND[name]
-    seq = S.handmade(0, lines, eflags)
+    seq = G.handmade(0, lines, eflags)
     ref, bt = S.run("native", [seq]), S.run("bt", [seq])
     assert ref.ok and bt.ok, (ref.reason, bt.reason)
     (ra,), (rb,) = ref.results, bt.results
@@ -210,7 +210,7 @@ def test_bt_runs_the_found_sequence_as_native_does(name):
 def test_the_guest_gdt_shows_the_accessed_bits_of_loaded_segments():
     """The boot code loads DS, ES, SS, FS and GS with 0x10: natively the CPU
     sets the accessed bit of GDT entry 2 in guest memory."""
-    seq = S.handmade(0, ["nop"])
+    seq = G.handmade(0, ["nop"])
     ref, bt = S.run("native", [seq]), S.run("bt", [seq])
     accessed = 1 << 8                          # the type field's A bit, high dword
     assert struct.unpack_from("<I", ref.gdt, 2 * 8 + 4)[0] & accessed
@@ -221,7 +221,7 @@ def test_found_sequences_are_native_behaviour():
     """The reference side of FOUND, checked against the architecture."""
     def native_of(name):
         lines, eflags = FOUND[name]
-        return S.run("native", [S.handmade(0, lines, eflags)]).results[0]
+        return S.run("native", [G.handmade(0, lines, eflags)]).results[0]
     assert native_of("pushf16-if").dump["eax"] & 0xFFFF == 0x0002
     assert native_of("pushf16-iopl").dump["eax"] & 0xFFFF == 0x3202
     assert native_of("popf16-if").dump["eflags"] & x86.IF == 0

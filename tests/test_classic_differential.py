@@ -1,5 +1,5 @@
 """Differential tests of classic trap-and-emulate: generated guest-kernel
-sequences that leave out what ring compression cannot hide (asmseq.py,
+sequences that leave out what ring compression cannot hide (seqgen.py,
 `classic=True`), run natively and under `trap`, must end in exactly the same
 state: registers, flags, segment registers, memory, fault records, console
 and GDT.
@@ -22,7 +22,7 @@ import re
 
 import pytest
 
-from virtlab import asmseq as S, asmguest as A
+from virtlab import asmseq as S, asmguest as A, seqgen as G
 
 PER_IMAGE = 100
 SEEDS = tuple(range(10))          # 1000 sequences; odd seeds run with paging on
@@ -34,7 +34,7 @@ HARMLESS = {"sensitive.pushf", "sensitive.popf", "sensitive.mov_from_segment_reg
 
 @functools.lru_cache(maxsize=None)
 def sequences(seed):
-    return tuple(S.batch(seed, PER_IMAGE, classic=True))
+    return tuple(G.batch(seed, PER_IMAGE, classic=True))
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,7 +74,7 @@ def test_trap_sees_no_sensitive_instruction_it_cannot_hide():
     fail)."""
     seen = set().union(*(_sensitive(run("trap", seed).counters) for seed in SEEDS))
     assert seen <= HARMLESS, seen - HARMLESS
-    ordinary = S.batch(0, PER_IMAGE)
+    ordinary = G.batch(0, PER_IMAGE)
     assert _sensitive(S.run("trap", ordinary, S.image(ordinary)).counters) - HARMLESS
 
 
@@ -85,7 +85,7 @@ def test_no_classic_sequence_reads_cs_or_ss():
     lines = [line.strip() for seed in SEEDS for s in sequences(seed)
              for body, outline in s.items for line in body + outline]
     assert not [line for line in lines if reads.match(line)]
-    ordinary = [line.strip() for s in S.batch(0, PER_IMAGE)
+    ordinary = [line.strip() for s in G.batch(0, PER_IMAGE)
                 for body, outline in s.items for line in body + outline]
     assert [line for line in ordinary if reads.match(line)]
 
@@ -127,13 +127,13 @@ def test_every_start_state_has_the_real_if_and_iopl():
 
 def test_classic_and_ordinary_sequences_need_images_of_their_own():
     with pytest.raises(ValueError, match="image of their own"):
-        S.guest([S.generate(0, 0), S.generate(0, 1, classic=True)])
+        S.guest([G.generate(0, 0), G.generate(0, 1, classic=True)])
 
 
 # -- what the classic sequences found --------------------------------------------------
 # Each ended differently under trap (benchmarks/bt_differential.py --classic).
 def _handmade(index, lines):
-    return dataclasses.replace(S.handmade(index, lines, eflags=0x202), classic=True)
+    return dataclasses.replace(G.handmade(index, lines, eflags=0x202), classic=True)
 
 
 def test_a_far_jump_leaves_the_descriptor_for_a_data_load_to_mark_accessed():

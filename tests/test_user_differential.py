@@ -1,4 +1,4 @@
-"""Differential tests at ring 3: generated user sequences (asmseq.py,
+"""Differential tests at ring 3: generated user sequences (seqgen.py,
 `user=True`), run natively and under each back end, must end in the same
 state.  The user's code runs directly under every back end; what is searched
 is the way into the kernel and back: interrupts through DPL-3 gates,
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from virtlab import asmseq as S, asmguest as A
+from virtlab import asmseq as S, asmguest as A, seqgen as G
 
 PER_IMAGE = 100
 SEEDS = tuple(range(6))           # 600 sequences each way; odd seeds with paging on
@@ -26,7 +26,7 @@ SEEDS = tuple(range(6))           # 600 sequences each way; odd seeds with pagin
 
 @functools.lru_cache(maxsize=None)
 def sequences(seed, classic):
-    return tuple(S.batch(seed, PER_IMAGE, classic=classic, user=True))
+    return tuple(G.batch(seed, PER_IMAGE, classic=classic, user=True))
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,9 +67,9 @@ def test_the_user_sequences_ran_at_ring_3_and_entered_the_kernel():
 
 _SELF_WRITE = """
 import dataclasses
-from virtlab import asmseq as S, asmguest as A
+from virtlab import asmseq as S, asmguest as A, seqgen as G
 seq = dataclasses.replace(
-    S.handmade(0, ["mov byte ptr [{P}L2 + 3], 0x2", "{P}L2:", "mov eax, 0x22222222"],
+    G.handmade(0, ["mov byte ptr [{P}L2 + 3], 0x2", "{P}L2:", "mov eax, 0x22222222"],
                eflags=0x202), user=True)
 state = list(seq.state)
 for name in ("ds", "es", "fs", "gs"):
