@@ -82,11 +82,9 @@ def test_no_classic_sequence_reads_cs_or_ss():
     """What the audit cannot tell from a read of DS: a read of CS or SS
     (RPL 1 under trap), by mov or push."""
     reads = re.compile(r"^(mov .*, (cs|ss)|\.byte (0xe|0x16)|push (cs|ss))$")
-    lines = [line.strip() for seed in SEEDS for s in sequences(seed)
-             for body, outline in s.items for line in body + outline]
+    lines = [line for seed in SEEDS for s in sequences(seed) for line in s.lines()]
     assert not [line for line in lines if reads.match(line)]
-    ordinary = [line.strip() for s in G.batch(0, PER_IMAGE)
-                for body, outline in s.items for line in body + outline]
+    ordinary = [line for s in G.batch(0, PER_IMAGE) for line in s.lines()]
     assert [line for line in ordinary if reads.match(line)]
 
 
@@ -112,10 +110,7 @@ CLASSES = {
 
 
 def test_the_classic_sequences_cover_what_trap_performs():
-    lines = {line.strip() for seed in SEEDS for s in sequences(seed)
-             for body, outline in s.items for line in body + outline}
-    missing = [name for name, pattern in CLASSES.items()
-               if not any(re.search(pattern, line) for line in lines)]
+    missing = G.uncovered([s for seed in SEEDS for s in sequences(seed)], CLASSES)
     assert not missing, f"no generated line for: {missing}"
 
 

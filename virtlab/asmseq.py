@@ -107,11 +107,9 @@ def _fault_handler(vector):
             f"mov eax, dword ptr ss:[{CUR:#x}]\njmp dword ptr ss:[{NEXT:#x} + eax*4]\n")
 
 
-def _setup(classic):
-    """`setup` loads a sequence's start state from its block, `dump` stores
-    what it left there; a classic one's setup also sets IF with sti."""
-    sti = "    sti\n" if classic else ""
-    return f"""
+# What every setup does first: take where it returns to (the sequence's
+# code), which sequence it is and where its dump goes, and the time it starts.
+_SETUP_HEAD = f"""
 setup:
     pop dword ptr ss:[{RETSLOT:#x}]
     pop dword ptr ss:[{CUR:#x}]
@@ -119,7 +117,31 @@ setup:
     rdtsc
     mov dword ptr ss:[{TSC0:#x}], eax
     mov dword ptr ss:[{TSC0 + 4:#x}], edx
-    popad
+"""
+
+
+def _dump_into_block(esp_slot, push_eflags):
+    """The registers into the sequence's block: ESP from the word at
+    `esp_slot`, the data segments, EFLAGS as `push_eflags` pushes them, the
+    general registers; then on to the next sequence."""
+    return f"""    mov esp, dword ptr ss:[{DUMPTOP:#x}]
+    push dword ptr ss:[{esp_slot:#x}]
+    push gs
+    push fs
+    .byte 0x06
+    .byte 0x1e
+    {push_eflags}
+    pushad
+    mov eax, dword ptr ss:[{CUR:#x}]
+    jmp dword ptr ss:[{NEXT:#x} + eax*4]
+"""
+
+
+def _setup(classic):
+    """`setup` loads a sequence's start state from its block, `dump` stores
+    what it left there; a classic one's setup also sets IF with sti."""
+    sti = "    sti\n" if classic else ""
+    return _SETUP_HEAD + f"""    popad
     popfd
 {sti}    .byte 0x1f
     .byte 0x07
@@ -129,17 +151,7 @@ setup:
     jmp dword ptr ss:[{RETSLOT:#x}]
 dump:
     mov dword ptr ss:[{SAVED_ESP:#x}], esp
-    mov esp, dword ptr ss:[{DUMPTOP:#x}]
-    push dword ptr ss:[{SAVED_ESP:#x}]
-    push gs
-    push fs
-    .byte 0x06
-    .byte 0x1e
-    pushfd
-    pushad
-    mov eax, dword ptr ss:[{CUR:#x}]
-    jmp dword ptr ss:[{NEXT:#x} + eax*4]
-"""
+""" + _dump_into_block(SAVED_ESP, "pushfd")
 
 
 def _setup_user():
@@ -147,15 +159,7 @@ def _setup_user():
     and its general registers popped, then an iretd to ring 3 at the
     sequence's code (the return address `call setup` pushed) with its
     EFLAGS and stack."""
-    return f"""
-setup:
-    pop dword ptr ss:[{RETSLOT:#x}]
-    pop dword ptr ss:[{CUR:#x}]
-    pop dword ptr ss:[{DUMPTOP:#x}]
-    rdtsc
-    mov dword ptr ss:[{TSC0:#x}], eax
-    mov dword ptr ss:[{TSC0 + 4:#x}], edx
-    mov eax, dword ptr ss:[{RETSLOT:#x}]
+    return _SETUP_HEAD + f"""    mov eax, dword ptr ss:[{RETSLOT:#x}]
     mov dword ptr ss:[{USER_FRAME:#x}], eax
     mov dword ptr ss:[{USER_FRAME + 4:#x}], {A.UCODE:#x}
     mov eax, dword ptr ss:[esp + 32]
@@ -177,7 +181,7 @@ setup:
 """
 
 
-# The handler of `int DUMP_VECTOR`, a user sequence's end: `dump`, with the
+# The handler of `int DUMP_VECTOR`, a user sequence's end: the dump, with the
 # user's ESP and EFLAGS taken from the frame.  ESP at pushad is the kernel's,
 # the same under every back end.
 _DUMP_USER = f"""
@@ -187,17 +191,7 @@ _DUMP_USER = f"""
     mov eax, dword ptr ss:[esp + 8]
     mov dword ptr ss:[{USER_EFLAGS:#x}], eax
     mov eax, dword ptr ss:[{SAVED_EAX:#x}]
-    mov esp, dword ptr ss:[{DUMPTOP:#x}]
-    push dword ptr ss:[{USER_ESP:#x}]
-    push gs
-    push fs
-    .byte 0x06
-    .byte 0x1e
-    push dword ptr ss:[{USER_EFLAGS:#x}]
-    pushad
-    mov eax, dword ptr ss:[{CUR:#x}]
-    jmp dword ptr ss:[{NEXT:#x} + eax*4]
-"""
+""" + _dump_into_block(USER_ESP, f"push dword ptr ss:[{USER_EFLAGS:#x}]")
 
 
 @dataclass
@@ -222,6 +216,10 @@ class Sequence:
         end = f"int {DUMP_VECTOR:#x}" if self.user else "jmp dump"
         text = "\n".join(body + [end] + outline)
         return text.replace("{P}", f"q{self.index}_")
+
+    def lines(self):
+        """Every line of its items, in the body and out of line (unrendered)."""
+        return [line.strip() for body, outline in self.items for line in body + outline]
 
     def source(self):
         """What a person needs to reproduce it: the start state and the code."""

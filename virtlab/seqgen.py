@@ -55,6 +55,7 @@ real tables (sgdt, lar, ...): user code runs on the real ring and flags under
 trap too.
 """
 import random
+import re
 
 from . import asmguest as A, x86
 from .asmseq import (BLOCK, ESP0, FAULT, READONLY, SCRATCH, STACK_OFF, STATE_NAMES, TSC0,
@@ -1062,3 +1063,11 @@ def batch(seed, count, paging=None, without=(), classic=False, user=False):
     paging on unless told."""
     paging = bool(seed & 1) if paging is None else paging
     return [generate(seed, i, paging, without, classic, user) for i in range(count)]
+
+
+def uncovered(sequences, classes):
+    """The names of `classes` (name -> regular expression) that no line of
+    `sequences` matches: what a test asks of the generator's coverage."""
+    lines = {line for s in sequences for line in s.lines()}
+    return [name for name, pattern in classes.items()
+            if not any(re.search(pattern, line) for line in lines)]
