@@ -78,7 +78,7 @@ class Intercepts:
         # The last hooked instruction that the CPU went on to execute (None
         # once an exit has come, or the hook redirected execution): if it
         # faults, its hook's side effect on the flags is to be undone, and a
-        # client that counts it takes the count back (exit_after).
+        # client that counts it takes the count back (faulted).
         self.last = None
         self._retried = set()                # addresses with such a client
         # Unicorn reports a new block only once some block has run to its end
@@ -189,8 +189,9 @@ class Intercepts:
         if self._hook_selected(code, linear, cpl, one_block=True):
             self.machine.forget_code(linear, end)
 
-    def exit_after(self, linear):
-        """An exception at `linear` after a hooked instruction ran.  If it is
+    def faulted(self, linear):
+        """An exception at `linear`, the address of the hooked instruction
+        that ran last (the machine asks at every exit after one).  If it is
         a fault of that instruction, it did not complete and will be hooked
         again when it is retried.  The CPU model made the arithmetic flags
         concrete after the hook, and the fault put back the lazy operation
@@ -198,13 +199,13 @@ class Intercepts:
         they are concrete.  (An `int n`, int3 or into is no fault: EIP is past
         it, and may be the hooked instruction's address only because that
         ran in an earlier pass of a loop.)"""
-        if self.last == linear and not self.machine.state.is_software_int():
-            self.machine.state.flags_made_concrete()
-            for on_hit, kind, _ in self.hits.get(linear, ()):
-                retry = self._retry.get(on_hit)
-                if retry is not None:
-                    retry(linear, kind)
-        self.last = None
+        if self.machine.state.is_software_int():
+            return
+        self.machine.state.flags_made_concrete()
+        for on_hit, kind, _ in self.hits.get(linear, ()):
+            retry = self._retry.get(on_hit)
+            if retry is not None:
+                retry(linear, kind)
 
     def _on_code(self, _uc, address, _size, _user):
         if self.machine.outcome is not None:

@@ -509,8 +509,10 @@ class Machine:
                 linear = (cs_base + eip) & 0xFFFFFFFF
                 if self.icount is not None:
                     self.icount.cut(linear)
-                if hooked is not None:         # a hooked instruction ran since the last exit
-                    self.intercepts.exit_after(linear)
+                if hooked is not None:         # a hooked instruction ran since the last exit:
+                    if hooked == linear:       # this exit may be its fault
+                        self.intercepts.faulted(linear)
+                    self.intercepts.last = None
             self.exits += 1
             if self.exits > self.budget.max_exits:
                 self._over_budget()
