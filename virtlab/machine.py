@@ -20,7 +20,8 @@ import weakref
 from dataclasses import dataclass, field
 
 from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR, UC_HOOK_INSN,
-                     UC_HOOK_INSN_INVALID, UC_ERR_OK, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH)
+                     UC_HOOK_INSN_INVALID, UC_ERR_OK, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH,
+                     UC_QUERY_TIMEOUT)
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h
 
@@ -828,7 +829,11 @@ class Machine:
         except Exception:
             byte = b""
         if byte != b"\xf4":
-            self.fail("CPU stopped unexpectedly at " + self.where())
+            # (Unicorn's own time limit, which run() sets far beyond the
+            # budget's, is the one other way it stops by itself: say so.)
+            timer = self.uc.query(UC_QUERY_TIMEOUT)
+            self.fail(f"CPU stopped unexpectedly at {self.where()}"
+                      + (" (the CPU model's timer stopped it)" if timer else ""))
             return
         try:
             self._count_exit()
