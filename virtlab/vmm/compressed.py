@@ -264,12 +264,12 @@ class RingCompressedVmm(Vmm):
         linear = (st.seg_base_of("cs") + st.eip) & 0xFFFFFFFF
         decoded = self.machine.decoder.at(self.code_view(linear), linear)
         far = decoded is not None and gates.is_far_transfer(decoded.insn)
-        into_cs = far or decoded is not None and decoded.insn.id in _CS_LOADS
+        returns = decoded is not None and decoded.insn.id in _CS_LOADS
         self.refuse_ring1(st.error_code)
         self._refuse_unkept(st.error_code)
         try:
             done = self._first_far(decoded, st.error_code) if far else \
-                self.gdt.first_load(self.guest_view(), self.vcpu.gdtr, st.error_code, into_cs)
+                self.gdt.first_load(self.guest_view(), self.vcpu.gdtr, st.error_code, returns)
         except (DeliveryFault, GuestMemoryFault) as fault:
             self._reflect(fault_event(fault))      # the far call's own fault
             return True
@@ -453,7 +453,7 @@ class RingCompressedVmm(Vmm):
             st.set_eflags((eflags & ~(x86.IOPL_MASK | x86.VM | x86.RF)) | x86.IF)
 
 
-# Instructions that load CS (far transfers are recognised by gates.is_far_transfer).
+# The returns, which load CS (far transfers are recognised by gates.is_far_transfer).
 _CS_LOADS = frozenset((C.X86_INS_IRET, C.X86_INS_IRETD, C.X86_INS_RETF))
 # The ids under which capstone reports every far call or jmp (and the near
 # ones too: gates.is_far_transfer tells them apart).
