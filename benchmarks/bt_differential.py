@@ -41,9 +41,10 @@ from virtlab import asmseq as S, backend as B, seqgen as G      # noqa: E402
 from guestbench import integer                        # noqa: E402
 
 
-def check_image(seed, per_image, backends, without, show, classic=False, user=False):
+def check_image(seed, per_image, backends, without, show, classic=False, user=False,
+                mmu=False):
     """Run one image under native and `backends`; what differed."""
-    seqs = G.batch(seed, per_image, without=without, classic=classic, user=user)
+    seqs = G.batch(seed, per_image, without=without, classic=classic, user=user, mmu=mmu)
     img = S.image(seqs)
     ref = S.run("native", seqs, img)
     bad, problems, reports = set(), [], []
@@ -74,8 +75,8 @@ def per_backend(done, backends):
 
 def one(args, backends, without):
     """Reproduce (and with --shrink, minimise) one sequence."""
-    seq = G.generate(args.seed, args.index, bool(args.seed & 1), without, args.classic,
-                     args.user)
+    seq = G.generate(args.seed, args.index, bool(args.seed & 1) or args.mmu, without,
+                     args.classic, args.user, args.mmu)
 
     def differs(s):
         ref = S.run("native", [s])
@@ -129,6 +130,9 @@ def main(argv=None):
     p.add_argument("--user", action="store_true",
                    help="user sequences: run at ring 3, entering the kernel through "
                         "interrupts and exceptions")
+    p.add_argument("--mmu", action="store_true",
+                   help="mmu sequences: each also rewrites a page-table entry of its own "
+                        "(paging on; not with --user)")
     p.add_argument("--jobs", type=integer(1), default=1,
                    help="images run in parallel processes (default 1)")
     p.add_argument("--show", type=integer(0), default=0, metavar="N",
@@ -146,14 +150,16 @@ def main(argv=None):
     for name in backends:
         _check_backend(p, name, args.classic)
     without = [w for w in args.without.split(",") if w]
+    if args.mmu and args.user:
+        p.error("--mmu sequences run in the kernel: not with --user")
     if args.seed is not None or args.index is not None:
         if args.seed is None or args.index is None:
             p.error("--seed and --index go together")
         return one(args, backends, without)
     images = -(-args.sequences // args.per_image)
     seeds = range(args.first_seed, args.first_seed + images)
-    jobs = [(seed, args.per_image, backends, without, args.show, args.classic, args.user)
-            for seed in seeds]
+    jobs = [(seed, args.per_image, backends, without, args.show, args.classic, args.user,
+             args.mmu) for seed in seeds]
     t0 = time.perf_counter()
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
@@ -167,6 +173,7 @@ def main(argv=None):
                "without": without,
                "classic": args.classic,
                "user": args.user,
+               "mmu": args.mmu,
                "mismatches": sum(len(d["mismatches"]) for d in done),
                "images_differing": sum(bool(d["problems"]) for d in done),
                "native_failed": sum(not d["native_ok"] for d in done),

@@ -206,6 +206,7 @@ class Sequence:
     kinds: list = field(default_factory=list)      # the item kind of each item
     classic: bool = False      # made to run the same under classic trap-and-emulate
     user: bool = False         # runs at ring 3
+    mmu: bool = False          # rewrites a page-table entry of its own (seqgen.py)
 
     def render(self, items=None):
         """The sequence's code: its body, `jmp dump`, then what its items put
@@ -225,7 +226,8 @@ class Sequence:
         """What a person needs to reproduce it: the start state and the code."""
         regs = ", ".join(f"{n}={v:#x}" for n, v in zip(STATE_NAMES, self.state) if n not in
                          ("cur", "dumptop", "-"))
-        classic = (" classic" if self.classic else "") + (" user" if self.user else "")
+        classic = "".join(f" {kind}" for kind, on in (("classic", self.classic),
+                                                       ("user", self.user), ("mmu", self.mmu)) if on)
         return (f"; sequence seed={self.seed} index={self.index} paging={self.paging}"
                 f"{classic}\n"
                 f"; start: {regs}\n; scratch at {scratch(self.index):#x} (EBP)\n"

@@ -53,6 +53,16 @@ are left out (`faulting` makes the #GP of a few), and DS and ES are the
 user's data segment.  Classic user sequences leave out only what shows the
 real tables (sgdt, lar, ...): user code runs on the real ring and flags under
 trap too.
+
+MMU sequences (`mmu=True`, paging on, kernel only) also rewrite a page-table
+entry of their own: sequence i's window page (WINDOWS + i * 4 KiB, nothing
+else's) is mapped to the page its block is in, read-write, read-only or for
+the kernel only, or to nothing, the TLB flushed for it (invlpg, or a CR3
+reload: what the TLB keeps without a flush is the CPU's own business), and
+read or written through, or its entry read back with the accessed and dirty
+bits the CPU set.  So a shadow MMU is searched where it keeps the guest's
+entries and bits, and a page is reached through two addresses.  The window
+item is a kind of its own, so ordinary sequences stay what they were.
 """
 import random
 import re
@@ -120,9 +130,11 @@ class _Skip(Exception):
 
 
 class _Gen:
-    def __init__(self, rng, index, paging, without=frozenset(), classic=False, user=False):
+    def __init__(self, rng, index, paging, without=frozenset(), classic=False, user=False,
+                 mmu=False):
         self.rng, self.index, self.paging = rng, index, paging
         self.classic, self.user = classic, user
+        self.kinds = {**_KINDS, **_MMU_KINDS} if mmu else _KINDS
         # The code segment of the sequence's ring, and the data segments it may load.
         self.code_sel = A.UCODE if user else A.KCODE
         self.data_sels = (A.UDATA,) if user else FLAT_DATA
@@ -223,7 +235,7 @@ class _Gen:
 
     def item(self, ctx):
         """One item: (kind, body lines).  Out-of-line code goes to self.outline."""
-        kinds, weights = zip(*[(k, w) for k, (w, nest) in _KINDS.items()
+        kinds, weights = zip(*[(k, w) for k, (w, nest) in self.kinds.items()
                                if ctx.nest + nest <= MAX_NEST])
         for _ in range(50):
             kind = self.rng.choices(kinds, weights)[0]
@@ -973,6 +985,35 @@ class _Gen:
             out += ["mov dx, 0x3fb", f"mov al, {r.randrange(0x80):#x}", "out dx, al",
                     "xor eax, eax", "in al, dx", "mov dx, 0x3fb", "mov al, 3", "out dx, al"]
 
+    # the page tables (mmu sequences) -------------------------------------------------
+    def i_window(self, ctx, out):
+        """The sequence's window page remapped: to the page its own block is
+        in (read-write or read-only), or to nothing; the TLB flushed for it
+        (invlpg, or a CR3 reload); then a read or write through it, or the
+        entry read back (the accessed and dirty bits the CPU set)."""
+        r = self.rng
+        window = WINDOWS + self.index * 0x1000
+        pte = A.PGTAB + (window >> 12) * 4
+        frame = block(self.index) & ~0xFFF
+        at = window + (scratch(self.index) & 0xFFF) + r.randrange(0, SCRATCH - 4, 4)
+        mapping = r.choice((frame | 7, frame | 7, frame | 5, frame | 3, 0))
+        out.append(f"mov dword ptr [{pte:#x}], {mapping:#x}")
+        if r.random() < 0.8:
+            out.append(f"invlpg byte ptr [{window:#x}]")
+        else:
+            reg = self.reg(ctx)[1]
+            out += [f"mov {reg}, cr3", f"mov cr3, {reg}"]
+        reg = self.reg(ctx)[1]
+        use = r.randrange(4)
+        if use == 0:
+            out.append(f"mov {reg}, dword ptr [{at:#x}]")
+        elif use == 1:
+            out.append(f"mov dword ptr [{at:#x}], {self.reg(ctx, write=False)[1]}")
+        elif use == 2:
+            out.append(f"add dword ptr [{at:#x}], {self.imm():#x}")
+        if r.random() < 0.6:
+            out.append(f"mov {reg}, dword ptr [{pte:#x}]")
+
     # the last item, sometimes: an exception the handler records --------------------------
     def faulting(self):
         r = self.rng
@@ -992,6 +1033,11 @@ class _Gen:
             return [f"mov eax, dword ptr [{UNMAPPED + r.randrange(0x1000 - 4):#x}]"]
         return [f"mov dword ptr [{READONLY + r.randrange(0x1000 - 4):#x}], eax"]
 
+
+# mmu sequences also have: a page of their own (a window) whose page-table
+# entry they rewrite, each change followed by invlpg or a CR3 reload.
+_MMU_KINDS = {"window": (8, 0)}
+WINDOWS = 0x600000             # sequence i's window page: WINDOWS + i * 4 KiB
 
 # item kind -> (weight, nesting it adds)
 _KINDS = {
@@ -1018,12 +1064,14 @@ FEATURES = {
 _SIMPLE = ("alu", "unary", "shift", "mov", "bits", "xchg")
 
 
-def generate(seed, index, paging=False, without=(), classic=False, user=False):
+def generate(seed, index, paging=False, without=(), classic=False, user=False, mmu=False):
     """Sequence `index` of `seed`: its start state and its items (with
-    `without`, features left out, `classic` or `user`: another sequence
-    altogether)."""
+    `without`, features left out, `classic`, `user` or `mmu`: another
+    sequence altogether)."""
+    if mmu and (user or not paging):
+        raise ValueError("mmu sequences run in the kernel, with paging on")
     rng = random.Random((seed << 16) | index)
-    gen = _Gen(rng, index, paging, without, classic, user)
+    gen = _Gen(rng, index, paging, without, classic, user, mmu)
     ctx = _Ctx(gen)
     items, kinds = [(["{P}start_of:"], [])], ["label"]
     for _ in range(rng.randint(3, 10)):
@@ -1044,7 +1092,7 @@ def generate(seed, index, paging=False, without=(), classic=False, user=False):
     b = block(index)
     state = [index, b + FAULT] + regs + [eflags] + segs + [b + ESP0]
     return Sequence(seed, index, paging, state, rng.randbytes(SCRATCH),
-                    rng.randbytes(BLOCK - STACK_OFF), items, kinds, classic, user)
+                    rng.randbytes(BLOCK - STACK_OFF), items, kinds, classic, user, mmu)
 
 
 def handmade(index, lines, eflags=0x2, paging=False, seed=0):
@@ -1058,11 +1106,11 @@ def handmade(index, lines, eflags=0x2, paging=False, seed=0):
 
 
 
-def batch(seed, count, paging=None, without=(), classic=False, user=False):
+def batch(seed, count, paging=None, without=(), classic=False, user=False, mmu=False):
     """`count` sequences of one seed (indices 0..count-1); odd seeds run with
-    paging on unless told."""
-    paging = bool(seed & 1) if paging is None else paging
-    return [generate(seed, i, paging, without, classic, user) for i in range(count)]
+    paging on unless told (mmu sequences always do)."""
+    paging = bool(seed & 1) or mmu if paging is None else paging
+    return [generate(seed, i, paging, without, classic, user, mmu) for i in range(count)]
 
 
 def uncovered(sequences, classes):
