@@ -358,7 +358,9 @@ class Machine:
         state area) instead of the hooked instruction.  Writing EIP through the
         API makes the CPU leave its current translation block (straight into
         the library: the binding's reg_write costs more than the rest of an
-        intercept's work)."""
+        intercept's work); leaving it, the library folds cc_src into EFLAGS,
+        which must then hold flags only (docs/unicorn.md, item 39)."""
+        self.state.keep_flags_in_cc_src()
         self.enter()
         self._eip_reg.value = eip & 0xFFFFFFFF
         status = _reg_write(self.uc._uch, _EIP_ID, self._eip_ref)

@@ -452,6 +452,16 @@ class StateArea:
         cc_op is set to say what cc_src holds."""
         self.w[self._cc_op] = self._cc_op_eflags
 
+    def keep_flags_in_cc_src(self):
+        """Before an exit that redirects the CPU from a code hook: if cc_op
+        says the flags are concrete, cc_src may yet hold an operation's
+        operand (docs/unicorn.md, item 39), which the library would fold
+        whole into EFLAGS as the CPU stops: IOPL, TF, even VM.  Only the
+        arithmetic flags are kept there, the bits cc_src can hold."""
+        w = self.w
+        if w[self._cc_op] == self._cc_op_eflags:
+            w[self._cc_src] &= _ARITH
+
     def lazy_flags(self):
         """The arithmetic flags and DF exactly as QEMU holds them now (cc_src,
         cc_op, df and the arithmetic bits of `eflags`), for restore_lazy_flags."""
