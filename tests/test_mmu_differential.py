@@ -4,9 +4,10 @@ and under each back end with paging, must end in the same state.
 
 Each such sequence maps its window page (WINDOWS + 4 KiB per sequence) to the
 page of its own block, read-write, read-only or supervisor-only, or to
-nothing; flushes the TLB for it with invlpg or a CR3 reload; then reads or
-writes through it, or reads the entry back with the accessed and dirty bits
-the CPU set in it.  What is searched: the shadow MMUs of trap, hw and bt
+nothing, now and then by writing the entry through the window itself mapped
+onto its page table; flushes the TLB for it with invlpg or a CR3 reload;
+then reads or writes through it, or reads the entry back with the accessed
+and dirty bits the CPU set in it.  What is searched: the shadow MMUs of trap, hw and bt
 (a traced page-table write, a shadow entry dropped and filled again, the
 accessed and dirty bits given back to the guest's entry, a page reached
 through two addresses), and the guest's own tables under hw-npt.  A failure
@@ -64,6 +65,7 @@ CLASSES = {
     "read through the window": r"^mov e.., dword ptr \[0x6[0-9a-f]{5}\]$",
     "written through the window": r"^(mov|add) dword ptr \[0x6[0-9a-f]{5}\], ",
     "the entry read back": r"^mov e.., dword ptr \[0x14[0-9a-f]+\]$",
+    "the window onto its own page table": r"^mov dword ptr \[0x145[0-9a-f]{3}\], 0x145003$",
 }
 
 

@@ -988,21 +988,25 @@ class _Gen:
     # the page tables (mmu sequences) -------------------------------------------------
     def i_window(self, ctx, out):
         """The sequence's window page remapped: to the page its own block is
-        in (read-write or read-only), or to nothing; the TLB flushed for it
-        (invlpg, or a CR3 reload); then a read or write through it, or the
-        entry read back (the accessed and dirty bits the CPU set)."""
+        in (read-write or read-only), or to nothing, now and then by a write
+        through the window itself mapped onto its page table; the TLB flushed
+        for it (invlpg, or a CR3 reload); then a read or write through it, or
+        the entry read back (the accessed and dirty bits the CPU set)."""
         r = self.rng
         window = WINDOWS + self.index * 0x1000
         pte = A.PGTAB + (window >> 12) * 4
         frame = block(self.index) & ~0xFFF
         at = window + (scratch(self.index) & 0xFFF) + r.randrange(0, SCRATCH - 4, 4)
         mapping = r.choice((frame | 7, frame | 7, frame | 5, frame | 3, 0))
-        out.append(f"mov dword ptr [{pte:#x}], {mapping:#x}")
-        if r.random() < 0.8:
-            out.append(f"invlpg byte ptr [{window:#x}]")
+        if r.random() < 0.15:
+            # The window onto the page table that maps it, and the entry
+            # rewritten through the window: a page-table write by an alias.
+            out += ([f"mov dword ptr [{pte:#x}], {pte & ~0xFFF | 3:#x}"]
+                    + self._flush(ctx, window)
+                    + [f"mov dword ptr [{window | pte & 0xFFF:#x}], {mapping:#x}"])
         else:
-            reg = self.reg(ctx)[1]
-            out += [f"mov {reg}, cr3", f"mov cr3, {reg}"]
+            out.append(f"mov dword ptr [{pte:#x}], {mapping:#x}")
+        out += self._flush(ctx, window)
         reg = self.reg(ctx)[1]
         use = r.randrange(4)
         if use == 0:
@@ -1013,6 +1017,13 @@ class _Gen:
             out.append(f"add dword ptr [{at:#x}], {self.imm():#x}")
         if r.random() < 0.6:
             out.append(f"mov {reg}, dword ptr [{pte:#x}]")
+
+    def _flush(self, ctx, window):
+        """The TLB's entry for the window dropped: invlpg, or a CR3 reload."""
+        if self.rng.random() < 0.8:
+            return [f"invlpg byte ptr [{window:#x}]"]
+        reg = self.reg(ctx)[1]
+        return [f"mov {reg}, cr3", f"mov cr3, {reg}"]
 
     # the last item, sometimes: an exception the handler records --------------------------
     def faulting(self):
