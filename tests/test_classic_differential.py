@@ -17,11 +17,11 @@ sequence's seed and index, which reproduces it:
     python benchmarks/bt_differential.py --backends trap --classic --seed S --index I --shrink
 """
 import dataclasses
-import functools
 import re
 
 import pytest
 
+from differential import Images
 from virtlab import asmseq as S, asmguest as A, seqgen as G
 
 PER_IMAGE = 100
@@ -32,36 +32,27 @@ SEEDS = tuple(range(10))          # 1000 sequences; odd seeds run with paging on
 HARMLESS = {"sensitive.pushf", "sensitive.popf", "sensitive.mov_from_segment_register"}
 
 
-@functools.lru_cache(maxsize=None)
+IMAGES = Images(PER_IMAGE)
+
+
 def sequences(seed):
-    return tuple(G.batch(seed, PER_IMAGE, classic=True))
+    return IMAGES.sequences(seed, classic=True)
 
 
-@functools.lru_cache(maxsize=None)
-def image(seed):
-    return S.image(sequences(seed))
-
-
-@functools.lru_cache(maxsize=None)
 def run(backend, seed):
-    return S.run(backend, sequences(seed), image(seed))
+    return IMAGES.run(backend, seed, classic=True)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_trap_ends_in_the_same_state_as_native(seed):
-    assert run("native", seed).ok, run("native", seed).reason
-    report = S.report(sequences(seed), run("native", seed), run("trap", seed))
-    if report:
-        pytest.fail(report, pytrace=False)
+    IMAGES.check("trap", seed, classic=True)
 
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
 def test_bt_ends_in_the_same_state_as_native(seed):
     """Classic sequences are ordinary ones with less in them: bt, which runs
     both, agrees on these too."""
-    report = S.report(sequences(seed), run("native", seed), run("bt", seed))
-    if report:
-        pytest.fail(report, pytrace=False)
+    IMAGES.check("bt", seed, classic=True)
 
 
 def _sensitive(counters):

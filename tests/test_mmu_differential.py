@@ -15,43 +15,28 @@ names the seed and index that reproduce it:
 
     python benchmarks/bt_differential.py --backends bt --mmu --seed S --index I --shrink
 """
-import functools
 
 import pytest
 
-from virtlab import asmseq as S, seqgen as G
+from differential import Images
+from virtlab import seqgen as G
 
 PER_IMAGE = 100
 SEEDS = tuple(range(4))
 
 
-@functools.lru_cache(maxsize=None)
-def sequences(seed, classic):
-    return tuple(G.batch(seed, PER_IMAGE, classic=classic, mmu=True))
-
-
-@functools.lru_cache(maxsize=None)
-def run(backend, seed, classic):
-    return S.run(backend, sequences(seed, classic), S.image(sequences(seed, classic)))
-
-
-def _agrees(backend, seed, classic):
-    reference = run("native", seed, classic)
-    assert reference.ok, reference.reason
-    report = S.report(sequences(seed, classic), reference, run(backend, seed, classic))
-    if report:
-        pytest.fail(report, pytrace=False)
+IMAGES = Images(PER_IMAGE, mmu=True)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("backend", ["bt", "hw", "hw-npt"])
 def test_mmu_sequences_end_as_natively(backend, seed):
-    _agrees(backend, seed, False)
+    IMAGES.check(backend, seed, False)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_classic_mmu_sequences_end_as_natively_under_trap(seed):
-    _agrees("trap", seed, True)
+    IMAGES.check("trap", seed, True)
 
 
 # What the window items must do, as lines some sequence must have.
@@ -70,14 +55,14 @@ CLASSES = {
 
 
 def test_the_mmu_sequences_cover_the_window_items():
-    missing = G.uncovered([s for seed in SEEDS for s in sequences(seed, False)], CLASSES)
+    missing = G.uncovered([s for seed in SEEDS for s in IMAGES.sequences(seed)], CLASSES)
     assert not missing, f"no generated line for: {missing}"
 
 
 def test_the_native_reference_faults_through_the_window_now_and_then():
     """Some sequences end with the #PF of an unmapped or read-only window
     (CR2 in it), most run to their dump."""
-    results = [r for seed in SEEDS for r in run("native", seed, False).results]
+    results = [r for seed in SEEDS for r in IMAGES.run("native", seed, False).results]
     window_faults = [r for r in results if r.fault and r.fault["vector+1"] - 1 == 14
                      and G.WINDOWS <= r.fault["cr2"] < G.WINDOWS + 0x100000]
     assert window_faults

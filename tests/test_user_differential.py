@@ -11,46 +11,31 @@ that reproduce it:
 
     python benchmarks/bt_differential.py --backends bt --user --seed S --index I --shrink
 """
-import functools
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from virtlab import asmseq as S, asmguest as A, seqgen as G
+from differential import Images
+from virtlab import asmguest as A
 
 PER_IMAGE = 100
 SEEDS = tuple(range(6))           # 600 sequences each way; odd seeds with paging on
 
 
-@functools.lru_cache(maxsize=None)
-def sequences(seed, classic):
-    return tuple(G.batch(seed, PER_IMAGE, classic=classic, user=True))
-
-
-@functools.lru_cache(maxsize=None)
-def run(backend, seed, classic):
-    return S.run(backend, sequences(seed, classic), S.image(sequences(seed, classic)))
-
-
-def _agrees(backend, seed, classic):
-    reference = run("native", seed, classic)
-    assert reference.ok, reference.reason
-    report = S.report(sequences(seed, classic), reference, run(backend, seed, classic))
-    if report:
-        pytest.fail(report, pytrace=False)
+IMAGES = Images(PER_IMAGE, user=True)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("backend", ["bt", "hw"])
 def test_user_sequences_end_as_natively(backend, seed):
-    _agrees(backend, seed, False)
+    IMAGES.check(backend, seed, False)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_classic_user_sequences_end_as_natively_under_trap(seed):
-    _agrees("trap", seed, True)
+    IMAGES.check("trap", seed, True)
 
 
 def test_the_user_sequences_ran_at_ring_3_and_entered_the_kernel():
@@ -58,7 +43,7 @@ def test_the_user_sequences_ran_at_ring_3_and_entered_the_kernel():
     (the frame's CS, by way of the fault records: user CS) and most
     sequences ran to their end."""
     for seed in SEEDS[:2]:
-        results = run("native", seed, False).results
+        results = IMAGES.run("native", seed, False).results
         assert all(r.dumped != (r.fault is not None) for r in results)
         faults = [r.fault for r in results if r.fault]
         assert all(f["cs"] & 0xFFFF == A.UCODE for f in faults if f["vector+1"] - 1 != 8)
