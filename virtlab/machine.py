@@ -20,8 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR, UC_HOOK_INSN,
-                     UC_HOOK_INSN_INVALID, UC_ERR_OK, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH,
-                     UC_QUERY_TIMEOUT)
+                     UC_HOOK_INSN_INVALID, UC_ERR_OK, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH)
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h
 
@@ -45,6 +44,7 @@ from .memmap import BOOT_GDT, BOOT_INFO, BOOT_MAGIC, BOOT_STACK, IMAGE_BASE, MiB
 from .state_area import c_entry, layout, open_state_area
 from .rng import VirtualRng
 from .tsc import VirtualTsc
+from .watchdog import Watchdog
 
 NEVER = 1 << 32                  # an emu_start `until` the 32-bit EIP cannot reach
 
@@ -72,9 +72,8 @@ class Budget:
     max_exits: int = 50_000_000
 
 
-# Unicorn takes the host time left as a 64-bit count of microseconds: a longer
-# budget (or an infinite one) cannot be given to it, and 31,000 years is as
-# good as none.
+# The longest budget a run may be given (the watchdog waits at most
+# threading.TIMEOUT_MAX, some 290 years, which is as good as none).
 MAX_HOST_SECONDS = 1e12
 
 
@@ -754,11 +753,15 @@ class Machine:
     def run(self):
         """Run until the guest ends the run, fails, or exceeds its budget."""
         self._check_open()
-        deadline = time.perf_counter() + self.budget.host_seconds
+        with Watchdog(self.uc, self.budget.host_seconds) as watchdog:
+            self._run_loop(watchdog)
+        self.backend.fold_counters()
+        return self.outcome
+
+    def _run_loop(self, watchdog):
         uc = self.uc
         while self.outcome is None:
-            left = deadline - time.perf_counter()
-            if left <= 0:
+            if watchdog.fired:
                 self._fail_budget()
                 break
             eip = uc.reg_read(X.UC_X86_REG_EIP)
@@ -771,7 +774,7 @@ class Machine:
             self._started = True
             until, self._run_until = self._run_until, NEVER
             try:
-                uc.emu_start(eip, until, timeout=int(left * 1e6))
+                uc.emu_start(eip, until)
             except UcError as err:
                 self._emu_error(err)
             if self._hook_error is not None:
@@ -790,12 +793,10 @@ class Machine:
                 continue
             if until != NEVER and self._pc() == until:
                 continue                    # there: the fetch faults again
-            if time.perf_counter() >= deadline:
+            if watchdog.fired:
                 self._fail_budget()
                 break
             self._stopped()
-        self.backend.fold_counters()
-        return self.outcome
 
     def _pc(self):
         """The linear address the CPU stopped at, once emu_start returned."""
@@ -831,11 +832,7 @@ class Machine:
         except Exception:
             byte = b""
         if byte != b"\xf4":
-            # (Unicorn's own time limit, which run() sets far beyond the
-            # budget's, is the one other way it stops by itself: say so.)
-            timer = self.uc.query(UC_QUERY_TIMEOUT)
-            self.fail(f"CPU stopped unexpectedly at {self.where()}"
-                      + (" (the CPU model's timer stopped it)" if timer else ""))
+            self.fail(f"CPU stopped unexpectedly at {self.where()}")
             return
         try:
             self._count_exit()
