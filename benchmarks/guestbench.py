@@ -529,9 +529,24 @@ def _print_by_entry(figures, as_json):
               f"the machine's hook, the guest's own code, observed instructions)")
 
 
-def main(doc, benches, argv=None, floor=False):
+def differences(figures, base, derived):
+    """The figures `derived` names, {name: (whole, part)}: one path less
+    another that does all of it but one step, from the same run's medians
+    (pv.upcall less pv.set_timer is the upcall alone); as a ratio to the
+    same floor.  Only where both were measured."""
+    floor = base.get("floor_exit_us")
+    out = {}
+    for name, (whole, part) in derived.items():
+        if whole in figures and part in figures:
+            us = figures[whole][0] - figures[part][0]
+            out[name] = (us, us / floor if floor else None, None, None)
+    return out
+
+
+def main(doc, benches, argv=None, floor=False, derived=None):
     """Run each benchmark --repeat times and print the medians; with `floor`,
-    also the CPU model's floor and each path as a ratio to it."""
+    also the CPU model's floor and each path as a ratio to it; `derived`,
+    the differences() of pairs of them."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--repeat", type=integer(1), default=5, metavar="N",
@@ -577,12 +592,15 @@ def main(doc, benches, argv=None, floor=False):
     figures, base = measure(benches, args.repeat, floor)
     if args.calls:
         figures = {k.removesuffix("_us") + "_calls": f for k, f in figures.items()}
+    else:
+        figures.update(differences(figures, base, derived or {}))
     if args.json:
         out = {k: round(v, 2) for k, (v, *_) in figures.items()}
         if floor:
             out.update({k: round(v, 3) for k, v in base.items()})
             out["ratio_to_floor"] = {k: round(r, 1) for k, (_, r, _, _) in figures.items()}
-            out["best_ratio_to_floor"] = {k: round(b, 1) for k, (_, _, b, _) in figures.items()}
+            out["best_ratio_to_floor"] = {k: round(b, 1) for k, (_, _, b, _) in figures.items()
+                                          if b is not None}
             out["vmm_entries_per_exit"] = {k: e for k, (*_, e) in figures.items()
                                            if e is not None}
         print(json.dumps(out))
@@ -594,7 +612,8 @@ def main(doc, benches, argv=None, floor=False):
         line = f"{k:<{width}} {v:>10.2f}"
         if r is not None:
             line += (f"   {r:6.1f}x " + ("slower than raw" if k.endswith("_mips") else "floor")
-                     + f"   (best samples {best:.1f}x)")
+                     + (f"   (best samples {best:.1f}x)" if best is not None
+                        else f"   ({derived[k][0]} less {derived[k][1]})"))
             if entries and entries >= 1.5:
                 line += (f"   {entries:.0f} VMM entries: "
                          f"{r / entries:.1f}x floor per entry (mean)")

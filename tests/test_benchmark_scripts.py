@@ -54,6 +54,12 @@ def test_the_upcall_is_measured_beside_its_hypercall_alone():
     out = _json("exit_costs.py", "--only", "pv.upcall_us,pv.set_timer_us")
     assert out["vmm_entries_per_exit"] == {"pv.upcall_us": 1.0, "pv.set_timer_us": 1.0}
     assert _number(out["pv.upcall_us"]) and _number(out["pv.set_timer_us"])
+    # ... and the difference is printed, from the same medians, against the same floor.
+    alone = out["pv.upcall_alone_us"]
+    assert math.isclose(alone, out["pv.upcall_us"] - out["pv.set_timer_us"], abs_tol=0.02)
+    assert math.isclose(out["ratio_to_floor"]["pv.upcall_alone_us"],
+                        alone / out["floor_exit_us"], rel_tol=0.02, abs_tol=0.1)
+    assert "pv.upcall_alone_us" not in _json("exit_costs.py", "--only", "pv.upcall_us")
 
 
 def test_entries_read_a_compound_path_kind_by_kind():
