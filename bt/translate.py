@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from capstone import Cs, CS_ARCH_X86, CS_MODE_32
 
-from virtlab.decode import INVALID, NEEDS_MORE, cpu_length, opcode_of, prefixes_of
+from virtlab.decode import INVALID, MAX_INSN, NEEDS_MORE, cpu_length, opcode_of, prefixes_of
+from virtlab.lost_flags import lost_kind
 
 from . import templates as T
 
@@ -93,6 +94,7 @@ _CS = Cs(CS_ARCH_X86, CS_MODE_32)
 
 # One-byte opcodes by what the translator does with them.
 _JCC8 = range(0x70, 0x80)
+_CMC_CMC = b"\xf5\xf5"                      # cmc; cmc: the flags made concrete, unchanged
 _LOOPS = (0xE0, 0xE1, 0xE2, 0xE3)            # loopne, loope, loop, jecxz
 _PORTS = (0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F)
 # push cs and push ss show the real RPL (1); the data segment registers hold
@@ -227,10 +229,14 @@ class Translator:
     def _first_undecoded(self, read, geip, code, page_left):
         """capstone decodes nothing at `geip` within the page.  The CPU model
         says what the bytes are (decode.cpu_length): an instruction it raises
-        #UD for ([]: the #UD callout), one that runs on into the next page,
-        whose fetch fault (if it has one) is the guest's, or one capstone
-        does not know (a hint NOP, an x87 alias), classified by its opcode
-        bytes like any other (so copied, for those)."""
+        #UD for, one that runs on into the next page, whose fetch fault (if
+        it has one) is the guest's, or one capstone does not know (a hint
+        NOP, an x87 alias), classified by its opcode bytes like any other (so
+        copied, for those).  The model raises #UD for some opcodes only after
+        the memory access their ModRM names (FF /7), whose fault then comes
+        first: such bytes are copied whole, up to an instruction's longest,
+        so that the model decides, and nothing after them runs.  Only bytes
+        that end within a page's last 15 get the #UD callout ([])."""
         n = cpu_length(code, complete=page_left >= 15)
         if n == NEEDS_MORE:
             code = read(geip, 15)
@@ -241,7 +247,12 @@ class Translator:
                 return [insn]
             n = cpu_length(code)
         if n == INVALID:
-            return []
+            if page_left < MAX_INSN:
+                return []
+            insn = Insn(geip, MAX_INSN, ".byte", ", ".join(f"{b:#04x}" for b in code), code)
+            insn.cls = (IDENT, "the CPU model raises #UD for it, after any access its "
+                               "operand makes: copied, for the model to decide", None)
+            return [insn]
         insn = Insn(geip, n, ".byte", ", ".join(f"{b:#04x}" for b in code[:n]), code[:n])
         insn.cls = classify(insn, geip in self.guilty)       # (by its opcode bytes)
         if insn.cls[0] == IDENT:
@@ -278,6 +289,11 @@ class Translator:
         out.sites.append(site)
         nxt = insn.address + insn.size
         if kind == IDENT:
+            if lost_kind(insn.raw) is not None:
+                # An rcl, rcr or setcc of memory: were its access to fault,
+                # the CPU model would lose the flags it computed before it
+                # (virtlab/lost_flags.py).  cmc twice computes them first.
+                out.raw(_CMC_CMC)
             site.faults[out.here] = ()
             out.raw(insn.raw)
         elif kind == CALLOUT:

@@ -375,12 +375,28 @@ def test_a_guilty_store_becomes_a_ptwrite_callout():
         (IDENT, "innocuous: copied unchanged", None)
 
 
-def test_undecodable_bytes_are_a_ud_callout_at_their_address():
-    unit = translate(b"\x0f\x04")
+def test_undecodable_bytes_are_copied_for_the_cpu_model_to_refuse():
+    """Bytes that capstone does not decode and the CPU model refuses are
+    copied as they are, 15 of them, and nothing after them runs: the model
+    raises #UD there, or first the fault of the memory access some of them
+    make (FF /7 with a memory operand)."""
+    for raw in (b"\x0f\x04", bytes.fromhex("ffbc10d82000e8")):
+        unit = translate(raw)
+        (site,) = unit.sites
+        assert site.guest == PAGE and site.size == 15 and site.kind == IDENT
+        assert unit.code[:15] == (raw + b"\xcc" * 15)[:15]
+        assert site.faults == {unit.tc: ()}
+
+
+def test_undecodable_bytes_at_a_page_end_are_a_ud_callout_at_their_address():
+    """Within the last 15 bytes of a page, the copy would take bytes the
+    guest's page does not hold: the #UD callout stands for them instead."""
+    at = PAGE + 0x1000 - 2
+    unit = translate(b"\x0f\x04", at=at)
     (site,) = unit.sites
-    assert site.guest == PAGE and site.size == 0 and site.kind == CALLOUT
+    assert site.guest == at and site.size == 0 and site.kind == CALLOUT
     assert callout_kinds(unit, site) == ["ud"] and unit.code == CALLOUT_INT
-    assert unit.guest_end == PAGE and site.faults == {unit.tc: ()}
+    assert unit.guest_end == at and site.faults == {unit.tc: ()}
 
 
 def test_a_unit_stops_before_undecodable_bytes_and_exits_to_them():

@@ -137,11 +137,30 @@ def _dump_into_block(esp_slot, push_eflags):
 """
 
 
-def _setup(classic):
+# An MMU sequence may change CR0.WP and CR4.PSE (seqgen.py, i_paging_mode):
+# each starts with them as the image set them, WP set and PSE clear, written
+# only if they differ (every write of either costs a VMM its shadow tables).
+_PAGING_MODE = f"""    mov eax, cr0
+    test eax, {x86.CR0_WP:#x}
+    jnz setup_wp
+    or eax, {x86.CR0_WP:#x}
+    mov cr0, eax
+setup_wp:
+    mov eax, cr4
+    test eax, {x86.CR4_PSE:#x}
+    jz setup_pse
+    and eax, {~x86.CR4_PSE & 0xFFFFFFFF:#x}
+    mov cr4, eax
+setup_pse:
+"""
+
+
+def _setup(classic, mmu):
     """`setup` loads a sequence's start state from its block, `dump` stores
-    what it left there; a classic one's setup also sets IF with sti."""
+    what it left there; a classic one's setup also sets IF with sti, an MMU
+    one's the paging mode."""
     sti = "    sti\n" if classic else ""
-    return _SETUP_HEAD + f"""    popad
+    return _SETUP_HEAD + (_PAGING_MODE if mmu else "") + f"""    popad
     popfd
 {sti}    .byte 0x1f
     .byte 0x07
@@ -252,7 +271,7 @@ def guest(sequences, paging=None):
         raise ValueError("sequence indices must be distinct and below MAX_SEQUENCES")
     if paging is None:
         paging = seqs[0].paging
-    classic, user = seqs[0].classic, seqs[0].user
+    classic, user, mmu = seqs[0].classic, seqs[0].user, any(s.mmu for s in seqs)
     if any((s.classic, s.user) != (classic, user) for s in seqs):
         raise ValueError("classic and user sequences need an image of their own")
     # NEXT[i]: where sequence i goes on (indexed by the block, not the order)
@@ -261,7 +280,7 @@ def guest(sequences, paging=None):
     parts = [f"mov esi, next_table\nmov edi, {NEXT:#x}\nmov ecx, {len(starts)}\ncld\n"
              f".byte 0xf3, 0xa5\njmp q{seqs[0].index}_start\n"
              "next_table:\n.int " + ", ".join(starts) + "\n"
-             + (_setup_user() if user else _setup(classic))]
+             + (_setup_user() if user else _setup(classic, mmu))]
     for s in seqs:
         parts.append(f"q{s.index}_start:\nmov esp, {block(s.index) + STATE:#x}\ncall setup\n"
                      + s.render() + "\n")

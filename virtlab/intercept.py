@@ -89,16 +89,20 @@ class Intercepts:
         # (examine_resume: some client watches and no edge has come yet).
         self.edges = False
         self.examine_resume = False
+        self.examined = None                 # (code, pc) of the block being examined
 
-    def watch(self, select, on_hit, on_retry=None, exit=False, ids=None):
+    def watch(self, select, on_hit, on_retry=None, exit=False, ids=None, hook=True):
         """Add a client (the module's docstring).  `ids`: the capstone
         instruction ids select can answer for; at translation time it is
         asked about no other instruction (None: about every one), since asking
         every client about every instruction of every new block was most of
         what watching translation cost.  select must still answer None for
         any other: at an exit it is asked about whatever is at the address
-        now."""
-        self.clients.append((select, on_hit, None if ids is None else frozenset(ids)))
+        now.  `hook` False: no hook at all; on_hit(address, kind) is called
+        when a block holding the instruction is translated, for a client that
+        needs only to know where such instructions are (a hook has its own
+        cost to the flags: docs/unicorn.md, item 39)."""
+        self.clients.append((select, on_hit, None if ids is None else frozenset(ids), hook))
         if on_retry is not None:
             self._retry[on_hit] = on_retry
         if exit:
@@ -136,15 +140,19 @@ class Intercepts:
         # (A block that is only the start of `code` is decoded lazily, up to
         # its end, and not kept: decode.py.)
         added = False
+        self.examined = (code, pc)           # for clients without a hook (lost_flags.py)
         for insn in decode_lazily(code, pc) if one_block else decoded_block(code, pc):
             iid = insn.id
             if one_block and iid in _BLOCK_END_IDS:
                 one_block = None             # this one still belongs to the block
-            for select, on_hit, ids in self.clients:
+            for select, on_hit, ids, hook in self.clients:
                 if ids is not None and iid not in ids:
                     continue
                 kind = select(insn, cpl)
                 if kind is None:
+                    continue
+                if not hook:
+                    on_hit(insn.address, kind)
                     continue
                 targets = self.hits.setdefault(insn.address, [])
                 if not targets:

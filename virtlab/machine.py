@@ -43,6 +43,8 @@ from .memory import GuestMemoryFault, LinearView, PhysMem
 from .memmap import BOOT_GDT, BOOT_INFO, BOOT_MAGIC, BOOT_STACK, IMAGE_BASE, MiB
 from .state_area import c_entry, layout, open_state_area
 from .rng import VirtualRng
+from .lost_flags import LostFlags
+from .scratch_cpu import kept_control_register
 from .tsc import VirtualTsc
 from .watchdog import Watchdog
 
@@ -214,6 +216,8 @@ class Machine:
         self._dispatch(backend)
         backend.attach(self)
         IoPermission(self)
+        self.lost_flags = LostFlags(self)
+        self._lost_flag_sites = self.lost_flags.sites
         self.tsc = VirtualTsc(self)
         self.rng = VirtualRng(self)
         self._install_hooks()
@@ -376,10 +380,12 @@ class Machine:
     def write_control_register(self, n, value):
         """Write a real control register during an exit, with its side effects
         (a CR0 or CR4 write changes QEMU's paging mode, which a context restore
-        alone does not recompute)."""
+        alone does not recompute), holding what the CPU's own `mov` would
+        have kept of `value` (the library's write keeps it whole:
+        docs/unicorn.md, item 41)."""
         reg = {0: X.UC_X86_REG_CR0, 3: X.UC_X86_REG_CR3, 4: X.UC_X86_REG_CR4}[n]
         self.state.load()
-        self.uc.reg_write(reg, value)
+        self.uc.reg_write(reg, kept_control_register(n, value))
         self.state.save()
 
     def read_msr(self, index):
@@ -506,7 +512,8 @@ class Machine:
             if not st.live:
                 st.save()
             hooked = self.intercepts.last
-            if self.icount is not None or hooked is not None:
+            lost = self._lost_flag_sites
+            if self.icount is not None or hooked is not None or lost:
                 eip, cs_base = st.pc_regs()
                 linear = (cs_base + eip) & 0xFFFFFFFF
                 if self.icount is not None:
@@ -515,6 +522,8 @@ class Machine:
                     if hooked == linear:       # this exit may be its fault
                         self.intercepts.faulted(linear)
                     self.intercepts.last = None
+                if lost and linear in lost:    # (lost_flags.py)
+                    self.lost_flags.faulted(vector, linear)
             self.exits += 1
             if self.exits > self.budget.max_exits:
                 self._over_budget()

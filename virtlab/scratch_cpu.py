@@ -8,12 +8,18 @@ does (which is what native does, and so what every back end must do):
     x87 alias), and whether the model raises #UD for it;
   - what an MSR reads back after a write: the model keeps some, ignores a
     write to one it lacks (a real CPU raises #GP) and keeps its own value of
-    a read-only one.
+    a read-only one;
+  - what CR4 holds after `mov cr4`: the model drops the bits of features it
+    lacks and keeps every other (docs/unicorn.md, item 41).
 
 One per process, made on first use.
 """
+from functools import lru_cache
+
 from unicorn import Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE, UC_ERR_INSN_INVALID
-from unicorn.x86_const import UC_X86_REG_ESP
+from unicorn.x86_const import UC_X86_REG_CR4, UC_X86_REG_EAX, UC_X86_REG_ESP
+
+from . import x86
 
 _AT = 0x10000                     # two pages: the bytes asked about, then what follows them
 MAX_INSN = 15
@@ -89,6 +95,37 @@ class ScratchCpu:
         self.uc.context_restore(self.reset)
         self.uc.msr_write(index, value)
         return self.uc.msr_read(index)
+
+
+    # -- control registers ---------------------------------------------------------------
+    def kept_cr4(self, value):
+        """What the model's CR4 holds after `mov cr4, eax` with EAX = `value`
+        (run at ring 0 with paging off, where no bit of CR4 changes what the
+        next instruction does)."""
+        self.uc.context_restore(self.reset)
+        self.uc.mem_write(_AT, _MOV_CR4_EAX)
+        self.uc.ctl_remove_cache(_AT, _AT + 0x1000)
+        self.uc.reg_write(UC_X86_REG_EAX, value)
+        self.size = None                  # (the code hook stops at a second instruction)
+        self.uc.emu_start(_AT, _AT + len(_MOV_CR4_EAX))
+        return self.uc.reg_read(UC_X86_REG_CR4)
+
+
+_MOV_CR4_EAX = b"\x0f\x22\xe0"
+
+
+@lru_cache(maxsize=64)
+def kept_control_register(n, value):
+    """What control register `n` holds after the guest's own `mov crN` of
+    `value` on the CPU model, which is what a VMM must make of the write
+    too (docs/unicorn.md, item 41): CR0 always with ET, CR4 without the bits
+    of features the model lacks.  (Writing the register through the
+    library's API would keep the value as given.)"""
+    if n == 0:
+        return value | x86.CR0_ET
+    if n == 4:
+        return scratch().kept_cr4(value)
+    return value
 
 
 _scratch = None

@@ -61,8 +61,14 @@ the kernel only, or to nothing, the TLB flushed for it (invlpg, or a CR3
 reload: what the TLB keeps without a flush is the CPU's own business), and
 read or written through, or its entry read back with the accessed and dirty
 bits the CPU set.  So a shadow MMU is searched where it keeps the guest's
-entries and bits, and a page is reached through two addresses.  The window
-item is a kind of its own, so ordinary sequences stay what they were.
+entries and bits, and a page is reached through two addresses.  Each also
+has a 4 MiB slot (BIGPAGES + i * 4 MiB), whose directory entry maps the
+first 4 MiB of memory (CR4.PSE set first) or nothing, used the same way and
+now and then to write the window's page-table entry (a page table written
+through a large page); and CR0.WP or CR4.PSE is set or cleared now and then,
+which changes what every mapping allows or means (asmseq's setup starts
+each MMU sequence with WP set and PSE clear).  These items are kinds of
+their own, so ordinary sequences stay what they were.
 """
 import random
 import re
@@ -1018,6 +1024,51 @@ class _Gen:
         if r.random() < 0.6:
             out.append(f"mov {reg}, dword ptr [{pte:#x}]")
 
+    def i_bigpage(self, ctx, out):
+        """The sequence's 4 MiB slot (CR4.PSE set first) mapped onto the
+        first 4 MiB of memory, read-write, read-only or for the kernel only,
+        or to nothing; the TLB flushed for it; then a read or write through
+        it to the block's scratch area, or now and then a write of the
+        window's page-table entry through it (a page table written by an
+        alias in a large page), or its directory entry read back with the
+        accessed and dirty bits the CPU set."""
+        r = self.rng
+        slot = BIGPAGES + self.index * 0x400000
+        pde = A.PGDIR + (slot >> 22) * 4
+        reg = self.reg(ctx)[1]
+        out += [f"mov {reg}, cr4", f"or {reg}, {x86.CR4_PSE:#x}", f"mov cr4, {reg}"]
+        out.append(f"mov dword ptr [{pde:#x}], {r.choice((0x87, 0x87, 0x85, 0x83, 0)):#x}")
+        out += self._flush(ctx, slot + r.randrange(0, 0x400000, 0x1000))
+        use = r.randrange(5)
+        at = slot + scratch(self.index) + r.randrange(0, SCRATCH - 4, 4)
+        if use == 0:
+            out.append(f"mov {reg}, dword ptr [{at:#x}]")
+        elif use == 1:
+            out.append(f"mov dword ptr [{at:#x}], {self.reg(ctx, write=False)[1]}")
+        elif use == 2:
+            out.append(f"add dword ptr [{at:#x}], {self.imm():#x}")
+        elif use == 3:
+            window = WINDOWS + self.index * 0x1000
+            pte = A.PGTAB + (window >> 12) * 4
+            frame = block(self.index) & ~0xFFF
+            out += [f"mov dword ptr [{slot + pte:#x}], {r.choice((frame | 7, frame | 5, 0)):#x}",
+                    f"invlpg byte ptr [{window:#x}]",
+                    f"mov {reg}, dword ptr [{window + (scratch(self.index) & 0xFFF):#x}]"]
+        if r.random() < 0.6:
+            out.append(f"mov {reg}, dword ptr [{pde:#x}]")
+
+    def i_paging_mode(self, ctx, out):
+        """CR0.WP or CR4.PSE set or cleared.  With WP clear the kernel may
+        write to read-only pages (the window's, the 4 MiB slot's and the
+        image's READONLY page); with PSE clear a directory entry's PS bit is
+        not read (no item uses its 4 MiB slot until it sets PSE again).
+        Each sequence starts with WP set and PSE clear (asmseq's setup)."""
+        reg = self.reg(ctx)[1]
+        cr, bit = self.rng.choice(((0, x86.CR0_WP), (4, x86.CR4_PSE)))
+        op = f"or {reg}, {bit:#x}" if self.rng.random() < 0.5 else \
+            f"and {reg}, {~bit & 0xFFFFFFFF:#x}"
+        out += [f"mov {reg}, cr{cr}", op, f"mov cr{cr}, {reg}"]
+
     def _flush(self, ctx, window):
         """The TLB's entry for the window dropped: invlpg, or a CR3 reload."""
         if self.rng.random() < 0.8:
@@ -1046,9 +1097,12 @@ class _Gen:
 
 
 # mmu sequences also have: a page of their own (a window) whose page-table
-# entry they rewrite, each change followed by invlpg or a CR3 reload.
-_MMU_KINDS = {"window": (8, 0)}
+# entry they rewrite, each change followed by invlpg or a CR3 reload; a 4 MiB
+# slot of their own whose directory entry they rewrite; and the paging mode's
+# bits (CR0.WP, CR4.PSE) changed.
+_MMU_KINDS = {"window": (8, 0), "bigpage": (4, 0), "paging_mode": (2, 0)}
 WINDOWS = 0x600000             # sequence i's window page: WINDOWS + i * 4 KiB
+BIGPAGES = 0x40000000          # sequence i's 4 MiB slot: BIGPAGES + i * 4 MiB
 
 # item kind -> (weight, nesting it adds)
 _KINDS = {

@@ -444,6 +444,13 @@ class StateArea:
         if saved is not None:
             self.w[self._hflags] = saved
 
+    def lazy_operation(self):
+        """(cc_op, cc_src, cc_dst): QEMU's record of the last flag-setting
+        operation (the number of its CCOp, or cc_op_eflags when cc_src holds
+        the flags themselves) and its operands."""
+        w = self.w
+        return w[self._cc_op], w[self._cc_src], w[self._cc_dst]
+
     def flags_made_concrete(self):
         """At an exception in an instruction that has a code hook: the CPU
         model computed the arithmetic flags into cc_src after the hook, and

@@ -21,6 +21,7 @@ from virtlab import x86
 from virtlab.delivery import Event, linear_view
 from virtlab.errors import GuestStop
 from virtlab.memory import LinearView
+from virtlab.scratch_cpu import kept_control_register
 
 from . import memory as vmm_memory
 from .emulate import Unsupported
@@ -136,7 +137,7 @@ class ShadowPaging:
         v = self.vcpu
         if n == 0:
             paging_before, wp_before = v.paging, v.cr0 & x86.CR0_WP
-            v.cr0 = value | x86.CR0_ET
+            v.cr0 = kept_control_register(0, value)
             if (v.cr0 & x86.CR0_WP) != wp_before:
                 self.mmu.reset()               # write rights were derived under the old WP
             if v.paging != paging_before or not self.mmu.current:
@@ -152,6 +153,7 @@ class ShadowPaging:
             if v.paging:
                 self.switch()
         elif n == 4:
+            value = kept_control_register(4, value)
             if (v.cr4 ^ value) & (x86.CR4_PSE | x86.CR4_PAE):
                 self.mmu.reset()               # the guest's entries read differently
             v.cr4 = value
@@ -236,6 +238,7 @@ class NestedPaging:
         performed on the real CPU, which the guest owns under nested paging."""
         if n not in (0, 4):
             raise Unsupported(f"mov to cr{n}")
+        value = kept_control_register(n, value)
         setattr(self.vcpu, f"cr{n}", value)
         self.machine.write_control_register(n, value)
 
