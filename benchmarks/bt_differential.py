@@ -131,8 +131,9 @@ def main(argv=None):
                    help="user sequences: run at ring 3, entering the kernel through "
                         "interrupts and exceptions")
     p.add_argument("--mmu", action="store_true",
-                   help="mmu sequences: each also rewrites a page-table entry of its own "
-                        "(paging on; not with --user)")
+                   help="mmu sequences: each also rewrites a page-table entry and a 4 MiB "
+                        "directory entry of its own, and CR0.WP and CR4.PSE (paging on; "
+                        "not with --user)")
     p.add_argument("--jobs", type=integer(1), default=1,
                    help="images run in parallel processes (default 1)")
     p.add_argument("--show", type=integer(0), default=0, metavar="N",
