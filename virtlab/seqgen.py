@@ -1014,13 +1014,7 @@ class _Gen:
             out.append(f"mov dword ptr [{pte:#x}], {mapping:#x}")
         out += self._flush(ctx, window)
         reg = self.reg(ctx)[1]
-        use = r.randrange(4)
-        if use == 0:
-            out.append(f"mov {reg}, dword ptr [{at:#x}]")
-        elif use == 1:
-            out.append(f"mov dword ptr [{at:#x}], {self.reg(ctx, write=False)[1]}")
-        elif use == 2:
-            out.append(f"add dword ptr [{at:#x}], {self.imm():#x}")
+        self._use(ctx, out, r.randrange(4), at, reg)
         if r.random() < 0.6:
             out.append(f"mov {reg}, dword ptr [{pte:#x}]")
 
@@ -1041,13 +1035,8 @@ class _Gen:
         out += self._flush(ctx, slot + r.randrange(0, 0x400000, 0x1000))
         use = r.randrange(5)
         at = slot + scratch(self.index) + r.randrange(0, SCRATCH - 4, 4)
-        if use == 0:
-            out.append(f"mov {reg}, dword ptr [{at:#x}]")
-        elif use == 1:
-            out.append(f"mov dword ptr [{at:#x}], {self.reg(ctx, write=False)[1]}")
-        elif use == 2:
-            out.append(f"add dword ptr [{at:#x}], {self.imm():#x}")
-        elif use == 3:
+        self._use(ctx, out, use, at, reg)
+        if use == 3:
             window = WINDOWS + self.index * 0x1000
             pte = A.PGTAB + (window >> 12) * 4
             frame = block(self.index) & ~0xFFF
@@ -1056,6 +1045,16 @@ class _Gen:
                     f"mov {reg}, dword ptr [{window + (scratch(self.index) & 0xFFF):#x}]"]
         if r.random() < 0.6:
             out.append(f"mov {reg}, dword ptr [{pde:#x}]")
+
+    def _use(self, ctx, out, use, at, reg):
+        """A page just mapped, used at `at`: read into `reg` (use 0), written
+        (1) or added to (2); any other `use` is the caller's own."""
+        if use == 0:
+            out.append(f"mov {reg}, dword ptr [{at:#x}]")
+        elif use == 1:
+            out.append(f"mov dword ptr [{at:#x}], {self.reg(ctx, write=False)[1]}")
+        elif use == 2:
+            out.append(f"add dword ptr [{at:#x}], {self.imm():#x}")
 
     def i_paging_mode(self, ctx, out):
         """CR0.WP or CR4.PSE set or cleared.  With WP clear the kernel may
