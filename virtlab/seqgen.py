@@ -117,10 +117,14 @@ class _Ctx:
     must not write (ECX in a loop body), `depth` the bytes pushed so far in
     this context (what it may pop), `balanced` whether it must end with the
     stack as it began (anything that may run a variable number of times, or
-    return)."""
+    return).  `short`: inside what a branch with only an 8-bit displacement
+    (jecxz, loop) jumps over, which the long items of MMU sequences could
+    take beyond its reach, where keystone wraps the displacement instead of
+    refusing it (docs/unicorn.md, item 43)."""
 
-    def __init__(self, gen, avoid=frozenset(), nest=0, balanced=False):
+    def __init__(self, gen, avoid=frozenset(), nest=0, balanced=False, short=False):
         self.gen, self.avoid, self.nest, self.balanced = gen, frozenset(avoid), nest, balanced
+        self.short = short
         self.depth = 0
 
     def free(self, *excluding):
@@ -242,7 +246,8 @@ class _Gen:
     def item(self, ctx):
         """One item: (kind, body lines).  Out-of-line code goes to self.outline."""
         kinds, weights = zip(*[(k, w) for k, (w, nest) in self.kinds.items()
-                               if ctx.nest + nest <= MAX_NEST])
+                               if ctx.nest + nest <= MAX_NEST
+                               and not (ctx.short and k in _MMU_KINDS)])
         for _ in range(50):
             kind = self.rng.choices(kinds, weights)[0]
             lines = []
@@ -266,10 +271,10 @@ class _Gen:
             return lines
         return ["nop"]
 
-    def block_of(self, ctx, n=None, avoid=(), balanced=True):
+    def block_of(self, ctx, n=None, avoid=(), balanced=True, short=False):
         """Items in a nested context; a balanced one ends with `lea esp` over
         whatever it left pushed (lea leaves the flags alone)."""
-        inner = _Ctx(self, ctx.avoid | set(avoid), ctx.nest + 1, balanced)
+        inner = _Ctx(self, ctx.avoid | set(avoid), ctx.nest + 1, balanced, ctx.short or short)
         n = self.rng.randint(1, 3) if n is None else n
         lines = [line for _, body in self.items(inner, n) for line in body]
         if inner.depth:
@@ -589,7 +594,7 @@ class _Gen:
         top = self.label()
         form = r.randrange(6)
         out.append(f"mov ecx, {r.randint(1, 4)}")
-        body = self.block_of(ctx, r.randint(1, 3), avoid=("ecx",))
+        body = self.block_of(ctx, r.randint(1, 3), avoid=("ecx",), short=form in (1, 4))
         out += [f"{top}:"] + body
         if form == 0:
             out += ["dec ecx", f"jnz {top}"]
@@ -613,7 +618,7 @@ class _Gen:
         if ctx.can_write("ecx") and r.random() < 0.5:
             out.append(f"{r.choice(('xor', 'and'))} ecx, {r.choice((0, 1, 0x10000))}")
         out += ([".byte 0x67"] if r.random() < 0.3 else []) + [f"jecxz {skip}"]
-        out += self.block_of(ctx) + [f"{skip}:"]
+        out += self.block_of(ctx, short=True) + [f"{skip}:"]
 
     def subroutine(self, ctx, args=0):
         """A subroutine out of line: some items, then ret (ret n pops args)."""
