@@ -90,6 +90,24 @@ def test_a_hidden_fault_in_the_instruction_keeps_its_flags(backend, name):
     assert S.compare([seq], ref, other) == [], S.compare([seq], ref, other)[0].report()
 
 
+@pytest.mark.parametrize("backend", ["trap", "hw", "bt"])
+def test_after_a_shift_by_cl_the_translator_knows_no_operation(backend):
+    """`sar di, cl` may shift by 0 and leave the flags alone, so after it
+    QEMU's translator knows no operation, and setg computes the flags as at
+    a block's start (seed 40,026, index 78, of the MMU sequences, shrunk: the
+    jump to L2 begins a block there; the store faults after the CR3 reload
+    of an earlier pass)."""
+    lines = ["mov esi, cr4", "or esi, 0x10", "mov cr4, esi", "mov dword ptr [0x143538], 0x87",
+             "invlpg byte ptr [0x53afb000]", "mov esi, dword ptr [0x143538]",
+             "cmp ecx, 0xcbef48bf", "jg {P}L2", "mov dword ptr [0x145938], 0x227003",
+             "mov ecx, cr3", "mov cr3, ecx", "{P}L2:", "sar di, cl",
+             "setg byte ptr [ebp + 0x35]"]
+    seq = dataclasses.replace(G.handmade(78, lines, eflags=0x406c6, paging=True, seed=40026),
+                              mmu=True, classic=backend == "trap")
+    ref, other = S.run("native", [seq]), S.run(backend, [seq])
+    assert S.compare([seq], ref, other) == [], S.compare([seq], ref, other)[0].report()
+
+
 def test_a_fault_on_fetching_the_instruction_is_no_fault_of_its_access():
     """Under trap the CR0 write (WP cleared) drops the shadow, and the fetch
     of the block that begins at seta faults (CR2 at seta itself): seta has

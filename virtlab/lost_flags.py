@@ -26,7 +26,8 @@ fault, so that the one that can finds nothing left to compute.
 Whether a setcc computed them is the translator's choice (QEMU's
 gen_prepare_cc), made from the condition and the operation the translator
 knew to be last (cc_op at translation, or "dynamic" when no instruction
-before it in its block wrote the flags): B never computes; with the
+before it in its block wrote the flags, or the last was a shift or rotate by
+CL, which may leave them alone): B never computes; with the
 operation unknown every other condition does; with it known, P, BE, L and LE
 do (but BE, L and LE not after a subtraction, which has a shortcut), O does
 unless the operation makes OF known without it, and Z and S never do.  One
@@ -70,6 +71,9 @@ for _name, _bit in vars(C).items():
     if _name.startswith("X86_EFLAGS_") and not _name.startswith("X86_EFLAGS_TEST_") \
             and _name.endswith(("_CF", "_PF", "_AF", "_ZF", "_SF", "_OF")):
         _WRITES_ARITH |= _bit
+# Shifts and rotates whose count may leave the flags alone (rcl and rcr
+# always make them concrete).
+_SHIFTS = frozenset(("shl", "sal", "shr", "sar", "rol", "ror", "shld", "shrd"))
 _DETAIL = Cs(CS_ARCH_X86, CS_MODE_32)
 _DETAIL.detail = True
 
@@ -111,11 +115,24 @@ class LostFlags:
             site.known = None                 # two translations differ: cannot be told
 
     def _after_a_flag_write(self, address):
-        """Does an instruction that writes arithmetic flags come before
-        `address` in the block the intercepts are examining?"""
+        """Did the translator know the last flag-setting operation at
+        `address`, in the block the intercepts are examining?  Not at the
+        block's start; known after an instruction that writes the arithmetic
+        flags, but for a shift or rotate by CL, whose count may be 0 and
+        leave them as they were (QEMU's gen_shift_flags: "no longer
+        predictable"); a count of 0 in the instruction changes nothing."""
         code, pc = self.machine.intercepts.examined
-        return any(insn.eflags & _WRITES_ARITH
-                   for insn in _DETAIL.disasm(bytes(code[:address - pc]), pc))
+        known = False
+        for insn in _DETAIL.disasm(bytes(code[:address - pc]), pc):
+            if not insn.eflags & _WRITES_ARITH:
+                continue
+            count = insn.op_str.rpartition(", ")[2] if insn.mnemonic in _SHIFTS else None
+            if count == "cl":
+                known = False
+            elif count is None or not count.isdigit() and not count.startswith("0x") \
+                    or int(count, 0) & 0x1F:
+                known = True
+        return known
 
     def faulted(self, vector, linear):
         """An exception `vector` with the CPU at `linear`, one of the sites
