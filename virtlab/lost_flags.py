@@ -58,9 +58,9 @@ _GROUP2 = frozenset((0xC0, 0xC1, 0xD0, 0xD1, 0xD2, 0xD3))
 MEMORY_FAULTS = frozenset((x86.SS, x86.GP, x86.PF, x86.AC_VEC))
 # setcc's condition (the low nibble of 0F 9x) halved: QEMU's jcc_op.
 _O, _B, _Z, _BE, _S, _P, _L, _LE = range(8)
-# QEMU's cc_op numbers (target/i386/cpu.h, CCOp) that the rule needs, taken as
-# they are only if the state area's calibration finds the same numbers for
-# the operations it calibrated (LostFlags._numbers).
+# QEMU's cc_op numbers (target/i386/cpu.h, CCOp) that the rule needs, trusted
+# only if the state area's calibration found the same numbers for the
+# operations it calibrated (_CALIBRATED; else setcc is left alone).
 _CC_OP = {"sub": (14, 15, 16), "adox": 47, "adcox": 48, "clr": 49, "popcnt": 50}
 _CALIBRATED = {(14, "sub", 8), (16, "sub", 32), (49, "clr", 32)}
 _SIZED = (2, 45)                  # CC_OP_MULB .. CC_OP_BMILGQ
@@ -93,9 +93,9 @@ def lost_kind(raw):
 
 @dataclass
 class Site:
-    kind: object                  # lost_kind()
-    known: object = True          # for a setcc: was the last operation known at
-                                  # translation (True, False, or None: both were seen)
+    kind: object      # lost_kind()
+    known: object     # for a setcc, did the translator know the operation before
+                      # it: True, False, or None (its blocks differ)
 
 
 class LostFlags:
@@ -107,14 +107,14 @@ class LostFlags:
         machine.intercepts.watch(_select, self._translated, ids=_IDS, hook=False)
 
     def _translated(self, address, kind):
-        known = kind == "rotate" or self._after_a_flag_write(address)
+        known = kind == "rotate" or self._known_at(address)
         site = self.sites.get(address)
         if site is None or site.kind != kind:
             self.sites[address] = Site(kind, known)
         elif site.known != known:
             site.known = None                 # two translations differ: cannot be told
 
-    def _after_a_flag_write(self, address):
+    def _known_at(self, address):
         """Did the translator know the last flag-setting operation at
         `address`, in the block the intercepts are examining?  Not at the
         block's start; known after an instruction that writes the arithmetic
@@ -124,14 +124,12 @@ class LostFlags:
         code, pc = self.machine.intercepts.examined
         known = False
         for insn in _DETAIL.disasm(bytes(code[:address - pc]), pc):
-            if not insn.eflags & _WRITES_ARITH:
-                continue
-            count = insn.op_str.rpartition(", ")[2] if insn.mnemonic in _SHIFTS else None
-            if count == "cl":
-                known = False
-            elif count is None or not count.isdigit() and not count.startswith("0x") \
-                    or int(count, 0) & 0x1F:
-                known = True
+            if insn.eflags & _WRITES_ARITH:
+                count = _shift_count(insn)
+                if count == "cl":
+                    known = False
+                elif count != 0:
+                    known = True
         return known
 
     def faulted(self, vector, linear):
@@ -200,6 +198,15 @@ def holds_flags(cc_op, cc_src, cc_dst):
     expected = ((0 if dst else x86.ZF) | (x86.SF if dst >> (bits - 1) else 0)
                 | (x86.PF_FLAG if bin(dst & 0xFF).count("1") % 2 == 0 else 0))
     return cc_src & (x86.ZF | x86.SF | x86.PF_FLAG) == expected
+
+
+def _shift_count(insn):
+    """A shift's or rotate's count: "cl", the immediate (masked to 5 bits, as
+    the CPU does), or None for any other instruction."""
+    if insn.mnemonic not in _SHIFTS:
+        return None
+    count = insn.op_str.rpartition(", ")[2]
+    return "cl" if count == "cl" else int(count, 0) & 0x1F
 
 
 def _select(insn, _cpl):
