@@ -22,6 +22,7 @@ import pytest
 from keystone import Ks, KS_ARCH_X86, KS_MODE_32
 
 from virtlab import asmguest as A, assembler
+from virtlab.assembler import AssemblerError, assemble
 from virtlab.machine import BootSpec, Machine
 from virtlab.native import Native
 
@@ -117,3 +118,29 @@ def test_an_engine_that_never_reads_decimal_is_a_clear_error(monkeypatch):
     with pytest.raises(assembler.AssemblerError,
                        match="16 engines in a row read decimal literals as hex"):
         assembler.checked_engine()
+
+
+# -- 8-bit branches (docs/unicorn.md, item 43) -----------------------------------------
+STORES = "mov dword ptr [0x145848], 0x12345678\n"          # ten bytes each
+
+
+@pytest.mark.parametrize("text", [
+    "jecxz ahead\n" + STORES * 20 + "ahead:\nnop\n",                  # 200 bytes on
+    "back:\n" + STORES * 20 + ".byte 0x67\nloop back\n",          # 203 back, on CX
+    "loopne ahead\n" + STORES * 13 + "ahead:\n",                      # 130 on
+])
+def test_an_8_bit_branch_that_cannot_reach_its_label_is_refused(text):
+    """keystone would keep the displacement's low 8 bits and go elsewhere."""
+    with pytest.raises(AssemblerError, match="beyond the reach of an 8-bit displacement"):
+        assemble(text, 0x1000)
+
+
+def test_8_bit_branches_within_reach_assemble_as_before():
+    text = ("jecxz fwd\n" + STORES * 12 + "fwd:\nback:\n" + STORES * 12
+            + "loop back\njcxz fwd\n")
+    code = assemble(text, 0x2000)
+    fwd = 0x2000 + 2 + 120
+    assert code[:2] == b"\xe3\x78"                                  # jecxz, +120
+    assert code[-5:-3] == b"\xe2\x86"                               # loop, -122
+    assert code[-3:-1] == b"\x67\xe3"                               # jcxz (3 bytes), back
+    assert 0x2000 + len(code) + (code[-1] - 256) == fwd
