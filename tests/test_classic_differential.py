@@ -178,3 +178,22 @@ def test_a_clock_read_after_an_audited_pushf_leaves_the_kernel_in_its_mode():
     ref, trap = S.run("native", [seq]), S.run("trap", [seq])
     assert ref.ok and trap.ok, trap.reason
     assert S.compare([seq], ref, trap) == [], S.compare([seq], ref, trap)[0].report()
+
+
+@pytest.mark.parametrize("lines", [
+    ["mov eax, 5", "cmp eax, 7", "pushfd", "pop edx", "cmp eax, 3", "rdtsc"],
+    ["mov ax, 5", "mov bx, 7", "cmp ax, bx", "pushfd", "pop edx", "lea esi, [ebp + 0x10]",
+     "lea edi, [ebp + 0x20]", "cmpsw", "rdtsc"],
+    ["mov eax, 5", "cmp eax, 7", ".byte 0x66", "pushfd", "pop dx", "mov ecx, 9", "cmp ecx, 3",
+     "rdtsc"],
+    ["mov eax, 5", "add eax, 7", "pushfd", "pop edx", "add eax, 0xfffffff0", "rdtsc"],
+])
+def test_the_flags_of_an_exit_after_a_second_hook_are_the_last_operations(lines):
+    """An audited pushfd, then an operation of the same kind as the one
+    before it, then rdtsc (an exit, at a second hook in the block): the
+    library skipped writing the operation to the CPU and left the pushfd's
+    "concrete flags" there (docs/unicorn.md, item 39); the machine now says
+    which operation it was before the exit leaves the block."""
+    seq = _handmade(3, lines + ["pushfd", "pop ecx"])
+    ref, trap = S.run("native", [seq]), S.run("trap", [seq])
+    assert S.compare([seq], ref, trap) == [], S.compare([seq], ref, trap)[0].report()

@@ -51,7 +51,7 @@ _CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uin
 # Where Unicorn (QEMU) ends a translation block: every control transfer (all
 # the jumps, calls, returns and interrupts, by capstone instruction id), and
 # the instructions after which the CPU cannot simply go on.
-_BLOCK_END_IDS = frozenset(
+BLOCK_END_IDS = frozenset(
     [v for k, v in vars(C).items() if k.startswith(("X86_INS_J", "X86_INS_LOOP"))]
     + [C.X86_INS_CALL, C.X86_INS_LCALL, C.X86_INS_LJMP, C.X86_INS_RET, C.X86_INS_RETF,
        C.X86_INS_IRET, C.X86_INS_IRETD, C.X86_INS_INT, C.X86_INS_INT1, C.X86_INS_INT3,
@@ -80,6 +80,7 @@ class Intercepts:
         # faults, its hook's side effect on the flags is to be undone, and a
         # client that counts it takes the count back (faulted).
         self.last = None
+        self.prior = None                    # the one before it, when it was hooked
         self._retried = set()                # addresses with such a client
         # Unicorn reports a new block only once some block has run to its end
         # (its `last_tb`, never reset afterwards, is the edge's source).  A
@@ -143,7 +144,7 @@ class Intercepts:
         self.examined = (code, pc)           # for clients without a hook (lost_flags.py)
         for insn in decode_lazily(code, pc) if one_block else decoded_block(code, pc):
             iid = insn.id
-            if one_block and iid in _BLOCK_END_IDS:
+            if one_block and iid in BLOCK_END_IDS:
                 one_block = None             # this one still belongs to the block
             for select, on_hit, ids, hook in self.clients:
                 if ids is not None and iid not in ids:
@@ -218,7 +219,7 @@ class Intercepts:
     def _on_code(self, _uc, address, _size, _user):
         if self.machine.outcome is not None:
             return                           # the run has ended: nothing more exits
-        self.last = address
+        self.prior, self.last = self.last, address
         try:
             for on_hit, kind, select in self.hits.get(address, ()):
                 if select is None:
@@ -264,6 +265,8 @@ class Intercepts:
         m._count_exit()                      # a VMM entry, under the exit budget
         if m.icount is not None:
             m.icount.cut(address + decoded.size if done == EMULATED else address)
+        if self.prior is not None:           # a second hook in one block: item 39
+            m.lost_flags.before_redirect(self.prior, address)
         m.resume_at(st.eip)
         return True
 

@@ -1,4 +1,6 @@
-"""The arithmetic flags that a faulting instruction loses in the CPU model, kept.
+"""The arithmetic flags that the CPU model loses, kept: at a fault, and at a
+second hook in one block that redirects the CPU (`before_redirect`,
+docs/unicorn.md item 39).
 
 Two kinds of instruction make the CPU model compute the arithmetic flags
 (make them concrete: the flags into cc_src, and cc_op to say so) before
@@ -44,6 +46,7 @@ from capstone import Cs, CS_ARCH_X86, CS_MODE_32, x86_const as C
 
 from . import x86
 from .decode import MAX_INSN, opcode_of
+from .intercept import BLOCK_END_IDS
 from .memory import GuestMemoryFault
 
 _IDS = (C.X86_INS_RCL, C.X86_INS_RCR) + tuple(
@@ -76,6 +79,14 @@ for _name, _bit in vars(C).items():
 _SHIFTS = frozenset(("shl", "sal", "shr", "sar", "rol", "ror", "shld", "shrd"))
 _DETAIL = Cs(CS_ARCH_X86, CS_MODE_32)
 _DETAIL.detail = True
+# The flag-setting instructions whose operation the state area has calibrated
+# (state_area._LAZY_PROBES), by mnemonic; capstone names the string forms by
+# their size.
+_KINDS = {"add": "add", "sub": "sub", "cmp": "sub", "neg": "sub", "and": "logic",
+          "or": "logic", "xor": "logic", "test": "logic", "inc": "inc", "dec": "dec",
+          "cmpsb": "sub", "cmpsw": "sub", "cmpsd": "sub", "scasb": "sub", "scasw": "sub",
+          "scasd": "sub"}
+_STRING_SIZE = {"cmpsb": 1, "cmpsw": 2, "cmpsd": 4, "scasb": 1, "scasw": 2, "scasd": 4}
 
 
 def lost_kind(raw):
@@ -104,6 +115,7 @@ class LostFlags:
         self.sites = {}               # linear address -> Site
         lazy = set(machine.state.layout.flags.lazy)
         self._setcc = _CALIBRATED <= lazy          # QEMU's numbering, as this module knows it
+        self._numbers = {(kind, bits): op for op, kind, bits in lazy}
         machine.intercepts.watch(_select, self._translated, ids=_IDS, hook=False)
 
     def _translated(self, address, kind):
@@ -155,6 +167,47 @@ class LostFlags:
         if len(answers) == 1:
             return answers.pop()
         return holds_flags(cc_op, cc_src, cc_dst)
+
+    # -- a second hook in one block (docs/unicorn.md, item 39) ------------------------
+    def before_redirect(self, prior, address):
+        """A hook at `address` is about to redirect the CPU, and the hooked
+        instruction at `prior` ran before it with no exit between.  If both
+        lie in one block, the library may have skipped writing the last
+        flag-setting operation to the CPU before this hook, which then holds
+        the one written in between (item 39).  The instructions from `prior`
+        to here, straight-line, name that operation: the state is told it,
+        where it is one whose number the state area knows."""
+        if not 0 < address - prior < 0x1000 or prior >> 12 != address >> 12:
+            return
+        try:
+            code = self.machine.backend.live_view().read(prior, address - prior)
+        except GuestMemoryFault:
+            return
+        last, end = None, prior
+        for insn in _DETAIL.disasm(code, prior):
+            if insn.id in BLOCK_END_IDS:
+                return                        # not one block: the library synced at its end
+            if insn.eflags & _WRITES_ARITH:
+                last = insn
+            end = insn.address + insn.size
+        if last is not None and end == address:
+            op = self._operation(last)
+            if op is not None:
+                self.machine.state.set_lazy_operation(op)
+
+    def _operation(self, insn):
+        """QEMU's cc_op number for the flags `insn` leaves, if the state
+        area's calibration knows it (add, sub, logic, inc, dec and the
+        xor that clears), else None."""
+        kind = _KINDS.get(insn.mnemonic)
+        if kind is None or insn.op_str.startswith("rep"):
+            return None
+        if insn.mnemonic == "xor":
+            a, _, b = insn.op_str.partition(", ")
+            if a == b:
+                return self._numbers.get(("clr", 32))
+        size = _STRING_SIZE.get(insn.mnemonic) or (insn.operands[0].size if insn.operands else 0)
+        return self._numbers.get((kind, 8 * size))
 
     def _bytes_at(self, linear):
         view = self.machine.backend.live_view()

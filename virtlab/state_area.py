@@ -451,6 +451,11 @@ class StateArea:
         w = self.w
         return w[self._cc_op], w[self._cc_src], w[self._cc_dst]
 
+    def set_lazy_operation(self, cc_op):
+        """Say that cc_dst and cc_src hold the operands of operation `cc_op`
+        (a CCOp number), as the translated code that set them knew."""
+        self.w[self._cc_op] = cc_op
+
     def flags_made_concrete(self):
         """At an exception in an instruction that has a code hook: the CPU
         model computed the arithmetic flags into cc_src after the hook, and
