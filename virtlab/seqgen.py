@@ -74,6 +74,7 @@ import random
 import re
 
 from . import asmguest as A, x86
+from .assembler import AssemblerError, assemble
 from .asmseq import (BLOCK, ESP0, FAULT, READONLY, SCRATCH, STACK_OFF, STATE_NAMES, TSC0,
                      UNMAPPED, Sequence, block, scratch)
 
@@ -1136,10 +1137,36 @@ _SIMPLE = ("alu", "unary", "shift", "mov", "bits", "xchg")
 def generate(seed, index, paging=False, without=(), classic=False, user=False, mmu=False):
     """Sequence `index` of `seed`: its start state and its items (with
     `without`, features left out, `classic`, `user` or `mmu`: another
-    sequence altogether)."""
+    sequence altogether).  One whose jecxz or loop cannot reach its label
+    (the items it jumps over too long: docs/unicorn.md, item 43) is made
+    again from another stream of the same seed; the first that assembles is
+    the sequence."""
     if mmu and (user or not paging):
         raise ValueError("mmu sequences run in the kernel, with paging on")
-    rng = random.Random((seed << 16) | index)
+    for attempt in range(_ATTEMPTS):
+        seq = _generate(random.Random(((seed << 16) | index) + (attempt << 64)), seed, index,
+                        paging, without, classic, user, mmu)
+        if _branches_reach(seq):
+            return seq
+    raise AssemblerError(f"sequence {index} of seed {seed}: {_ATTEMPTS} streams in a row "
+                         f"made an 8-bit branch that cannot reach its label")
+
+
+_ATTEMPTS = 16
+
+
+def _branches_reach(seq):
+    """Does the sequence's code assemble with every jecxz and loop reaching
+    its label?  (Its code alone, the harness's `dump` far enough away that
+    `jmp dump` is as long as in an image.)"""
+    try:
+        assemble(seq.render() + "\n.space 256\ndump:\n", A.BASE)
+    except AssemblerError:
+        return False
+    return True
+
+
+def _generate(rng, seed, index, paging, without, classic, user, mmu):
     gen = _Gen(rng, index, paging, without, classic, user, mmu)
     ctx = _Ctx(gen)
     items, kinds = [(["{P}start_of:"], [])], ["label"]
