@@ -11,6 +11,7 @@ that reproduce it:
 
     python benchmarks/bt_differential.py --backends bt --user --seed S --index I --shrink
 """
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from differential import Images
-from virtlab import asmguest as A
+from virtlab import asmguest as A, asmseq as S, seqgen as G
 
 PER_IMAGE = 100
 SEEDS = tuple(range(6))           # 600 sequences each way; odd seeds with paging on
@@ -76,3 +77,19 @@ def test_user_code_that_writes_a_page_of_translated_kernel_code_goes_on():
     done = subprocess.run([sys.executable, "-c", _SELF_WRITE], capture_output=True, text=True,
                           timeout=120, cwd=root)
     assert done.stdout.split() == ["True", "True", "0x22022222", "True"], done.stderr
+
+
+def test_a_user_sensitive_exit_after_an_io_hook_sees_the_flags_of_the_subtraction():
+    """`in` (hooked for the I/O permission check, then run), `sub`, then
+    `lsl` (hooked by bt, which emulates it and sets ZF from the flags it
+    reads): two hooks in one block, and the library left the `in` hook's
+    "concrete flags" in the CPU over the subtraction's operands (item 39;
+    seed 340,054, index 6, of the user sequences, shrunk).  CF must survive."""
+    lines = ["jb {P}L2", "bsf edi, dword ptr [ebp + 0x202]", "mov dx, 0x3fd", "in al, dx",
+             "{P}L2:", "sub bx, si", "mov word ptr [ebp + 0x1bc], 0x3f5e",
+             "lsl dx, word ptr [ebp + 0x1bc]"]
+    seq = dataclasses.replace(G.generate(340054, 6, False, user=True),
+                              items=[(["{P}start_of:"], []), (lines, [])])
+    ref, bt = S.run("native", [seq]), S.run("bt", [seq])
+    assert ref.ok and bt.ok, bt.reason
+    assert S.compare([seq], ref, bt) == [], S.compare([seq], ref, bt)[0].report()

@@ -259,14 +259,14 @@ class Intercepts:
             selected = decoded.memo[key] = select(decoded.insn, key[1])
         if selected != kind:
             return False                     # other code now lives at this address
+        if self.prior is not None:           # a second hook in one block: item 39
+            m.lost_flags.second_hook(self.prior, address)
         done = on_hit(decoded, kind)
         if done is None:
             return False
         m._count_exit()                      # a VMM entry, under the exit budget
         if m.icount is not None:
             m.icount.cut(address + decoded.size if done == EMULATED else address)
-        if self.prior is not None:           # a second hook in one block: item 39
-            m.lost_flags.before_redirect(self.prior, address)
         m.resume_at(st.eip)
         return True
 

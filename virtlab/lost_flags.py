@@ -1,5 +1,5 @@
 """The arithmetic flags that the CPU model loses, kept: at a fault, and at a
-second hook in one block that redirects the CPU (`before_redirect`,
+second hook in one block that exits (`second_hook`,
 docs/unicorn.md item 39).
 
 Two kinds of instruction make the CPU model compute the arithmetic flags
@@ -68,12 +68,16 @@ _CC_OP = {"sub": (14, 15, 16), "adox": 47, "adcox": 48, "clr": 49, "popcnt": 50}
 _CALIBRATED = {(14, "sub", 8), (16, "sub", 32), (49, "clr", 32)}
 _SIZED = (2, 45)                  # CC_OP_MULB .. CC_OP_BMILGQ
 _ARITH = x86.CF | x86.PF_FLAG | x86.AF | x86.ZF | x86.SF | x86.OF
-# capstone's eflags bits of an instruction that writes an arithmetic flag.
-_WRITES_ARITH = 0
+# capstone's eflags bits of an instruction that writes an arithmetic flag,
+# and of one that reads one.
+_WRITES_ARITH = _READS_ARITH = 0
 for _name, _bit in vars(C).items():
-    if _name.startswith("X86_EFLAGS_") and not _name.startswith("X86_EFLAGS_TEST_") \
-            and _name.endswith(("_CF", "_PF", "_AF", "_ZF", "_SF", "_OF")):
-        _WRITES_ARITH |= _bit
+    if _name.startswith("X86_EFLAGS_") and _name.endswith(("_CF", "_PF", "_AF", "_ZF", "_SF",
+                                                             "_OF")):
+        if _name.startswith("X86_EFLAGS_TEST_"):
+            _READS_ARITH |= _bit
+        else:
+            _WRITES_ARITH |= _bit
 # Shifts and rotates whose count may leave the flags alone (rcl and rcr
 # always make them concrete).
 _SHIFTS = frozenset(("shl", "sal", "shr", "sar", "rol", "ror", "shld", "shrd"))
@@ -87,6 +91,13 @@ _KINDS = {"add": "add", "sub": "sub", "cmp": "sub", "neg": "sub", "and": "logic"
           "cmpsb": "sub", "cmpsw": "sub", "cmpsd": "sub", "scasb": "sub", "scasw": "sub",
           "scasd": "sub"}
 _STRING_SIZE = {"cmpsb": 1, "cmpsw": 2, "cmpsd": 4, "scasb": 1, "scasw": 2, "scasd": 4}
+# After these the translator holds the flags concrete (cc_op EFLAGS).
+_CONCRETE = "concrete"
+_MAKE_CONCRETE = frozenset(("lahf", "sahf", "cmc", "clc", "stc", "popf", "popfd", "popfw",
+                            "rcl", "rcr"))
+_CONDITIONAL = frozenset(v for k, v in vars(C).items()
+                         if k.startswith(("X86_INS_SET", "X86_INS_CMOV"))
+                         and k != "X86_INS_SETSSBSY")
 
 
 def lost_kind(raw):
@@ -116,6 +127,7 @@ class LostFlags:
         lazy = set(machine.state.layout.flags.lazy)
         self._setcc = _CALIBRATED <= lazy          # QEMU's numbering, as this module knows it
         self._numbers = {(kind, bits): op for op, kind, bits in lazy}
+        self._between = {}            # (prior, address) -> (code, what _known_after says)
         machine.intercepts.watch(_select, self._translated, ids=_IDS, hook=False)
 
     def _translated(self, address, kind):
@@ -169,31 +181,58 @@ class LostFlags:
         return holds_flags(cc_op, cc_src, cc_dst)
 
     # -- a second hook in one block (docs/unicorn.md, item 39) ------------------------
-    def before_redirect(self, prior, address):
-        """A hook at `address` is about to redirect the CPU, and the hooked
+    def second_hook(self, prior, address):
+        """An exit client's hook at `address` is about to act (emulate the
+        instruction, read the flags, redirect the CPU), and the hooked
         instruction at `prior` ran before it with no exit between.  If both
         lie in one block, the library may have skipped writing the last
         flag-setting operation to the CPU before this hook, which then holds
-        the one written in between (item 39).  The instructions from `prior`
-        to here, straight-line, name that operation: the state is told it,
-        where it is one whose number the state area knows."""
+        the one written in between (item 39).  The straight-line code from
+        `prior` to here says what the translator knew: the state is told
+        it, where it is one whose number the state area knows."""
         if not 0 < address - prior < 0x1000 or prior >> 12 != address >> 12:
             return
         try:
             code = self.machine.backend.live_view().read(prior, address - prior)
         except GuestMemoryFault:
             return
-        last, end = None, prior
+        key = (prior, address)
+        known = self._between.get(key)
+        if known is None or known[0] != code:
+            known = self._between[key] = (code, self._known_after(code, prior, address))
+        op = known[1]
+        if op is not None:
+            self.machine.state.set_lazy_operation(
+                self.machine.state.layout.flags.cc_op_eflags if op is _CONCRETE else op)
+
+    def _known_after(self, code, prior, address):
+        """The operation the translator knows at `address`, `code` running
+        there from the hooked instruction at `prior`; None if that is not one
+        block, or not an operation this module can name."""
+        op, end = _CONCRETE, prior           # after the hook at `prior`: made concrete
         for insn in _DETAIL.disasm(code, prior):
             if insn.id in BLOCK_END_IDS:
-                return                        # not one block: the library synced at its end
-            if insn.eflags & _WRITES_ARITH:
-                last = insn
+                return None                   # not one block: the library synced at its end
+            op = self._after(insn, op)
             end = insn.address + insn.size
-        if last is not None and end == address:
-            op = self._operation(last)
-            if op is not None:
-                self.machine.state.set_lazy_operation(op)
+        return op if end == address else None
+
+    def _after(self, insn, op):
+        """The operation the translator knows after `insn`, given `op`
+        before it (a cc_op number, _CONCRETE, or None for one this module
+        cannot name)."""
+        if insn.mnemonic in _MAKE_CONCRETE:
+            return _CONCRETE
+        if insn.id in _CONDITIONAL:           # setcc, cmovcc: computed for some conditions
+            if op is _CONCRETE:
+                return op
+            jcc_op = (opcode_of(insn.bytes)[0][-1] & 0xF) >> 1
+            # (an operation this module cannot name is none of those whose
+            # number decides: not a subtraction, not adox, adcox, clr, popcnt)
+            return _CONCRETE if computed(jcc_op, True, -1 if op is None else op) else op
+        if insn.eflags & _WRITES_ARITH:
+            return self._operation(insn)
+        return op
 
     def _operation(self, insn):
         """QEMU's cc_op number for the flags `insn` leaves, if the state
