@@ -91,8 +91,10 @@ _KINDS = {"add": "add", "sub": "sub", "cmp": "sub", "neg": "sub", "and": "logic"
           "cmpsb": "sub", "cmpsw": "sub", "cmpsd": "sub", "scasb": "sub", "scasw": "sub",
           "scasd": "sub"}
 _STRING_SIZE = {"cmpsb": 1, "cmpsw": 2, "cmpsd": 4, "scasb": 1, "scasw": 2, "scasd": 4}
-# After these the translator holds the flags concrete (cc_op EFLAGS).
-_CONCRETE = "concrete"
+# What the translator knows of the flags (LostFlags._walk): nothing (its
+# CC_OP_DYNAMIC), that they are concrete (CC_OP_EFLAGS), or a cc_op number;
+# and the flags are concrete after these.
+_DYNAMIC, _CONCRETE, _ELSEWHERE = "dynamic", "concrete", "elsewhere"
 _MAKE_CONCRETE = frozenset(("lahf", "sahf", "cmc", "clc", "stc", "popf", "popfd", "popfw",
                             "rcl", "rcr"))
 _CONDITIONAL = frozenset(v for k, v in vars(C).items()
@@ -117,7 +119,7 @@ def lost_kind(raw):
 class Site:
     kind: object      # lost_kind()
     known: object     # for a setcc, did the translator know the operation before
-                      # it: True, False, or None (its blocks differ)
+                      # it: True, False, or None (its blocks differ, or cannot be read)
 
 
 class LostFlags:
@@ -131,7 +133,7 @@ class LostFlags:
         machine.intercepts.watch(_select, self._translated, ids=_IDS, hook=False)
 
     def _translated(self, address, kind):
-        known = kind == "rotate" or self._known_at(address)
+        known = True if kind == "rotate" else self._known_at(address)
         site = self.sites.get(address)
         if site is None or site.kind != kind:
             self.sites[address] = Site(kind, known)
@@ -140,21 +142,11 @@ class LostFlags:
 
     def _known_at(self, address):
         """Did the translator know the last flag-setting operation at
-        `address`, in the block the intercepts are examining?  Not at the
-        block's start; known after an instruction that writes the arithmetic
-        flags, but for a shift or rotate by CL, whose count may be 0 and
-        leave them as they were (QEMU's gen_shift_flags: "no longer
-        predictable"); a count of 0 in the instruction changes nothing."""
+        `address`, in the block the intercepts are examining?  (Not at the
+        block's start: _walk.)  None where that cannot be told."""
         code, pc = self.machine.intercepts.examined
-        known = False
-        for insn in _DETAIL.disasm(bytes(code[:address - pc]), pc):
-            if insn.eflags & _WRITES_ARITH:
-                count = _shift_count(insn)
-                if count == "cl":
-                    known = False
-                elif count != 0:
-                    known = True
-        return known
+        op = self._walk(bytes(code[:address - pc]), pc, _DYNAMIC)
+        return None if op is _ELSEWHERE else op is not _DYNAMIC
 
     def faulted(self, vector, linear):
         """An exception `vector` with the CPU at `linear`, one of the sites
@@ -199,28 +191,37 @@ class LostFlags:
         key = (prior, address)
         known = self._between.get(key)
         if known is None or known[0] != code:
-            known = self._between[key] = (code, self._known_after(code, prior, address))
+            known = self._between[key] = (code, self._known_after(code, prior))
         op = known[1]
         if op is not None:
             self.machine.state.set_lazy_operation(
                 self.machine.state.layout.flags.cc_op_eflags if op is _CONCRETE else op)
 
-    def _known_after(self, code, prior, address):
-        """The operation the translator knows at `address`, `code` running
-        there from the hooked instruction at `prior`; None if that is not one
-        block, or not an operation this module can name."""
-        op, end = _CONCRETE, prior           # after the hook at `prior`: made concrete
-        for insn in _DETAIL.disasm(code, prior):
+    def _known_after(self, code, prior):
+        """The operation the translator knows after `code`, running from the
+        hooked instruction at `prior` (after which it holds the flags
+        concrete); None if that is not one block (the library wrote cc_op
+        at its end), or nothing this module can name."""
+        op = self._walk(code, prior, _CONCRETE)
+        return None if op is _DYNAMIC or op is _ELSEWHERE else op
+
+    def _walk(self, code, pc, op):
+        """What the translator knows after running `code` at `pc`, knowing
+        `op` before it: _DYNAMIC (nothing: a block's start, or after a shift
+        or rotate by CL, whose count may be 0 and leave the flags alone;
+        QEMU's gen_shift_flags, "no longer predictable"), _CONCRETE, a
+        cc_op number, or None for an operation this module cannot name;
+        _ELSEWHERE if the bytes hold the end of a block, or capstone cannot
+        decode them to their end."""
+        end = pc
+        for insn in _DETAIL.disasm(code, pc):
             if insn.id in BLOCK_END_IDS:
-                return None                   # not one block: the library synced at its end
+                return _ELSEWHERE
             op = self._after(insn, op)
             end = insn.address + insn.size
-        return op if end == address else None
+        return op if end == pc + len(code) else _ELSEWHERE
 
     def _after(self, insn, op):
-        """The operation the translator knows after `insn`, given `op`
-        before it (a cc_op number, _CONCRETE, or None for one this module
-        cannot name)."""
         if insn.mnemonic in _MAKE_CONCRETE:
             return _CONCRETE
         if insn.id in _CONDITIONAL:           # setcc, cmovcc: computed for some conditions
@@ -229,9 +230,13 @@ class LostFlags:
             jcc_op = (opcode_of(insn.bytes)[0][-1] & 0xF) >> 1
             # (an operation this module cannot name is none of those whose
             # number decides: not a subtraction, not adox, adcox, clr, popcnt)
-            return _CONCRETE if computed(jcc_op, True, -1 if op is None else op) else op
+            number = op if isinstance(op, int) else -1
+            return _CONCRETE if computed(jcc_op, op is not _DYNAMIC, number) else op
         if insn.eflags & _WRITES_ARITH:
-            return self._operation(insn)
+            count = _shift_count(insn)
+            if count == "cl":
+                return _DYNAMIC
+            return op if count == 0 else self._operation(insn)
         return op
 
     def _operation(self, insn):
